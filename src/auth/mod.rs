@@ -1,0 +1,10 @@
+//! Authentication and authorization: credentials from the `Authorization` header, token
+//! verification (cache + argon2), and the route policy. No HTTP server types here.
+
+pub mod credentials;
+pub mod policy;
+pub mod verifier;
+
+pub use credentials::{parse_authorization, CredentialError, Presented};
+pub use policy::{normalize_path, required_permission, PathError, RoutePattern};
+pub use verifier::{AuthError, Verifier};

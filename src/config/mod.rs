@@ -1,0 +1,145 @@
+//! Configuration: the file schema, `TOLLGATE_*` environment overrides, command-line overrides,
+//! and validation into a typed [`Config`]. Every problem is collected and reported at once,
+//! each naming where the value came from (file, variable or flag), the field and the reason.
+
+mod fields;
+mod load;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+pub use fields::{ConfigError, ConfigErrors};
+pub use load::{load, Overrides, DEFAULT_CONFIG_PATH};
+
+/// argon2id cost parameters used when Tollgate creates a hash. Verification always uses the
+/// parameters stored in the hash itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HashParams {
+    /// Memory cost in KiB (default 19456 = 19 MiB, OWASP's minimum for argon2id).
+    pub memory_kib: u32,
+    /// Number of passes (default 2).
+    pub iterations: u32,
+    /// Lanes (default 1).
+    pub parallelism: u32,
+}
+
+impl Default for HashParams {
+    fn default() -> Self {
+        HashParams {
+            memory_kib: 19456,
+            iterations: 2,
+            parallelism: 1,
+        }
+    }
+}
+
+impl HashParams {
+    /// Very cheap parameters for tests only: never use them for real tokens.
+    pub fn cheap() -> Self {
+        HashParams {
+            memory_kib: 64,
+            iterations: 1,
+            parallelism: 1,
+        }
+    }
+}
+
+/// The package store Tollgate forwards to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UpstreamConfig {
+    /// The URL as configured (`http://127.0.0.1:80`).
+    pub url: String,
+    /// True for `https`.
+    pub tls: bool,
+    /// The resolved address (resolved once, at load).
+    pub address: SocketAddr,
+    /// `Host` header sent upstream: the URL's authority unless `upstream.host` is set.
+    pub host_header: String,
+    /// TLS server name: the URL's host unless `upstream.host` is set.
+    pub sni: String,
+    /// A path the URL carries (`/repo`), prepended to every forwarded path; empty for none.
+    pub path_prefix: String,
+    /// TCP (and TLS) connect timeout.
+    pub connect_timeout: Duration,
+    /// Longest wait for the next bytes from the upstream.
+    pub read_timeout: Duration,
+}
+
+/// Where tokens come from and how they are presented upstream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokensConfig {
+    /// YAML token files.
+    pub files: Vec<PathBuf>,
+    /// Add `X-Tollgate-Token-Id` / `-Name` to upstream requests.
+    pub identity_headers: bool,
+    /// Basic usernames meaning "the password is the token" (`token`, `__token__`).
+    pub token_usernames: Vec<String>,
+}
+
+/// The verification cache.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CacheConfig {
+    /// Most cached verifications.
+    pub capacity: u64,
+    /// How long a successful verification is remembered.
+    pub ttl: Duration,
+    /// How long a failed verification is remembered.
+    pub negative_ttl: Duration,
+}
+
+/// Bounds on argon2 work.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VerifyConfig {
+    /// argon2 verifications running at once (0 in the file = number of cores).
+    pub max_concurrent: usize,
+    /// Verifications allowed to wait for a slot; beyond that the proxy answers 503.
+    pub max_queue: usize,
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// One JSON object per line.
+    Json,
+    /// Human-readable lines.
+    Text,
+}
+
+/// Logging.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogConfig {
+    /// Output format.
+    pub format: LogFormat,
+    /// A tracing filter directive (`info`, `tollgate=debug,info`).
+    pub level: String,
+}
+
+/// The whole, validated configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    /// Where the configuration was read from (`built-in defaults` when no file).
+    pub source: String,
+    /// Proxy listener.
+    pub listen: SocketAddr,
+    /// Admin listener (API, metrics, probes).
+    pub admin_listen: SocketAddr,
+    /// The package store.
+    pub upstream: UpstreamConfig,
+    /// Realm in `WWW-Authenticate: Basic realm="…"`.
+    pub realm: String,
+    /// Path the proxy answers itself with the presenting token's details.
+    pub whoami_path: String,
+    /// Token sources.
+    pub tokens: TokensConfig,
+    /// Verification cache.
+    pub cache: CacheConfig,
+    /// argon2 concurrency bounds.
+    pub verify: VerifyConfig,
+    /// argon2 parameters for new hashes.
+    pub hashing: HashParams,
+    /// Logging.
+    pub log: LogConfig,
+    /// Worker threads of the proxy service.
+    pub threads: usize,
+}

@@ -1,0 +1,16 @@
+//! Tollgate: an authenticating reverse proxy for package repositories.
+//!
+//! The library holds everything; `main.rs` only parses the command line and calls [`app`].
+//! Pure parts (token format, credentials, policy, config merge) never see a pingora type;
+//! only `proxy`, `admin`, `store` and `app` do I/O.
+
+pub mod admin;
+pub mod app;
+pub mod auth;
+pub mod cli;
+pub mod config;
+pub mod logging;
+pub mod metrics;
+pub mod proxy;
+pub mod store;
+pub mod token;

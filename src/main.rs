@@ -1,0 +1,8 @@
+//! The `tollgate` binary: parse the command line, hand over to the library.
+
+use clap::Parser;
+
+fn main() {
+    let cli = tollgate::cli::Cli::parse();
+    std::process::exit(tollgate::app::run(cli));
+}

@@ -1,0 +1,350 @@
+//! The pingora `ProxyHttp` implementation: orchestration only. Each request goes
+//! credentials → verification → path normalization → authorization → upstream, and every
+//! refusal is decided (and written) in `request_filter`, before anything reaches the upstream.
+
+mod responses;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use chrono::Utc;
+use http::header::{AUTHORIZATION, HOST};
+use pingora::http::{RequestHeader, ResponseHeader};
+use pingora::prelude::*;
+use pingora::protocols::l4::socket::SocketAddr as PingoraAddr;
+use pingora::proxy::{FailToProxy, ProxyHttp, Session};
+
+pub use responses::{refusal_body, Refusal};
+
+use crate::auth::policy::allows;
+use crate::auth::{normalize_path, parse_authorization, required_permission, AuthError, Verifier};
+use crate::config::Config;
+use crate::metrics::{method_label, METRICS};
+use crate::store::TokenSet;
+use crate::token::Token;
+
+/// Per-request state shared across the filters.
+pub struct Ctx {
+    started: Instant,
+    token: Option<Arc<Token>>,
+    outcome: &'static str,
+    path: Option<String>,
+    class: &'static str,
+}
+
+/// The proxy service.
+pub struct Proxy {
+    tokens: Arc<TokenSet>,
+    verifier: Arc<Verifier>,
+    peer: HttpPeer,
+    challenge: String,
+    whoami_path: String,
+    token_usernames: Vec<String>,
+    identity_headers: bool,
+    host_header: String,
+    path_prefix: String,
+}
+
+impl Proxy {
+    /// Builds the proxy from a validated configuration.
+    pub fn new(config: &Config, tokens: Arc<TokenSet>, verifier: Arc<Verifier>) -> Self {
+        let up = &config.upstream;
+        let mut peer = HttpPeer::new(up.address, up.tls, up.sni.clone());
+        peer.options.connection_timeout = Some(up.connect_timeout);
+        peer.options.total_connection_timeout = Some(up.connect_timeout);
+        peer.options.read_timeout = Some(up.read_timeout);
+        peer.options.write_timeout = Some(up.read_timeout);
+        peer.options.idle_timeout = Some(Duration::from_secs(60));
+        Proxy {
+            tokens,
+            verifier,
+            peer,
+            challenge: format!("Basic realm=\"{}\"", config.realm),
+            whoami_path: config.whoami_path.clone(),
+            token_usernames: config.tokens.token_usernames.clone(),
+            identity_headers: config.tokens.identity_headers,
+            host_header: up.host_header.clone(),
+            path_prefix: up.path_prefix.clone(),
+        }
+    }
+
+    async fn refuse(&self, session: &mut Session, ctx: &mut Ctx, r: Refusal) -> Result<bool> {
+        ctx.outcome = r.code();
+        ctx.class = "refused";
+        if session
+            .req_header()
+            .headers
+            .contains_key(http::header::CONTENT_LENGTH)
+            || session
+                .req_header()
+                .headers
+                .contains_key(http::header::TRANSFER_ENCODING)
+        {
+            // An unread request body would be taken as the next request: close instead.
+            session.set_keepalive(None);
+        }
+        responses::write_refusal(session, r, &self.challenge).await?;
+        Ok(true)
+    }
+
+    async fn whoami(&self, session: &mut Session, ctx: &mut Ctx, token: &Token) -> Result<bool> {
+        let method = &session.req_header().method;
+        if method != http::Method::GET && method != http::Method::HEAD {
+            return self.refuse(session, ctx, Refusal::MethodNotAllowed).await;
+        }
+        ctx.outcome = "ok";
+        ctx.class = "whoami";
+        let routes: Vec<_> = token
+            .routes
+            .iter()
+            .map(|r| serde_json::json!({"path": r.pattern.as_str(), "access": r.access}))
+            .collect();
+        let body = serde_json::json!({
+            "id": &*token.id,
+            "name": &*token.name,
+            "description": token.description,
+            "permission": token.permission,
+            "routes": routes,
+            "created_at": token.created_at,
+            "expires_at": token.expires_at,
+            "source": token.source.kind(),
+        });
+        responses::write_json(session, 200, &[], Bytes::from(body.to_string())).await?;
+        Ok(true)
+    }
+}
+
+fn client_ip(session: &Session) -> Option<String> {
+    match session.client_addr()? {
+        PingoraAddr::Inet(a) => Some(a.ip().to_string()),
+        #[allow(unreachable_patterns)]
+        _ => None,
+    }
+}
+
+#[async_trait]
+impl ProxyHttp for Proxy {
+    type CTX = Ctx;
+
+    fn new_ctx(&self) -> Ctx {
+        Ctx {
+            started: Instant::now(),
+            token: None,
+            outcome: "ok",
+            path: None,
+            class: "proxied",
+        }
+    }
+
+    async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
+        if !self.tokens.is_ready() {
+            return self.refuse(session, ctx, Refusal::NotReady).await;
+        }
+        let headers = &session.req_header().headers;
+        let mut values = headers.get_all(AUTHORIZATION).iter();
+        let first = values.next().map(|v| v.as_bytes());
+        if values.next().is_some() {
+            return self
+                .refuse(
+                    session,
+                    ctx,
+                    Refusal::CredentialsMalformed("more than one Authorization header"),
+                )
+                .await;
+        }
+        let presented = match parse_authorization(first, &self.token_usernames) {
+            Ok(p) => p,
+            Err(e) => return self.refuse(session, ctx, e.into()).await,
+        };
+        let snapshot = self.tokens.load();
+        let token = match self
+            .verifier
+            .authenticate(&presented, &snapshot, Utc::now())
+            .await
+        {
+            Ok(t) => t,
+            Err(e) => {
+                let r = match e {
+                    AuthError::Unknown | AuthError::WrongSecret => Refusal::TokenInvalid,
+                    AuthError::Expired => Refusal::TokenExpired,
+                    AuthError::Busy => Refusal::Busy,
+                    AuthError::Internal => Refusal::Internal,
+                };
+                return self.refuse(session, ctx, r).await;
+            }
+        };
+        drop(snapshot);
+        ctx.token = Some(token.clone());
+
+        let raw_path = session.req_header().uri.path();
+        let path = match normalize_path(raw_path) {
+            Ok(p) => p,
+            Err(e) => return self.refuse(session, ctx, Refusal::BadPath(e)).await,
+        };
+        if path == self.whoami_path {
+            return self.whoami(session, ctx, &token).await;
+        }
+        let required = required_permission(&session.req_header().method);
+        if !allows(&token, required, &path) {
+            ctx.path = Some(path);
+            return self.refuse(session, ctx, Refusal::Forbidden).await;
+        }
+
+        // Forward exactly what was checked.
+        let uri = &session.req_header().uri;
+        if path != raw_path || !self.path_prefix.is_empty() || uri.scheme().is_some() {
+            let mut target = String::with_capacity(self.path_prefix.len() + path.len() + 32);
+            target.push_str(&self.path_prefix);
+            target.push_str(&path);
+            if let Some(q) = uri.query() {
+                target.push('?');
+                target.push_str(q);
+            }
+            match http::Uri::try_from(target) {
+                Ok(u) => session.req_header_mut().set_uri(u),
+                Err(_) => {
+                    return self
+                        .refuse(
+                            session,
+                            ctx,
+                            Refusal::BadPath(crate::auth::PathError::BadEncoding),
+                        )
+                        .await
+                }
+            }
+        }
+        ctx.path = Some(path);
+        Ok(false)
+    }
+
+    async fn upstream_peer(&self, _session: &mut Session, _ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
+        Ok(Box::new(self.peer.clone()))
+    }
+
+    async fn upstream_request_filter(
+        &self,
+        session: &mut Session,
+        req: &mut RequestHeader,
+        ctx: &mut Ctx,
+    ) -> Result<()> {
+        req.remove_header(&AUTHORIZATION);
+        let spoofed: Vec<http::HeaderName> = req
+            .headers
+            .keys()
+            .filter(|k| k.as_str().starts_with("x-tollgate-"))
+            .cloned()
+            .collect();
+        for name in spoofed {
+            req.remove_header(&name);
+        }
+        if self.identity_headers {
+            if let Some(t) = &ctx.token {
+                req.insert_header("X-Tollgate-Token-Id", &*t.id)?;
+                req.insert_header("X-Tollgate-Token-Name", &*t.name)?;
+            }
+        }
+        let original_host = req
+            .headers
+            .get(HOST)
+            .and_then(|h| h.to_str().ok())
+            .map(str::to_owned)
+            .or_else(|| req.uri.authority().map(|a| a.to_string()));
+        req.insert_header(HOST, &self.host_header)?;
+        if let Some(h) = original_host {
+            req.insert_header("X-Forwarded-Host", h)?;
+        }
+        if let Some(ip) = client_ip(session) {
+            let xff = match req
+                .headers
+                .get("X-Forwarded-For")
+                .and_then(|v| v.to_str().ok())
+            {
+                Some(prev) if !prev.is_empty() => format!("{prev}, {ip}"),
+                _ => ip,
+            };
+            req.insert_header("X-Forwarded-For", xff)?;
+        }
+        req.insert_header("X-Forwarded-Proto", "http")?;
+        Ok(())
+    }
+
+    async fn response_filter(
+        &self,
+        _session: &mut Session,
+        _resp: &mut ResponseHeader,
+        _ctx: &mut Ctx,
+    ) -> Result<()> {
+        Ok(())
+    }
+
+    async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut Ctx) -> FailToProxy {
+        let refusal = match e.etype() {
+            ErrorType::ConnectTimedout
+            | ErrorType::ReadTimedout
+            | ErrorType::WriteTimedout
+            | ErrorType::TLSHandshakeTimedout => Some(Refusal::UpstreamTimeout),
+            _ => match e.esource() {
+                ErrorSource::Upstream => Some(Refusal::UpstreamUnavailable),
+                ErrorSource::Downstream => None,
+                ErrorSource::Internal | ErrorSource::Unset => Some(Refusal::Internal),
+            },
+        };
+        let code = match refusal {
+            Some(r) => {
+                ctx.outcome = r.code();
+                if session.response_written().is_none() {
+                    if let Err(err) = responses::write_refusal(session, r, &self.challenge).await {
+                        tracing::debug!(error = %err, "could not write the error response");
+                    }
+                }
+                r.status()
+            }
+            None => {
+                ctx.outcome = "client_error";
+                0
+            }
+        };
+        FailToProxy {
+            error_code: code,
+            can_reuse_downstream: false,
+        }
+    }
+
+    async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut Ctx) {
+        let status = session
+            .response_written()
+            .map(|r| r.status.as_u16())
+            .unwrap_or(0);
+        let method = &session.req_header().method;
+        let elapsed = ctx.started.elapsed();
+        METRICS
+            .requests
+            .with_label_values(&[ctx.outcome, method_label(method)])
+            .inc();
+        METRICS
+            .request_duration
+            .with_label_values(&[ctx.class])
+            .observe(elapsed.as_secs_f64());
+        let (id, name) = match &ctx.token {
+            Some(t) => (&*t.id, &*t.name),
+            None => ("", ""),
+        };
+        let path = ctx
+            .path
+            .as_deref()
+            .unwrap_or_else(|| session.req_header().uri.path());
+        tracing::info!(
+            target: "audit",
+            token_id = id,
+            token_name = name,
+            method = method.as_str(),
+            path,
+            status,
+            outcome = ctx.outcome,
+            client = client_ip(session).as_deref().unwrap_or(""),
+            duration_ms = elapsed.as_secs_f64() * 1000.0,
+        );
+    }
+}

@@ -1,0 +1,177 @@
+//! The answers the proxy gives itself: refusals and the whoami page, as small JSON bodies.
+//! `respond_error` cannot carry headers, so each answer builds its own `ResponseHeader`.
+
+use std::borrow::Cow;
+
+use bytes::Bytes;
+use pingora::http::ResponseHeader;
+use pingora::prelude::*;
+use pingora::proxy::Session;
+
+use crate::auth::{CredentialError, PathError};
+
+/// Why the proxy answers a request itself instead of forwarding it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// 401: no credentials.
+    CredentialsMissing,
+    /// 401: credentials that are not an accepted form, or a token with a bad checksum.
+    CredentialsMalformed(&'static str),
+    /// 401: unknown token or wrong secret (not told apart, to give no oracle).
+    TokenInvalid,
+    /// 401: expired token.
+    TokenExpired,
+    /// 403: the token lacks the permission or route.
+    Forbidden,
+    /// 400: the path cannot be normalized safely.
+    BadPath(PathError),
+    /// 405: a method the proxy's own endpoint does not take.
+    MethodNotAllowed,
+    /// 503: argon2 capacity exhausted.
+    Busy,
+    /// 503: no token set loaded yet.
+    NotReady,
+    /// 502: the upstream refused or broke the connection.
+    UpstreamUnavailable,
+    /// 504: the upstream did not answer in time.
+    UpstreamTimeout,
+    /// 500: a bug or an internal failure.
+    Internal,
+}
+
+impl Refusal {
+    /// HTTP status.
+    pub fn status(self) -> u16 {
+        match self {
+            Refusal::CredentialsMissing
+            | Refusal::CredentialsMalformed(_)
+            | Refusal::TokenInvalid
+            | Refusal::TokenExpired => 401,
+            Refusal::Forbidden => 403,
+            Refusal::BadPath(_) => 400,
+            Refusal::MethodNotAllowed => 405,
+            Refusal::Busy | Refusal::NotReady => 503,
+            Refusal::UpstreamUnavailable => 502,
+            Refusal::UpstreamTimeout => 504,
+            Refusal::Internal => 500,
+        }
+    }
+
+    /// Stable machine-readable code; also the `outcome` in logs and metrics.
+    pub fn code(self) -> &'static str {
+        match self {
+            Refusal::CredentialsMissing => "credentials_missing",
+            Refusal::CredentialsMalformed(_) => "credentials_malformed",
+            Refusal::TokenInvalid => "token_invalid",
+            Refusal::TokenExpired => "token_expired",
+            Refusal::Forbidden => "forbidden",
+            Refusal::BadPath(_) => "bad_path",
+            Refusal::MethodNotAllowed => "method_not_allowed",
+            Refusal::Busy => "busy",
+            Refusal::NotReady => "not_ready",
+            Refusal::UpstreamUnavailable => "upstream_unavailable",
+            Refusal::UpstreamTimeout => "upstream_timeout",
+            Refusal::Internal => "internal",
+        }
+    }
+
+    /// Plain-words message; never holds a secret.
+    pub fn message(self) -> Cow<'static, str> {
+        match self {
+            Refusal::CredentialsMissing => {
+                "an access token is required: send it as a password with Basic auth (user 'token'), or as a Bearer token".into()
+            }
+            Refusal::CredentialsMalformed(why) => format!("credentials are malformed: {why}").into(),
+            Refusal::TokenInvalid => "the token is unknown, revoked, or its secret is wrong".into(),
+            Refusal::TokenExpired => "the token has expired".into(),
+            Refusal::Forbidden => "the token does not allow this method on this path".into(),
+            Refusal::BadPath(e) => format!("the request path is refused: {e}").into(),
+            Refusal::MethodNotAllowed => "this endpoint answers GET only".into(),
+            Refusal::Busy => "too many token verifications in progress; retry shortly".into(),
+            Refusal::NotReady => "no token set is loaded yet; retry shortly".into(),
+            Refusal::UpstreamUnavailable => "the package store could not be reached".into(),
+            Refusal::UpstreamTimeout => "the package store did not answer in time".into(),
+            Refusal::Internal => "internal error".into(),
+        }
+    }
+}
+
+impl From<CredentialError> for Refusal {
+    fn from(e: CredentialError) -> Self {
+        match e {
+            CredentialError::Missing => Refusal::CredentialsMissing,
+            CredentialError::Malformed(why) => Refusal::CredentialsMalformed(why),
+        }
+    }
+}
+
+/// JSON body of a refusal.
+pub fn refusal_body(r: Refusal) -> Bytes {
+    Bytes::from(serde_json::json!({ "error": r.code(), "message": r.message() }).to_string())
+}
+
+/// Writes a complete JSON response with `extra` headers.
+pub async fn write_json(
+    session: &mut Session,
+    status: u16,
+    extra: &[(&'static str, &str)],
+    body: Bytes,
+) -> Result<()> {
+    let mut h = ResponseHeader::build(status, Some(4 + extra.len()))?;
+    h.insert_header("Content-Type", "application/json")?;
+    h.insert_header("Content-Length", body.len().to_string())?;
+    h.insert_header("Cache-Control", "no-store")?;
+    for (name, value) in extra {
+        h.insert_header(*name, *value)?;
+    }
+    let head_only = session.req_header().method == http::Method::HEAD;
+    session
+        .write_response_header(Box::new(h), head_only)
+        .await?;
+    if !head_only {
+        session.write_response_body(Some(body), true).await?;
+    }
+    Ok(())
+}
+
+/// Writes a refusal; 401s carry the `WWW-Authenticate` challenge (Maven, cargo and pip send
+/// credentials only after it).
+pub async fn write_refusal(session: &mut Session, r: Refusal, challenge: &str) -> Result<()> {
+    let extra: &[(&'static str, &str)] = if r.status() == 401 {
+        &[("WWW-Authenticate", challenge)]
+    } else if r == Refusal::Busy || r == Refusal::NotReady {
+        &[("Retry-After", "1")]
+    } else {
+        &[]
+    };
+    write_json(session, r.status(), extra, refusal_body(r)).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bodies_are_json_with_code() {
+        let all = [
+            Refusal::CredentialsMissing,
+            Refusal::CredentialsMalformed("x"),
+            Refusal::TokenInvalid,
+            Refusal::TokenExpired,
+            Refusal::Forbidden,
+            Refusal::BadPath(PathError::Nul),
+            Refusal::MethodNotAllowed,
+            Refusal::Busy,
+            Refusal::NotReady,
+            Refusal::UpstreamUnavailable,
+            Refusal::UpstreamTimeout,
+            Refusal::Internal,
+        ];
+        for r in all {
+            let v: serde_json::Value = serde_json::from_slice(&refusal_body(r)).unwrap();
+            assert_eq!(v["error"], r.code());
+            assert!(!v["message"].as_str().unwrap().is_empty());
+            assert!((400..600).contains(&r.status()));
+        }
+    }
+}
