@@ -1,36 +1,41 @@
-//! Wires the commands: loads the configuration, builds the pingora `Server` with the proxy
-//! and admin services, and implements the small CLI utilities.
+//! Wires the commands: loads the configuration, starts the control plane (token store loop
+//! and admin listener on their own runtime) and the pingora proxy, and implements the token
+//! CLI on the configured database.
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context};
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use pingora::proxy::http_proxy_service;
 use pingora::server::configuration::ServerConf;
-use pingora::server::Server;
-use pingora::services::background::background_service;
+use pingora::server::{RunArgs, Server};
 use serde::Serialize;
 
-use crate::admin::{AdminService, AdminState};
-use crate::auth::{RoutePattern, Verifier};
-use crate::cli::{Cli, Command, HashArgs, ServeArgs, TokenCommand};
-use crate::config::{self, Config, Overrides};
-use crate::metrics::METRICS;
+use crate::admin::{self, AdminState};
+use crate::auth::Verifier;
+use crate::cli::{
+    Cli, Command, ModifyArgs, NewTokenArgs, Output, RenameArgs, ServeArgs, TargetArgs, TokenCommand,
+};
+use crate::config::{self, Config, HashParams, Overrides};
 use crate::proxy::Proxy;
-use crate::store::{self, yaml, TokenSet};
-use crate::token::{self, Access, Permission, Secret};
+use crate::store::db::{Database, RouteSpec};
+use crate::store::manage::{self, NewToken, Patch};
+use crate::store::{yaml, Store};
+use crate::token::{self, Access, Permission, RateLimitRule, Secret, Source, Token};
 
 /// Exit code for a refused configuration or bad usage.
 pub const EXIT_CONFIG: i32 = 2;
 
 /// Runs a parsed command line; returns the process exit code.
 pub fn run(cli: Cli) -> i32 {
+    let config = cli.config.as_deref();
     let result = match cli.command {
-        Command::Serve(args) => serve(cli.config.as_deref(), &args),
-        Command::CheckConfig => check_config(cli.config.as_deref()),
-        Command::Token(TokenCommand::Hash(args)) => token_hash(cli.config.as_deref(), &args),
+        Command::Serve(args) => serve(config, &args),
+        Command::CheckConfig => check_config(config),
+        Command::Token(cmd) => token_command(config, cmd),
     };
     match result {
         Ok(()) => 0,
@@ -51,6 +56,14 @@ fn config_path(explicit: Option<&Path>) -> Option<PathBuf> {
     }
 }
 
+fn plural(n: usize) -> &'static str {
+    if n == 1 {
+        ""
+    } else {
+        "s"
+    }
+}
+
 /// Loads and validates the configuration, printing warnings to stderr.
 fn load_config(explicit: Option<&Path>, overrides: &Overrides) -> anyhow::Result<Config> {
     let path = config_path(explicit);
@@ -64,31 +77,45 @@ fn load_config(explicit: Option<&Path>, overrides: &Overrides) -> anyhow::Result
         Err(errors) => Err(anyhow!(
             "the configuration is refused ({} problem{}):\n{errors}",
             errors.0.len(),
-            if errors.0.len() == 1 { "" } else { "s" }
+            plural(errors.0.len())
         )),
     }
 }
 
-fn load_tokens(config: &Config) -> anyhow::Result<store::Snapshot> {
-    store::load_snapshot(config, 1).map_err(|errors| {
-        anyhow!(
-            "the token set is refused ({} problem{}):\n{}",
-            errors.len(),
-            if errors.len() == 1 { "" } else { "s" },
-            errors.join("\n")
-        )
-    })
+fn refused(what: &str, errors: Vec<String>) -> anyhow::Error {
+    anyhow!(
+        "the {what} is refused ({} problem{}):\n{}",
+        errors.len(),
+        plural(errors.len()),
+        errors.join("\n")
+    )
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("tollgate-control")
+        .enable_all()
+        .build()
+        .context("starting the control runtime")
+}
+
+/// Loads every source into `store` and builds the first snapshot.
+async fn load_store(store: &Store) -> anyhow::Result<()> {
+    store.load_files().map_err(|e| refused("token set", e))?;
+    store
+        .connect()
+        .await
+        .map_err(|e| refused("token database", e))?;
+    store.rebuild().await.map_err(|e| refused("token set", e))
 }
 
 fn check_config(explicit: Option<&Path>) -> anyhow::Result<()> {
     let config = load_config(explicit, &Overrides::default())?;
-    let snapshot = load_tokens(&config)?;
-    println!(
-        "config OK: {} ({} token{})",
-        config.source,
-        snapshot.len(),
-        if snapshot.len() == 1 { "" } else { "s" }
-    );
+    let store = Store::new(&config, None);
+    runtime()?.block_on(load_store(&store))?;
+    let n = store.set.load().len();
+    println!("config OK: {} ({n} token{})", config.source, plural(n));
     Ok(())
 }
 
@@ -105,33 +132,80 @@ fn serve_overrides(args: &ServeArgs) -> Overrides {
     o
 }
 
+/// The in-memory manager token of `--bootstrap-token NAME:SECRET`.
+fn bootstrap_token(spec: &str, params: &HashParams) -> anyhow::Result<Token> {
+    let (name, secret) = spec
+        .split_once(':')
+        .ok_or_else(|| anyhow!("the bootstrap token must be NAME:SECRET"))?;
+    if !yaml::valid_name(name) {
+        bail!("the bootstrap token's name must be 1-64 letters, digits, '-', '_', '.' or '@'");
+    }
+    if secret.len() < manage::MIN_CUSTOM_SECRET {
+        bail!(
+            "the bootstrap token's secret must be at least {} characters",
+            manage::MIN_CUSTOM_SECRET
+        );
+    }
+    // A generated token keeps its id, so it also works as a Bearer token.
+    let id = match token::parse(secret) {
+        Ok(t) => t.id.to_string(),
+        Err(_) => token::generate_id(),
+    };
+    let hash = token::hash_secret(secret, params).map_err(|e| anyhow!("hashing: {e}"))?;
+    Ok(Token {
+        id: Arc::from(id.as_str()),
+        name: Arc::from(name),
+        description: Some("bootstrap token (in memory only)".into()),
+        hash: token::validate_phc(&hash).map_err(|e| anyhow!("hashing: {e}"))?,
+        permission: Permission::Manager,
+        routes: Vec::new(),
+        created_at: Some(Utc::now()),
+        expires_at: None,
+        rate_limit: None,
+        generation: 1,
+        source: Source::Bootstrap,
+    })
+}
+
 fn serve(explicit: Option<&Path>, args: &ServeArgs) -> anyhow::Result<()> {
     let config = load_config(explicit, &serve_overrides(args))?;
     crate::logging::init(&config.log);
-    let snapshot = load_tokens(&config)?;
+    let bootstrap = args
+        .bootstrap_token
+        .as_deref()
+        .map(|b| bootstrap_token(b, &config.hashing))
+        .transpose()?;
+    let store = Arc::new(Store::new(&config, bootstrap));
+    let control = runtime()?;
+    control.block_on(load_store(&store))?;
     let admin_listener = std::net::TcpListener::bind(config.admin_listen)
         .with_context(|| format!("cannot listen on admin_listen {}", config.admin_listen))?;
     drop(
         std::net::TcpListener::bind(config.listen)
             .with_context(|| format!("cannot listen on listen {}", config.listen))?,
     );
-
-    let tokens = Arc::new(TokenSet::default());
-    METRICS
-        .tokens
-        .with_label_values(&["file"])
-        .set(snapshot.len() as i64);
-    METRICS.snapshot_generation.set(snapshot.generation as i64);
+    let verifier = Arc::new(Verifier::new(&config));
     tracing::info!(
-        tokens = snapshot.len(),
+        tokens = store.set.load().len(),
         config = %config.source,
         listen = %config.listen,
         admin_listen = %config.admin_listen,
         upstream = %config.upstream.url,
         "tollgate starting"
     );
-    tokens.store(snapshot);
-    let verifier = Arc::new(Verifier::new(&config));
+
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let state = AdminState {
+        store: store.clone(),
+        verifier: verifier.clone(),
+        token_usernames: config.tokens.token_usernames.clone().into(),
+        hashing: config.hashing,
+    };
+    let admin_task = control.spawn(admin::serve(admin_listener, state, stop_rx.clone()));
+    let store_task = {
+        let store = store.clone();
+        control.spawn(async move { store.run(stop_rx).await })
+    };
 
     let conf = ServerConf {
         threads: config.threads,
@@ -143,15 +217,109 @@ fn serve(explicit: Option<&Path>, args: &ServeArgs) -> anyhow::Result<()> {
     server.bootstrap();
     let mut proxy = http_proxy_service(
         &server.configuration,
-        Proxy::new(&config, tokens.clone(), verifier),
+        Proxy::new(&config, store.clone(), verifier),
     );
     proxy.add_tcp(&config.listen.to_string());
     server.add_service(proxy);
-    server.add_service(background_service(
-        "admin",
-        AdminService::new(admin_listener, AdminState { tokens }),
-    ));
-    server.run_forever()
+    server.run(RunArgs::default());
+
+    // The proxy has drained: stop the control plane, which flushes last-use times.
+    let _ = stop_tx.send(true);
+    control.block_on(async {
+        let _ = tokio::time::timeout(Duration::from_secs(5), store_task).await;
+        let _ = tokio::time::timeout(Duration::from_secs(2), admin_task).await;
+    });
+    control.shutdown_timeout(Duration::from_secs(1));
+    tracing::info!("tollgate stopped");
+    Ok(())
+}
+
+// ---- token CLI -------------------------------------------------------------------------
+
+fn parse_route(s: &str) -> anyhow::Result<RouteSpec> {
+    let (path, access) = s
+        .rsplit_once('=')
+        .ok_or_else(|| anyhow!("--route {s:?} must be PATH=ACCESS, e.g. /p2/acme/*=read"))?;
+    let access = match access {
+        "read" => Access::Read,
+        "write" => Access::Write,
+        other => bail!("--route {s:?}: access {other:?} is not read or write"),
+    };
+    Ok(RouteSpec {
+        path: path.to_string(),
+        access,
+    })
+}
+
+/// `unlimited`, or REQUESTS/PERIOD (`100/1h`).
+fn parse_rate_limit(s: &str) -> anyhow::Result<RateLimitRule> {
+    if s == "unlimited" {
+        return Ok(RateLimitRule::Unlimited);
+    }
+    let (n, period) = s.split_once('/').ok_or_else(|| {
+        anyhow!("--rate-limit {s:?} must be unlimited or REQUESTS/PERIOD, e.g. 100/1h")
+    })?;
+    let requests: u32 = n
+        .parse()
+        .map_err(|_| anyhow!("--rate-limit {s:?}: {n:?} is not a number"))?;
+    let period =
+        humantime::parse_duration(period).map_err(|e| anyhow!("--rate-limit {s:?}: {e}"))?;
+    RateLimitRule::Limited { requests, period }
+        .validate()
+        .map_err(|e| anyhow!("--rate-limit {s:?}: {e}"))
+}
+
+fn read_secret(flag: Option<&str>) -> anyhow::Result<Option<Secret>> {
+    match flag {
+        None => Ok(None),
+        Some("-") => {
+            let mut s = String::new();
+            std::io::stdin()
+                .read_to_string(&mut s)
+                .context("reading the secret from stdin")?;
+            Ok(Some(Secret::new(s.trim_end_matches(['\r', '\n']))))
+        }
+        Some(_) => {
+            bail!("--secret takes only '-' (read from stdin): secrets never go in arguments")
+        }
+    }
+}
+
+fn new_token_request(args: &NewTokenArgs) -> anyhow::Result<NewToken> {
+    Ok(NewToken {
+        name: args.name.clone(),
+        description: args.description.clone(),
+        permission: args.permission.into(),
+        routes: args
+            .routes
+            .iter()
+            .map(|r| parse_route(r))
+            .collect::<anyhow::Result<_>>()?,
+        expires_in: Some(args.expires_in.clone()),
+        rate_limit: args
+            .rate_limit
+            .as_deref()
+            .map(parse_rate_limit)
+            .transpose()?,
+        secret: read_secret(args.secret.as_deref())?,
+    })
+}
+
+fn token_command(explicit: Option<&Path>, cmd: TokenCommand) -> anyhow::Result<()> {
+    let config = load_config(explicit, &Overrides::default())?;
+    if let TokenCommand::Hash(args) = &cmd {
+        return token_hash(&config, args);
+    }
+    let url = config.tokens.database.clone().ok_or_else(|| {
+        anyhow!("no token database is configured (tokens.database: none): use `token hash` and a token file")
+    })?;
+    let rt = runtime()?;
+    rt.block_on(async {
+        let db = Database::open(&url).await?;
+        let result = db_command(&config, &db, cmd).await;
+        db.close().await;
+        result
+    })
 }
 
 /// A token-file entry as `token hash` prints it.
@@ -164,78 +332,29 @@ struct EntryOut {
     hash: String,
     permission: Permission,
     #[serde(skip_serializing_if = "Vec::is_empty")]
-    routes: Vec<RouteOut>,
-    created_at: String,
+    routes: Vec<RouteSpec>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    expires_at: Option<String>,
+    rate_limit: Option<RateLimitRule>,
+    created_at: DateTime<Utc>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    expires_at: Option<DateTime<Utc>>,
 }
 
-#[derive(Serialize)]
-struct RouteOut {
-    path: String,
-    access: Access,
-}
-
-fn parse_route(s: &str) -> anyhow::Result<RouteOut> {
-    let (path, access) = s
-        .rsplit_once('=')
-        .ok_or_else(|| anyhow!("--route {s:?} must be PATH=ACCESS, e.g. /p2/acme/*=read"))?;
-    RoutePattern::parse(path).map_err(|e| anyhow!("--route: {e}"))?;
-    let access = match access {
-        "read" => Access::Read,
-        "write" => Access::Write,
-        other => bail!("--route {s:?}: access {other:?} is not read or write"),
-    };
-    Ok(RouteOut {
-        path: path.to_string(),
-        access,
-    })
-}
-
-fn token_hash(explicit: Option<&Path>, args: &HashArgs) -> anyhow::Result<()> {
-    let config = load_config(explicit, &Overrides::default())?;
-    if !yaml::valid_name(&args.name) {
-        bail!("--name must be 1-64 letters, digits, '-', '_', '.' or '@'");
-    }
-    let routes = args
-        .routes
-        .iter()
-        .map(|r| parse_route(r))
-        .collect::<anyhow::Result<Vec<_>>>()?;
-    let now = Utc::now();
-    let expires_at =
-        token::parse_expiry(&args.expires_in, now).map_err(|e| anyhow!("--expires-in: {e}"))?;
-    let (id, secret, custom) = match args.secret.as_deref() {
-        None => {
-            let g = token::generate();
-            (g.id, g.token, false)
-        }
-        Some("-") => {
-            let mut s = String::new();
-            std::io::stdin()
-                .read_to_string(&mut s)
-                .context("reading the secret from stdin")?;
-            let s = s.trim_end_matches(['\r', '\n']).to_string();
-            if s.len() < 16 {
-                bail!("a custom secret must be at least 16 characters");
-            }
-            (token::generate_id(), Secret::new(s), true)
-        }
-        Some(_) => {
-            bail!("--secret takes only '-' (read from stdin): secrets never go in arguments")
-        }
-    };
-    let hash = token::hash_secret(secret.expose(), &config.hashing)
-        .map_err(|e| anyhow!("hashing failed: {e}"))?;
+fn token_hash(config: &Config, args: &NewTokenArgs) -> anyhow::Result<()> {
+    let req = new_token_request(args)?;
+    let custom = req.secret.is_some();
+    let (t, secret) =
+        manage::build_new(req, &config.hashing, Utc::now()).map_err(|e| anyhow!(e))?;
     let entry = EntryOut {
-        id,
-        name: args.name.clone(),
-        description: args.description.clone(),
-        hash,
-        permission: args.permission.into(),
-        routes,
-        created_at: now.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
-        expires_at: expires_at.map(|e| e.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)),
+        id: t.id.to_string(),
+        name: t.name.to_string(),
+        description: t.description.clone(),
+        hash: t.hash.as_str().to_string(),
+        permission: t.permission,
+        routes: crate::store::db::route_specs(&t.routes),
+        rate_limit: t.rate_limit,
+        created_at: t.created_at.unwrap_or_else(Utc::now),
+        expires_at: t.expires_at,
     };
     let yaml = serde_yaml_ng::to_string(&vec![entry]).context("rendering the entry")?;
     let mut out = std::io::stdout().lock();
@@ -243,14 +362,235 @@ fn token_hash(explicit: Option<&Path>, args: &HashArgs) -> anyhow::Result<()> {
         writeln!(out, "  {line}")?;
     }
     out.flush()?;
+    print_secret(&t, &secret, custom);
+    Ok(())
+}
+
+fn print_secret(t: &Token, secret: &Secret, custom: bool) {
     if custom {
         eprintln!(
             "custom secret hashed; clients send Basic {}:<secret>",
-            args.name
+            t.name
         );
     } else {
         eprintln!("token: {}", secret.expose());
-        eprintln!("(shown once: it cannot be read back from the hash)");
+        eprintln!("(shown once: it cannot be read back)");
+    }
+}
+
+/// Tokens from the files, for name checks and listing.
+fn file_tokens(config: &Config) -> anyhow::Result<Vec<Token>> {
+    let mut all = Vec::new();
+    for f in &config.tokens.files {
+        match yaml::load_file(f) {
+            Ok(mut t) => all.append(&mut t),
+            Err(e) => return Err(refused("token file", e)),
+        }
+    }
+    Ok(all)
+}
+
+fn print_tokens(
+    tokens: &[Token],
+    usage: &std::collections::HashMap<String, DateTime<Utc>>,
+    output: Output,
+) {
+    let now = Utc::now();
+    match output {
+        Output::Json => {
+            let views: Vec<_> = tokens
+                .iter()
+                .map(|t| manage::token_view(t, usage.get(&*t.id).copied(), now))
+                .collect();
+            let v = if views.len() == 1 {
+                views.into_iter().next().unwrap_or_default()
+            } else {
+                serde_json::json!({ "tokens": views })
+            };
+            println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+        }
+        Output::Table => {
+            let day = |d: Option<DateTime<Utc>>| {
+                d.map(|d| d.format("%Y-%m-%d %H:%M").to_string())
+                    .unwrap_or_else(|| "-".into())
+            };
+            println!(
+                "{:<12}  {:<24}  {:<10}  {:<8}  {:<16}  {:<16}  ROUTES",
+                "ID", "NAME", "PERMISSION", "SOURCE", "EXPIRES", "LAST USED"
+            );
+            for t in tokens {
+                let expires = match t.expires_at {
+                    Some(_) if t.is_expired(now) => "expired".to_string(),
+                    e => day(e),
+                };
+                let routes: Vec<String> = t
+                    .routes
+                    .iter()
+                    .map(|r| {
+                        format!(
+                            "{}={}",
+                            r.pattern.as_str(),
+                            r.access.as_permission().as_str()
+                        )
+                    })
+                    .collect();
+                println!(
+                    "{:<12}  {:<24}  {:<10}  {:<8}  {:<16}  {:<16}  {}",
+                    t.id,
+                    t.name,
+                    t.permission.as_str(),
+                    t.source.kind(),
+                    expires,
+                    day(usage.get(&*t.id).copied()),
+                    if routes.is_empty() {
+                        "*".to_string()
+                    } else {
+                        routes.join(",")
+                    }
+                );
+            }
+        }
+    }
+}
+
+async fn db_command(config: &Config, db: &Database, cmd: TokenCommand) -> anyhow::Result<()> {
+    let usage = db.usage().await.unwrap_or_default();
+    let name_taken = |name: &str, except: Option<&str>| -> anyhow::Result<()> {
+        if let Some(f) = file_tokens(config)?.iter().find(|t| &*t.name == name) {
+            if Some(&*f.id) != except {
+                bail!(
+                    "a token named {name:?} already exists in {}",
+                    f.source.describe()
+                );
+            }
+        }
+        Ok(())
+    };
+    let one = |t: &Token, output| print_tokens(std::slice::from_ref(t), &usage, output);
+    match cmd {
+        TokenCommand::Hash(_) => unreachable!("handled before opening the database"),
+        TokenCommand::Create(args) => {
+            let req = new_token_request(&args)?;
+            name_taken(&req.name, None)?;
+            let custom = req.secret.is_some();
+            let (t, secret) =
+                manage::build_new(req, &config.hashing, Utc::now()).map_err(|e| anyhow!(e))?;
+            db.insert(&t).await?;
+            audit_cli("token.create", &t);
+            one(&t, args.output);
+            print_secret(&t, &secret, custom);
+        }
+        TokenCommand::List(args) => {
+            let mut all = file_tokens(config)?;
+            all.extend(db.tokens().await.map_err(|e| {
+                anyhow!(e
+                    .iter()
+                    .map(|e| e.to_string())
+                    .collect::<Vec<_>>()
+                    .join("\n"))
+            })?);
+            all.sort_by(|a, b| a.name.cmp(&b.name));
+            if let Output::Json = args.output {
+                let now = Utc::now();
+                let views: Vec<_> = all
+                    .iter()
+                    .map(|t| manage::token_view(t, usage.get(&*t.id).copied(), now))
+                    .collect();
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&serde_json::json!({"tokens": views}))?
+                );
+            } else {
+                print_tokens(&all, &usage, Output::Table);
+            }
+        }
+        TokenCommand::Show(TargetArgs { token, output }) => {
+            let t = match db.find(&token).await {
+                Ok(t) => t,
+                Err(e) => file_tokens(config)?
+                    .into_iter()
+                    .find(|t| *t.id == *token || *t.name == *token)
+                    .ok_or(e)?,
+            };
+            one(&t, output);
+        }
+        TokenCommand::Revoke(TargetArgs { token, .. }) => {
+            let t = db.find(&token).await?;
+            db.delete(&t.id).await?;
+            audit_cli("token.revoke", &t);
+            eprintln!("revoked {} ({})", t.name, t.id);
+        }
+        TokenCommand::Regenerate(TargetArgs { token, output }) => {
+            let current = db.find(&token).await?;
+            let (t, secret) =
+                manage::regenerate(&current, &config.hashing).map_err(|e| anyhow!(e))?;
+            db.update(&t, current.generation).await?;
+            audit_cli("token.regenerate", &t);
+            one(&t, output);
+            print_secret(&t, &secret, false);
+        }
+        TokenCommand::Rename(RenameArgs {
+            token,
+            new_name,
+            output,
+        }) => {
+            let current = db.find(&token).await?;
+            name_taken(&new_name, Some(&current.id))?;
+            let patch = Patch {
+                name: Some(new_name),
+                ..Patch::default()
+            };
+            let t = manage::apply_patch(&current, patch).map_err(|e| anyhow!(e))?;
+            db.update(&t, current.generation).await?;
+            audit_cli("token.modify", &t);
+            one(&t, output);
+        }
+        TokenCommand::Modify(args) => {
+            let ModifyArgs {
+                token,
+                description,
+                permission,
+                routes,
+                no_routes,
+                rate_limit,
+                output,
+            } = args;
+            let current = db.find(&token).await?;
+            let patch = Patch {
+                name: None,
+                description: description.map(|d| (!d.is_empty()).then_some(d)),
+                permission: permission.map(Into::into),
+                routes: if no_routes {
+                    Some(Vec::new())
+                } else if routes.is_empty() {
+                    None
+                } else {
+                    Some(
+                        routes
+                            .iter()
+                            .map(|r| parse_route(r))
+                            .collect::<anyhow::Result<_>>()?,
+                    )
+                },
+                rate_limit: match rate_limit.as_deref() {
+                    None => None,
+                    Some("default") => Some(None),
+                    Some(r) => Some(Some(parse_rate_limit(r)?)),
+                },
+            };
+            let t = manage::apply_patch(&current, patch).map_err(|e| anyhow!(e))?;
+            db.update(&t, current.generation).await?;
+            audit_cli("token.modify", &t);
+            one(&t, output);
+        }
     }
     Ok(())
+}
+
+fn audit_cli(action: &str, t: &Token) {
+    let user = std::env::var("USER").unwrap_or_default();
+    eprintln!(
+        "audit: {action} token_id={} token_name={} by cli user={user:?}",
+        t.id, t.name
+    );
 }

@@ -42,18 +42,101 @@ pub struct ServeArgs {
     /// Upstream package store URL, e.g. http://127.0.0.1:8081.
     #[arg(long)]
     pub upstream: Option<String>,
+    /// An in-memory manager token NAME:SECRET for first set-up and repair; never stored.
+    /// Prefer the environment variable: arguments show in the process list.
+    #[arg(long, env = "TOLLGATE_BOOTSTRAP_TOKEN", hide_env_values = true)]
+    pub bootstrap_token: Option<String>,
 }
 
-/// `tollgate token …`
+/// `tollgate token …`: works on the configured database, with or without a running server.
 #[derive(Debug, Subcommand)]
 pub enum TokenCommand {
     /// Make a token-file entry: prints the YAML entry on stdout and the token, once, on stderr.
-    Hash(HashArgs),
+    Hash(NewTokenArgs),
+    /// Create a database token; prints the token once.
+    Create(NewTokenArgs),
+    /// List tokens (database and files).
+    List(OutputArgs),
+    /// Show one token.
+    Show(TargetArgs),
+    /// Revoke (delete) a database token; effective at once.
+    Revoke(TargetArgs),
+    /// Give a database token a new secret; the old one stops working at once. Prints the token once.
+    Regenerate(TargetArgs),
+    /// Rename a database token.
+    Rename(RenameArgs),
+    /// Change description, permission, routes or rate limit of a database token.
+    Modify(ModifyArgs),
 }
 
-/// Flags of `token hash`.
+/// Output format.
+#[derive(Debug, Clone, Copy, Default, clap::ValueEnum)]
+pub enum Output {
+    /// Aligned columns for people.
+    #[default]
+    Table,
+    /// JSON, as the admin API returns it.
+    Json,
+}
+
+/// `--output`.
 #[derive(Debug, Args)]
-pub struct HashArgs {
+pub struct OutputArgs {
+    /// table or json.
+    #[arg(long, short = 'o', value_enum, default_value_t = Output::Table)]
+    pub output: Output,
+}
+
+/// A token by id or name, plus `--output`.
+#[derive(Debug, Args)]
+pub struct TargetArgs {
+    /// The token's id or name.
+    pub token: String,
+    /// table or json.
+    #[arg(long, short = 'o', value_enum, default_value_t = Output::Table)]
+    pub output: Output,
+}
+
+/// Flags of `token rename`.
+#[derive(Debug, Args)]
+pub struct RenameArgs {
+    /// The token's id or current name.
+    pub token: String,
+    /// The new name.
+    pub new_name: String,
+    /// table or json.
+    #[arg(long, short = 'o', value_enum, default_value_t = Output::Table)]
+    pub output: Output,
+}
+
+/// Flags of `token modify`.
+#[derive(Debug, Args)]
+pub struct ModifyArgs {
+    /// The token's id or name.
+    pub token: String,
+    /// New description ("" clears it).
+    #[arg(long)]
+    pub description: Option<String>,
+    /// New permission.
+    #[arg(long, value_enum)]
+    pub permission: Option<PermissionArg>,
+    /// Replace the routes, repeatable: --route /p2/acme/*=read
+    #[arg(long = "route")]
+    pub routes: Vec<String>,
+    /// Remove every route (the permission then applies to every path).
+    #[arg(long, conflicts_with = "routes")]
+    pub no_routes: bool,
+    /// `unlimited`, `default`, or REQUESTS/PERIOD such as 100/1h.
+    #[arg(long)]
+    pub rate_limit: Option<String>,
+    /// table or json.
+    #[arg(long, short = 'o', value_enum, default_value_t = Output::Table)]
+    pub output: Output,
+}
+
+/// Flags of `token hash` and `token create`.
+#[derive(Debug, Args)]
+pub struct NewTokenArgs {
     /// Unique token name.
     #[arg(long)]
     pub name: String,
@@ -69,10 +152,16 @@ pub struct HashArgs {
     /// 30d, 90d, 365d, never, or an RFC 3339 date.
     #[arg(long, default_value = "never")]
     pub expires_in: String,
+    /// `unlimited`, or REQUESTS/PERIOD such as 100/1h (default: the configured limit).
+    #[arg(long)]
+    pub rate_limit: Option<String>,
     /// Read a custom secret from stdin (`-`) instead of generating a token; the client then
     /// sends Basic NAME:SECRET.
     #[arg(long)]
     pub secret: Option<String>,
+    /// table or json (create only).
+    #[arg(long, short = 'o', value_enum, default_value_t = Output::Table)]
+    pub output: Output,
 }
 
 /// Permission as a command-line value.

@@ -12,5 +12,6 @@ pub mod config;
 pub mod logging;
 pub mod metrics;
 pub mod proxy;
+pub mod ratelimit;
 pub mod store;
 pub mod token;

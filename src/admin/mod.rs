@@ -1,38 +1,55 @@
-//! The admin listener: probes and Prometheus metrics (the token API joins it later).
-//! Served by axum on a pingora background service, on its own port (127.0.0.1 by default).
+//! The admin listener: the token REST API, probes and Prometheus metrics, served by axum on
+//! Tollgate's control-plane runtime (beside the token store's reload and write-behind loop),
+//! on its own port (127.0.0.1 by default).
+
+pub mod api;
 
 use std::sync::Arc;
 
-use async_trait::async_trait;
 use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::Router;
-use pingora::server::ShutdownWatch;
-use pingora::services::background::BackgroundService;
 
+use crate::auth::Verifier;
+use crate::config::HashParams;
 use crate::metrics::METRICS;
-use crate::store::TokenSet;
+use crate::store::Store;
 
 /// Shared state of the admin handlers.
 #[derive(Clone)]
 pub struct AdminState {
-    /// The live token set (readiness).
-    pub tokens: Arc<TokenSet>,
+    /// The token store.
+    pub store: Arc<Store>,
+    /// Verifies the manager tokens of admin requests (shares the proxy's cache).
+    pub verifier: Arc<Verifier>,
+    /// Basic usernames meaning "the password is the token".
+    pub token_usernames: Arc<[String]>,
+    /// argon2 parameters for new hashes.
+    pub hashing: HashParams,
 }
 
-/// The admin HTTP routes.
+/// Every admin route.
 pub fn router(state: AdminState) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
+        .merge(api::routes(state.clone()))
+        .fallback(|| async {
+            (
+                StatusCode::NOT_FOUND,
+                axum::Json(
+                    serde_json::json!({"error": "not_found", "message": "no such endpoint"}),
+                ),
+            )
+        })
         .with_state(state)
 }
 
 async fn readyz(State(s): State<AdminState>) -> impl IntoResponse {
-    if s.tokens.is_ready() {
+    if s.store.set.is_ready() {
         (StatusCode::OK, "ready\n")
     } else {
         (StatusCode::SERVICE_UNAVAILABLE, "no token set loaded yet\n")
@@ -49,47 +66,17 @@ async fn metrics() -> impl IntoResponse {
     )
 }
 
-/// Runs the admin router on a listener bound before the server started.
-pub struct AdminService {
-    listener: std::sync::Mutex<Option<std::net::TcpListener>>,
+/// Serves the admin routes on `listener` until `stop` fires.
+pub async fn serve(
+    listener: std::net::TcpListener,
     state: AdminState,
-}
-
-impl AdminService {
-    /// Takes an already bound (so bind errors surface at start-up) listener.
-    pub fn new(listener: std::net::TcpListener, state: AdminState) -> Self {
-        AdminService {
-            listener: std::sync::Mutex::new(Some(listener)),
-            state,
-        }
-    }
-}
-
-#[async_trait]
-impl BackgroundService for AdminService {
-    async fn start(&self, mut shutdown: ShutdownWatch) {
-        let Some(std_listener) = self.listener.lock().ok().and_then(|mut l| l.take()) else {
-            return;
-        };
-        let listener = match std_listener
-            .set_nonblocking(true)
-            .and_then(|()| tokio::net::TcpListener::from_std(std_listener))
-        {
-            Ok(l) => l,
-            Err(e) => {
-                tracing::error!(error = %e, "admin listener could not start");
-                return;
-            }
-        };
-        let app = router(self.state.clone());
-        let stop = async move {
-            let _ = shutdown.changed().await;
-        };
-        if let Err(e) = axum::serve(listener, app)
-            .with_graceful_shutdown(stop)
-            .await
-        {
-            tracing::error!(error = %e, "admin listener failed");
-        }
-    }
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) -> std::io::Result<()> {
+    listener.set_nonblocking(true)?;
+    let listener = tokio::net::TcpListener::from_std(listener)?;
+    axum::serve(listener, router(state))
+        .with_graceful_shutdown(async move {
+            let _ = stop.changed().await;
+        })
+        .await
 }

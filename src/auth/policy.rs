@@ -398,6 +398,7 @@ mod tests {
                 .collect(),
             created_at: None,
             expires_at: None,
+            rate_limit: None,
             generation: 1,
             source: Source::File("t.yaml".into()),
         }

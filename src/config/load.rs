@@ -186,6 +186,18 @@ fn build(col: &mut Collector, root: Value, source: String) -> Config {
     let upstream = top.section("upstream", build_upstream);
     let tokens = top.section("tokens", |s| {
         let files: Vec<PathBuf> = s.take("files", vec![PathBuf::from("config/tokens.yaml")]);
+        let database = s.take_with(
+            "database",
+            Some("sqlite://data/tollgate.db".to_string()),
+            |v| {
+                let url = as_string(v)?;
+                if url == "none" {
+                    return Ok(None);
+                }
+                crate::store::db::backend_of(&url).map_err(|e| e.to_string())?;
+                Ok(Some(url))
+            },
+        );
         let identity_headers = s.take("identity_headers", true);
         let token_usernames: Vec<String> = s.take(
             "token_usernames",
@@ -201,6 +213,7 @@ fn build(col: &mut Collector, root: Value, source: String) -> Config {
         }
         TokensConfig {
             files,
+            database,
             identity_headers,
             token_usernames,
         }

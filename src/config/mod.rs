@@ -71,6 +71,9 @@ pub struct UpstreamConfig {
 pub struct TokensConfig {
     /// YAML token files.
     pub files: Vec<PathBuf>,
+    /// Token database URL (`sqlite://data/tollgate.db`, `postgres://…`); `None` when set to
+    /// `none` (no API writes, last-use times in memory only).
+    pub database: Option<String>,
     /// Add `X-Tollgate-Token-Id` / `-Name` to upstream requests.
     pub identity_headers: bool,
     /// Basic usernames meaning "the password is the token" (`token`, `__token__`).

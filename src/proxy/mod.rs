@@ -22,7 +22,7 @@ use crate::auth::policy::allows;
 use crate::auth::{normalize_path, parse_authorization, required_permission, AuthError, Verifier};
 use crate::config::Config;
 use crate::metrics::{method_label, METRICS};
-use crate::store::TokenSet;
+use crate::store::Store;
 use crate::token::Token;
 
 /// Per-request state shared across the filters.
@@ -36,7 +36,7 @@ pub struct Ctx {
 
 /// The proxy service.
 pub struct Proxy {
-    tokens: Arc<TokenSet>,
+    store: Arc<Store>,
     verifier: Arc<Verifier>,
     peer: HttpPeer,
     challenge: String,
@@ -49,7 +49,7 @@ pub struct Proxy {
 
 impl Proxy {
     /// Builds the proxy from a validated configuration.
-    pub fn new(config: &Config, tokens: Arc<TokenSet>, verifier: Arc<Verifier>) -> Self {
+    pub fn new(config: &Config, store: Arc<Store>, verifier: Arc<Verifier>) -> Self {
         let up = &config.upstream;
         let mut peer = HttpPeer::new(up.address, up.tls, up.sni.clone());
         peer.options.connection_timeout = Some(up.connect_timeout);
@@ -58,7 +58,7 @@ impl Proxy {
         peer.options.write_timeout = Some(up.read_timeout);
         peer.options.idle_timeout = Some(Duration::from_secs(60));
         Proxy {
-            tokens,
+            store,
             verifier,
             peer,
             challenge: format!("Basic realm=\"{}\"", config.realm),
@@ -139,7 +139,7 @@ impl ProxyHttp for Proxy {
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
-        if !self.tokens.is_ready() {
+        if !self.store.set.is_ready() {
             return self.refuse(session, ctx, Refusal::NotReady).await;
         }
         let headers = &session.req_header().headers;
@@ -158,12 +158,9 @@ impl ProxyHttp for Proxy {
             Ok(p) => p,
             Err(e) => return self.refuse(session, ctx, e.into()).await,
         };
-        let snapshot = self.tokens.load();
-        let token = match self
-            .verifier
-            .authenticate(&presented, &snapshot, Utc::now())
-            .await
-        {
+        let snapshot = self.store.set.load();
+        let now = Utc::now();
+        let token = match self.verifier.authenticate(&presented, &snapshot, now).await {
             Ok(t) => t,
             Err(e) => {
                 let r = match e {
@@ -176,6 +173,7 @@ impl ProxyHttp for Proxy {
             }
         };
         drop(snapshot);
+        self.store.touch(&token, now);
         ctx.token = Some(token.clone());
 
         let raw_path = session.req_header().uri.path();

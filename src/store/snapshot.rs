@@ -43,9 +43,7 @@ pub struct Snapshot {
 }
 
 fn origin(t: &Token) -> String {
-    match &t.source {
-        crate::token::Source::File(p) => p.to_string(),
-    }
+    t.source.describe()
 }
 
 impl Snapshot {

@@ -9,7 +9,7 @@ use chrono::{DateTime, Utc};
 use serde::Deserialize;
 
 use crate::auth::RoutePattern;
-use crate::token::{self, Access, Permission, Route, Source, Token};
+use crate::token::{self, Access, Permission, RateLimitRule, Route, Source, Token};
 
 /// A token record as written in a file.
 #[derive(Debug, Deserialize)]
@@ -27,6 +27,8 @@ struct Entry {
     created_at: Option<DateTime<Utc>>,
     #[serde(default)]
     description: Option<String>,
+    #[serde(default)]
+    rate_limit: Option<RateLimitRule>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -112,6 +114,7 @@ pub fn parse(file: &str, text: &str) -> Result<Vec<Token>, Vec<String>> {
             routes,
             created_at: e.created_at,
             expires_at: e.expires_at,
+            rate_limit: e.rate_limit,
             source: source.clone(),
         });
     }

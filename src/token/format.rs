@@ -79,7 +79,12 @@ fn check_digits(body: &[u8]) -> [u8; CHECK_LEN] {
 
 /// Generates a new token from the OS CSPRNG.
 pub fn generate() -> Generated {
-    let id = generate_id();
+    generate_with_id(&generate_id())
+}
+
+/// Generates a new secret for an existing id (regeneration keeps the id).
+pub fn generate_with_id(id: &str) -> Generated {
+    let id = id.to_string();
     let mut token = String::with_capacity(TOKEN_LEN);
     token.push_str(PREFIX);
     token.push_str(&id);

@@ -1,6 +1,7 @@
 //! The token record as the proxy sees it, whatever its source.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -65,14 +66,112 @@ pub struct Route {
 pub enum Source {
     /// A YAML token file (its path).
     File(Arc<str>),
+    /// The token database (admin API, CLI).
+    Database,
+    /// `--bootstrap-token` / `TOLLGATE_BOOTSTRAP_TOKEN`: in memory only.
+    Bootstrap,
 }
 
 impl Source {
-    /// The kind of source, as used in the API and metrics (`file`).
+    /// The kind of source, as used in the API and metrics (`file`, `database`, `bootstrap`).
     pub fn kind(&self) -> &'static str {
         match self {
             Source::File(_) => "file",
+            Source::Database => "database",
+            Source::Bootstrap => "bootstrap",
         }
+    }
+
+    /// Where exactly: the file path, or the kind.
+    pub fn describe(&self) -> String {
+        match self {
+            Source::File(p) => p.to_string(),
+            other => other.kind().to_string(),
+        }
+    }
+}
+
+/// A token's own rate limit, overriding the configured default.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RateLimitRule {
+    /// No limit.
+    Unlimited,
+    /// `requests` per `period`.
+    Limited {
+        /// Requests allowed per period (at least 1).
+        requests: u32,
+        /// The period (at least 1 s).
+        period: Duration,
+    },
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(untagged)]
+enum RuleRepr {
+    Word(String),
+    Map { requests: u32, period: PeriodRepr },
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(untagged)]
+enum PeriodRepr {
+    Secs(u64),
+    Text(String),
+}
+
+impl RateLimitRule {
+    /// Checks the ranges: at least one request, a period of 1 s to 366 days.
+    pub fn validate(self) -> Result<Self, String> {
+        match self {
+            RateLimitRule::Limited { requests, period } => {
+                if requests == 0 {
+                    return Err("rate_limit.requests must be at least 1".into());
+                }
+                if period < Duration::from_secs(1) || period > Duration::from_secs(366 * 86400) {
+                    return Err("rate_limit.period must be between 1s and 366d".into());
+                }
+                Ok(self)
+            }
+            RateLimitRule::Unlimited => Ok(self),
+        }
+    }
+}
+
+impl Serialize for RateLimitRule {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            RateLimitRule::Unlimited => RuleRepr::Word("unlimited".into()),
+            RateLimitRule::Limited { requests, period } => RuleRepr::Map {
+                requests: *requests,
+                period: PeriodRepr::Text(humantime::format_duration(*period).to_string()),
+            },
+        }
+        .serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for RateLimitRule {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::Error;
+        let rule = match RuleRepr::deserialize(d).map_err(|_| {
+            D::Error::custom("rate_limit must be \"unlimited\" or {requests: N, period: 1h}")
+        })? {
+            RuleRepr::Word(w) if w == "unlimited" => RateLimitRule::Unlimited,
+            RuleRepr::Word(w) => {
+                return Err(D::Error::custom(format!(
+                    "rate_limit {w:?} is not \"unlimited\" or {{requests: N, period: 1h}}"
+                )))
+            }
+            RuleRepr::Map { requests, period } => RateLimitRule::Limited {
+                requests,
+                period: match period {
+                    PeriodRepr::Secs(s) => Duration::from_secs(s),
+                    PeriodRepr::Text(t) => humantime::parse_duration(&t)
+                        .map_err(|e| D::Error::custom(format!("rate_limit.period {t:?}: {e}")))?,
+                },
+            },
+        };
+        rule.validate().map_err(D::Error::custom)
     }
 }
 
@@ -95,6 +194,8 @@ pub struct Token {
     pub created_at: Option<DateTime<Utc>>,
     /// When the token stops working, if ever.
     pub expires_at: Option<DateTime<Utc>>,
+    /// Own rate limit; `None` means the configured default.
+    pub rate_limit: Option<RateLimitRule>,
     /// Changes whenever the secret or the rights change; cached verifications of another
     /// generation do not count.
     pub generation: u64,
@@ -106,5 +207,49 @@ impl Token {
     /// True once `now` has reached the expiry.
     pub fn is_expired(&self, now: DateTime<Utc>) -> bool {
         self.expires_at.is_some_and(|e| now >= e)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rate_limit_rule_forms() {
+        let p = |s: &str| serde_yaml_ng::from_str::<RateLimitRule>(s);
+        assert_eq!(p("unlimited").unwrap(), RateLimitRule::Unlimited);
+        assert_eq!(
+            p("{requests: 5, period: 1m}").unwrap(),
+            RateLimitRule::Limited {
+                requests: 5,
+                period: Duration::from_secs(60)
+            }
+        );
+        assert_eq!(
+            p("{requests: 5, period: 30}").unwrap(),
+            RateLimitRule::Limited {
+                requests: 5,
+                period: Duration::from_secs(30)
+            }
+        );
+        for bad in [
+            "lots",
+            "{requests: 0, period: 1m}",
+            "{requests: 5, period: 0s}",
+            "{requests: 5}",
+            "7",
+        ] {
+            assert!(p(bad).is_err(), "{bad}");
+        }
+        let json = serde_json::to_string(&RateLimitRule::Limited {
+            requests: 5,
+            period: Duration::from_secs(3600),
+        })
+        .unwrap();
+        assert_eq!(json, r#"{"requests":5,"period":"1h"}"#);
+        assert_eq!(
+            serde_json::to_string(&RateLimitRule::Unlimited).unwrap(),
+            r#""unlimited""#
+        );
     }
 }

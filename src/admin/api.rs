@@ -1,0 +1,367 @@
+//! The token REST API (DESIGN §8): create (the token shown once), list, show, modify,
+//! regenerate and revoke database tokens. Every request needs a manager token; every change
+//! is audited; bad input is a 4xx JSON error, never a 500.
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::{Path, Request, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Extension, Json, Router};
+use chrono::Utc;
+use serde::de::DeserializeOwned;
+use serde_json::{json, Value};
+
+use super::AdminState;
+use crate::auth::{parse_authorization, AuthError};
+use crate::store::db::DbError;
+use crate::store::manage::{self, NewToken, Patch};
+use crate::token::{Permission, Secret, Token};
+
+/// A JSON error answer `{error, message}`.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+        }
+    }
+
+    fn bad(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "invalid_request", message)
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut r = (
+            self.status,
+            Json(json!({"error": self.code, "message": self.message})),
+        )
+            .into_response();
+        if self.status == StatusCode::UNAUTHORIZED {
+            r.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"tollgate-admin\""),
+            );
+        }
+        r
+    }
+}
+
+impl From<DbError> for ApiError {
+    fn from(e: DbError) -> Self {
+        match e {
+            DbError::Unavailable(_) => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "database_unavailable",
+                e.to_string(),
+            ),
+            DbError::DuplicateName(_) | DbError::DuplicateId(_) => {
+                ApiError::new(StatusCode::CONFLICT, "conflict", e.to_string())
+            }
+            DbError::NotFound(_) => {
+                ApiError::new(StatusCode::NOT_FOUND, "not_found", e.to_string())
+            }
+            DbError::Url(_) | DbError::Corrupt { .. } => {
+                ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
+            }
+        }
+    }
+}
+
+type ApiResult<T> = Result<T, ApiError>;
+
+/// The manager token behind an admin request.
+#[derive(Clone)]
+pub struct Actor(pub Arc<Token>);
+
+/// The `/api/v1` routes, behind the manager-token check.
+pub fn routes(state: AdminState) -> Router<AdminState> {
+    Router::new()
+        .route("/api/v1/tokens", get(list).post(create))
+        .route(
+            "/api/v1/tokens/{id}",
+            get(show).patch(modify).delete(revoke),
+        )
+        .route("/api/v1/tokens/{id}/regenerate", post(regenerate))
+        .route_layer(axum::middleware::from_fn_with_state(state, require_manager))
+}
+
+async fn require_manager(State(s): State<AdminState>, mut req: Request, next: Next) -> Response {
+    let header = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .map(|v| v.as_bytes());
+    let presented = match parse_authorization(header, &s.token_usernames) {
+        Ok(p) => p,
+        Err(e) => {
+            return ApiError::new(StatusCode::UNAUTHORIZED, "unauthenticated", e.to_string())
+                .into_response()
+        }
+    };
+    let snapshot = s.store.set.load();
+    let token = match s
+        .verifier
+        .authenticate(&presented, &snapshot, Utc::now())
+        .await
+    {
+        Ok(t) => t,
+        Err(AuthError::Busy) => {
+            return ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "busy",
+                "verification capacity exhausted; retry",
+            )
+            .into_response()
+        }
+        Err(AuthError::Expired) => {
+            return ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "token_expired",
+                "the token has expired",
+            )
+            .into_response()
+        }
+        Err(_) => {
+            return ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "unauthenticated",
+                "the token is unknown, revoked, or its secret is wrong",
+            )
+            .into_response()
+        }
+    };
+    if token.permission != Permission::Manager {
+        return ApiError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "the admin API needs a manager token",
+        )
+        .into_response();
+    }
+    s.store.touch(&token, Utc::now());
+    req.extensions_mut().insert(Actor(token));
+    next.run(req).await
+}
+
+fn parse_body<T: DeserializeOwned>(body: &Bytes) -> ApiResult<T> {
+    if body.is_empty() {
+        return Err(ApiError::bad("a JSON body is required"));
+    }
+    serde_json::from_slice(body).map_err(|e| ApiError::bad(format!("invalid JSON body: {e}")))
+}
+
+/// The public view of a token: never the hash.
+pub fn view(s: &AdminState, t: &Token) -> Value {
+    manage::token_view(t, s.store.last_used(&t.id), Utc::now())
+}
+
+fn audit(actor: &Actor, action: &str, t: &Token) {
+    tracing::info!(
+        target: "audit",
+        action,
+        actor_id = &*actor.0.id,
+        actor_name = &*actor.0.name,
+        token_id = &*t.id,
+        token_name = &*t.name,
+        "admin change"
+    );
+}
+
+fn find(s: &AdminState, id: &str) -> ApiResult<Arc<Token>> {
+    let snap = s.store.set.load();
+    snap.by_id(id)
+        .or_else(|| snap.by_name(id))
+        .cloned()
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                format!("no token {id:?}"),
+            )
+        })
+}
+
+fn writable(t: &Token) -> ApiResult<()> {
+    manage::check_writable(t).map_err(|m| ApiError::new(StatusCode::CONFLICT, "read_only", m))
+}
+
+fn db(s: &AdminState) -> ApiResult<&crate::store::db::Database> {
+    if !s.store.has_database() {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "no_database",
+            "no token database is configured (tokens.database: none); tokens come from files only",
+        ));
+    }
+    s.store.db().ok_or_else(|| {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "database_unavailable",
+            "the token database is not connected yet; retry shortly",
+        )
+    })
+}
+
+async fn apply(s: &AdminState) -> ApiResult<()> {
+    s.store.rebuild().await.map_err(|errors| {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "reload_failed",
+            format!(
+                "the change is stored but the token set could not be rebuilt: {}",
+                errors.join("; ")
+            ),
+        )
+    })
+}
+
+/// Runs CPU-heavy record building (argon2) on a blocking thread; its errors are bad input.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, String> + Send + 'static,
+) -> ApiResult<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|_| {
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "hashing failed",
+            )
+        })?
+        .map_err(ApiError::bad)
+}
+
+/// Refuses a name another token (from any source) already has.
+fn check_name_free(s: &AdminState, name: &str, except_id: Option<&str>) -> ApiResult<()> {
+    if let Some(other) = s.store.set.load().by_name(name) {
+        if Some(&*other.id) != except_id {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "conflict",
+                format!(
+                    "a token named {name:?} already exists ({})",
+                    other.source.kind()
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+async fn list(State(s): State<AdminState>) -> Json<Value> {
+    let snap = s.store.set.load();
+    let mut tokens: Vec<&Arc<Token>> = snap.iter().collect();
+    tokens.sort_by(|a, b| a.name.cmp(&b.name));
+    Json(json!({"tokens": tokens.iter().map(|t| view(&s, t)).collect::<Vec<_>>()}))
+}
+
+async fn show(State(s): State<AdminState>, Path(id): Path<String>) -> ApiResult<Json<Value>> {
+    let t = find(&s, &id)?;
+    Ok(Json(view(&s, &t)))
+}
+
+fn created(s: &AdminState, t: &Token, secret: &Secret, status: StatusCode) -> Response {
+    let mut body = view(s, t);
+    body["token"] = Value::String(secret.expose().to_string());
+    let mut headers = HeaderMap::new();
+    if let Ok(v) = HeaderValue::from_str(&format!("/api/v1/tokens/{}", t.id)) {
+        headers.insert(header::LOCATION, v);
+    }
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    (status, headers, Json(body)).into_response()
+}
+
+async fn create(
+    State(s): State<AdminState>,
+    Extension(actor): Extension<Actor>,
+    body: Bytes,
+) -> ApiResult<Response> {
+    let req: NewToken = parse_body(&body)?;
+    let database = db(&s)?;
+    check_name_free(&s, &req.name, None)?;
+    let params = s.hashing;
+    let (t, secret) = blocking(move || manage::build_new(req, &params, Utc::now())).await?;
+    database.insert(&t).await?;
+    apply(&s).await?;
+    audit(&actor, "token.create", &t);
+    Ok(created(&s, &t, &secret, StatusCode::CREATED))
+}
+
+async fn modify(
+    State(s): State<AdminState>,
+    Extension(actor): Extension<Actor>,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> ApiResult<Json<Value>> {
+    let raw: Value = parse_body(&body)?;
+    if let Some(field) = ["expires_in", "expires_at", "created_at"]
+        .into_iter()
+        .find(|f| raw.get(f).is_some())
+    {
+        return Err(ApiError::bad(format!(
+            "{field} cannot be changed: expiry is chosen at creation; create a new token instead"
+        )));
+    }
+    let patch: Patch = parse_body(&body)?;
+    let current = find(&s, &id)?;
+    writable(&current)?;
+    let database = db(&s)?;
+    if let Some(name) = &patch.name {
+        check_name_free(&s, name, Some(&current.id))?;
+    }
+    let t = manage::apply_patch(&current, patch).map_err(ApiError::bad)?;
+    database.update(&t, current.generation).await?;
+    apply(&s).await?;
+    audit(&actor, "token.modify", &t);
+    Ok(Json(view(&s, &t)))
+}
+
+async fn regenerate(
+    State(s): State<AdminState>,
+    Extension(actor): Extension<Actor>,
+    Path(id): Path<String>,
+) -> ApiResult<Response> {
+    let current = find(&s, &id)?;
+    writable(&current)?;
+    let database = db(&s)?;
+    let params = s.hashing;
+    let cur = current.clone();
+    let (t, secret) = blocking(move || manage::regenerate(&cur, &params)).await?;
+    database.update(&t, current.generation).await?;
+    apply(&s).await?;
+    audit(&actor, "token.regenerate", &t);
+    Ok(created(&s, &t, &secret, StatusCode::OK))
+}
+
+async fn revoke(
+    State(s): State<AdminState>,
+    Extension(actor): Extension<Actor>,
+    Path(id): Path<String>,
+) -> ApiResult<StatusCode> {
+    let current = find(&s, &id)?;
+    writable(&current)?;
+    let database = db(&s)?;
+    if !database.delete(&current.id).await? {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("no token {id:?}"),
+        ));
+    }
+    apply(&s).await?;
+    audit(&actor, "token.revoke", &current);
+    Ok(StatusCode::NO_CONTENT)
+}

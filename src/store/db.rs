@@ -1,0 +1,551 @@
+//! The token database: embedded SQLite by default, PostgreSQL when replicas share tokens.
+//! One set of queries through sqlx's `Any` driver, migrations embedded per backend.
+//!
+//! Every token write bumps a change counter in the same transaction, so any process (the
+//! server, a replica, the CLI) can notice another's writes by polling one integer.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, TimeZone, Utc};
+use serde::{Deserialize, Serialize};
+use sqlx::any::{AnyConnectOptions, AnyPoolOptions, AnyRow};
+use sqlx::{AnyPool, Row};
+
+use crate::auth::RoutePattern;
+use crate::token::{self, Access, Permission, RateLimitRule, Route, Source, Token};
+
+/// The database engine behind a URL.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// Embedded SQLite file.
+    Sqlite,
+    /// PostgreSQL server.
+    Postgres,
+}
+
+/// What went wrong with the database.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DbError {
+    /// The database cannot be reached or used right now.
+    #[error("the token database is unavailable: {0}")]
+    Unavailable(String),
+    /// The URL is not usable.
+    #[error("database URL: {0}")]
+    Url(String),
+    /// Another token already has this name.
+    #[error("a token named {0:?} already exists")]
+    DuplicateName(String),
+    /// Another token already has this id.
+    #[error("a token with id {0:?} already exists")]
+    DuplicateId(String),
+    /// No such token (or it changed meanwhile).
+    #[error("no token {0:?} in the database")]
+    NotFound(String),
+    /// A stored row cannot be read back.
+    #[error("stored token {id:?} is invalid: {reason}")]
+    Corrupt {
+        /// Row id.
+        id: String,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+fn classify(e: sqlx::Error, name: &str, id: &str) -> DbError {
+    if let sqlx::Error::Database(db) = &e {
+        if db.is_unique_violation() {
+            let msg = db.message().to_ascii_lowercase();
+            return if msg.contains("name") {
+                DbError::DuplicateName(name.to_string())
+            } else {
+                DbError::DuplicateId(id.to_string())
+            };
+        }
+    }
+    DbError::Unavailable(e.to_string())
+}
+
+fn unavailable(e: sqlx::Error) -> DbError {
+    DbError::Unavailable(e.to_string())
+}
+
+/// A route as stored (JSON) and shown by the API.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteSpec {
+    /// Path pattern.
+    pub path: String,
+    /// Access granted.
+    pub access: Access,
+}
+
+/// Compiles route specs, naming the first bad one.
+pub fn compile_routes(specs: &[RouteSpec]) -> Result<Vec<Route>, String> {
+    specs
+        .iter()
+        .map(|r| {
+            Ok(Route {
+                pattern: RoutePattern::parse(&r.path)?,
+                access: r.access,
+            })
+        })
+        .collect()
+}
+
+/// The specs of compiled routes.
+pub fn route_specs(routes: &[Route]) -> Vec<RouteSpec> {
+    routes
+        .iter()
+        .map(|r| RouteSpec {
+            path: r.pattern.as_str().to_string(),
+            access: r.access,
+        })
+        .collect()
+}
+
+fn millis(t: DateTime<Utc>) -> i64 {
+    t.timestamp_millis()
+}
+
+fn from_millis(ms: i64) -> Option<DateTime<Utc>> {
+    Utc.timestamp_millis_opt(ms).single()
+}
+
+/// The SQLite file path of a `sqlite:` URL (None for in-memory databases).
+fn sqlite_path(url: &str) -> Option<&str> {
+    let rest = url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))?;
+    let path = rest.split('?').next().unwrap_or(rest);
+    (!path.is_empty() && !path.starts_with(":memory:")).then_some(path)
+}
+
+/// Shows a database URL without its password.
+pub fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.find('@')) {
+        (Some(s), Some(at)) if at > s => {
+            let creds = &url[s + 3..at];
+            match creds.split_once(':') {
+                Some((user, _)) => format!("{}{user}:***{}", &url[..s + 3], &url[at..]),
+                None => url.to_string(),
+            }
+        }
+        _ => url.to_string(),
+    }
+}
+
+/// Which backend a URL selects.
+pub fn backend_of(url: &str) -> Result<Backend, DbError> {
+    if url.starts_with("sqlite:") {
+        Ok(Backend::Sqlite)
+    } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        Ok(Backend::Postgres)
+    } else {
+        Err(DbError::Url(format!(
+            "{:?} is not sqlite://PATH or postgres://…",
+            redact_url(url)
+        )))
+    }
+}
+
+/// A connection pool to the token database.
+#[derive(Clone)]
+pub struct Database {
+    pool: AnyPool,
+    backend: Backend,
+}
+
+impl std::fmt::Debug for Database {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Database")
+            .field("backend", &self.backend)
+            .finish()
+    }
+}
+
+const TOKEN_COLUMNS: &str =
+    "id, name, description, hash, permission, routes, rate_limit, created_at, expires_at, generation";
+
+impl Database {
+    /// Opens (creating the SQLite file and its directory if needed) and migrates.
+    pub async fn open(url: &str) -> Result<Self, DbError> {
+        sqlx::any::install_default_drivers();
+        let backend = backend_of(url)?;
+        let mut url = url.to_string();
+        if backend == Backend::Sqlite {
+            if let Some(path) = sqlite_path(&url) {
+                if let Some(dir) = Path::new(path)
+                    .parent()
+                    .filter(|d| !d.as_os_str().is_empty())
+                {
+                    std::fs::create_dir_all(dir).map_err(|e| {
+                        DbError::Unavailable(format!("cannot create {}: {e}", dir.display()))
+                    })?;
+                }
+            }
+            if !url.contains("mode=") {
+                url.push(if url.contains('?') { '&' } else { '?' });
+                url.push_str("mode=rwc");
+            }
+        }
+        let options = AnyConnectOptions::from_str(&url).map_err(|e| DbError::Url(e.to_string()))?;
+        let pool = AnyPoolOptions::new()
+            .max_connections(if backend == Backend::Sqlite { 4 } else { 8 })
+            .acquire_timeout(Duration::from_secs(5))
+            .connect_with(options)
+            .await
+            .map_err(unavailable)?;
+        let db = Database { pool, backend };
+        db.migrate().await?;
+        Ok(db)
+    }
+
+    async fn migrate(&self) -> Result<(), DbError> {
+        let migrator = match self.backend {
+            Backend::Sqlite => sqlx::migrate!("migrations/sqlite"),
+            Backend::Postgres => sqlx::migrate!("migrations/postgres"),
+        };
+        migrator
+            .run(&self.pool)
+            .await
+            .map_err(|e| DbError::Unavailable(format!("migration failed: {e}")))?;
+        if self.backend == Backend::Sqlite {
+            sqlx::query("PRAGMA journal_mode = WAL")
+                .execute(&self.pool)
+                .await
+                .map_err(unavailable)?;
+        }
+        Ok(())
+    }
+
+    /// The engine in use.
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// Closes the pool.
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    /// The change counter: differs whenever a token was written since the last read.
+    pub async fn changes(&self) -> Result<i64, DbError> {
+        sqlx::query("SELECT v FROM tollgate_meta WHERE k = 'changes'")
+            .fetch_one(&self.pool)
+            .await
+            .and_then(|r| r.try_get::<i64, _>(0))
+            .map_err(unavailable)
+    }
+
+    /// Every stored token; all bad rows are reported together.
+    pub async fn tokens(&self) -> Result<Vec<Token>, Vec<DbError>> {
+        let rows = sqlx::query(&format!(
+            "SELECT {TOKEN_COLUMNS} FROM tokens ORDER BY created_at, id"
+        ))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(|e| vec![unavailable(e)])?;
+        let mut tokens = Vec::with_capacity(rows.len());
+        let mut errors = Vec::new();
+        for row in rows {
+            match row_to_token(&row) {
+                Ok(t) => tokens.push(t),
+                Err(e) => errors.push(e),
+            }
+        }
+        if errors.is_empty() {
+            Ok(tokens)
+        } else {
+            Err(errors)
+        }
+    }
+
+    /// One stored token by id.
+    pub async fn token(&self, id: &str) -> Result<Token, DbError> {
+        let row = sqlx::query(&format!("SELECT {TOKEN_COLUMNS} FROM tokens WHERE id = $1"))
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(unavailable)?
+            .ok_or_else(|| DbError::NotFound(id.to_string()))?;
+        row_to_token(&row)
+    }
+
+    /// One stored token by id, or else by name.
+    pub async fn find(&self, id_or_name: &str) -> Result<Token, DbError> {
+        let row = sqlx::query(&format!(
+            "SELECT {TOKEN_COLUMNS} FROM tokens WHERE id = $1 OR name = $1 ORDER BY CASE WHEN id = $1 THEN 0 ELSE 1 END"
+        ))
+        .bind(id_or_name)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(unavailable)?
+        .ok_or_else(|| DbError::NotFound(id_or_name.to_string()))?;
+        row_to_token(&row)
+    }
+
+    async fn bump(tx: &mut sqlx::Transaction<'_, sqlx::Any>) -> Result<(), sqlx::Error> {
+        sqlx::query("UPDATE tollgate_meta SET v = v + 1 WHERE k = 'changes'")
+            .execute(&mut **tx)
+            .await
+            .map(|_| ())
+    }
+
+    /// Stores a new token.
+    pub async fn insert(&self, t: &Token) -> Result<(), DbError> {
+        let c = |e| classify(e, &t.name, &t.id);
+        let mut tx = self.pool.begin().await.map_err(unavailable)?;
+        sqlx::query(&format!(
+            "INSERT INTO tokens ({TOKEN_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
+        ))
+        .bind(&*t.id)
+        .bind(&*t.name)
+        .bind(t.description.clone())
+        .bind(t.hash.as_str())
+        .bind(t.permission.as_str())
+        .bind(routes_json(&t.routes))
+        .bind(rate_limit_json(t.rate_limit))
+        .bind(
+            t.created_at
+                .map(millis)
+                .unwrap_or_else(|| millis(Utc::now())),
+        )
+        .bind(t.expires_at.map(millis))
+        .bind(t.generation as i64)
+        .execute(&mut *tx)
+        .await
+        .map_err(c)?;
+        Self::bump(&mut tx).await.map_err(c)?;
+        tx.commit().await.map_err(c)
+    }
+
+    /// Rewrites a token's mutable fields (name, description, hash, permission, routes, rate
+    /// limit), if it is still at generation `expected`; its generation becomes `t.generation`.
+    pub async fn update(&self, t: &Token, expected: u64) -> Result<(), DbError> {
+        let c = |e| classify(e, &t.name, &t.id);
+        let mut tx = self.pool.begin().await.map_err(unavailable)?;
+        let done = sqlx::query(
+            "UPDATE tokens SET name = $1, description = $2, hash = $3, permission = $4, routes = $5, \
+             rate_limit = $6, generation = $7 WHERE id = $8 AND generation = $9",
+        )
+        .bind(&*t.name)
+        .bind(t.description.clone())
+        .bind(t.hash.as_str())
+        .bind(t.permission.as_str())
+        .bind(routes_json(&t.routes))
+        .bind(rate_limit_json(t.rate_limit))
+        .bind(t.generation as i64)
+        .bind(&*t.id)
+        .bind(expected as i64)
+        .execute(&mut *tx)
+        .await
+        .map_err(c)?;
+        if done.rows_affected() == 0 {
+            return Err(DbError::NotFound(t.id.to_string()));
+        }
+        Self::bump(&mut tx).await.map_err(c)?;
+        tx.commit().await.map_err(c)
+    }
+
+    /// Deletes (revokes) a token; false if there was none.
+    pub async fn delete(&self, id: &str) -> Result<bool, DbError> {
+        let c = |e| classify(e, "", id);
+        let mut tx = self.pool.begin().await.map_err(unavailable)?;
+        let done = sqlx::query("DELETE FROM tokens WHERE id = $1")
+            .bind(id)
+            .execute(&mut *tx)
+            .await
+            .map_err(c)?;
+        sqlx::query("DELETE FROM token_usage WHERE id = $1")
+            .bind(id)
+            .execute(&mut *tx)
+            .await
+            .map_err(c)?;
+        Self::bump(&mut tx).await.map_err(c)?;
+        tx.commit().await.map_err(c)?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    /// Writes a batch of last-use times (never moving one backwards).
+    pub async fn record_usage(&self, batch: &[(Arc<str>, DateTime<Utc>)]) -> Result<(), DbError> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.pool.begin().await.map_err(unavailable)?;
+        for (id, at) in batch {
+            sqlx::query(
+                "INSERT INTO token_usage (id, last_used_at) VALUES ($1, $2) ON CONFLICT (id) DO UPDATE SET \
+                 last_used_at = CASE WHEN excluded.last_used_at > token_usage.last_used_at \
+                 THEN excluded.last_used_at ELSE token_usage.last_used_at END",
+            )
+            .bind(&**id)
+            .bind(millis(*at))
+            .execute(&mut *tx)
+            .await
+            .map_err(unavailable)?;
+        }
+        tx.commit().await.map_err(unavailable)
+    }
+
+    /// Last-use times of every token that has one.
+    pub async fn usage(&self) -> Result<HashMap<String, DateTime<Utc>>, DbError> {
+        let rows = sqlx::query("SELECT id, last_used_at FROM token_usage")
+            .fetch_all(&self.pool)
+            .await
+            .map_err(unavailable)?;
+        let mut out = HashMap::with_capacity(rows.len());
+        for r in rows {
+            let id: String = r.try_get(0).map_err(unavailable)?;
+            let at: i64 = r.try_get(1).map_err(unavailable)?;
+            if let Some(t) = from_millis(at) {
+                out.insert(id, t);
+            }
+        }
+        Ok(out)
+    }
+}
+
+fn routes_json(routes: &[Route]) -> String {
+    serde_json::to_string(&route_specs(routes)).unwrap_or_else(|_| "[]".into())
+}
+
+fn rate_limit_json(r: Option<RateLimitRule>) -> Option<String> {
+    r.and_then(|r| serde_json::to_string(&r).ok())
+}
+
+fn row_to_token(row: &AnyRow) -> Result<Token, DbError> {
+    let id: String = row.try_get("id").map_err(unavailable)?;
+    let bad = |reason: String| DbError::Corrupt {
+        id: id.clone(),
+        reason,
+    };
+    let name: String = row.try_get("name").map_err(unavailable)?;
+    let description: Option<String> = row.try_get("description").map_err(unavailable)?;
+    let hash: String = row.try_get("hash").map_err(unavailable)?;
+    let permission: String = row.try_get("permission").map_err(unavailable)?;
+    let routes: String = row.try_get("routes").map_err(unavailable)?;
+    let rate_limit: Option<String> = row.try_get("rate_limit").map_err(unavailable)?;
+    let created_at: i64 = row.try_get("created_at").map_err(unavailable)?;
+    let expires_at: Option<i64> = row.try_get("expires_at").map_err(unavailable)?;
+    let generation: i64 = row.try_get("generation").map_err(unavailable)?;
+    let permission = match permission.as_str() {
+        "read" => Permission::Read,
+        "write" => Permission::Write,
+        "manager" => Permission::Manager,
+        other => return Err(bad(format!("permission {other:?}"))),
+    };
+    let specs: Vec<RouteSpec> =
+        serde_json::from_str(&routes).map_err(|e| bad(format!("routes: {e}")))?;
+    let routes = compile_routes(&specs).map_err(|e| bad(format!("routes: {e}")))?;
+    let rate_limit = rate_limit
+        .map(|r| serde_json::from_str::<RateLimitRule>(&r))
+        .transpose()
+        .map_err(|e| bad(format!("rate_limit: {e}")))?;
+    Ok(Token {
+        hash: token::validate_phc(&hash).map_err(|e| bad(format!("hash: {e}")))?,
+        id: Arc::from(id.as_str()),
+        name: Arc::from(name.as_str()),
+        description,
+        permission,
+        routes,
+        created_at: from_millis(created_at),
+        expires_at: expires_at.and_then(from_millis),
+        rate_limit,
+        generation: generation as u64,
+        source: Source::Database,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls() {
+        assert_eq!(sqlite_path("sqlite://data/t.db"), Some("data/t.db"));
+        assert_eq!(sqlite_path("sqlite:data/t.db?mode=rwc"), Some("data/t.db"));
+        assert_eq!(sqlite_path("sqlite::memory:"), None);
+        assert_eq!(backend_of("postgres://x/y"), Ok(Backend::Postgres));
+        assert!(backend_of("mysql://x").is_err());
+        assert_eq!(
+            redact_url("postgres://u:secret@h/db"),
+            "postgres://u:***@h/db"
+        );
+        assert_eq!(redact_url("sqlite://data/t.db"), "sqlite://data/t.db");
+    }
+
+    fn sample(name: &str) -> Token {
+        let g = token::generate();
+        Token {
+            id: Arc::from(g.id.as_str()),
+            name: Arc::from(name),
+            description: Some("d".into()),
+            hash: token::validate_phc(
+                &token::hash_secret(g.token.expose(), &crate::config::HashParams::cheap()).unwrap(),
+            )
+            .unwrap(),
+            permission: Permission::Write,
+            routes: compile_routes(&[RouteSpec {
+                path: "/p2/acme/*".into(),
+                access: Access::Read,
+            }])
+            .unwrap(),
+            created_at: Some(Utc::now()),
+            expires_at: None,
+            rate_limit: Some(RateLimitRule::Limited {
+                requests: 5,
+                period: Duration::from_secs(60),
+            }),
+            generation: 1,
+            source: Source::Database,
+        }
+    }
+
+    #[tokio::test]
+    async fn round_trip_on_sqlite() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}/sub/t.db", dir.path().display());
+        let db = Database::open(&url).await.unwrap();
+        let c0 = db.changes().await.unwrap();
+        let t = sample("a");
+        db.insert(&t).await.unwrap();
+        assert!(db.changes().await.unwrap() > c0);
+        assert_eq!(
+            db.insert(&sample("a")).await,
+            Err(DbError::DuplicateName("a".into()))
+        );
+        let back = db.token(&t.id).await.unwrap();
+        assert_eq!(back.routes, t.routes);
+        assert_eq!(back.rate_limit, t.rate_limit);
+        assert_eq!(db.find("a").await.unwrap().id, t.id);
+        let mut renamed = back.clone();
+        renamed.name = Arc::from("b");
+        renamed.generation = 2;
+        db.update(&renamed, 1).await.unwrap();
+        assert_eq!(
+            db.update(&renamed, 1).await,
+            Err(DbError::NotFound(t.id.to_string()))
+        );
+        assert_eq!(&*db.tokens().await.unwrap()[0].name, "b");
+        let now = Utc::now();
+        db.record_usage(&[(t.id.clone(), now)]).await.unwrap();
+        db.record_usage(&[(t.id.clone(), now - chrono::Duration::hours(1))])
+            .await
+            .unwrap();
+        assert_eq!(
+            db.usage().await.unwrap()[&*t.id].timestamp_millis(),
+            now.timestamp_millis()
+        );
+        assert!(db.delete(&t.id).await.unwrap());
+        assert!(!db.delete(&t.id).await.unwrap());
+        assert!(db.tokens().await.unwrap().is_empty());
+        // reopening keeps data and does not re-run migrations
+        db.close().await;
+        let again = Database::open(&url).await.unwrap();
+        assert!(again.changes().await.unwrap() >= 3);
+    }
+}

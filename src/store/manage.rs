@@ -1,0 +1,267 @@
+//! Token changes shared by the admin API and the CLI: validate a request, build the new
+//! record (hashing its secret), apply a modification, regenerate a secret. Pure apart from
+//! the CSPRNG and argon2 (call from a blocking thread in async code).
+
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use serde::Deserialize;
+
+use super::db::{compile_routes, RouteSpec};
+use super::yaml::valid_name;
+use crate::config::HashParams;
+use crate::token::{self, Permission, RateLimitRule, Secret, Source, Token};
+
+/// A token to create.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewToken {
+    /// Unique name.
+    pub name: String,
+    /// Free text.
+    #[serde(default)]
+    pub description: Option<String>,
+    /// read, write or manager.
+    pub permission: Permission,
+    /// Route rules.
+    #[serde(default)]
+    pub routes: Vec<RouteSpec>,
+    /// `30d`, `90d`, `365d`, `never` (default) or an RFC 3339 date.
+    #[serde(default)]
+    pub expires_in: Option<String>,
+    /// Own rate limit; absent means the configured default.
+    #[serde(default)]
+    pub rate_limit: Option<RateLimitRule>,
+    /// A custom secret (CLI only; never accepted over the API).
+    #[serde(skip)]
+    pub secret: Option<Secret>,
+}
+
+/// `Some(None)` for an explicit `null`, `None` for an absent field.
+fn nullable<'de, T: Deserialize<'de>, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Option<Option<T>>, D::Error> {
+    Option::<T>::deserialize(d).map(Some)
+}
+
+/// A modification: absent fields stay; `null` clears description and rate limit.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Patch {
+    /// New name.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// New description (`null` clears).
+    #[serde(default, deserialize_with = "nullable")]
+    pub description: Option<Option<String>>,
+    /// New permission.
+    #[serde(default)]
+    pub permission: Option<Permission>,
+    /// New routes (replace all).
+    #[serde(default)]
+    pub routes: Option<Vec<RouteSpec>>,
+    /// New rate limit (`null` = back to the default).
+    #[serde(default, deserialize_with = "nullable")]
+    pub rate_limit: Option<Option<RateLimitRule>>,
+}
+
+/// Shortest custom secret accepted.
+pub const MIN_CUSTOM_SECRET: usize = 16;
+
+fn check_name(name: &str) -> Result<(), String> {
+    if valid_name(name) {
+        Ok(())
+    } else {
+        Err("name must be 1-64 letters, digits, '-', '_', '.' or '@'".into())
+    }
+}
+
+fn check_description(d: &Option<String>) -> Result<(), String> {
+    match d {
+        Some(d) if d.len() > 1024 => Err("description must be at most 1024 bytes".into()),
+        _ => Ok(()),
+    }
+}
+
+fn hash(secret: &Secret, params: &HashParams) -> Result<token::PhcHash, String> {
+    let phc = token::hash_secret(secret.expose(), params).map_err(|e| e.to_string())?;
+    token::validate_phc(&phc).map_err(|e| e.to_string())
+}
+
+/// Builds the record of a new database token and its secret (shown once).
+pub fn build_new(
+    req: NewToken,
+    params: &HashParams,
+    now: DateTime<Utc>,
+) -> Result<(Token, Secret), String> {
+    check_name(&req.name)?;
+    check_description(&req.description)?;
+    let routes = compile_routes(&req.routes)?;
+    let expires_at = token::parse_expiry(req.expires_in.as_deref().unwrap_or("never"), now)
+        .map_err(|e| format!("expires_in: {e}"))?;
+    let (id, secret) = match req.secret {
+        Some(s) if s.expose().len() < MIN_CUSTOM_SECRET => {
+            return Err(format!(
+                "a custom secret must be at least {MIN_CUSTOM_SECRET} characters"
+            ))
+        }
+        Some(s) if s.expose().contains(':') || s.expose().starts_with(token::PREFIX) => {
+            return Err(format!(
+                "a custom secret cannot contain ':' or start with {}",
+                token::PREFIX
+            ))
+        }
+        Some(s) => (token::generate_id(), s),
+        None => {
+            let g = token::generate();
+            (g.id, g.token)
+        }
+    };
+    let record = Token {
+        id: Arc::from(id.as_str()),
+        name: Arc::from(req.name.as_str()),
+        description: req.description,
+        hash: hash(&secret, params)?,
+        permission: req.permission,
+        routes,
+        created_at: Some(now),
+        expires_at,
+        rate_limit: req.rate_limit,
+        generation: 1,
+        source: Source::Database,
+    };
+    Ok((record, secret))
+}
+
+/// The record after `patch`, one generation on (expiry and creation date never change).
+pub fn apply_patch(current: &Token, patch: Patch) -> Result<Token, String> {
+    let mut t = current.clone();
+    if let Some(name) = patch.name {
+        check_name(&name)?;
+        t.name = Arc::from(name.as_str());
+    }
+    if let Some(d) = patch.description {
+        check_description(&d)?;
+        t.description = d;
+    }
+    if let Some(p) = patch.permission {
+        t.permission = p;
+    }
+    if let Some(r) = patch.routes {
+        t.routes = compile_routes(&r)?;
+    }
+    if let Some(r) = patch.rate_limit {
+        t.rate_limit = r;
+    }
+    t.generation = current.generation + 1;
+    Ok(t)
+}
+
+/// The record with a fresh generated secret for the same id, and that secret (shown once).
+pub fn regenerate(current: &Token, params: &HashParams) -> Result<(Token, Secret), String> {
+    let g = token::generate_with_id(&current.id);
+    let mut t = current.clone();
+    t.hash = hash(&g.token, params)?;
+    t.generation = current.generation + 1;
+    Ok((t, g.token))
+}
+
+/// The public view of a token (admin API, CLI JSON): never the hash.
+pub fn token_view(
+    t: &Token,
+    last_used: Option<DateTime<Utc>>,
+    now: DateTime<Utc>,
+) -> serde_json::Value {
+    serde_json::json!({
+        "id": &*t.id,
+        "name": &*t.name,
+        "description": t.description,
+        "permission": t.permission,
+        "routes": super::db::route_specs(&t.routes),
+        "created_at": t.created_at,
+        "expires_at": t.expires_at,
+        "expired": t.is_expired(now),
+        "last_used_at": last_used,
+        "rate_limit": t.rate_limit,
+        "source": t.source.kind(),
+    })
+}
+
+/// Refuses changes to tokens that do not live in the database.
+pub fn check_writable(t: &Token) -> Result<(), String> {
+    match &t.source {
+        Source::Database => Ok(()),
+        Source::File(path) => Err(format!(
+            "token {:?} comes from the token file {path}: edit the file to change it",
+            &*t.name
+        )),
+        Source::Bootstrap => Err(
+            "the bootstrap token lives in memory only: change --bootstrap-token / TOLLGATE_BOOTSTRAP_TOKEN"
+                .into(),
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req(name: &str) -> NewToken {
+        NewToken {
+            name: name.into(),
+            description: None,
+            permission: Permission::Read,
+            routes: vec![],
+            expires_in: Some("30d".into()),
+            rate_limit: None,
+            secret: None,
+        }
+    }
+
+    #[test]
+    fn create_modify_regenerate() {
+        let now = Utc::now();
+        let (t, secret) = build_new(req("ci"), &HashParams::cheap(), now).unwrap();
+        assert!(token::verify_secret(secret.expose(), &t.hash));
+        assert_eq!(token::parse(secret.expose()).unwrap().id, &*t.id);
+        assert_eq!(t.expires_at, Some(now + chrono::Duration::days(30)));
+        let p: Patch =
+            serde_json::from_str(r#"{"name":"ci2","description":null,"permission":"write"}"#)
+                .unwrap();
+        let t2 = apply_patch(&t, p).unwrap();
+        assert_eq!(
+            (&*t2.name, t2.permission, t2.generation),
+            ("ci2", Permission::Write, 2)
+        );
+        assert_eq!(t2.expires_at, t.expires_at);
+        let (t3, s3) = regenerate(&t2, &HashParams::cheap()).unwrap();
+        assert_eq!(t3.id, t.id);
+        assert!(!token::verify_secret(secret.expose(), &t3.hash));
+        assert!(token::verify_secret(s3.expose(), &t3.hash));
+    }
+
+    #[test]
+    fn refusals() {
+        let p = HashParams::cheap();
+        let now = Utc::now();
+        assert!(build_new(req("bad name"), &p, now).is_err());
+        let mut r = req("x");
+        r.expires_in = Some("yesterday".into());
+        assert!(build_new(r, &p, now).is_err());
+        let mut r = req("x");
+        r.routes = vec![RouteSpec {
+            path: "nope".into(),
+            access: crate::token::Access::Read,
+        }];
+        assert!(build_new(r, &p, now).is_err());
+        let mut r = req("x");
+        r.secret = Some(Secret::new("short"));
+        assert!(build_new(r, &p, now).is_err());
+        assert!(serde_json::from_str::<Patch>(r#"{"expires_in":"30d"}"#).is_err());
+        assert!(serde_json::from_str::<NewToken>(r#"{"name":"a","permission":"admin"}"#).is_err());
+        assert!(serde_json::from_str::<NewToken>(
+            r#"{"name":"a","permission":"read","secret":"x"}"#
+        )
+        .is_err());
+    }
+}
