@@ -100,20 +100,27 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .context("starting the control runtime")
 }
 
-/// Loads every source into `store` and builds the first snapshot.
-async fn load_store(store: &Store) -> anyhow::Result<()> {
-    store.load_files().map_err(|e| refused("token set", e))?;
+/// Loads every source into `store` and builds the first snapshot. Bad token files (or a
+/// conflict between sources) refuse; an unreachable database refuses only when `strict`,
+/// else the server starts not ready and connects in the background.
+async fn load_store(store: &Store, strict: bool) -> anyhow::Result<()> {
+    if let Err(e) = store.connect().await {
+        if strict {
+            return Err(refused("token database", e));
+        }
+        tracing::warn!(error = %e.join("; "), "token database unavailable at start; not ready until it connects");
+    }
     store
-        .connect()
+        .reload_files(true)
         .await
-        .map_err(|e| refused("token database", e))?;
-    store.rebuild().await.map_err(|e| refused("token set", e))
+        .map(|_| ())
+        .map_err(|e| refused("token set", e))
 }
 
 fn check_config(explicit: Option<&Path>) -> anyhow::Result<()> {
     let config = load_config(explicit, &Overrides::default())?;
     let store = Store::new(&config, None);
-    runtime()?.block_on(load_store(&store))?;
+    runtime()?.block_on(load_store(&store, true))?;
     let n = store.set.load().len();
     println!("config OK: {} ({n} token{})", config.source, plural(n));
     Ok(())
@@ -177,7 +184,7 @@ fn serve(explicit: Option<&Path>, args: &ServeArgs) -> anyhow::Result<()> {
         .transpose()?;
     let store = Arc::new(Store::new(&config, bootstrap));
     let control = runtime()?;
-    control.block_on(load_store(&store))?;
+    control.block_on(load_store(&store, false))?;
     let admin_listener = std::net::TcpListener::bind(config.admin_listen)
         .with_context(|| format!("cannot listen on admin_listen {}", config.admin_listen))?;
     drop(
@@ -204,8 +211,13 @@ fn serve(explicit: Option<&Path>, args: &ServeArgs) -> anyhow::Result<()> {
     let admin_task = control.spawn(admin::serve(admin_listener, state, stop_rx.clone()));
     let store_task = {
         let store = store.clone();
-        control.spawn(async move { store.run(stop_rx).await })
+        let stop = stop_rx.clone();
+        control.spawn(async move { store.run(stop).await })
     };
+    {
+        let store = store.clone();
+        control.spawn(async move { store.watch_files(stop_rx).await });
+    }
 
     let conf = ServerConf {
         threads: config.threads,

@@ -27,6 +27,10 @@ pub struct Metrics {
     pub tokens: IntGaugeVec,
     /// Generation of the current snapshot.
     pub snapshot_generation: IntGauge,
+    /// Reload attempts by source (`file`, `database`) and result (`success`, `failure`).
+    pub reloads: IntCounterVec,
+    /// Unix time of the last successful snapshot build.
+    pub last_reload: prometheus::Gauge,
 }
 
 fn register<T: prometheus::core::Collector + Clone + 'static>(r: &Registry, c: T) -> T {
@@ -110,6 +114,22 @@ impl Metrics {
                 &r,
                 IntGauge::new("snapshot_generation", "Generation of the live token set")
                     .expect("valid metric"),
+            ),
+            reloads: register(
+                &r,
+                IntCounterVec::new(
+                    Opts::new("reloads_total", "Token-set reloads by source and result"),
+                    &["source", "result"],
+                )
+                .expect("valid metric"),
+            ),
+            last_reload: register(
+                &r,
+                prometheus::Gauge::new(
+                    "last_reload_timestamp_seconds",
+                    "Unix time of the last successful token-set build",
+                )
+                .expect("valid metric"),
             ),
             registry: r,
         }

@@ -96,6 +96,7 @@ pub fn routes(state: AdminState) -> Router<AdminState> {
             get(show).patch(modify).delete(revoke),
         )
         .route("/api/v1/tokens/{id}/regenerate", post(regenerate))
+        .route("/api/v1/reload", post(reload))
         .route_layer(axum::middleware::from_fn_with_state(state, require_manager))
 }
 
@@ -364,4 +365,29 @@ async fn revoke(
     apply(&s).await?;
     audit(&actor, "token.revoke", &current);
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// Re-reads the token files and the database now.
+async fn reload(State(s): State<AdminState>, Extension(actor): Extension<Actor>) -> Response {
+    tracing::info!(target: "audit", action = "reload", actor_id = &*actor.0.id, actor_name = &*actor.0.name, "admin reload");
+    let files = s.store.reload_files(true).await;
+    let result = match files {
+        Ok(_) => s.store.rebuild().await,
+        Err(e) => Err(e),
+    };
+    match result {
+        Ok(()) => {
+            let snap = s.store.set.load();
+            Json(json!({"generation": snap.generation, "tokens": snap.len()})).into_response()
+        }
+        Err(errors) => (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            Json(json!({
+                "error": "reload_failed",
+                "message": "the token set was refused; the last good one keeps serving",
+                "problems": errors,
+            })),
+        )
+            .into_response(),
+    }
 }

@@ -3,6 +3,7 @@
 //! on its own port (127.0.0.1 by default).
 
 pub mod api;
+pub mod ui;
 
 use std::sync::Arc;
 
@@ -37,6 +38,7 @@ pub fn router(state: AdminState) -> Router {
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .merge(api::routes(state.clone()))
+        .merge(ui::routes())
         .fallback(|| async {
             (
                 StatusCode::NOT_FOUND,

@@ -198,6 +198,11 @@ fn build(col: &mut Collector, root: Value, source: String) -> Config {
                 Ok(Some(url))
             },
         );
+        let poll_interval = s.take_with("poll_interval", Duration::from_secs(5), as_duration);
+        if poll_interval < Duration::from_millis(100) {
+            let f = s.field("poll_interval");
+            s.collector().error(&f, "must be at least 100ms");
+        }
         let identity_headers = s.take("identity_headers", true);
         let token_usernames: Vec<String> = s.take(
             "token_usernames",
@@ -214,6 +219,7 @@ fn build(col: &mut Collector, root: Value, source: String) -> Config {
         TokensConfig {
             files,
             database,
+            poll_interval,
             identity_headers,
             token_usernames,
         }

@@ -74,6 +74,8 @@ pub struct TokensConfig {
     /// Token database URL (`sqlite://data/tollgate.db`, `postgres://…`); `None` when set to
     /// `none` (no API writes, last-use times in memory only).
     pub database: Option<String>,
+    /// How often token files are re-read (content-hash check) in case file events are missed.
+    pub poll_interval: Duration,
     /// Add `X-Tollgate-Token-Id` / `-Name` to upstream requests.
     pub identity_headers: bool,
     /// Basic usernames meaning "the password is the token" (`token`, `__token__`).

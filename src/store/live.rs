@@ -2,12 +2,14 @@
 //! snapshots, notices writes made by other processes, and keeps last-use times in memory,
 //! writing them behind in batches.
 
+use std::path::Path;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use dashmap::DashMap;
+use sha2::{Digest, Sha256};
 
 use super::db::{Database, DbError};
 use super::{yaml, Snapshot, TokenSet};
@@ -19,8 +21,14 @@ use crate::token::{Source, Token};
 pub const POLL_INTERVAL: Duration = Duration::from_millis(500);
 /// How often last-use times are written.
 pub const USAGE_FLUSH_INTERVAL: Duration = Duration::from_secs(5);
+/// Wait after a file event before re-reading, so editors' multi-step saves settle.
+const DEBOUNCE: Duration = Duration::from_millis(250);
 /// Last-use times closer than this to the stored one are not updated (saves map writes).
 const USAGE_RESOLUTION_MS: i64 = 1000;
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
 
 #[derive(Debug, Clone, Copy)]
 struct Usage {
@@ -36,6 +44,9 @@ pub struct Store {
     db: OnceLock<Database>,
     files: Mutex<Vec<Token>>,
     file_paths: Vec<std::path::PathBuf>,
+    files_digest: Mutex<Option<[u8; 32]>>,
+    failed_digest: Mutex<Option<[u8; 32]>>,
+    poll_interval: Duration,
     bootstrap: Option<Token>,
     generation: AtomicU64,
     seen_changes: AtomicI64,
@@ -60,6 +71,9 @@ impl Store {
             db: OnceLock::new(),
             files: Mutex::new(Vec::new()),
             file_paths: config.tokens.files.clone(),
+            files_digest: Mutex::new(None),
+            failed_digest: Mutex::new(None),
+            poll_interval: config.tokens.poll_interval,
             bootstrap,
             generation: AtomicU64::new(0),
             seen_changes: AtomicI64::new(i64::MIN),
@@ -78,21 +92,73 @@ impl Store {
         self.db_url.is_some()
     }
 
-    /// Reads every token file; on success they replace the file tokens of the next snapshot.
-    pub fn load_files(&self) -> Result<(), Vec<String>> {
+    /// Reads every token file. Unless `force`, nothing happens when their contents are the
+    /// same as at the last good load. A good set is swapped in with a new snapshot; a bad
+    /// one changes nothing, and its problems are logged once per distinct content.
+    /// Returns whether a new snapshot was built.
+    pub async fn reload_files(&self, force: bool) -> Result<bool, Vec<String>> {
+        let mut digest = Sha256::new();
+        let mut texts = Vec::with_capacity(self.file_paths.len());
+        for path in &self.file_paths {
+            let text = std::fs::read_to_string(path);
+            digest.update(path.as_os_str().as_encoded_bytes());
+            match &text {
+                Ok(t) => {
+                    digest.update([1]);
+                    digest.update((t.len() as u64).to_le_bytes());
+                    digest.update(t.as_bytes());
+                }
+                Err(e) => digest.update(format!("\0{e}").as_bytes()),
+            }
+            texts.push((path, text));
+        }
+        let digest: [u8; 32] = digest.finalize().into();
+        if !force && *lock(&self.files_digest) == Some(digest) {
+            return Ok(false);
+        }
         let mut tokens = Vec::new();
         let mut errors = Vec::new();
-        for f in &self.file_paths {
-            match yaml::load_file(f) {
-                Ok(mut t) => tokens.append(&mut t),
-                Err(mut e) => errors.append(&mut e),
+        for (path, text) in texts {
+            let name = path.display().to_string();
+            match text {
+                Ok(t) => match yaml::parse(&name, &t) {
+                    Ok(mut t) => tokens.append(&mut t),
+                    Err(mut e) => errors.append(&mut e),
+                },
+                Err(e) => errors.push(format!("{name}: cannot read token file: {e}")),
             }
         }
-        if !errors.is_empty() {
-            return Err(errors);
+        let result = if errors.is_empty() {
+            self.rebuild_with(Some(tokens)).await
+        } else {
+            Err(errors)
+        };
+        match result {
+            Ok(()) => {
+                *lock(&self.files_digest) = Some(digest);
+                *lock(&self.failed_digest) = None;
+                METRICS
+                    .reloads
+                    .with_label_values(&["file", "success"])
+                    .inc();
+                Ok(true)
+            }
+            Err(errors) => {
+                let mut failed = lock(&self.failed_digest);
+                // Counted and logged once per distinct broken content, not on every poll.
+                if force || *failed != Some(digest) {
+                    METRICS
+                        .reloads
+                        .with_label_values(&["file", "failure"])
+                        .inc();
+                    for e in &errors {
+                        tracing::error!(problem = %e, "token files refused; the last good token set keeps serving");
+                    }
+                }
+                *failed = Some(digest);
+                Err(errors)
+            }
         }
-        *self.files.lock().unwrap_or_else(|p| p.into_inner()) = tokens;
-        Ok(())
     }
 
     /// Connects to the configured database (if any) and loads stored last-use times.
@@ -118,12 +184,27 @@ impl Store {
     /// Builds a new snapshot from the file tokens, the database and the bootstrap token, and
     /// swaps it in. On any problem the current snapshot stays.
     pub async fn rebuild(&self) -> Result<(), Vec<String>> {
+        self.rebuild_with(None).await
+    }
+
+    /// Like [`Store::rebuild`], with `files` replacing the file tokens if the build succeeds.
+    async fn rebuild_with(&self, files: Option<Vec<Token>>) -> Result<(), Vec<String>> {
         let _guard = self.rebuild_lock.lock().await;
+        if self.db_url.is_some() && self.db.get().is_none() {
+            // Keep good files for the first build, which follows the database connection.
+            if let Some(f) = files {
+                *lock(&self.files) = f;
+            }
+            return Ok(());
+        }
         let changes_before = match self.db.get() {
             Some(db) => Some(db.changes().await.map_err(|e| vec![e.to_string()])?),
             None => None,
         };
-        let mut tokens = self.files.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let mut tokens = match &files {
+            Some(f) => f.clone(),
+            None => lock(&self.files).clone(),
+        };
         let from_files = tokens.len();
         let mut from_db = 0;
         if let Some(db) = self.db.get() {
@@ -133,8 +214,6 @@ impl Store {
                 .map_err(|errs| errs.iter().map(DbError::to_string).collect::<Vec<_>>())?;
             from_db = stored.len();
             tokens.append(&mut stored);
-        } else if self.db_url.is_some() {
-            return Err(vec!["the token database is not connected yet".into()]);
         }
         if let Some(b) = &self.bootstrap {
             tokens.push(b.clone());
@@ -143,6 +222,9 @@ impl Store {
         let snapshot = Snapshot::build(tokens, generation)
             .map_err(|e| e.into_iter().map(|e| e.to_string()).collect::<Vec<_>>())?;
         self.generation.store(generation, Ordering::Relaxed);
+        if let Some(f) = files {
+            *lock(&self.files) = f;
+        }
         if let Some(c) = changes_before {
             self.seen_changes.store(c, Ordering::Relaxed);
         }
@@ -159,7 +241,11 @@ impl Store {
             .with_label_values(&["bootstrap"])
             .set(self.bootstrap.is_some() as i64);
         METRICS.snapshot_generation.set(generation as i64);
+        METRICS
+            .last_reload
+            .set(Utc::now().timestamp_millis() as f64 / 1000.0);
         self.set.store(snapshot);
+        self.prune_usage();
         Ok(())
     }
 
@@ -168,11 +254,17 @@ impl Store {
         let Some(db) = self.db.get() else {
             return Ok(false);
         };
-        let now = db.changes().await.map_err(|e| vec![e.to_string()])?;
-        if now == self.seen_changes.load(Ordering::Relaxed) {
-            return Ok(false);
-        }
-        self.rebuild().await.map(|()| true)
+        let result = match db.changes().await {
+            Ok(now) if now == self.seen_changes.load(Ordering::Relaxed) => return Ok(false),
+            Ok(_) => self.rebuild().await.map(|()| true),
+            Err(e) => Err(vec![e.to_string()]),
+        };
+        let label = if result.is_ok() { "success" } else { "failure" };
+        METRICS
+            .reloads
+            .with_label_values(&["database", label])
+            .inc();
+        result
     }
 
     /// Notes that `token` was used at `now` (in memory; written behind).
@@ -231,6 +323,69 @@ impl Store {
             .retain(|id, u| u.dirty || snap.by_id(id).is_some());
     }
 
+    /// Watches the token files' directories (not the files: Kubernetes swaps a `..data`
+    /// symlink beside them), re-reads on any event after a short debounce, polls contents as a
+    /// fallback, and reloads everything on SIGHUP. Runs until `stop` fires.
+    pub async fn watch_files(&self, mut stop: tokio::sync::watch::Receiver<bool>) {
+        use notify::Watcher;
+        let (tx, mut events) = tokio::sync::mpsc::unbounded_channel::<()>();
+        let watcher = notify::recommended_watcher(move |_res: notify::Result<notify::Event>| {
+            let _ = tx.send(());
+        });
+        let mut watcher = match watcher {
+            Ok(w) => Some(w),
+            Err(e) => {
+                tracing::warn!(error = %e, "file events unavailable; token files are polled only");
+                None
+            }
+        };
+        if let Some(w) = watcher.as_mut() {
+            let mut dirs: Vec<&Path> = self
+                .file_paths
+                .iter()
+                .map(|p| match p.parent() {
+                    Some(d) if !d.as_os_str().is_empty() => d,
+                    _ => Path::new("."),
+                })
+                .collect();
+            dirs.sort();
+            dirs.dedup();
+            for dir in dirs {
+                if let Err(e) = w.watch(dir, notify::RecursiveMode::NonRecursive) {
+                    tracing::warn!(dir = %dir.display(), error = %e, "cannot watch; relying on polling");
+                }
+            }
+        }
+        let mut hangup =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
+        let mut poll = tokio::time::interval(self.poll_interval);
+        poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        poll.tick().await;
+        loop {
+            let force = tokio::select! {
+                Some(()) = events.recv() => {
+                    tokio::time::sleep(DEBOUNCE).await;
+                    while events.try_recv().is_ok() {}
+                    false
+                }
+                _ = poll.tick() => false,
+                Some(()) = async { match hangup.as_mut() { Some(h) => h.recv().await, None => std::future::pending().await } } => {
+                    tracing::info!("SIGHUP: reloading the token set");
+                    true
+                }
+                _ = stop.changed() => break,
+            };
+            if self.file_paths.is_empty() && !force {
+                continue;
+            }
+            let _ = self.reload_files(force).await;
+            if force {
+                let _ = self.poll_database().await;
+            }
+        }
+        drop(watcher);
+    }
+
     /// Control-plane loop: polls the database and flushes last-use times until `stop` fires,
     /// then flushes once more.
     pub async fn run(&self, mut stop: tokio::sync::watch::Receiver<bool>) {
@@ -238,9 +393,25 @@ impl Store {
         let mut flush = tokio::time::interval(USAGE_FLUSH_INTERVAL);
         poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         flush.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut backoff = Duration::from_millis(500);
         loop {
             tokio::select! {
                 _ = poll.tick() => {
+                    if self.db_url.is_some() && self.db.get().is_none() {
+                        // Not connected yet (the database was down at start): retry with backoff.
+                        match self.connect().await {
+                            Ok(()) => match self.rebuild().await {
+                                Ok(()) => tracing::info!("token database connected; token set loaded"),
+                                Err(e) => tracing::error!(problems = %e.join("; "), "token set refused"),
+                            },
+                            Err(e) => {
+                                tracing::warn!(error = %e.join("; "), retry_in = ?backoff, "token database unavailable");
+                                tokio::time::sleep(backoff).await;
+                                backoff = (backoff * 2).min(Duration::from_secs(30));
+                            }
+                        }
+                        continue;
+                    }
                     if let Err(errors) = self.poll_database().await {
                         for e in errors {
                             tracing::warn!(error = %e, "token database reload failed; the last good token set keeps serving");
