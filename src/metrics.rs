@@ -31,6 +31,12 @@ pub struct Metrics {
     pub reloads: IntCounterVec,
     /// Unix time of the last successful snapshot build.
     pub last_reload: prometheus::Gauge,
+    /// Requests refused with 429.
+    pub rate_limited: IntCounter,
+    /// Time from sending a request upstream to its response header.
+    pub upstream_duration: Histogram,
+    /// Upstream failures by kind (`connect`, `timeout`, `tls`, `other`).
+    pub upstream_errors: IntCounterVec,
 }
 
 fn register<T: prometheus::core::Collector + Clone + 'static>(r: &Registry, c: T) -> T {
@@ -128,6 +134,33 @@ impl Metrics {
                 prometheus::Gauge::new(
                     "last_reload_timestamp_seconds",
                     "Unix time of the last successful token-set build",
+                )
+                .expect("valid metric"),
+            ),
+            rate_limited: register(
+                &r,
+                IntCounter::new("rate_limited_total", "Requests refused by a rate limit")
+                    .expect("valid metric"),
+            ),
+            upstream_duration: register(
+                &r,
+                Histogram::with_opts(
+                    HistogramOpts::new(
+                        "upstream_duration_seconds",
+                        "Time from sending a request upstream to its response header",
+                    )
+                    .buckets(vec![
+                        0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+                        5.0, 10.0, 30.0, 60.0,
+                    ]),
+                )
+                .expect("valid metric"),
+            ),
+            upstream_errors: register(
+                &r,
+                IntCounterVec::new(
+                    Opts::new("upstream_errors_total", "Upstream failures by kind"),
+                    &["kind"],
                 )
                 .expect("valid metric"),
             ),

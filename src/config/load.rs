@@ -31,6 +31,7 @@ const TOP_LEVEL: &[&str] = &[
     "hashing",
     "log",
     "threads",
+    "rate_limit",
 ];
 
 /// Values given on the command line, as `(dotted.field, value)` pairs with the flag's name.
@@ -183,6 +184,13 @@ fn build(col: &mut Collector, root: Value, source: String) -> Config {
     let threads = top.take_with("threads", 0usize, |v| {
         serde_yaml_ng::from_value::<usize>(v).map_err(|e| e.to_string())
     });
+    let rate_limit = top.take(
+        "rate_limit",
+        crate::token::RateLimitRule::Limited {
+            requests: 1000,
+            period: Duration::from_secs(3600),
+        },
+    );
     let upstream = top.section("upstream", build_upstream);
     let tokens = top.section("tokens", |s| {
         let files: Vec<PathBuf> = s.take("files", vec![PathBuf::from("config/tokens.yaml")]);
@@ -288,6 +296,7 @@ fn build(col: &mut Collector, root: Value, source: String) -> Config {
         } else {
             threads
         },
+        rate_limit,
     }
 }
 

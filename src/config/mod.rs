@@ -147,4 +147,6 @@ pub struct Config {
     pub log: LogConfig,
     /// Worker threads of the proxy service.
     pub threads: usize,
+    /// Default per-token rate limit (a token's own `rate_limit` overrides it).
+    pub rate_limit: crate::token::RateLimitRule,
 }

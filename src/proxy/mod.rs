@@ -22,6 +22,7 @@ use crate::auth::policy::allows;
 use crate::auth::{normalize_path, parse_authorization, required_permission, AuthError, Verifier};
 use crate::config::Config;
 use crate::metrics::{method_label, METRICS};
+use crate::ratelimit::Decision;
 use crate::store::Store;
 use crate::token::Token;
 
@@ -32,6 +33,24 @@ pub struct Ctx {
     outcome: &'static str,
     path: Option<String>,
     class: &'static str,
+    rate: Option<Decision>,
+    upstream_sent: Option<Instant>,
+}
+
+impl Ctx {
+    /// Rate-limit header fields for the response, if the token is limited.
+    fn rate_headers(&self) -> Vec<(&'static str, String)> {
+        match &self.rate {
+            Some(d) => d.headers(unix_now()),
+            None => Vec::new(),
+        }
+    }
+}
+
+fn unix_now() -> Duration {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
 }
 
 /// The proxy service.
@@ -85,7 +104,7 @@ impl Proxy {
             // An unread request body would be taken as the next request: close instead.
             session.set_keepalive(None);
         }
-        responses::write_refusal(session, r, &self.challenge).await?;
+        responses::write_refusal(session, r, &self.challenge, ctx.rate_headers()).await?;
         Ok(true)
     }
 
@@ -101,7 +120,17 @@ impl Proxy {
             .iter()
             .map(|r| serde_json::json!({"path": r.pattern.as_str(), "access": r.access}))
             .collect();
+        let rate = self.store.rate_peek(token).map(|d| {
+            serde_json::json!({
+                "limit": d.limit,
+                "remaining": d.remaining,
+                "used": d.used,
+                "reset": d.reset_at(unix_now()),
+                "period_seconds": d.period.as_secs(),
+            })
+        });
         let body = serde_json::json!({
+            "rate_limit": rate,
             "id": &*token.id,
             "name": &*token.name,
             "description": token.description,
@@ -111,7 +140,9 @@ impl Proxy {
             "expires_at": token.expires_at,
             "source": token.source.kind(),
         });
-        responses::write_json(session, 200, &[], Bytes::from(body.to_string())).await?;
+        ctx.rate = self.store.rate_peek(token);
+        let headers = ctx.rate_headers();
+        responses::write_json(session, 200, &headers, Bytes::from(body.to_string())).await?;
         Ok(true)
     }
 }
@@ -135,6 +166,8 @@ impl ProxyHttp for Proxy {
             outcome: "ok",
             path: None,
             class: "proxied",
+            rate: None,
+            upstream_sent: None,
         }
     }
 
@@ -183,6 +216,16 @@ impl ProxyHttp for Proxy {
         };
         if path == self.whoami_path {
             return self.whoami(session, ctx, &token).await;
+        }
+        if let Some(decision) = self.store.rate_check(&token) {
+            let allowed = decision.allowed;
+            let retry = decision.retry_after_secs().unwrap_or(1);
+            ctx.rate = Some(decision);
+            if !allowed {
+                METRICS.rate_limited.inc();
+                ctx.path = Some(path);
+                return self.refuse(session, ctx, Refusal::RateLimited(retry)).await;
+            }
         }
         let required = required_permission(&session.req_header().method);
         if !allows(&token, required, &path) {
@@ -265,15 +308,33 @@ impl ProxyHttp for Proxy {
             req.insert_header("X-Forwarded-For", xff)?;
         }
         req.insert_header("X-Forwarded-Proto", "http")?;
+        ctx.upstream_sent = Some(Instant::now());
+        Ok(())
+    }
+
+    async fn upstream_response_filter(
+        &self,
+        _session: &mut Session,
+        _resp: &mut ResponseHeader,
+        ctx: &mut Ctx,
+    ) -> Result<()> {
+        if let Some(sent) = ctx.upstream_sent.take() {
+            METRICS
+                .upstream_duration
+                .observe(sent.elapsed().as_secs_f64());
+        }
         Ok(())
     }
 
     async fn response_filter(
         &self,
         _session: &mut Session,
-        _resp: &mut ResponseHeader,
-        _ctx: &mut Ctx,
+        resp: &mut ResponseHeader,
+        ctx: &mut Ctx,
     ) -> Result<()> {
+        for (name, value) in ctx.rate_headers() {
+            resp.insert_header(name, value)?;
+        }
         Ok(())
     }
 
@@ -289,11 +350,28 @@ impl ProxyHttp for Proxy {
                 ErrorSource::Internal | ErrorSource::Unset => Some(Refusal::Internal),
             },
         };
+        if e.esource() == &ErrorSource::Upstream {
+            let kind = match e.etype() {
+                ErrorType::ConnectTimedout
+                | ErrorType::ReadTimedout
+                | ErrorType::WriteTimedout
+                | ErrorType::TLSHandshakeTimedout => "timeout",
+                ErrorType::ConnectRefused | ErrorType::ConnectNoRoute | ErrorType::ConnectError => {
+                    "connect"
+                }
+                ErrorType::TLSHandshakeFailure | ErrorType::InvalidCert => "tls",
+                _ => "other",
+            };
+            METRICS.upstream_errors.with_label_values(&[kind]).inc();
+        }
         let code = match refusal {
             Some(r) => {
                 ctx.outcome = r.code();
                 if session.response_written().is_none() {
-                    if let Err(err) = responses::write_refusal(session, r, &self.challenge).await {
+                    let headers = ctx.rate_headers();
+                    if let Err(err) =
+                        responses::write_refusal(session, r, &self.challenge, headers).await
+                    {
                         tracing::debug!(error = %err, "could not write the error response");
                     }
                 }

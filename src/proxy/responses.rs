@@ -27,6 +27,8 @@ pub enum Refusal {
     BadPath(PathError),
     /// 405: a method the proxy's own endpoint does not take.
     MethodNotAllowed,
+    /// 429: the token's rate limit is spent; retry after this many seconds.
+    RateLimited(u64),
     /// 503: argon2 capacity exhausted.
     Busy,
     /// 503: no token set loaded yet.
@@ -50,6 +52,7 @@ impl Refusal {
             Refusal::Forbidden => 403,
             Refusal::BadPath(_) => 400,
             Refusal::MethodNotAllowed => 405,
+            Refusal::RateLimited(_) => 429,
             Refusal::Busy | Refusal::NotReady => 503,
             Refusal::UpstreamUnavailable => 502,
             Refusal::UpstreamTimeout => 504,
@@ -67,6 +70,7 @@ impl Refusal {
             Refusal::Forbidden => "forbidden",
             Refusal::BadPath(_) => "bad_path",
             Refusal::MethodNotAllowed => "method_not_allowed",
+            Refusal::RateLimited(_) => "rate_limited",
             Refusal::Busy => "busy",
             Refusal::NotReady => "not_ready",
             Refusal::UpstreamUnavailable => "upstream_unavailable",
@@ -87,6 +91,9 @@ impl Refusal {
             Refusal::Forbidden => "the token does not allow this method on this path".into(),
             Refusal::BadPath(e) => format!("the request path is refused: {e}").into(),
             Refusal::MethodNotAllowed => "this endpoint answers GET only".into(),
+            Refusal::RateLimited(s) => {
+                format!("the token's rate limit is spent; retry in {s} s").into()
+            }
             Refusal::Busy => "too many token verifications in progress; retry shortly".into(),
             Refusal::NotReady => "no token set is loaded yet; retry shortly".into(),
             Refusal::UpstreamUnavailable => "the package store could not be reached".into(),
@@ -107,14 +114,18 @@ impl From<CredentialError> for Refusal {
 
 /// JSON body of a refusal.
 pub fn refusal_body(r: Refusal) -> Bytes {
-    Bytes::from(serde_json::json!({ "error": r.code(), "message": r.message() }).to_string())
+    let mut v = serde_json::json!({ "error": r.code(), "message": r.message() });
+    if let Refusal::RateLimited(secs) = r {
+        v["retry_after"] = secs.into();
+    }
+    Bytes::from(v.to_string())
 }
 
 /// Writes a complete JSON response with `extra` headers.
 pub async fn write_json(
     session: &mut Session,
     status: u16,
-    extra: &[(&'static str, &str)],
+    extra: &[(&'static str, String)],
     body: Bytes,
 ) -> Result<()> {
     let mut h = ResponseHeader::build(status, Some(4 + extra.len()))?;
@@ -122,7 +133,7 @@ pub async fn write_json(
     h.insert_header("Content-Length", body.len().to_string())?;
     h.insert_header("Cache-Control", "no-store")?;
     for (name, value) in extra {
-        h.insert_header(*name, *value)?;
+        h.insert_header(*name, value.as_str())?;
     }
     let head_only = session.req_header().method == http::Method::HEAD;
     session
@@ -134,17 +145,20 @@ pub async fn write_json(
     Ok(())
 }
 
-/// Writes a refusal; 401s carry the `WWW-Authenticate` challenge (Maven, cargo and pip send
-/// credentials only after it).
-pub async fn write_refusal(session: &mut Session, r: Refusal, challenge: &str) -> Result<()> {
-    let extra: &[(&'static str, &str)] = if r.status() == 401 {
-        &[("WWW-Authenticate", challenge)]
+/// Writes a refusal with `extra` headers (rate-limit fields); 401s carry the
+/// `WWW-Authenticate` challenge (Maven, cargo and pip send credentials only after it).
+pub async fn write_refusal(
+    session: &mut Session,
+    r: Refusal,
+    challenge: &str,
+    mut extra: Vec<(&'static str, String)>,
+) -> Result<()> {
+    if r.status() == 401 {
+        extra.push(("WWW-Authenticate", challenge.to_string()));
     } else if r == Refusal::Busy || r == Refusal::NotReady {
-        &[("Retry-After", "1")]
-    } else {
-        &[]
-    };
-    write_json(session, r.status(), extra, refusal_body(r)).await
+        extra.push(("Retry-After", "1".to_string()));
+    }
+    write_json(session, r.status(), &extra, refusal_body(r)).await
 }
 
 #[cfg(test)]
@@ -161,6 +175,7 @@ mod tests {
             Refusal::Forbidden,
             Refusal::BadPath(PathError::Nul),
             Refusal::MethodNotAllowed,
+            Refusal::RateLimited(3),
             Refusal::Busy,
             Refusal::NotReady,
             Refusal::UpstreamUnavailable,
@@ -172,6 +187,9 @@ mod tests {
             assert_eq!(v["error"], r.code());
             assert!(!v["message"].as_str().unwrap().is_empty());
             assert!((400..600).contains(&r.status()));
+            if let Refusal::RateLimited(s) = r {
+                assert_eq!(v["retry_after"], s);
+            }
         }
     }
 }

@@ -370,17 +370,13 @@
     return r.requests / (seconds(r.period) || 1);
   }
 
-  const dateFmt = new Intl.DateTimeFormat(undefined, {
-    year: 'numeric',
-    month: 'short',
-    day: 'numeric',
-    hour: '2-digit',
-    minute: '2-digit',
-  });
+  const dateFmt = new Intl.DateTimeFormat(undefined, { dateStyle: 'medium' });
+  const dateTimeFmt = new Intl.DateTimeFormat(undefined, { dateStyle: 'medium', timeStyle: 'short' });
 
+  /** A date in the table; the exact time is in its title (and the datetime attribute). */
   function timeEl(iso) {
     const d = new Date(iso);
-    return el('time', { dateTime: iso, title: d.toISOString(), text: dateFmt.format(d) });
+    return el('time', { dateTime: iso, title: dateTimeFmt.format(d), text: dateFmt.format(d) });
   }
 
   function agoText(iso) {
@@ -497,7 +493,7 @@
       'tr',
       { 'data-id': t.id, 'data-name': t.name },
       nameCell,
-      el('td', { class: t.description ? '' : 'muted', text: t.description || '—' }),
+      el('td', { class: t.description ? 'description' : 'description muted', text: t.description || '—' }),
       el('td', { text: t.permission }),
       el('td', null, routes),
       el('td', { text: rateText(t.rate_limit) }),
@@ -664,7 +660,7 @@
       $('f-permission').value = t.permission;
       for (const r of t.routes || []) addRoute(r.path, r.access, false);
       $('f-expiry-fixed').textContent = t.expires_at
-        ? `Expires ${dateFmt.format(new Date(t.expires_at))}. The expiry is chosen at creation and cannot be changed; create a new token instead.`
+        ? `Expires ${dateTimeFmt.format(new Date(t.expires_at))}. The expiry is chosen at creation and cannot be changed; create a new token instead.`
         : 'Never expires. The expiry is chosen at creation and cannot be changed.';
       setRate(t.rate_limit);
     } else {
