@@ -11,10 +11,11 @@ use anyhow::{anyhow, bail, Context};
 use chrono::{DateTime, Utc};
 use pingora::proxy::http_proxy_service;
 use pingora::server::configuration::ServerConf;
-use pingora::server::{RunArgs, Server};
+use pingora::server::{RunArgs, Server, ShutdownSignal, ShutdownSignalWatch};
 use serde::Serialize;
+use std::sync::atomic::Ordering;
 
-use crate::admin::{self, AdminState};
+use crate::admin::{self, AdminState, Health};
 use crate::auth::Verifier;
 use crate::cli::{
     Cli, Command, ModifyArgs, NewTokenArgs, Output, RenameArgs, ServeArgs, TargetArgs, TokenCommand,
@@ -201,12 +202,14 @@ fn serve(explicit: Option<&Path>, args: &ServeArgs) -> anyhow::Result<()> {
         "tollgate starting"
     );
 
+    let health = Arc::new(Health::default());
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let state = AdminState {
         store: store.clone(),
         verifier: verifier.clone(),
         token_usernames: config.tokens.token_usernames.clone().into(),
         hashing: config.hashing,
+        health: health.clone(),
     };
     let admin_task = control.spawn(admin::serve(admin_listener, state, stop_rx.clone()));
     let store_task = {
@@ -218,24 +221,53 @@ fn serve(explicit: Option<&Path>, args: &ServeArgs) -> anyhow::Result<()> {
         let store = store.clone();
         control.spawn(async move { store.watch_files(stop_rx).await });
     }
+    control.spawn(probe_listener(config.listen, health.clone()));
 
+    let grace = config.shutdown_grace;
     let conf = ServerConf {
         threads: config.threads,
-        grace_period_seconds: Some(0),
-        graceful_shutdown_timeout_seconds: Some(10),
+        // Our own drain below exits as soon as in-flight requests are done; pingora's grace
+        // (which always sleeps in full) is only the backstop.
+        grace_period_seconds: Some(grace.as_secs().max(1)),
+        graceful_shutdown_timeout_seconds: Some(1),
         ..ServerConf::default()
     };
     let mut server = Server::new_with_opt_and_conf(None, conf);
     server.bootstrap();
     let mut proxy = http_proxy_service(
         &server.configuration,
-        Proxy::new(&config, store.clone(), verifier),
+        Proxy::new(&config, store.clone(), verifier, health.clone()),
     );
     proxy.add_tcp(&config.listen.to_string());
     server.add_service(proxy);
-    server.run(RunArgs::default());
+    let (done_tx, mut done_rx) = tokio::sync::oneshot::channel::<()>();
+    let signals = Signals {
+        health: health.clone(),
+    };
+    std::thread::Builder::new()
+        .name("tollgate-proxy".into())
+        .spawn(move || {
+            server.run(RunArgs {
+                shutdown_signal: Box::new(signals),
+            });
+            let _ = done_tx.send(());
+        })
+        .context("starting the proxy thread")?;
 
-    // The proxy has drained: stop the control plane, which flushes last-use times.
+    control.block_on(async {
+        // Until a shutdown starts (or pingora stops on its own, e.g. SIGINT).
+        loop {
+            if health.draining.load(Ordering::Acquire) || done_rx.try_recv().is_ok() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        if health.draining.load(Ordering::Acquire) {
+            drain(&health, grace).await;
+        }
+    });
+
+    // Stop the control plane, which flushes last-use times.
     let _ = stop_tx.send(true);
     control.block_on(async {
         let _ = tokio::time::timeout(Duration::from_secs(5), store_task).await;
@@ -244,6 +276,82 @@ fn serve(explicit: Option<&Path>, args: &ServeArgs) -> anyhow::Result<()> {
     control.shutdown_timeout(Duration::from_secs(1));
     tracing::info!("tollgate stopped");
     Ok(())
+}
+
+/// Waits until no proxy request is in flight (seen twice, 50 ms apart, so a connection just
+/// accepted gets its request counted) or `grace` has passed.
+async fn drain(health: &Health, grace: Duration) {
+    let deadline = tokio::time::Instant::now() + grace;
+    let mut idle_seen = 0;
+    while tokio::time::Instant::now() < deadline {
+        if health.in_flight.load(Ordering::Acquire) == 0 {
+            idle_seen += 1;
+            if idle_seen >= 2 {
+                tracing::info!("drained: no request in flight");
+                return;
+            }
+        } else {
+            idle_seen = 0;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tracing::warn!(
+        in_flight = health.in_flight.load(Ordering::Acquire),
+        "grace period over with requests still in flight"
+    );
+}
+
+/// Marks the proxy listening once it accepts a connection (pingora binds it after start).
+async fn probe_listener(listen: std::net::SocketAddr, health: Arc<Health>) {
+    let mut addr = listen;
+    if addr.ip().is_unspecified() {
+        addr.set_ip(if addr.is_ipv4() {
+            std::net::Ipv4Addr::LOCALHOST.into()
+        } else {
+            std::net::Ipv6Addr::LOCALHOST.into()
+        });
+    }
+    loop {
+        if tokio::net::TcpStream::connect(addr).await.is_ok() {
+            health.proxy_listening.store(true, Ordering::Release);
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// SIGTERM (and SIGQUIT) start a graceful shutdown: `/readyz` turns 503 at once, listeners
+/// close, in-flight requests finish. SIGINT stops at once.
+struct Signals {
+    health: Arc<Health>,
+}
+
+#[async_trait::async_trait]
+impl ShutdownSignalWatch for Signals {
+    async fn recv(&self) -> ShutdownSignal {
+        use tokio::signal::unix::{signal, SignalKind};
+        let (Ok(mut term), Ok(mut quit), Ok(mut int)) = (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::quit()),
+            signal(SignalKind::interrupt()),
+        ) else {
+            tracing::error!("cannot install signal handlers");
+            return std::future::pending().await;
+        };
+        let graceful = tokio::select! {
+            _ = term.recv() => true,
+            _ = quit.recv() => true,
+            _ = int.recv() => false,
+        };
+        if graceful {
+            self.health.draining.store(true, Ordering::Release);
+            tracing::info!("shutdown requested: not ready, draining in-flight requests");
+            ShutdownSignal::GracefulTerminate
+        } else {
+            tracing::info!("interrupted: stopping now");
+            ShutdownSignal::FastShutdown
+        }
+    }
 }
 
 // ---- token CLI -------------------------------------------------------------------------

@@ -5,6 +5,7 @@
 pub mod api;
 pub mod ui;
 
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use axum::extract::State;
@@ -18,6 +19,51 @@ use crate::config::HashParams;
 use crate::metrics::METRICS;
 use crate::store::Store;
 
+/// Process health beyond the token set: is the proxy listening, is it shutting down, how many
+/// requests are in flight.
+#[derive(Debug, Default)]
+pub struct Health {
+    /// The proxy listener accepts connections.
+    pub proxy_listening: AtomicBool,
+    /// Shutdown has started: not ready any more.
+    pub draining: AtomicBool,
+    /// Proxy requests being handled.
+    pub in_flight: AtomicUsize,
+}
+
+impl Health {
+    /// Ready: the token set is loaded, the proxy listens, and no shutdown has started.
+    pub fn ready(&self, tokens_ready: bool) -> Result<(), &'static str> {
+        if self.draining.load(Ordering::Acquire) {
+            Err("shutting down\n")
+        } else if !tokens_ready {
+            Err("no token set loaded yet\n")
+        } else if !self.proxy_listening.load(Ordering::Acquire) {
+            Err("the proxy listener is not up yet\n")
+        } else {
+            Ok(())
+        }
+    }
+}
+
+/// Counts a proxy request as in flight until dropped.
+#[derive(Debug)]
+pub struct InFlight(Arc<Health>);
+
+impl InFlight {
+    /// Starts counting.
+    pub fn new(health: &Arc<Health>) -> Self {
+        health.in_flight.fetch_add(1, Ordering::AcqRel);
+        InFlight(health.clone())
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
 /// Shared state of the admin handlers.
 #[derive(Clone)]
 pub struct AdminState {
@@ -29,6 +75,8 @@ pub struct AdminState {
     pub token_usernames: Arc<[String]>,
     /// argon2 parameters for new hashes.
     pub hashing: HashParams,
+    /// Listener and shutdown state.
+    pub health: Arc<Health>,
 }
 
 /// Every admin route.
@@ -51,10 +99,9 @@ pub fn router(state: AdminState) -> Router {
 }
 
 async fn readyz(State(s): State<AdminState>) -> impl IntoResponse {
-    if s.store.set.is_ready() {
-        (StatusCode::OK, "ready\n")
-    } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "no token set loaded yet\n")
+    match s.health.ready(s.store.set.is_ready()) {
+        Ok(()) => (StatusCode::OK, "ready\n"),
+        Err(why) => (StatusCode::SERVICE_UNAVAILABLE, why),
     }
 }
 

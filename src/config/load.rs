@@ -32,6 +32,7 @@ const TOP_LEVEL: &[&str] = &[
     "log",
     "threads",
     "rate_limit",
+    "shutdown",
 ];
 
 /// Values given on the command line, as `(dotted.field, value)` pairs with the flag's name.
@@ -191,6 +192,9 @@ fn build(col: &mut Collector, root: Value, source: String) -> Config {
             period: Duration::from_secs(3600),
         },
     );
+    let shutdown_grace = top.section("shutdown", |s| {
+        s.take_with("grace_period", Duration::from_secs(10), as_duration)
+    });
     let upstream = top.section("upstream", build_upstream);
     let tokens = top.section("tokens", |s| {
         let files: Vec<PathBuf> = s.take("files", vec![PathBuf::from("config/tokens.yaml")]);
@@ -297,6 +301,7 @@ fn build(col: &mut Collector, root: Value, source: String) -> Config {
             threads
         },
         rate_limit,
+        shutdown_grace,
     }
 }
 

@@ -149,4 +149,7 @@ pub struct Config {
     pub threads: usize,
     /// Default per-token rate limit (a token's own `rate_limit` overrides it).
     pub rate_limit: crate::token::RateLimitRule,
+    /// Longest wait for in-flight requests after SIGTERM (pingora's own default, 300 s, outlasts
+    /// Kubernetes' 30 s termination grace).
+    pub shutdown_grace: Duration,
 }

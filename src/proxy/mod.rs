@@ -18,6 +18,7 @@ use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 
 pub use responses::{refusal_body, Refusal};
 
+use crate::admin::{Health, InFlight};
 use crate::auth::policy::allows;
 use crate::auth::{normalize_path, parse_authorization, required_permission, AuthError, Verifier};
 use crate::config::Config;
@@ -35,6 +36,7 @@ pub struct Ctx {
     class: &'static str,
     rate: Option<Decision>,
     upstream_sent: Option<Instant>,
+    _in_flight: InFlight,
 }
 
 impl Ctx {
@@ -56,6 +58,7 @@ fn unix_now() -> Duration {
 /// The proxy service.
 pub struct Proxy {
     store: Arc<Store>,
+    health: Arc<Health>,
     verifier: Arc<Verifier>,
     peer: HttpPeer,
     challenge: String,
@@ -68,7 +71,12 @@ pub struct Proxy {
 
 impl Proxy {
     /// Builds the proxy from a validated configuration.
-    pub fn new(config: &Config, store: Arc<Store>, verifier: Arc<Verifier>) -> Self {
+    pub fn new(
+        config: &Config,
+        store: Arc<Store>,
+        verifier: Arc<Verifier>,
+        health: Arc<Health>,
+    ) -> Self {
         let up = &config.upstream;
         let mut peer = HttpPeer::new(up.address, up.tls, up.sni.clone());
         peer.options.connection_timeout = Some(up.connect_timeout);
@@ -78,6 +86,7 @@ impl Proxy {
         peer.options.idle_timeout = Some(Duration::from_secs(60));
         Proxy {
             store,
+            health,
             verifier,
             peer,
             challenge: format!("Basic realm=\"{}\"", config.realm),
@@ -168,6 +177,7 @@ impl ProxyHttp for Proxy {
             class: "proxied",
             rate: None,
             upstream_sent: None,
+            _in_flight: InFlight::new(&self.health),
         }
     }
 

@@ -1,0 +1,1167 @@
+//! Harness for the integration tests: a recording upstream HTTP server (plus "down" and "slow"
+//! variants), a guard around the real `tollgate` binary, token-file helpers, a CLI runner and a raw
+//! HTTP/1.1 client for request targets that `reqwest` would normalise before sending.
+//!
+//! Every wait in here is a poll with a deadline; nothing sleeps to "let time pass".
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::convert::Infallible;
+use std::fs::File;
+use std::future::Future;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use axum::body::Body;
+use axum::extract::Request;
+use axum::http::{header, HeaderMap, Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Router;
+use base64::Engine as _;
+use bytes::Bytes;
+use futures_util::{Stream, StreamExt};
+use serde_json::{json, Map, Value};
+use sha2::{Digest, Sha256};
+use tempfile::TempDir;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tollgate::config::HashParams;
+
+/// Realm every test config uses; refusals must carry `WWW-Authenticate: Basic realm="<this>"`.
+pub const REALM: &str = "tollgate-test";
+/// Size of the streamed bodies (`GET /big` and the large upload).
+pub const BIG_LEN: u64 = 50 * 1024 * 1024;
+/// Chunk size of the deterministic pattern; `BIG_LEN` is a multiple of it.
+pub const CHUNK_LEN: usize = 64 * 1024;
+
+// ---------------------------------------------------------------------------------------------
+// Ports, hex, deterministic bodies
+// ---------------------------------------------------------------------------------------------
+
+/// A port that was free a moment ago (bind it on 127.0.0.1, take the port, drop the listener).
+///
+/// Candidates come from just below the kernel's ephemeral range: a port from `bind(:0)` lies
+/// inside that range, where any outgoing connection of this or another test (hundreds per run)
+/// can take it as its local port before `tollgate` binds it. Candidates are handed out once per
+/// test process, from a per-process offset, so parallel tests never get the same port.
+pub fn free_port() -> u16 {
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let ephemeral_low: u32 = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| s.split_whitespace().next().and_then(|lo| lo.parse().ok()))
+        .unwrap_or(32768);
+    let span = ephemeral_low.saturating_sub(10_000).min(12_000);
+    if span < 1_000 {
+        return TcpListener::bind("127.0.0.1:0")
+            .expect("bind 127.0.0.1:0")
+            .local_addr()
+            .expect("local_addr")
+            .port();
+    }
+    let low = ephemeral_low - span;
+    let offset = std::process::id().wrapping_mul(7919) % span;
+    loop {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        assert!(n < span, "no free port left in {low}..{ephemeral_low}");
+        let port = u16::try_from(low + (offset + n) % span).expect("port fits u16");
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+}
+
+/// `127.0.0.1:<free port>`.
+pub fn free_addr() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], free_port()))
+}
+
+/// Lower-case hex of `bytes`.
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// SHA-256 of `data` as lower-case hex.
+pub fn sha256_hex(data: &[u8]) -> String {
+    hex(&Sha256::digest(data))
+}
+
+/// Chunk number `index` of the deterministic pattern (xorshift64, seeded by the index), so any
+/// reordering, loss or duplication of chunks changes the digest.
+pub fn pattern_chunk(index: u64) -> Bytes {
+    let mut state = (index.wrapping_add(1)).wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut buf = Vec::with_capacity(CHUNK_LEN);
+    while buf.len() < CHUNK_LEN {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        buf.extend_from_slice(&state.to_le_bytes());
+    }
+    Bytes::from(buf)
+}
+
+fn chunk_count(total: u64) -> u64 {
+    assert_eq!(
+        total % CHUNK_LEN as u64,
+        0,
+        "pattern length must be a multiple of CHUNK_LEN"
+    );
+    total / CHUNK_LEN as u64
+}
+
+/// A lazily generated stream of `total` pattern bytes (never more than one chunk in memory).
+pub fn pattern_stream(
+    total: u64,
+) -> impl Stream<Item = Result<Bytes, Infallible>> + Send + 'static {
+    futures_util::stream::iter((0..chunk_count(total)).map(|i| Ok(pattern_chunk(i))))
+}
+
+/// SHA-256 hex of the first `total` pattern bytes, computed chunk by chunk (memoised for
+/// [`BIG_LEN`]).
+pub fn pattern_sha256(total: u64) -> String {
+    static BIG: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    if total == BIG_LEN {
+        return BIG.get_or_init(|| compute_pattern_sha256(BIG_LEN)).clone();
+    }
+    compute_pattern_sha256(total)
+}
+
+fn compute_pattern_sha256(total: u64) -> String {
+    let mut hasher = Sha256::new();
+    for i in 0..chunk_count(total) {
+        hasher.update(pattern_chunk(i));
+    }
+    hex(&hasher.finalize())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Background servers
+// ---------------------------------------------------------------------------------------------
+
+/// A future running on its own thread and multi-thread tokio runtime, so it keeps serving whatever
+/// the test's runtime does (including blocking calls). Stopped on drop.
+struct Background {
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Background {
+    fn spawn<F, Fut>(make: F) -> Self
+    where
+        F: FnOnce() -> Fut + Send + 'static,
+        Fut: Future<Output = ()> + 'static,
+    {
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let thread = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .expect("build upstream runtime");
+            runtime.block_on(async move {
+                tokio::select! {
+                    _ = make() => {}
+                    _ = rx => {}
+                }
+            });
+            // Dropping the runtime cancels connection tasks still running.
+        });
+        Self {
+            shutdown: Some(tx),
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+fn bind_std() -> (std::net::TcpListener, SocketAddr) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind upstream");
+    listener.set_nonblocking(true).expect("nonblocking");
+    let addr = listener.local_addr().expect("local_addr");
+    (listener, addr)
+}
+
+/// One request as the upstream received it.
+#[derive(Clone, Debug)]
+pub struct Recorded {
+    pub method: String,
+    /// Path and query exactly as received (the request target).
+    pub uri: String,
+    pub headers: HeaderMap,
+    pub body_len: u64,
+    pub body_sha256: String,
+}
+
+impl Recorded {
+    /// The first value of header `name`, if present and valid UTF-8.
+    pub fn header(&self, name: &str) -> Option<String> {
+        self.headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    }
+
+    /// Every value of header `name`.
+    pub fn header_all(&self, name: &str) -> Vec<String> {
+        self.headers
+            .get_all(name)
+            .iter()
+            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+            .collect()
+    }
+}
+
+/// A real HTTP server (axum) on a free port that records every request and serves:
+/// `GET /big` → 50 MiB streamed pattern; `PUT`/`POST` anything → JSON `{len, sha256}` of the body
+/// (consumed streaming); anything else → 200 `hello <path>`.
+pub struct Upstream {
+    pub addr: SocketAddr,
+    requests: Arc<Mutex<Vec<Recorded>>>,
+    _server: Background,
+}
+
+impl Upstream {
+    pub fn start() -> Self {
+        let (listener, addr) = bind_std();
+        let requests = Arc::new(Mutex::new(Vec::new()));
+        let log = requests.clone();
+        let server = Background::spawn(move || async move {
+            let listener = tokio::net::TcpListener::from_std(listener).expect("tokio listener");
+            let app = Router::new().fallback(move |req: Request| {
+                let log = log.clone();
+                async move { upstream_handler(log, req).await }
+            });
+            let _ = axum::serve(listener, app).await;
+        });
+        Self {
+            addr,
+            requests,
+            _server: server,
+        }
+    }
+
+    /// `http://127.0.0.1:<port>`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Every request received so far, in arrival order of their completion.
+    pub fn requests(&self) -> Vec<Recorded> {
+        self.requests.lock().expect("upstream log").clone()
+    }
+
+    pub fn count(&self) -> usize {
+        self.requests.lock().expect("upstream log").len()
+    }
+
+    /// The last request whose target is exactly `uri`.
+    pub fn find(&self, uri: &str) -> Option<Recorded> {
+        self.requests().into_iter().rev().find(|r| r.uri == uri)
+    }
+
+    /// The most recent request.
+    pub fn last(&self) -> Option<Recorded> {
+        self.requests().pop()
+    }
+}
+
+async fn upstream_handler(log: Arc<Mutex<Vec<Recorded>>>, req: Request) -> Response {
+    let (parts, body) = req.into_parts();
+    let uri = parts
+        .uri
+        .path_and_query()
+        .map(|pq| pq.as_str().to_owned())
+        .unwrap_or_else(|| parts.uri.to_string());
+    let mut hasher = Sha256::new();
+    let mut body_len = 0u64;
+    let mut stream = body.into_data_stream();
+    let mut body_error = false;
+    while let Some(chunk) = stream.next().await {
+        match chunk {
+            Ok(chunk) => {
+                body_len += chunk.len() as u64;
+                hasher.update(&chunk);
+            }
+            Err(_) => {
+                body_error = true;
+                break;
+            }
+        }
+    }
+    let body_sha256 = hex(&hasher.finalize());
+    log.lock().expect("upstream log").push(Recorded {
+        method: parts.method.to_string(),
+        uri: uri.clone(),
+        headers: parts.headers.clone(),
+        body_len,
+        body_sha256: body_sha256.clone(),
+    });
+    if body_error {
+        return (StatusCode::BAD_REQUEST, "body read failed").into_response();
+    }
+    let path = parts.uri.path().to_owned();
+    if parts.method == Method::PUT || parts.method == Method::POST {
+        return axum::Json(json!({"len": body_len, "sha256": body_sha256})).into_response();
+    }
+    if parts.method == Method::GET && path == "/big" {
+        return Response::builder()
+            .status(StatusCode::OK)
+            .header(header::CONTENT_TYPE, "application/octet-stream")
+            .header(header::CONTENT_LENGTH, BIG_LEN)
+            .body(Body::from_stream(pattern_stream(BIG_LEN)))
+            .expect("big response");
+    }
+    (StatusCode::OK, format!("hello {path}")).into_response()
+}
+
+/// An upstream URL nobody listens on (connections are refused).
+pub fn down_upstream_url() -> String {
+    format!("http://{}", free_addr())
+}
+
+/// An upstream that accepts connections, reads whatever arrives and never answers.
+pub struct SlowUpstream {
+    pub addr: SocketAddr,
+    _server: Background,
+}
+
+impl SlowUpstream {
+    pub fn start() -> Self {
+        let (listener, addr) = bind_std();
+        let server = Background::spawn(move || async move {
+            let listener = tokio::net::TcpListener::from_std(listener).expect("tokio listener");
+            while let Ok((mut socket, _)) = listener.accept().await {
+                tokio::spawn(async move {
+                    let mut buf = [0u8; 4096];
+                    while let Ok(n) = socket.read(&mut buf).await {
+                        if n == 0 {
+                            break;
+                        }
+                    }
+                });
+            }
+        });
+        Self {
+            addr,
+            _server: server,
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Tokens
+// ---------------------------------------------------------------------------------------------
+
+/// A token as the tests know it: its file entry and what a client presents.
+#[derive(Clone, Debug)]
+pub struct TestToken {
+    pub id: String,
+    pub name: String,
+    /// The generated `tok_…` token, or for a custom-secret token the secret itself.
+    pub token: String,
+    /// Whether `token` is a custom secret (presented as Basic `name:secret`).
+    pub custom: bool,
+    /// The token-file entry (serialised into YAML by [`Setup`]).
+    pub entry: Value,
+}
+
+impl TestToken {
+    pub fn builder(name: &str) -> TokenBuilder {
+        TokenBuilder {
+            name: name.to_owned(),
+            permission: "read".to_owned(),
+            routes: Vec::new(),
+            expires_at: None,
+            description: None,
+            custom_secret: None,
+            stored_secret: None,
+        }
+    }
+
+    /// A generated read token without routes.
+    pub fn read(name: &str) -> Self {
+        Self::builder(name).build()
+    }
+
+    /// A generated write token without routes.
+    pub fn write(name: &str) -> Self {
+        Self::builder(name).permission("write").build()
+    }
+
+    /// The 32-character secret part of a generated token (`tok_<12>_<32><6>`).
+    pub fn secret_part(&self) -> &str {
+        assert!(!self.custom, "custom tokens have no generated secret part");
+        &self.token[17..49]
+    }
+
+    /// `Authorization: Bearer <token>`.
+    pub fn bearer(&self) -> String {
+        format!("Bearer {}", self.token)
+    }
+
+    /// The Authorization value a client would send for this token in its most natural form.
+    pub fn auth(&self) -> String {
+        if self.custom {
+            basic(&self.name, &self.token)
+        } else {
+            self.bearer()
+        }
+    }
+}
+
+/// Builder for [`TestToken`].
+pub struct TokenBuilder {
+    name: String,
+    permission: String,
+    routes: Vec<(String, String)>,
+    expires_at: Option<String>,
+    description: Option<String>,
+    custom_secret: Option<String>,
+    stored_secret: Option<String>,
+}
+
+impl TokenBuilder {
+    pub fn permission(mut self, permission: &str) -> Self {
+        self.permission = permission.to_owned();
+        self
+    }
+
+    pub fn route(mut self, path: &str, access: &str) -> Self {
+        self.routes.push((path.to_owned(), access.to_owned()));
+        self
+    }
+
+    /// RFC 3339 expiry, e.g. `2020-01-01T00:00:00Z`.
+    pub fn expires_at(mut self, at: &str) -> Self {
+        self.expires_at = Some(at.to_owned());
+        self
+    }
+
+    pub fn description(mut self, description: &str) -> Self {
+        self.description = Some(description.to_owned());
+        self
+    }
+
+    /// A person-chosen secret: the client sends Basic `name:secret`.
+    pub fn custom_secret(mut self, secret: &str) -> Self {
+        self.custom_secret = Some(secret.to_owned());
+        self
+    }
+
+    /// Store the hash of `secret` instead of the hash of the presented token (a known id whose
+    /// presented secret is wrong).
+    pub fn stored_secret(mut self, secret: &str) -> Self {
+        self.stored_secret = Some(secret.to_owned());
+        self
+    }
+
+    pub fn build(self) -> TestToken {
+        let generated = tollgate::token::generate();
+        let id = generated.id.clone();
+        let (token, custom) = match &self.custom_secret {
+            Some(secret) => (secret.clone(), true),
+            None => (generated.token.expose().to_owned(), false),
+        };
+        let hashed = self.stored_secret.as_deref().unwrap_or(&token);
+        let hash = hash(hashed);
+        let mut entry = Map::new();
+        entry.insert("id".into(), json!(id));
+        entry.insert("name".into(), json!(self.name));
+        entry.insert("hash".into(), json!(hash));
+        entry.insert("permission".into(), json!(self.permission));
+        if !self.routes.is_empty() {
+            let routes: Vec<Value> = self
+                .routes
+                .iter()
+                .map(|(path, access)| json!({"path": path, "access": access}))
+                .collect();
+            entry.insert("routes".into(), Value::Array(routes));
+        }
+        if let Some(at) = &self.expires_at {
+            entry.insert("expires_at".into(), json!(at));
+        }
+        if let Some(description) = &self.description {
+            entry.insert("description".into(), json!(description));
+        }
+        TestToken {
+            id,
+            name: self.name,
+            token,
+            custom,
+            entry: Value::Object(entry),
+        }
+    }
+}
+
+/// argon2id PHC string of `secret` with the cheap test parameters.
+pub fn hash(secret: &str) -> String {
+    tollgate::token::hash_secret(secret, &HashParams::cheap())
+        .unwrap_or_else(|e| panic!("hash_secret failed: {e:?}"))
+}
+
+/// A generated token that is in no token file.
+pub fn unknown_token() -> String {
+    tollgate::token::generate().token.expose().to_owned()
+}
+
+/// `Basic base64(user:pass)`.
+pub fn basic(user: &str, pass: &str) -> String {
+    format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(format!("{user}:{pass}"))
+    )
+}
+
+/// A `tokens:` YAML document holding `tokens`.
+pub fn tokens_yaml(tokens: &[&TestToken]) -> String {
+    let entries: Vec<Value> = tokens.iter().map(|t| t.entry.clone()).collect();
+    serde_yaml_ng::to_string(&json!({ "tokens": entries })).expect("serialise token file")
+}
+
+// ---------------------------------------------------------------------------------------------
+// Config + process
+// ---------------------------------------------------------------------------------------------
+
+/// A temp directory holding a config file and a token file for one `tollgate` process.
+pub struct Setup {
+    pub dir: TempDir,
+    pub config_path: PathBuf,
+    pub tokens_path: PathBuf,
+    pub listen: SocketAddr,
+    pub admin: SocketAddr,
+    config: Value,
+    tokens: String,
+}
+
+impl Setup {
+    /// Free ports for both listeners, the given upstream, cheap hashing, JSON logs, an empty
+    /// token file.
+    pub fn new(upstream_url: &str) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config_path = dir.path().join("tollgate.yaml");
+        let tokens_path = dir.path().join("tokens.yaml");
+        let listen = free_addr();
+        let admin = free_addr();
+        let config = json!({
+            "listen": listen.to_string(),
+            "admin_listen": admin.to_string(),
+            "upstream": {
+                "url": upstream_url,
+                "connect_timeout": "2s",
+                "read_timeout": "30s",
+            },
+            "realm": REALM,
+            "tokens": { "files": [tokens_path.to_string_lossy()] },
+            "hashing": { "memory_kib": 64, "iterations": 1, "parallelism": 1 },
+            "log": { "format": "json", "level": "info" },
+            "threads": 2,
+        });
+        Self {
+            dir,
+            config_path,
+            tokens_path,
+            listen,
+            admin,
+            config,
+            tokens: "tokens: []\n".to_owned(),
+        }
+    }
+
+    pub fn with_tokens(mut self, tokens: &[&TestToken]) -> Self {
+        self.tokens = tokens_yaml(tokens);
+        self
+    }
+
+    /// Raw token-file content.
+    pub fn with_tokens_yaml(mut self, yaml: impl Into<String>) -> Self {
+        self.tokens = yaml.into();
+        self
+    }
+
+    /// Set a config value by dotted path, e.g. `set("upstream.read_timeout", json!("1s"))`.
+    pub fn set(mut self, dotted: &str, value: Value) -> Self {
+        let mut node = &mut self.config;
+        let mut keys = dotted.split('.').peekable();
+        while let Some(key) = keys.next() {
+            let map = node.as_object_mut().expect("config node is a map");
+            if keys.peek().is_none() {
+                map.insert(key.to_owned(), value);
+                break;
+            }
+            node = map.entry(key.to_owned()).or_insert_with(|| json!({}));
+        }
+        self
+    }
+
+    /// Write the config and token files.
+    pub fn write(&self) {
+        let config = serde_yaml_ng::to_string(&self.config).expect("serialise config");
+        std::fs::write(&self.config_path, config).expect("write config");
+        std::fs::write(&self.tokens_path, &self.tokens).expect("write token file");
+    }
+
+    pub fn config_str(&self) -> String {
+        self.config_path.to_string_lossy().into_owned()
+    }
+
+    /// Write the files and start `tollgate serve` on them.
+    pub async fn start(self) -> Tollgate {
+        self.write();
+        Tollgate::spawn(self).await
+    }
+}
+
+/// A running `tollgate serve`; killed on drop.
+pub struct Tollgate {
+    child: Child,
+    pub setup: Setup,
+    log_path: PathBuf,
+    client: reqwest::Client,
+}
+
+/// The `tollgate` binary under test, with any `TOLLGATE_*` / `RUST_LOG` of the caller removed.
+pub fn tollgate_command(cwd: &Path) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_tollgate"));
+    cmd.current_dir(cwd);
+    for (key, _) in std::env::vars_os() {
+        let key_str = key.to_string_lossy();
+        if key_str.starts_with("TOLLGATE_") || key_str == "RUST_LOG" {
+            cmd.env_remove(&key);
+        }
+    }
+    cmd
+}
+
+impl Tollgate {
+    async fn spawn(setup: Setup) -> Self {
+        let log_path = setup.dir.path().join("tollgate.log");
+        let log = File::create(&log_path).expect("create log file");
+        let child = tollgate_command(setup.dir.path())
+            .arg("serve")
+            .arg("--config")
+            .arg(&setup.config_path)
+            .stdin(Stdio::null())
+            .stdout(Stdio::from(log.try_clone().expect("clone log file")))
+            .stderr(Stdio::from(log))
+            .spawn()
+            .expect("spawn tollgate");
+        let mut tollgate = Self {
+            child,
+            setup,
+            log_path,
+            client: client(),
+        };
+        tollgate.wait_ready().await;
+        tollgate
+    }
+
+    /// Wait until `/readyz` answers 200 and the proxy listener accepts connections (tollgate
+    /// binds the proxy listener a few milliseconds after the admin one answers).
+    async fn wait_ready(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let url = self.admin_url("/readyz");
+        let mut ready = false;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                panic!(
+                    "tollgate exited ({status}) before it was ready; log:\n{}",
+                    self.logs()
+                );
+            }
+            if !ready {
+                ready = self
+                    .client
+                    .get(&url)
+                    .timeout(Duration::from_secs(1))
+                    .send()
+                    .await
+                    .map(|r| r.status() == 200)
+                    .unwrap_or(false);
+            }
+            if ready
+                && tokio::net::TcpStream::connect(self.setup.listen)
+                    .await
+                    .is_ok()
+            {
+                return;
+            }
+            if Instant::now() > deadline {
+                panic!(
+                    "tollgate not ready within 30 s (/readyz 200: {ready}, proxy listener not \
+                     accepting); log:\n{}",
+                    self.logs()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// `http://<proxy listener><path>`.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.setup.listen, path)
+    }
+
+    /// `http://<admin listener><path>`.
+    pub fn admin_url(&self, path: &str) -> String {
+        format!("http://{}{}", self.setup.admin, path)
+    }
+
+    /// Everything the process wrote to stdout and stderr so far.
+    pub fn logs(&self) -> String {
+        String::from_utf8_lossy(&std::fs::read(&self.log_path).unwrap_or_default()).into_owned()
+    }
+
+    /// The `/metrics` text.
+    pub async fn metrics_text(&self) -> String {
+        let resp = self
+            .client
+            .get(self.admin_url("/metrics"))
+            .send()
+            .await
+            .expect("GET /metrics");
+        assert_eq!(resp.status(), 200, "/metrics status");
+        resp.text().await.expect("metrics body")
+    }
+
+    /// Value of one series, e.g. `tollgate_verifications_total{result="ok"}` (label order does not
+    /// matter). A series not (yet) exported counts as 0.
+    pub async fn metric(&self, series: &str) -> f64 {
+        metric_value(&self.metrics_text().await, series).unwrap_or(0.0)
+    }
+
+    fn proc_status_kib(&self, field: &str) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()))
+            .expect("read /proc/PID/status");
+        status
+            .lines()
+            .find_map(|line| line.strip_prefix(field))
+            .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap_or_else(|| panic!("no {field} in /proc status"))
+    }
+
+    /// Current resident set size (VmRSS) in KiB.
+    pub fn rss_kib(&self) -> u64 {
+        self.proc_status_kib("VmRSS:")
+    }
+
+    /// Peak resident set size since start (VmHWM) in KiB.
+    pub fn peak_rss_kib(&self) -> u64 {
+        self.proc_status_kib("VmHWM:")
+    }
+
+    /// Parsed JSON log lines with `"target":"audit"`, with `fields`/`span`/`spans` flattened into
+    /// one map.
+    pub fn audit_records(&self) -> Vec<Map<String, Value>> {
+        audit_records(&self.logs())
+    }
+
+    /// Poll the log until `pred` holds for some audit record (10 s deadline).
+    pub async fn wait_for_audit<F>(&self, what: &str, pred: F) -> Map<String, Value>
+    where
+        F: Fn(&Map<String, Value>) -> bool,
+    {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(record) = self.audit_records().into_iter().find(|r| pred(r)) {
+                return record;
+            }
+            if Instant::now() > deadline {
+                panic!(
+                    "no audit line for {what} within 10 s; log:\n{}",
+                    self.logs()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+impl Drop for Tollgate {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Audit records out of JSON log text (see [`Tollgate::audit_records`]).
+pub fn audit_records(logs: &str) -> Vec<Map<String, Value>> {
+    logs.lines()
+        .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+        .filter_map(|value| match value {
+            Value::Object(map) => Some(map),
+            _ => None,
+        })
+        .filter(|map| map.get("target").and_then(Value::as_str) == Some("audit"))
+        .map(|map| {
+            let mut flat = Map::new();
+            for nested in ["spans", "span", "fields"] {
+                match map.get(nested) {
+                    Some(Value::Object(inner)) => flat.extend(inner.clone()),
+                    Some(Value::Array(items)) => {
+                        for item in items {
+                            if let Value::Object(inner) = item {
+                                flat.extend(inner.clone());
+                            }
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            for (k, v) in map {
+                flat.entry(k).or_insert(v);
+            }
+            flat
+        })
+        .collect()
+}
+
+/// A string field of an audit record, also accepting numbers (e.g. `status`).
+pub fn field_str(record: &Map<String, Value>, key: &str) -> Option<String> {
+    match record.get(key)? {
+        Value::String(s) => Some(s.clone()),
+        Value::Null => None,
+        other => Some(other.to_string()),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Metrics text
+// ---------------------------------------------------------------------------------------------
+
+/// Split `name{a="b",c="d"}` into the name and its labels.
+pub fn parse_series(series: &str) -> (String, BTreeMap<String, String>) {
+    let series = series.trim();
+    let Some(open) = series.find('{') else {
+        return (series.to_owned(), BTreeMap::new());
+    };
+    let name = series[..open].to_owned();
+    let inner = series[open + 1..].trim_end_matches('}');
+    let mut labels = BTreeMap::new();
+    let mut chars = inner.chars().peekable();
+    loop {
+        while matches!(chars.peek(), Some(',') | Some(' ')) {
+            chars.next();
+        }
+        let key: String = chars.by_ref().take_while(|&c| c != '=').collect();
+        if key.is_empty() {
+            break;
+        }
+        assert_eq!(
+            chars.next(),
+            Some('"'),
+            "label value must be quoted in {series}"
+        );
+        let mut value = String::new();
+        while let Some(c) = chars.next() {
+            match c {
+                '\\' => match chars.next() {
+                    Some('n') => value.push('\n'),
+                    Some(other) => value.push(other),
+                    None => break,
+                },
+                '"' => break,
+                c => value.push(c),
+            }
+        }
+        labels.insert(key.trim().to_owned(), value);
+    }
+    (name, labels)
+}
+
+/// The value of `series` in Prometheus text `text`, if exported.
+pub fn metric_value(text: &str, series: &str) -> Option<f64> {
+    let wanted = parse_series(series);
+    text.lines()
+        .filter(|line| !line.starts_with('#') && !line.trim().is_empty())
+        .find_map(|line| {
+            // The value is the first token after the series; labels may contain spaces.
+            let split = match line.rfind('}') {
+                Some(close) => close + 1,
+                None => line.find(' ')?,
+            };
+            let (series_part, rest) = line.split_at(split);
+            if parse_series(series_part) != wanted {
+                return None;
+            }
+            rest.split_whitespace().next()?.parse().ok()
+        })
+}
+
+// ---------------------------------------------------------------------------------------------
+// Clients
+// ---------------------------------------------------------------------------------------------
+
+/// A reqwest client that ignores proxy environment variables, with a 30 s default timeout.
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .expect("reqwest client")
+}
+
+/// A response read by [`raw_request`].
+#[derive(Debug)]
+pub struct RawResponse {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl RawResponse {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+/// Send one HTTP/1.1 request with the request target exactly as given (no client-side
+/// normalisation of `..`, `%xx` or `\`) and read the response (10 s deadline).
+pub async fn raw_request(
+    addr: SocketAddr,
+    method: &str,
+    target: &str,
+    headers: &[(&str, &str)],
+) -> RawResponse {
+    tokio::time::timeout(
+        Duration::from_secs(10),
+        raw_request_inner(addr, method, target, headers),
+    )
+    .await
+    .unwrap_or_else(|_| panic!("raw {method} {target}: no complete response within 10 s"))
+}
+
+async fn raw_request_inner(
+    addr: SocketAddr,
+    method: &str,
+    target: &str,
+    headers: &[(&str, &str)],
+) -> RawResponse {
+    let mut stream = tokio::net::TcpStream::connect(addr)
+        .await
+        .unwrap_or_else(|e| panic!("connect {addr}: {e}"));
+    let mut request =
+        format!("{method} {target} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    for (name, value) in headers {
+        request.push_str(&format!("{name}: {value}\r\n"));
+    }
+    if method != "GET"
+        && method != "HEAD"
+        && !headers
+            .iter()
+            .any(|(n, _)| n.eq_ignore_ascii_case("content-length"))
+    {
+        request.push_str("Content-Length: 0\r\n");
+    }
+    request.push_str("\r\n");
+    stream
+        .write_all(request.as_bytes())
+        .await
+        .expect("write request");
+
+    let mut buf = Vec::new();
+    let mut tmp = [0u8; 8192];
+    let header_end = loop {
+        if let Some(pos) = find(&buf, b"\r\n\r\n") {
+            break pos;
+        }
+        let n = stream.read(&mut tmp).await.expect("read response");
+        assert!(
+            n > 0,
+            "connection closed before response headers: {:?}",
+            String::from_utf8_lossy(&buf)
+        );
+        buf.extend_from_slice(&tmp[..n]);
+    };
+    let head = String::from_utf8_lossy(&buf[..header_end]).into_owned();
+    let mut lines = head.split("\r\n");
+    let status_line = lines.next().unwrap_or_default();
+    let status: u16 = status_line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("bad status line {status_line:?}"));
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|line| line.split_once(':'))
+        .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
+        .collect();
+    let mut body = buf[header_end + 4..].to_vec();
+    let get = |name: &str| {
+        headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.clone())
+    };
+    let chunked =
+        get("transfer-encoding").is_some_and(|v| v.to_ascii_lowercase().contains("chunked"));
+    let length: Option<usize> = get("content-length").and_then(|v| v.parse().ok());
+    if method == "HEAD" || status == 204 || status == 304 {
+        body.clear();
+    } else if chunked {
+        loop {
+            if let Some(decoded) = decode_chunked(&body) {
+                body = decoded;
+                break;
+            }
+            let n = stream.read(&mut tmp).await.expect("read chunked body");
+            assert!(n > 0, "connection closed inside a chunked body");
+            body.extend_from_slice(&tmp[..n]);
+        }
+    } else if let Some(length) = length {
+        while body.len() < length {
+            let n = stream.read(&mut tmp).await.expect("read body");
+            assert!(
+                n > 0,
+                "connection closed after {} of {length} body bytes",
+                body.len()
+            );
+            body.extend_from_slice(&tmp[..n]);
+        }
+        body.truncate(length);
+    } else {
+        stream
+            .read_to_end(&mut body)
+            .await
+            .expect("read body to end");
+    }
+    RawResponse {
+        status,
+        headers,
+        body,
+    }
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
+}
+
+/// The decoded body if `data` holds a complete chunked body, else `None`.
+fn decode_chunked(data: &[u8]) -> Option<Vec<u8>> {
+    let mut out = Vec::new();
+    let mut pos = 0;
+    loop {
+        let line_end = pos + find(&data[pos..], b"\r\n")?;
+        let size_text = String::from_utf8_lossy(&data[pos..line_end]);
+        let size = usize::from_str_radix(size_text.split(';').next()?.trim(), 16).ok()?;
+        pos = line_end + 2;
+        if size == 0 {
+            // Trailers (if any) end with an empty line.
+            find(&data[pos..], b"\r\n")?;
+            return Some(out);
+        }
+        if data.len() < pos + size + 2 {
+            return None;
+        }
+        out.extend_from_slice(&data[pos..pos + size]);
+        pos += size + 2;
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// CLI
+// ---------------------------------------------------------------------------------------------
+
+/// The result of one CLI run.
+#[derive(Debug)]
+pub struct CliOutput {
+    pub status: ExitStatus,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl CliOutput {
+    /// stdout followed by stderr.
+    pub fn combined(&self) -> String {
+        format!("{}\n{}", self.stdout, self.stderr)
+    }
+}
+
+/// Run `tollgate <args>` in `cwd`, feeding `stdin`; killed and reported if it does not exit within
+/// `timeout`.
+pub fn run_tollgate(
+    args: &[&str],
+    stdin: Option<&str>,
+    cwd: &Path,
+    timeout: Duration,
+) -> CliOutput {
+    let mut child = tollgate_command(cwd)
+        .args(args)
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn tollgate");
+    if let Some(input) = stdin {
+        let mut pipe = child.stdin.take().expect("stdin pipe");
+        pipe.write_all(input.as_bytes()).expect("write stdin");
+    }
+    let mut out_pipe = child.stdout.take().expect("stdout pipe");
+    let mut err_pipe = child.stderr.take().expect("stderr pipe");
+    let out_reader = std::thread::spawn(move || {
+        let mut s = Vec::new();
+        let _ = out_pipe.read_to_end(&mut s);
+        s
+    });
+    let err_reader = std::thread::spawn(move || {
+        let mut s = Vec::new();
+        let _ = err_pipe.read_to_end(&mut s);
+        s
+    });
+    let deadline = Instant::now() + timeout;
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            let stdout =
+                String::from_utf8_lossy(&out_reader.join().unwrap_or_default()).into_owned();
+            let stderr =
+                String::from_utf8_lossy(&err_reader.join().unwrap_or_default()).into_owned();
+            panic!(
+                "tollgate {args:?} did not exit within {timeout:?}\nstdout:\n{stdout}\nstderr:\n{stderr}"
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let stdout = String::from_utf8_lossy(&out_reader.join().unwrap_or_default()).into_owned();
+    let stderr = String::from_utf8_lossy(&err_reader.join().unwrap_or_default()).into_owned();
+    CliOutput {
+        status,
+        stdout,
+        stderr,
+    }
+}

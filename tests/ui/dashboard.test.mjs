@@ -1,0 +1,457 @@
+// Browser test of the token dashboard (issue 8): the real `target/debug/tollgate` binary, a tiny
+// upstream, and Debian's headless chromium driven by playwright-core.
+//
+//   node --test tests/ui/dashboard.test.mjs        (or tests/ui/run.sh, which installs what it needs)
+//
+// Environment: TOLLGATE_BIN (default <repo>/target/debug/tollgate), CHROMIUM (default
+// /usr/bin/chromium), UI_TEST_OUTPUT (screenshots; default <repo>/target/test-output/ui).
+
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn, execFile } from 'node:child_process';
+import { mkdtemp, mkdir, rm, writeFile } from 'node:fs/promises';
+import { existsSync } from 'node:fs';
+import http from 'node:http';
+import net from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+import crypto from 'node:crypto';
+import { fileURLToPath } from 'node:url';
+import { chromium } from 'playwright-core';
+
+const HERE = path.dirname(fileURLToPath(import.meta.url));
+const REPO = path.resolve(HERE, '..', '..');
+const BIN = process.env.TOLLGATE_BIN || path.join(REPO, 'target', 'debug', 'tollgate');
+const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
+const OUT = process.env.UI_TEST_OUTPUT || path.join(REPO, 'target', 'test-output', 'ui');
+const CSP =
+  "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; " +
+  "connect-src 'self'; form-action 'none'; frame-ancestors 'none'; base-uri 'none'";
+const TOKEN_RE = /^tok_[0-9A-Za-z]{12}_[0-9A-Za-z]{38}$/;
+
+// ---------------------------------------------------------------------------------------------
+// Helpers
+// ---------------------------------------------------------------------------------------------
+
+function freePort() {
+  return new Promise((resolve, reject) => {
+    const s = net.createServer();
+    s.unref();
+    s.on('error', reject);
+    s.listen(0, '127.0.0.1', () => {
+      const { port } = s.address();
+      s.close(() => resolve(port));
+    });
+  });
+}
+
+async function until(what, deadlineMs, probe) {
+  const end = Date.now() + deadlineMs;
+  let last;
+  while (Date.now() < end) {
+    try {
+      if (await probe()) return;
+    } catch (e) {
+      last = e;
+    }
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  throw new Error(`timed out waiting for ${what}${last ? `: ${last.message}` : ''}`);
+}
+
+const hasCurl = ['/usr/bin/curl', '/bin/curl', '/usr/local/bin/curl'].some((p) => existsSync(p));
+
+/** The proxy's status for GET `url` with `token` as Basic `token:TOKEN` (curl, as a user would). */
+function proxyStatus(url, token) {
+  if (!hasCurl) {
+    const headers = token ? { Authorization: 'Basic ' + Buffer.from(`token:${token}`).toString('base64') } : {};
+    return fetch(url, { headers }).then(async (r) => {
+      await r.arrayBuffer();
+      return r.status;
+    });
+  }
+  const args = ['-sS', '-o', '/dev/null', '-w', '%{http_code}', '--max-time', '10'];
+  if (token) args.push('-u', `token:${token}`);
+  args.push(url);
+  return new Promise((resolve, reject) => {
+    execFile('curl', args, (err, stdout, stderr) => {
+      if (err) reject(new Error(`curl ${url}: ${err.message} ${stderr}`));
+      else resolve(Number(stdout.trim()));
+    });
+  });
+}
+
+/** Starts the world: upstream, tollgate, browser. Returns it with a `stop()`. */
+async function start() {
+  assert.ok(existsSync(BIN), `${BIN} is missing: run cargo build first`);
+  assert.ok(existsSync(CHROMIUM), `${CHROMIUM} is missing: apt-get install chromium`);
+  const dir = await mkdtemp(path.join(os.tmpdir(), 'tollgate-ui-'));
+  const w = { dir, log: [], stops: [] };
+  w.stop = async () => {
+    for (const f of w.stops.reverse()) {
+      try {
+        await f();
+      } catch {
+        /* best effort */
+      }
+    }
+    await rm(dir, { recursive: true, force: true });
+  };
+  try {
+    // Upstream: answers 200 with a small JSON body to whatever reaches it.
+    const upstream = http.createServer((req, res) => {
+      req.resume();
+      res.writeHead(200, { 'content-type': 'application/json' });
+      res.end(JSON.stringify({ ok: true, path: req.url }));
+    });
+    await new Promise((r) => upstream.listen(0, '127.0.0.1', r));
+    w.stops.push(() => new Promise((r) => upstream.close(r)));
+    const upstreamPort = upstream.address().port;
+
+    const proxyPort = await freePort();
+    const adminPort = await freePort();
+    w.proxy = `http://127.0.0.1:${proxyPort}`;
+    w.admin = `http://127.0.0.1:${adminPort}`;
+    w.bootstrap = `admin:${crypto.randomBytes(24).toString('base64url')}`;
+    w.adminAuth = 'Basic ' + Buffer.from(w.bootstrap).toString('base64');
+    const config = path.join(dir, 'tollgate.yaml');
+    await writeFile(
+      config,
+      [
+        `listen: 127.0.0.1:${proxyPort}`,
+        `admin_listen: 127.0.0.1:${adminPort}`,
+        'upstream:',
+        `  url: http://127.0.0.1:${upstreamPort}`,
+        'realm: tollgate-ui-test',
+        'tokens:',
+        '  files: []',
+        `  database: sqlite://${path.join(dir, 't.db')}`,
+        'hashing: {memory_kib: 64, iterations: 1, parallelism: 1}',
+        'log: {format: text, level: warn}',
+        '',
+      ].join('\n'),
+    );
+    const env = { ...process.env, TOLLGATE_BOOTSTRAP_TOKEN: w.bootstrap };
+    for (const k of Object.keys(env)) if (k.startsWith('TOLLGATE_') && k !== 'TOLLGATE_BOOTSTRAP_TOKEN') delete env[k];
+    const child = spawn(BIN, ['--config', config, 'serve'], { cwd: dir, env, stdio: ['ignore', 'pipe', 'pipe'] });
+    const keep = (chunk) => {
+      w.log.push(chunk.toString());
+      if (w.log.length > 400) w.log.shift();
+    };
+    child.stdout.on('data', keep);
+    child.stderr.on('data', keep);
+    let exited = null;
+    child.on('exit', (code, signal) => {
+      exited = { code, signal };
+    });
+    w.stops.push(async () => {
+      if (exited) return;
+      child.kill('SIGTERM');
+      const done = new Promise((r) => child.once('exit', r));
+      const timer = setTimeout(() => child.kill('SIGKILL'), 5000);
+      await done;
+      clearTimeout(timer);
+    });
+    await until('tollgate /readyz', 20000, async () => {
+      if (exited) throw new Error(`tollgate exited (${JSON.stringify(exited)}):\n${w.log.join('')}`);
+      const r = await fetch(`${w.admin}/readyz`);
+      return r.status === 200;
+    });
+
+    // Browser: a fresh profile every run.
+    const profile = path.join(dir, 'chromium-profile');
+    await mkdir(profile);
+    w.context = await chromium.launchPersistentContext(profile, {
+      executablePath: CHROMIUM,
+      headless: true,
+      args: [
+        '--headless',
+        '--no-sandbox',
+        '--disable-gpu',
+        '--disable-quic',
+        '--no-first-run',
+        '--disable-background-networking',
+        '--disable-component-update',
+        '--disable-sync',
+      ],
+      viewport: { width: 1400, height: 900 },
+      timeout: 30000,
+    });
+    w.stops.push(() => w.context.close());
+    await w.context.grantPermissions(['clipboard-read', 'clipboard-write'], { origin: w.admin });
+    return w;
+  } catch (e) {
+    await w.stop();
+    throw e;
+  }
+}
+
+/** GET /api/v1/tokens as the bootstrap token: the server's view, independent of the page. */
+async function apiTokens(w) {
+  const r = await fetch(`${w.admin}/api/v1/tokens`, { headers: { Authorization: w.adminAuth } });
+  assert.equal(r.status, 200, 'GET /api/v1/tokens');
+  return (await r.json()).tokens;
+}
+
+// ---------------------------------------------------------------------------------------------
+// The test
+// ---------------------------------------------------------------------------------------------
+
+test('token dashboard: sign in, create, use, edit, regenerate, revoke', { timeout: 100000 }, async (t) => {
+  const w = await start();
+  t.after(() => w.stop());
+  await mkdir(OUT, { recursive: true });
+  await rm(path.join(OUT, 'failure.png'), { force: true });
+  try {
+    await run(w, t);
+  } catch (e) {
+    // Leave evidence for a failed CI run.
+    if (w.page) await w.page.screenshot({ path: path.join(OUT, 'failure.png'), fullPage: true }).catch(() => {});
+    e.message += `\n--- tollgate log (tail) ---\n${w.log.join('').slice(-4000)}`;
+    throw e;
+  }
+});
+
+async function run(w, t) {
+  // Headers of the page and its assets.
+  {
+    const r = await fetch(`${w.admin}/`);
+    assert.equal(r.status, 200);
+    assert.equal(r.headers.get('content-security-policy'), CSP);
+    assert.equal(r.headers.get('x-frame-options'), 'DENY');
+    assert.equal(r.headers.get('x-content-type-options'), 'nosniff');
+    assert.equal(r.headers.get('referrer-policy'), 'no-referrer');
+    assert.equal(r.headers.get('cache-control'), 'no-cache');
+    assert.match(r.headers.get('content-type'), /^text\/html/);
+    const html = await r.text();
+    assert.doesNotMatch(html, /<script>|<script [^>]*>[^<]/, 'no inline script');
+    for (const [p, type] of [
+      ['/ui/', /^text\/html/],
+      ['/ui/app.js', /^text\/javascript/],
+      ['/ui/app.css', /^text\/css/],
+      ['/ui/favicon.svg', /^image\/svg\+xml/],
+    ]) {
+      const a = await fetch(w.admin + p);
+      assert.equal(a.status, 200, p);
+      assert.match(a.headers.get('content-type'), type, p);
+      assert.equal(a.headers.get('content-security-policy'), CSP, p);
+      await a.arrayBuffer();
+    }
+  }
+
+  const consoleErrors = [];
+  const violations = [];
+  const context = w.context;
+  await context.exposeBinding('__reportCsp', (_source, v) => violations.push(v));
+  await context.addInitScript(() => {
+    document.addEventListener('securitypolicyviolation', (e) => {
+      // eslint-disable-next-line no-undef
+      __reportCsp({ directive: e.violatedDirective, blocked: e.blockedURI, sample: e.sample });
+    });
+  });
+  const page = context.pages()[0] || (await context.newPage());
+  w.page = page;
+  page.setDefaultTimeout(10000);
+  // Chromium logs every refused fetch as a console error; the two this test provokes on purpose
+  // (a wrong sign-in secret: 401, a duplicate name: 409) are listed apart and checked exactly.
+  const refusals = [];
+  page.on('console', (m) => {
+    if (m.type() !== 'error') return;
+    const refused = /^Failed to load resource: the server responded with a status of (\d+)/.exec(m.text());
+    const url = m.location().url || '';
+    if (refused && new URL(url, w.admin).pathname.startsWith('/api/v1/')) refusals.push(Number(refused[1]));
+    else consoleErrors.push(`${m.text()} (${url})`);
+  });
+  page.on('pageerror', (e) => consoleErrors.push(`pageerror: ${e.message}`));
+  const status = page.locator('#status');
+
+  // ---- sign in: a wrong secret is refused next to the field, then the bootstrap token works.
+  await page.goto(`${w.admin}/`);
+  const tokenInput = page.getByLabel('Manager token');
+  await tokenInput.fill('admin:not-the-secret');
+  await page.getByRole('button', { name: 'Sign in' }).click();
+  await assertText(page.locator('#signin-error'), /token was refused/);
+  assert.equal(await page.evaluate(() => sessionStorage.getItem('tollgate.auth')), null);
+  await tokenInput.fill(w.bootstrap);
+  await tokenInput.press('Enter');
+  const rows = page.locator('#token-rows');
+  await rows.locator('tr[data-name="admin"]').waitFor();
+  assert.match(await rows.locator('tr[data-name="admin"]').innerText(), /bootstrap[\s\S]*Read-only/);
+  await assertText(page.locator('#whoami'), /Signed in as admin/);
+  assert.ok(await page.evaluate(() => sessionStorage.getItem('tollgate.auth')), 'kept in sessionStorage');
+  assert.deepEqual(await context.cookies(), [], 'no cookies');
+  assert.ok(!page.url().includes(w.bootstrap.split(':')[1]), 'token not in the URL');
+
+  // ---- create: name, description, route, 30 days, custom rate limit.
+  await page.getByRole('button', { name: 'New token' }).click();
+  const form = page.locator('#token-dialog');
+  await form.waitFor();
+  await form.getByLabel('Name', { exact: true }).fill('ci-reader');
+  await form.getByLabel('Description').fill('CI pipeline');
+  await form.getByLabel('Permission').selectOption('read');
+  await form.getByRole('button', { name: 'Add route' }).click();
+  await form.getByLabel('Path', { exact: true }).fill('/p2/acme/*');
+  await form.getByLabel('Access', { exact: true }).selectOption('read');
+  await form.getByLabel('Expires').selectOption('30d');
+  await form.getByLabel('Custom:').check();
+  await form.getByLabel('Requests allowed per period').fill('100');
+  await form.getByLabel('Period', { exact: true }).selectOption('3600');
+  assert.deepEqual(await unlabelled(page), [], 'every input of the form has a label');
+  await page.screenshot({ path: path.join(OUT, 'create-form.png') });
+  await form.getByRole('button', { name: 'Create token' }).click();
+
+  const reveal = page.locator('#reveal-dialog');
+  await assertText(reveal.locator('#reveal-title'), /Token created: ci-reader/);
+  const token1 = await reveal.getByLabel('Token', { exact: true }).inputValue();
+  assert.match(token1, TOKEN_RE, 'token shown in the modal');
+  assert.match(await reveal.innerText(), /will not be\s+shown again/);
+  const host = reveal.getByLabel('Proxy host');
+  assert.equal(await host.inputValue(), '127.0.0.1', 'host prefilled with the page hostname');
+  assert.equal(await reveal.locator('#sn-composer').innerText(), `composer config http-basic.127.0.0.1 token ${token1}`);
+  await host.fill('packages.example.com');
+  assert.equal(await reveal.locator('#sn-npm').innerText(), `//packages.example.com/:_authToken=${token1}`);
+  assert.equal(await reveal.locator('#sn-pip').innerText(), `https://token:${token1}@packages.example.com/simple/`);
+  assert.match(await reveal.locator('#sn-cargo').innerText(), /\[registries\.tollgate\]\nindex = "sparse\+https:\/\/packages\.example\.com\/index\/"\ncredential-provider = "cargo:token"/);
+  assert.equal(await reveal.locator('#sn-cargo-env').innerText(), `export CARGO_REGISTRIES_TOLLGATE_TOKEN=${token1}`);
+  assert.equal(await page.evaluate(() => localStorage.getItem('tollgate.proxyHost')), 'packages.example.com');
+  assert.deepEqual(await unlabelled(page), [], 'every input of the modal has a label');
+  await reveal.getByRole('button', { name: 'Copy token' }).click();
+  await assertText(reveal.locator('#reveal-copy-status'), /Copied/);
+  assert.equal(await page.evaluate(() => navigator.clipboard.readText()), token1, 'clipboard holds the token');
+  await page.screenshot({ path: path.join(OUT, 'create-modal.png') });
+  await reveal.getByRole('button', { name: /I have copied it/ }).click();
+  await reveal.waitFor({ state: 'hidden' });
+  assert.equal(await page.locator('#reveal-token').inputValue(), '', 'token forgotten once the modal closes');
+
+  // ---- the table and the API show it.
+  const row = rows.locator('tr[data-name="ci-reader"]');
+  await row.waitFor();
+  const rowText = await row.innerText();
+  for (const want of [/CI pipeline/, /\bread\b/, /\/p2\/acme\/\*/, /100 per hour/, /expires in 30 days/, /never/, /database/]) {
+    assert.match(rowText, want, `row shows ${want}`);
+  }
+  await page.screenshot({ path: path.join(OUT, 'token-list.png'), fullPage: true });
+  let rec = (await apiTokens(w)).find((x) => x.name === 'ci-reader');
+  assert.ok(rec, 'created token listed by the API');
+  assert.equal(rec.description, 'CI pipeline');
+  assert.deepEqual(rec.routes, [{ path: '/p2/acme/*', access: 'read' }]);
+  assert.deepEqual(rec.rate_limit, { requests: 100, period: '1h' });
+  const days = (Date.parse(rec.expires_at) - Date.now()) / 86400000;
+  assert.ok(days > 29.9 && days <= 30, `expires in 30 days (got ${days})`);
+  assert.equal(rec.id, token1.slice(4, 16));
+
+  // ---- the token works through the proxy, on its route only.
+  assert.equal(await proxyStatus(`${w.proxy}/p2/acme/pkg.json`, token1), 200, 'new token through the proxy');
+  assert.equal(await proxyStatus(`${w.proxy}/p2/other/pkg.json`, token1), 403, 'outside its route');
+  assert.equal(await proxyStatus(`${w.proxy}/p2/acme/pkg.json`, null), 401, 'no token');
+  await page.getByRole('button', { name: 'Refresh' }).click();
+  await assertText(status, /Refreshed\. 2 tokens\./);
+  await assertText(row, /just now/);
+
+  // ---- filter and sort.
+  const filter = page.getByLabel('Filter by name');
+  await filter.fill('ci-');
+  await rows.locator('tr[data-name="admin"]').waitFor({ state: 'detached' });
+  assert.equal(await rows.locator('tr[data-name]').count(), 1);
+  await assertText(page.locator('#count'), /1 of 2 tokens match/);
+  await filter.fill('');
+  assert.equal(await rows.locator('tr[data-name]').count(), 2);
+  const nameHeader = page.locator('th[data-sort="name"]');
+  assert.equal(await nameHeader.getAttribute('aria-sort'), 'ascending');
+  assert.deepEqual(await rows.locator('tr[data-name]').evaluateAll((r) => r.map((x) => x.dataset.name)), ['admin', 'ci-reader']);
+  await nameHeader.getByRole('button').click();
+  assert.equal(await nameHeader.getAttribute('aria-sort'), 'descending');
+  assert.deepEqual(await rows.locator('tr[data-name]').evaluateAll((r) => r.map((x) => x.dataset.name)), ['ci-reader', 'admin']);
+  await nameHeader.getByRole('button').click();
+
+  // ---- edit the description (keyboard: the dialog opens focused on the name).
+  await row.getByRole('button', { name: 'Edit ci-reader' }).click();
+  await assertText(form.locator('#token-dialog-title'), /Edit “ci-reader”/);
+  assert.equal(await form.getByLabel('Name', { exact: true }).evaluate((e) => e === document.activeElement), true);
+  assert.equal(await form.getByLabel('Path', { exact: true }).inputValue(), '/p2/acme/*', 'routes prefilled');
+  assert.ok(await form.getByLabel('Custom:').isChecked(), 'rate limit prefilled');
+  assert.ok(await form.locator('#f-expiry-group').isHidden(), 'expiry not editable');
+  await form.getByLabel('Description').fill('CI pipeline (nightly)');
+  await form.getByRole('button', { name: 'Save changes' }).click();
+  await assertText(status, /Saved the changes to “ci-reader”/);
+  await assertText(row.locator('td').first(), /CI pipeline \(nightly\)/);
+  rec = (await apiTokens(w)).find((x) => x.name === 'ci-reader');
+  assert.equal(rec.description, 'CI pipeline (nightly)');
+  assert.deepEqual(rec.rate_limit, { requests: 100, period: '1h' }, 'rate limit kept');
+
+  // ---- regenerate: confirmation names the token; the old secret stops working.
+  await row.getByRole('button', { name: 'Regenerate ci-reader' }).click();
+  const confirm = page.locator('#confirm-dialog');
+  await assertText(confirm.locator('#confirm-title'), /Regenerate “ci-reader”\?/);
+  await confirm.getByRole('button', { name: 'Regenerate ci-reader' }).click();
+  await assertText(reveal.locator('#reveal-title'), /New secret for ci-reader/);
+  const token2 = await reveal.getByLabel('Token', { exact: true }).inputValue();
+  assert.match(token2, TOKEN_RE);
+  assert.notEqual(token2, token1);
+  assert.equal(token2.slice(4, 16), token1.slice(4, 16), 'same id');
+  assert.equal(await reveal.getByLabel('Proxy host').inputValue(), 'packages.example.com', 'host remembered');
+  await page.keyboard.press('Escape');
+  await reveal.waitFor({ state: 'hidden' });
+  assert.equal(await proxyStatus(`${w.proxy}/p2/acme/pkg.json`, token1), 401, 'old secret after regenerate');
+  assert.equal(await proxyStatus(`${w.proxy}/p2/acme/pkg.json`, token2), 200, 'new secret after regenerate');
+
+  // ---- a duplicate name: the API's refusal shows next to the name field, in plain words.
+  await page.getByRole('button', { name: 'New token' }).click();
+  await form.getByLabel('Name', { exact: true }).fill('ci-reader');
+  await form.getByRole('button', { name: 'Create token' }).click();
+  await assertText(form.locator('#f-name-error'), /name “ci-reader” is already taken/);
+  assert.equal(await form.getByLabel('Name', { exact: true }).evaluate((e) => e === document.activeElement), true, 'focus on the field at fault');
+  await form.getByRole('button', { name: 'Cancel' }).click();
+  await form.waitFor({ state: 'hidden' });
+
+  // ---- revoke: confirmation names the token; the row goes, the token stops working.
+  await row.getByRole('button', { name: 'Revoke ci-reader' }).click();
+  await assertText(confirm.locator('#confirm-text'), /“ci-reader” stops working/);
+  await confirm.getByRole('button', { name: 'Revoke ci-reader' }).click();
+  await assertText(status, /Revoked “ci-reader”/);
+  await row.waitFor({ state: 'detached' });
+  assert.equal((await apiTokens(w)).find((x) => x.name === 'ci-reader'), undefined, 'gone from the API');
+  assert.equal(await proxyStatus(`${w.proxy}/p2/acme/pkg.json`, token2), 401, 'revoked token');
+
+  // ---- a reload keeps the session (this tab), sign out forgets it.
+  await page.reload();
+  await rows.locator('tr[data-name="admin"]').waitFor();
+  await page.getByRole('button', { name: 'Sign out' }).click();
+  await page.getByLabel('Manager token').waitFor();
+  assert.equal(await page.evaluate(() => sessionStorage.getItem('tollgate.auth')), null, 'forgotten');
+  assert.equal(await rows.locator('tr').count(), 0);
+
+  // ---- no console errors and no CSP violations in all of the above…
+  assert.deepEqual(consoleErrors, [], 'console errors');
+  assert.deepEqual(refusals, [401, 409], 'only the provoked API refusals');
+  assert.deepEqual(violations, [], 'CSP violations');
+
+  // …and the policy is live: an injected inline script is refused and does not run.
+  await page.evaluate(() => {
+    const s = document.createElement('script');
+    s.textContent = 'window.__inlineRan = true;';
+    document.body.append(s);
+  });
+  await until('the CSP violation report', 5000, () => violations.length > 0);
+  assert.equal(await page.evaluate(() => window.__inlineRan === true), false, 'inline script blocked');
+  assert.match(violations[0].directive, /^script-src/);
+  t.diagnostic(`screenshots in ${OUT}`);
+}
+
+/** Ids of form controls without a label (none expected). */
+function unlabelled(page) {
+  return page.evaluate(() =>
+    [...document.querySelectorAll('input, select, textarea')]
+      .filter((e) => e.labels.length === 0 && !e.getAttribute('aria-label') && !e.getAttribute('aria-labelledby'))
+      .map((e) => e.id || e.outerHTML),
+  );
+}
+
+async function assertText(locator, re) {
+  try {
+    await until(`text ${re}`, 10000, async () => re.test(await locator.innerText()));
+  } catch (e) {
+    const got = await locator.innerText().catch((x) => `<${x.message}>`);
+    throw new Error(`${e.message}; got ${JSON.stringify(got)}`);
+  }
+}
