@@ -310,6 +310,13 @@ fn build_upstream(s: &mut Section<'_>) -> UpstreamConfig {
     let host: Option<String> = s.take("host", None);
     let connect_timeout = s.take_with("connect_timeout", Duration::from_secs(2), as_duration);
     let read_timeout = s.take_with("read_timeout", Duration::from_secs(60), as_duration);
+    let cargo_index = s.take_with("cargo_index", None, |v| {
+        let p = url_path(v)?;
+        match crate::auth::normalize_path(&p) {
+            Ok(n) if n.trim_end_matches('/') == p.trim_end_matches('/') => Ok(Some(p)),
+            _ => Err(format!("{p:?} must be a normalized path such as /index/")),
+        }
+    });
     let field = s.field("url");
     let fallback = UpstreamConfig {
         url: url.clone(),
@@ -320,6 +327,7 @@ fn build_upstream(s: &mut Section<'_>) -> UpstreamConfig {
         path_prefix: String::new(),
         connect_timeout,
         read_timeout,
+        cargo_index,
     };
     match parse_upstream(&url, host.as_deref()) {
         Ok((tls, address, host_header, sni, path_prefix)) => UpstreamConfig {

@@ -64,6 +64,9 @@ pub struct UpstreamConfig {
     pub connect_timeout: Duration,
     /// Longest wait for the next bytes from the upstream.
     pub read_timeout: Duration,
+    /// Client-side path of a cargo sparse index (`/index/`): its `config.json` gets
+    /// `"auth-required": true`, without which cargo never sends its token.
+    pub cargo_index: Option<String>,
 }
 
 /// Where tokens come from and how they are presented upstream.

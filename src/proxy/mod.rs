@@ -2,6 +2,7 @@
 //! credentials → verification → path normalization → authorization → upstream, and every
 //! refusal is decided (and written) in `request_filter`, before anything reaches the upstream.
 
+mod cargo;
 mod responses;
 
 use std::sync::Arc;
@@ -11,6 +12,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use chrono::Utc;
 use http::header::{AUTHORIZATION, HOST};
+use pingora::connectors::http::Connector;
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::prelude::*;
 use pingora::protocols::l4::socket::SocketAddr as PingoraAddr;
@@ -67,6 +69,8 @@ pub struct Proxy {
     identity_headers: bool,
     host_header: String,
     path_prefix: String,
+    cargo_config: Option<String>,
+    connector: Connector,
 }
 
 impl Proxy {
@@ -95,6 +99,8 @@ impl Proxy {
             identity_headers: config.tokens.identity_headers,
             host_header: up.host_header.clone(),
             path_prefix: up.path_prefix.clone(),
+            cargo_config: up.cargo_index.as_deref().map(cargo::config_json_path),
+            connector: Connector::new(None),
         }
     }
 
@@ -152,6 +158,134 @@ impl Proxy {
         ctx.rate = self.store.rate_peek(token);
         let headers = ctx.rate_headers();
         responses::write_json(session, 200, &headers, Bytes::from(body.to_string())).await?;
+        Ok(true)
+    }
+
+    /// Header hygiene for everything sent upstream: the client's credentials and any
+    /// `X-Tollgate-*` it sent go; identity, Host and `X-Forwarded-*` are set.
+    fn prepare_upstream_request(
+        &self,
+        session: &Session,
+        req: &mut RequestHeader,
+        ctx: &Ctx,
+    ) -> Result<()> {
+        req.remove_header(&AUTHORIZATION);
+        let spoofed: Vec<http::HeaderName> = req
+            .headers
+            .keys()
+            .filter(|k| k.as_str().starts_with("x-tollgate-"))
+            .cloned()
+            .collect();
+        for name in spoofed {
+            req.remove_header(&name);
+        }
+        if self.identity_headers {
+            if let Some(t) = &ctx.token {
+                req.insert_header("X-Tollgate-Token-Id", &*t.id)?;
+                req.insert_header("X-Tollgate-Token-Name", &*t.name)?;
+            }
+        }
+        let original_host = req
+            .headers
+            .get(HOST)
+            .and_then(|h| h.to_str().ok())
+            .map(str::to_owned)
+            .or_else(|| req.uri.authority().map(|a| a.to_string()));
+        req.insert_header(HOST, &self.host_header)?;
+        if let Some(h) = original_host {
+            req.insert_header("X-Forwarded-Host", h)?;
+        }
+        if let Some(ip) = client_ip(session) {
+            let xff = match req
+                .headers
+                .get("X-Forwarded-For")
+                .and_then(|v| v.to_str().ok())
+            {
+                Some(prev) if !prev.is_empty() => format!("{prev}, {ip}"),
+                _ => ip,
+            };
+            req.insert_header("X-Forwarded-For", xff)?;
+        }
+        req.insert_header("X-Forwarded-Proto", "http")?;
+        Ok(())
+    }
+
+    /// Answers a cargo index `config.json` itself: fetches it from the upstream (identity
+    /// encoding, no conditional headers), adds `"auth-required": true`, and sends it with an
+    /// exact Content-Length.
+    async fn serve_cargo_config(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
+        ctx.class = "cargo_config";
+        let mut req = session.req_header().clone();
+        self.prepare_upstream_request(session, &mut req, ctx)?;
+        for h in [
+            "Accept-Encoding",
+            "If-None-Match",
+            "If-Modified-Since",
+            "Range",
+        ] {
+            req.remove_header(h);
+        }
+        req.remove_header(&http::header::CONTENT_LENGTH);
+        req.remove_header(&http::header::TRANSFER_ENCODING);
+        let sent = Instant::now();
+        let fetched = async {
+            let (mut up, _reused) = self.connector.get_http_session(&self.peer).await?;
+            up.set_read_timeout(self.peer.options.read_timeout);
+            up.write_request_header(Box::new(req)).await?;
+            up.finish_request_body().await?;
+            up.read_response_header().await?;
+            let head = up
+                .response_header()
+                .cloned()
+                .ok_or_else(|| Error::new(ErrorType::InvalidHTTPHeader))?;
+            let mut body = Vec::new();
+            while let Some(chunk) = up.read_response_body().await? {
+                body.extend_from_slice(&chunk);
+                if body.len() > cargo::MAX_CONFIG_JSON {
+                    return Error::e_explain(ErrorType::InvalidHTTPHeader, "config.json too large");
+                }
+            }
+            Ok::<_, Box<Error>>((head, body))
+        }
+        .await;
+        let (head, body) = match fetched {
+            Ok(x) => x,
+            Err(mut e) => {
+                e.esource = ErrorSource::Upstream;
+                self.fail_to_proxy(session, &e, ctx).await;
+                return Ok(true);
+            }
+        };
+        METRICS
+            .upstream_duration
+            .observe(sent.elapsed().as_secs_f64());
+        let body = match (
+            head.status.as_u16(),
+            head.headers.get(http::header::CONTENT_ENCODING),
+        ) {
+            (200, None) => cargo::add_auth_required(&body).unwrap_or_else(|| Bytes::from(body)),
+            _ => Bytes::from(body),
+        };
+        let mut resp = ResponseHeader::build(head.status, Some(head.headers.len() + 8))?;
+        for (name, value) in head.headers.iter() {
+            if !matches!(
+                name.as_str(),
+                "content-length" | "transfer-encoding" | "connection" | "keep-alive"
+            ) {
+                resp.append_header(name.clone(), value.clone())?;
+            }
+        }
+        resp.insert_header("Content-Length", body.len().to_string())?;
+        for (name, value) in ctx.rate_headers() {
+            resp.insert_header(name, value)?;
+        }
+        let head_only = session.req_header().method == http::Method::HEAD;
+        session
+            .write_response_header(Box::new(resp), head_only)
+            .await?;
+        if !head_only {
+            session.write_response_body(Some(body), true).await?;
+        }
         Ok(true)
     }
 }
@@ -266,7 +400,15 @@ impl ProxyHttp for Proxy {
                 }
             }
         }
+        let is_cargo_config = self.cargo_config.as_deref() == Some(path.as_str())
+            && matches!(
+                session.req_header().method,
+                http::Method::GET | http::Method::HEAD
+            );
         ctx.path = Some(path);
+        if is_cargo_config {
+            return self.serve_cargo_config(session, ctx).await;
+        }
         Ok(false)
     }
 
@@ -280,44 +422,7 @@ impl ProxyHttp for Proxy {
         req: &mut RequestHeader,
         ctx: &mut Ctx,
     ) -> Result<()> {
-        req.remove_header(&AUTHORIZATION);
-        let spoofed: Vec<http::HeaderName> = req
-            .headers
-            .keys()
-            .filter(|k| k.as_str().starts_with("x-tollgate-"))
-            .cloned()
-            .collect();
-        for name in spoofed {
-            req.remove_header(&name);
-        }
-        if self.identity_headers {
-            if let Some(t) = &ctx.token {
-                req.insert_header("X-Tollgate-Token-Id", &*t.id)?;
-                req.insert_header("X-Tollgate-Token-Name", &*t.name)?;
-            }
-        }
-        let original_host = req
-            .headers
-            .get(HOST)
-            .and_then(|h| h.to_str().ok())
-            .map(str::to_owned)
-            .or_else(|| req.uri.authority().map(|a| a.to_string()));
-        req.insert_header(HOST, &self.host_header)?;
-        if let Some(h) = original_host {
-            req.insert_header("X-Forwarded-Host", h)?;
-        }
-        if let Some(ip) = client_ip(session) {
-            let xff = match req
-                .headers
-                .get("X-Forwarded-For")
-                .and_then(|v| v.to_str().ok())
-            {
-                Some(prev) if !prev.is_empty() => format!("{prev}, {ip}"),
-                _ => ip,
-            };
-            req.insert_header("X-Forwarded-For", xff)?;
-        }
-        req.insert_header("X-Forwarded-Proto", "http")?;
+        self.prepare_upstream_request(session, req, ctx)?;
         ctx.upstream_sent = Some(Instant::now());
         Ok(())
     }
