@@ -31,6 +31,8 @@ pub struct Metrics {
     pub reloads: IntCounterVec,
     /// Unix time of the last successful snapshot build.
     pub last_reload: prometheus::Gauge,
+    /// 1 while the token database answers, 0 during an outage.
+    pub database_up: IntGauge,
     /// Requests refused with 429.
     pub rate_limited: IntCounter,
     /// Time from sending a request upstream to its response header.
@@ -134,6 +136,14 @@ impl Metrics {
                 prometheus::Gauge::new(
                     "last_reload_timestamp_seconds",
                     "Unix time of the last successful token-set build",
+                )
+                .expect("valid metric"),
+            ),
+            database_up: register(
+                &r,
+                IntGauge::new(
+                    "database_up",
+                    "1 while the token database answers, 0 during an outage",
                 )
                 .expect("valid metric"),
             ),

@@ -5,7 +5,8 @@
 use std::sync::Arc;
 
 use axum::body::Bytes;
-use axum::extract::{Path, Request, State};
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{DefaultBodyLimit, Path, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -83,6 +84,9 @@ impl From<DbError> for ApiError {
 
 type ApiResult<T> = Result<T, ApiError>;
 
+/// Largest admin request body (a token record is well under 64 KiB).
+const MAX_BODY: usize = 64 * 1024;
+
 /// The manager token behind an admin request.
 #[derive(Clone)]
 pub struct Actor(pub Arc<Token>);
@@ -97,6 +101,7 @@ pub fn routes(state: AdminState) -> Router<AdminState> {
         )
         .route("/api/v1/tokens/{id}/regenerate", post(regenerate))
         .route("/api/v1/reload", post(reload))
+        .layer(DefaultBodyLimit::max(MAX_BODY))
         .route_layer(axum::middleware::from_fn_with_state(state, require_manager))
 }
 
@@ -157,7 +162,22 @@ async fn require_manager(State(s): State<AdminState>, mut req: Request, next: Ne
     next.run(req).await
 }
 
-fn parse_body<T: DeserializeOwned>(body: &Bytes) -> ApiResult<T> {
+/// The request body, or a JSON error (e.g. 413 over the size limit).
+type Body = Result<Bytes, BytesRejection>;
+
+fn parse_body<T: DeserializeOwned>(body: &Body) -> ApiResult<T> {
+    let body = match body {
+        Ok(b) => b,
+        Err(rejection) => {
+            let status = rejection.status();
+            let code = if status == StatusCode::PAYLOAD_TOO_LARGE {
+                "payload_too_large"
+            } else {
+                "invalid_request"
+            };
+            return Err(ApiError::new(status, code, rejection.body_text()));
+        }
+    };
     if body.is_empty() {
         return Err(ApiError::bad("a JSON body is required"));
     }
@@ -288,7 +308,7 @@ fn created(s: &AdminState, t: &Token, secret: &Secret, status: StatusCode) -> Re
 async fn create(
     State(s): State<AdminState>,
     Extension(actor): Extension<Actor>,
-    body: Bytes,
+    body: Body,
 ) -> ApiResult<Response> {
     let req: NewToken = parse_body(&body)?;
     let database = db(&s)?;
@@ -305,7 +325,7 @@ async fn modify(
     State(s): State<AdminState>,
     Extension(actor): Extension<Actor>,
     Path(id): Path<String>,
-    body: Bytes,
+    body: Body,
 ) -> ApiResult<Json<Value>> {
     let raw: Value = parse_body(&body)?;
     if let Some(field) = ["expires_in", "expires_at", "created_at"]

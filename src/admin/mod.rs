@@ -87,6 +87,12 @@ pub fn router(state: AdminState) -> Router {
         .route("/metrics", get(metrics))
         .merge(api::routes(state.clone()))
         .merge(ui::routes())
+        .method_not_allowed_fallback(|| async {
+            (
+                StatusCode::METHOD_NOT_ALLOWED,
+                axum::Json(serde_json::json!({"error": "method_not_allowed", "message": "this endpoint does not take that method"})),
+            )
+        })
         .fallback(|| async {
             (
                 StatusCode::NOT_FOUND,

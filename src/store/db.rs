@@ -157,6 +157,7 @@ pub fn backend_of(url: &str) -> Result<Backend, DbError> {
 pub struct Database {
     pool: AnyPool,
     backend: Backend,
+    url: String,
 }
 
 impl std::fmt::Debug for Database {
@@ -199,7 +200,11 @@ impl Database {
             .connect_with(options)
             .await
             .map_err(unavailable)?;
-        let db = Database { pool, backend };
+        let db = Database {
+            pool,
+            backend,
+            url: url.clone(),
+        };
         db.migrate().await?;
         Ok(db)
     }
@@ -220,6 +225,11 @@ impl Database {
                 .map_err(unavailable)?;
         }
         Ok(())
+    }
+
+    /// The URL (with its password: never log it; see [`redact_url`]).
+    pub fn url(&self) -> &str {
+        &self.url
     }
 
     /// The engine in use.

@@ -22,6 +22,8 @@ use crate::token::{RateLimitRule, Source, Token};
 pub const POLL_INTERVAL: Duration = Duration::from_millis(500);
 /// How often last-use times are written.
 pub const USAGE_FLUSH_INTERVAL: Duration = Duration::from_secs(5);
+/// PostgreSQL channel the change trigger notifies.
+const NOTIFY_CHANNEL: &str = "tollgate_changes";
 /// Wait after a file event before re-reading, so editors' multi-step saves settle.
 const DEBOUNCE: Duration = Duration::from_millis(250);
 /// Last-use times closer than this to the stored one are not updated (saves map writes).
@@ -177,6 +179,7 @@ impl Store {
             return Ok(());
         }
         let db = Database::open(url).await.map_err(|e| vec![e.to_string()])?;
+        METRICS.database_up.set(1);
         if let Ok(usage) = db.usage().await {
             for (id, at) in usage {
                 self.usage
@@ -264,9 +267,17 @@ impl Store {
             return Ok(false);
         };
         let result = match db.changes().await {
-            Ok(now) if now == self.seen_changes.load(Ordering::Relaxed) => return Ok(false),
-            Ok(_) => self.rebuild().await.map(|()| true),
-            Err(e) => Err(vec![e.to_string()]),
+            Ok(now) => {
+                self.database_state(true, None);
+                if now == self.seen_changes.load(Ordering::Relaxed) {
+                    return Ok(false);
+                }
+                self.rebuild().await.map(|()| true)
+            }
+            Err(e) => {
+                self.database_state(false, Some(&e));
+                Err(vec![e.to_string()])
+            }
         };
         let label = if result.is_ok() { "success" } else { "failure" };
         METRICS
@@ -274,6 +285,71 @@ impl Store {
             .with_label_values(&["database", label])
             .inc();
         result
+    }
+
+    /// Records whether the database answers; logs only the transitions.
+    fn database_state(&self, up: bool, error: Option<&DbError>) {
+        let was = METRICS.database_up.get() == 1;
+        METRICS.database_up.set(up as i64);
+        match (was, up) {
+            (true, false) => tracing::error!(
+                error = %error.map(|e| e.to_string()).unwrap_or_default(),
+                "token database unavailable: serving the last token set; admin writes answer 503"
+            ),
+            (false, true) => tracing::info!("token database available"),
+            _ => {}
+        }
+    }
+
+    /// Follows PostgreSQL `NOTIFY`s of token changes (sent by a trigger on every write), so
+    /// replicas rebuild within milliseconds; reconnects with backoff and catches up after.
+    async fn listen_postgres(&self, mut stop: tokio::sync::watch::Receiver<bool>) {
+        let Some(url) = self.db.get().map(|d| d.url().to_string()) else {
+            return;
+        };
+        let mut backoff = Duration::from_millis(500);
+        loop {
+            let connect = async {
+                let mut l = sqlx::postgres::PgListener::connect(&url).await?;
+                l.listen(NOTIFY_CHANNEL).await?;
+                Ok::<_, sqlx::Error>(l)
+            };
+            let listener = tokio::select! {
+                r = connect => r,
+                _ = stop.changed() => return,
+            };
+            match listener {
+                Ok(mut l) => {
+                    backoff = Duration::from_millis(500);
+                    tracing::info!("listening for token changes");
+                    let _ = self.poll_database().await;
+                    loop {
+                        tokio::select! {
+                            n = l.try_recv() => match n {
+                                Ok(Some(_)) => { let _ = self.poll_database().await; }
+                                Ok(None) => {
+                                    tracing::warn!("change listener lost its connection; reconnecting");
+                                    break;
+                                }
+                                Err(e) => {
+                                    tracing::warn!(error = %e, "change listener failed; reconnecting");
+                                    break;
+                                }
+                            },
+                            _ = stop.changed() => return,
+                        }
+                    }
+                }
+                Err(e) => {
+                    tracing::debug!(error = %e, retry_in = ?backoff, "change listener cannot connect");
+                    tokio::select! {
+                        _ = tokio::time::sleep(backoff) => {}
+                        _ = stop.changed() => return,
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(30));
+                }
+            }
+        }
     }
 
     /// Notes that `token` was used at `now` (in memory; written behind).
@@ -417,7 +493,26 @@ impl Store {
 
     /// Control-plane loop: polls the database and flushes last-use times until `stop` fires,
     /// then flushes once more.
-    pub async fn run(&self, mut stop: tokio::sync::watch::Receiver<bool>) {
+    pub async fn run(&self, stop: tokio::sync::watch::Receiver<bool>) {
+        let listen = async {
+            // Wait for a connection (the database may be down at start), then follow NOTIFYs.
+            loop {
+                if let Some(db) = self.db.get() {
+                    if db.backend() == super::db::Backend::Postgres {
+                        self.listen_postgres(stop.clone()).await;
+                    }
+                    return;
+                }
+                if *stop.borrow() {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        };
+        tokio::join!(listen, self.run_polls(stop.clone()));
+    }
+
+    async fn run_polls(&self, mut stop: tokio::sync::watch::Receiver<bool>) {
         let mut poll = tokio::time::interval(POLL_INTERVAL);
         let mut flush = tokio::time::interval(USAGE_FLUSH_INTERVAL);
         poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, SubsecRound, Utc};
 use serde::Deserialize;
 
 use super::db::{compile_routes, RouteSpec};
@@ -94,6 +94,8 @@ pub fn build_new(
     params: &HashParams,
     now: DateTime<Utc>,
 ) -> Result<(Token, Secret), String> {
+    // Stored with millisecond precision: answer exactly what later reads will show.
+    let now = now.trunc_subsecs(3);
     check_name(&req.name)?;
     check_description(&req.description)?;
     let routes = compile_routes(&req.routes)?;
@@ -224,7 +226,10 @@ mod tests {
         let (t, secret) = build_new(req("ci"), &HashParams::cheap(), now).unwrap();
         assert!(token::verify_secret(secret.expose(), &t.hash));
         assert_eq!(token::parse(secret.expose()).unwrap().id, &*t.id);
-        assert_eq!(t.expires_at, Some(now + chrono::Duration::days(30)));
+        assert_eq!(
+            t.expires_at,
+            Some(now.trunc_subsecs(3) + chrono::Duration::days(30))
+        );
         let p: Patch =
             serde_json::from_str(r#"{"name":"ci2","description":null,"permission":"write"}"#)
                 .unwrap();

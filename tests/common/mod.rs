@@ -227,7 +227,8 @@ impl Recorded {
 
 /// A real HTTP server (axum) on a free port that records every request and serves:
 /// `GET /big` → 50 MiB streamed pattern; `PUT`/`POST` anything → JSON `{len, sha256}` of the body
-/// (consumed streaming); anything else → 200 `hello <path>`.
+/// (consumed streaming); `GET /slow?ms=N` → 200 `hello /slow` after N ms (recorded on arrival);
+/// anything else → 200 `hello <path>`.
 pub struct Upstream {
     pub addr: SocketAddr,
     requests: Arc<Mutex<Vec<Recorded>>>,
@@ -277,6 +278,22 @@ impl Upstream {
     pub fn last(&self) -> Option<Recorded> {
         self.requests().pop()
     }
+
+    /// How many requests had exactly this path (the target without its query).
+    pub fn count_path(&self, path: &str) -> usize {
+        self.requests()
+            .iter()
+            .filter(|r| r.uri.split('?').next() == Some(path))
+            .count()
+    }
+
+    /// How many requests carried `X-Tollgate-Token-Id: <id>`.
+    pub fn count_token(&self, id: &str) -> usize {
+        self.requests()
+            .iter()
+            .filter(|r| r.header("x-tollgate-token-id").as_deref() == Some(id))
+            .count()
+    }
 }
 
 async fn upstream_handler(log: Arc<Mutex<Vec<Recorded>>>, req: Request) -> Response {
@@ -314,6 +331,18 @@ async fn upstream_handler(log: Arc<Mutex<Vec<Recorded>>>, req: Request) -> Respo
         return (StatusCode::BAD_REQUEST, "body read failed").into_response();
     }
     let path = parts.uri.path().to_owned();
+    if path == "/slow" {
+        // `GET /slow?ms=N`: recorded on arrival (above), answered `hello /slow` after N ms.
+        let ms: u64 = parts
+            .uri
+            .query()
+            .unwrap_or_default()
+            .split('&')
+            .find_map(|kv| kv.strip_prefix("ms="))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(1000);
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+    }
     if parts.method == Method::PUT || parts.method == Method::POST {
         return axum::Json(json!({"len": body_len, "sha256": body_sha256})).into_response();
     }
@@ -393,6 +422,7 @@ impl TestToken {
             description: None,
             custom_secret: None,
             stored_secret: None,
+            rate_limit: None,
         }
     }
 
@@ -436,6 +466,7 @@ pub struct TokenBuilder {
     description: Option<String>,
     custom_secret: Option<String>,
     stored_secret: Option<String>,
+    rate_limit: Option<Value>,
 }
 
 impl TokenBuilder {
@@ -457,6 +488,13 @@ impl TokenBuilder {
 
     pub fn description(mut self, description: &str) -> Self {
         self.description = Some(description.to_owned());
+        self
+    }
+
+    /// The token's own rate limit, as written in a token file: `json!("unlimited")` or
+    /// `json!({"requests": 5, "period": "1m"})`.
+    pub fn rate_limit(mut self, rule: Value) -> Self {
+        self.rate_limit = Some(rule);
         self
     }
 
@@ -500,6 +538,9 @@ impl TokenBuilder {
         }
         if let Some(description) = &self.description {
             entry.insert("description".into(), json!(description));
+        }
+        if let Some(rule) = &self.rate_limit {
+            entry.insert("rate_limit".into(), rule.clone());
         }
         TestToken {
             id,
@@ -547,6 +588,9 @@ pub struct Setup {
     pub tokens_path: PathBuf,
     pub listen: SocketAddr,
     pub admin: SocketAddr,
+    /// Extra environment variables for `tollgate serve` (e.g. `TOLLGATE_BOOTSTRAP_TOKEN`); kept
+    /// across [`Tollgate::restart`], so clear or change them there to restart without.
+    pub env: Vec<(String, String)>,
     config: Value,
     tokens: String,
 }
@@ -580,9 +624,16 @@ impl Setup {
             tokens_path,
             listen,
             admin,
+            env: Vec::new(),
             config,
             tokens: "tokens: []\n".to_owned(),
         }
+    }
+
+    /// Pass `key=value` in the environment of `tollgate serve`.
+    pub fn env(mut self, key: &str, value: &str) -> Self {
+        self.env.push((key.to_owned(), value.to_owned()));
+        self
     }
 
     pub fn with_tokens(mut self, tokens: &[&TestToken]) -> Self {
@@ -627,6 +678,50 @@ impl Setup {
         self.write();
         Tollgate::spawn(self).await
     }
+
+    /// Write the files and start `tollgate serve`, waiting only until the admin listener answers
+    /// `/healthz` and the proxy listener accepts connections, not for readiness.
+    pub async fn start_unready(self) -> Tollgate {
+        self.write();
+        let (child, log_path) = Tollgate::spawn_child(&self);
+        let mut tollgate = Tollgate {
+            child,
+            setup: self,
+            log_path,
+            client: client(),
+        };
+        let url = tollgate.admin_url("/healthz");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = tollgate.try_exit() {
+                panic!(
+                    "tollgate exited ({status}) at start; log:\n{}",
+                    tollgate.logs()
+                );
+            }
+            let alive = tollgate
+                .client
+                .get(&url)
+                .timeout(Duration::from_secs(1))
+                .send()
+                .await
+                .map(|r| r.status() == 200)
+                .unwrap_or(false);
+            if alive
+                && tokio::net::TcpStream::connect(tollgate.setup.listen)
+                    .await
+                    .is_ok()
+            {
+                return tollgate;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "tollgate not alive within 30 s; log:\n{}",
+                tollgate.logs()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
 }
 
 /// A running `tollgate serve`; killed on drop.
@@ -651,18 +746,38 @@ pub fn tollgate_command(cwd: &Path) -> Command {
 }
 
 impl Tollgate {
-    async fn spawn(setup: Setup) -> Self {
-        let log_path = setup.dir.path().join("tollgate.log");
+    /// Start `tollgate serve` on `setup` (files already written), logging to a file of its own
+    /// in the temp dir (`tollgate.log`, then `tollgate.2.log`… for restarts).
+    fn spawn_child(setup: &Setup) -> (Child, PathBuf) {
+        let mut n = 1;
+        let log_path = loop {
+            let name = if n == 1 {
+                "tollgate.log".to_owned()
+            } else {
+                format!("tollgate.{n}.log")
+            };
+            let path = setup.dir.path().join(name);
+            if !path.exists() {
+                break path;
+            }
+            n += 1;
+        };
         let log = File::create(&log_path).expect("create log file");
         let child = tollgate_command(setup.dir.path())
             .arg("serve")
             .arg("--config")
             .arg(&setup.config_path)
+            .envs(setup.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdin(Stdio::null())
             .stdout(Stdio::from(log.try_clone().expect("clone log file")))
             .stderr(Stdio::from(log))
             .spawn()
             .expect("spawn tollgate");
+        (child, log_path)
+    }
+
+    async fn spawn(setup: Setup) -> Self {
+        let (child, log_path) = Self::spawn_child(&setup);
         let mut tollgate = Self {
             child,
             setup,
@@ -716,6 +831,162 @@ impl Tollgate {
 
     pub fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// Send signal `sig` (`TERM`, `HUP`, …) to the process with `kill(1)`.
+    pub fn signal(&self, sig: &str) {
+        let status = Command::new("kill")
+            .arg(format!("-{sig}"))
+            .arg(self.pid().to_string())
+            .status()
+            .expect("run kill");
+        assert!(
+            status.success(),
+            "kill -{sig} {} failed: {status}",
+            self.pid()
+        );
+    }
+
+    /// The exit status if the process has exited.
+    pub fn try_exit(&mut self) -> Option<ExitStatus> {
+        self.child.try_wait().expect("try_wait")
+    }
+
+    /// Wait (polling) until the process exits; panics with the log after `timeout`.
+    pub async fn wait_exit(&mut self, timeout: Duration) -> ExitStatus {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.try_exit() {
+                return status;
+            }
+            if Instant::now() > deadline {
+                panic!(
+                    "tollgate (pid {}) still running {timeout:?} after being asked to stop; log:\n{}",
+                    self.pid(),
+                    self.logs()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// SIGTERM, then wait for the exit; returns the status and how long the exit took.
+    pub async fn stop_gracefully(&mut self, timeout: Duration) -> (ExitStatus, Duration) {
+        let started = Instant::now();
+        self.signal("TERM");
+        let status = self.wait_exit(timeout).await;
+        (status, started.elapsed())
+    }
+
+    /// Start `tollgate serve` again on the same temp dir, config, token files and database
+    /// (nothing is rewritten), with `setup.env` as it is now. The old process must have exited.
+    pub async fn restart(&mut self) {
+        assert!(
+            self.try_exit().is_some(),
+            "restart: the previous tollgate process is still running"
+        );
+        let (child, log_path) = Self::spawn_child(&self.setup);
+        self.child = child;
+        self.log_path = log_path;
+        self.wait_ready().await;
+    }
+
+    /// The logs of every process started on this temp dir (including earlier runs).
+    pub fn all_logs(&self) -> String {
+        let mut paths: Vec<PathBuf> = std::fs::read_dir(self.setup.dir.path())
+            .expect("read temp dir")
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| {
+                p.file_name()
+                    .and_then(|n| n.to_str())
+                    .is_some_and(|n| n.starts_with("tollgate") && n.ends_with(".log"))
+            })
+            .collect();
+        paths.sort();
+        paths
+            .iter()
+            .map(|p| String::from_utf8_lossy(&std::fs::read(p).unwrap_or_default()).into_owned())
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    /// One admin API request with an optional JSON body.
+    pub async fn api(
+        &self,
+        method: &str,
+        path: &str,
+        auth: Option<&str>,
+        body: Option<&Value>,
+    ) -> ApiResponse {
+        let bytes = body.map(|b| serde_json::to_vec(b).expect("serialise body"));
+        let content_type = body.map(|_| "application/json");
+        self.api_raw(method, path, auth, content_type, bytes).await
+    }
+
+    /// One admin API request with a raw body.
+    pub async fn api_raw(
+        &self,
+        method: &str,
+        path: &str,
+        auth: Option<&str>,
+        content_type: Option<&str>,
+        body: Option<Vec<u8>>,
+    ) -> ApiResponse {
+        self.api_raw_on(&self.client, method, path, auth, content_type, body)
+            .await
+    }
+
+    /// [`Tollgate::api_raw`] on the given client (e.g. a fresh one, for a request after which
+    /// the server may close the connection).
+    pub async fn api_raw_on(
+        &self,
+        client: &reqwest::Client,
+        method: &str,
+        path: &str,
+        auth: Option<&str>,
+        content_type: Option<&str>,
+        body: Option<Vec<u8>>,
+    ) -> ApiResponse {
+        let method = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
+        let mut req = client.request(method.clone(), self.admin_url(path));
+        if let Some(auth) = auth {
+            req = req.header("authorization", auth);
+        }
+        if let Some(ct) = content_type {
+            req = req.header("content-type", ct);
+        }
+        if let Some(body) = body {
+            req = req.body(body);
+        }
+        let resp = req
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{method} {path}: {e:?}"));
+        let status = resp.status().as_u16();
+        let headers = resp.headers().clone();
+        let text = resp.text().await.expect("admin body");
+        ApiResponse {
+            what: format!("{method} {path}"),
+            status,
+            headers,
+            text,
+        }
+    }
+
+    /// Run `tollgate <args> --config <this config>` in the temp dir (so it uses the same
+    /// database), off the async runtime.
+    pub async fn cli(&self, args: &[&str], stdin: Option<&str>) -> CliOutput {
+        let mut all: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
+        all.push("--config".into());
+        all.push(self.setup.config_str());
+        let cwd = self.setup.dir.path().to_owned();
+        let stdin = stdin.map(str::to_owned);
+        tokio::task::spawn_blocking(move || {
+            let args: Vec<&str> = all.iter().map(String::as_str).collect();
+            run_tollgate(&args, stdin.as_deref(), &cwd, Duration::from_secs(30))
+        })
+        .await
+        .expect("join CLI runner")
     }
 
     /// `http://<proxy listener><path>`.
@@ -795,6 +1066,94 @@ impl Tollgate {
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+    }
+}
+
+/// An admin API answer.
+#[derive(Debug)]
+pub struct ApiResponse {
+    /// `METHOD path`, for messages.
+    pub what: String,
+    pub status: u16,
+    pub headers: reqwest::header::HeaderMap,
+    pub text: String,
+}
+
+impl ApiResponse {
+    /// The body as JSON; panics (naming the request) when it is not.
+    pub fn json(&self) -> Value {
+        serde_json::from_str(&self.text).unwrap_or_else(|e| {
+            panic!(
+                "{}: body is not JSON ({e}); status {}, body {:?}",
+                self.what, self.status, self.text
+            )
+        })
+    }
+
+    pub fn header(&self, name: &str) -> Option<String> {
+        self.headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    }
+
+    /// Assert the status, returning the JSON body.
+    pub fn expect(&self, status: u16) -> Value {
+        assert_eq!(
+            self.status, status,
+            "{}: status (body: {})",
+            self.what, self.text
+        );
+        if self.text.is_empty() {
+            Value::Null
+        } else {
+            self.json()
+        }
+    }
+
+    /// Assert an `{error, message}` JSON refusal with this status and code.
+    pub fn expect_error(&self, status: u16, code: &str) {
+        assert_eq!(
+            self.status, status,
+            "{}: status (body: {})",
+            self.what, self.text
+        );
+        let ct = self.header("content-type").unwrap_or_default();
+        assert!(
+            ct.starts_with("application/json"),
+            "{}: Content-Type {ct:?}, want application/json",
+            self.what
+        );
+        let body = self.json();
+        assert_eq!(
+            body["error"], code,
+            "{}: error code in {}",
+            self.what, self.text
+        );
+        assert!(
+            body["message"].as_str().is_some_and(|m| !m.is_empty()),
+            "{}: no message in {}",
+            self.what,
+            self.text
+        );
+    }
+}
+
+/// Poll `check` every 10 ms until it holds; `Some(time it took)`, or `None` after `timeout`.
+pub async fn poll_until<F, Fut>(timeout: Duration, mut check: F) -> Option<Duration>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let started = Instant::now();
+    loop {
+        if check().await {
+            return Some(started.elapsed());
+        }
+        if started.elapsed() > timeout {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
 
@@ -890,6 +1249,23 @@ pub fn parse_series(series: &str) -> (String, BTreeMap<String, String>) {
     (name, labels)
 }
 
+/// The sum of every series named `name` (any labels) in Prometheus text `text`.
+pub fn metric_sum(text: &str, name: &str) -> f64 {
+    text.lines()
+        .filter(|line| !line.starts_with('#') && !line.trim().is_empty())
+        .filter_map(|line| {
+            let split = match line.rfind('}') {
+                Some(close) => close + 1,
+                None => line.find(' ')?,
+            };
+            let (series_part, rest) = line.split_at(split);
+            (parse_series(series_part).0 == name)
+                .then(|| rest.split_whitespace().next()?.parse::<f64>().ok())
+                .flatten()
+        })
+        .sum()
+}
+
 /// The value of `series` in Prometheus text `text`, if exported.
 pub fn metric_value(text: &str, series: &str) -> Option<f64> {
     let wanted = parse_series(series);
@@ -920,6 +1296,67 @@ pub fn client() -> reqwest::Client {
         .timeout(Duration::from_secs(30))
         .build()
         .expect("reqwest client")
+}
+
+/// A proxy answer read whole by [`http_get`] / [`http_send`].
+#[derive(Debug)]
+pub struct Fetched {
+    pub status: u16,
+    pub headers: reqwest::header::HeaderMap,
+    pub body: String,
+}
+
+impl Fetched {
+    pub fn header(&self, name: &str) -> Option<String> {
+        self.headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    }
+
+    /// The `error` code of a JSON refusal body, if any.
+    pub fn error_code(&self) -> Option<String> {
+        serde_json::from_str::<Value>(&self.body)
+            .ok()?
+            .get("error")?
+            .as_str()
+            .map(str::to_owned)
+    }
+}
+
+/// `GET url` with an optional Authorization value, read whole.
+pub async fn http_get(client: &reqwest::Client, url: &str, auth: Option<&str>) -> Fetched {
+    http_send(client, "GET", url, auth, None).await
+}
+
+/// One request with an optional Authorization value and body, read whole.
+pub async fn http_send(
+    client: &reqwest::Client,
+    method: &str,
+    url: &str,
+    auth: Option<&str>,
+    body: Option<&str>,
+) -> Fetched {
+    let method = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
+    let mut req = client.request(method.clone(), url);
+    if let Some(auth) = auth {
+        req = req.header("authorization", auth);
+    }
+    if let Some(body) = body {
+        req = req.body(body.to_owned());
+    }
+    let resp = req
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{method} {url}: {e:?}"));
+    let status = resp.status().as_u16();
+    let headers = resp.headers().clone();
+    let body = resp.text().await.unwrap_or_default();
+    Fetched {
+        status,
+        headers,
+        body,
+    }
 }
 
 /// A response read by [`raw_request`].
@@ -1112,8 +1549,20 @@ pub fn run_tollgate(
     cwd: &Path,
     timeout: Duration,
 ) -> CliOutput {
+    run_tollgate_env(args, stdin, cwd, timeout, &[])
+}
+
+/// [`run_tollgate`] with extra environment variables.
+pub fn run_tollgate_env(
+    args: &[&str],
+    stdin: Option<&str>,
+    cwd: &Path,
+    timeout: Duration,
+    env: &[(&str, &str)],
+) -> CliOutput {
     let mut child = tollgate_command(cwd)
         .args(args)
+        .envs(env.iter().copied())
         .stdin(if stdin.is_some() {
             Stdio::piped()
         } else {
