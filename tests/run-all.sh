@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Every test Tollgate has: unit and integration tests (the real binary against real
+# upstreams, a private PostgreSQL cluster included), a promtool lint of a live scrape, the
+# Kubernetes manifests, the dashboard in headless Chromium, and real package-manager clients.
+# Installs what a fresh machine lacks; fails on the first failure.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+step() { printf '\n== %s\n' "$*"; }
+
+step "cargo test --all-targets"
+cargo test --all-targets
+export TOLLGATE_BIN="$PWD/target/debug/tollgate"
+
+step "metrics: promtool check metrics on a live scrape"
+bash tests/metrics/promtool.sh
+
+step "deploy: kustomize render + Kubernetes schema validation"
+bash tests/deploy/check.sh
+
+step "dashboard: headless Chromium"
+bash tests/ui/run.sh
+
+step "package managers: real clients through the proxy"
+bash tests/clients/run.sh
