@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context};
 use chrono::{DateTime, Utc};
+use pingora::listeners::tls::TlsSettings;
 use pingora::proxy::http_proxy_service;
 use pingora::server::configuration::ServerConf;
 use pingora::server::{RunArgs, Server, ShutdownSignal, ShutdownSignalWatch};
@@ -239,6 +240,19 @@ fn serve(explicit: Option<&Path>, args: &ServeArgs) -> anyhow::Result<()> {
         Proxy::new(&config, store.clone(), verifier, health.clone()),
     );
     proxy.add_tcp(&config.listen.to_string());
+    if let Some(tls) = &config.tls {
+        let certs = crate::tls::CertStore::load(&tls.cert_file, &tls.key_file)
+            .map_err(|e| anyhow!("tls: {e}"))?;
+        drop(
+            std::net::TcpListener::bind(tls.listen)
+                .with_context(|| format!("cannot listen on tls.listen {}", tls.listen))?,
+        );
+        let mut settings = TlsSettings::intermediate("", "").map_err(|e| anyhow!("tls: {e}"))?;
+        settings.set_cert_resolver(certs.clone());
+        settings.enable_h2();
+        proxy.add_tls_with_settings(&tls.listen.to_string(), None, settings);
+        control.spawn(certs.watch(Duration::from_secs(2), stop_tx.subscribe()));
+    }
     server.add_service(proxy);
     let (done_tx, mut done_rx) = tokio::sync::oneshot::channel::<()>();
     let signals = Signals {

@@ -14,4 +14,5 @@ pub mod metrics;
 pub mod proxy;
 pub mod ratelimit;
 pub mod store;
+pub mod tls;
 pub mod token;

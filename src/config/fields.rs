@@ -123,6 +123,11 @@ impl<'c> Section<'c> {
         self.col
     }
 
+    /// The raw value of `key`, without taking it.
+    pub fn peek(&self, key: &str) -> Option<&Value> {
+        self.map.get(key)
+    }
+
     /// Full dotted path of `key` in this section.
     pub fn field(&self, key: &str) -> String {
         join(&self.path, key)

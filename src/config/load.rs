@@ -10,7 +10,7 @@ use super::fields::{
     as_duration, as_string, kind_of, Collector, ConfigError, ConfigErrors, Section,
 };
 use super::{
-    CacheConfig, Config, HashParams, LogConfig, LogFormat, TokensConfig, UpstreamConfig,
+    CacheConfig, Config, HashParams, LogConfig, LogFormat, TlsConfig, TokensConfig, UpstreamConfig,
     VerifyConfig,
 };
 
@@ -33,6 +33,7 @@ const TOP_LEVEL: &[&str] = &[
     "threads",
     "rate_limit",
     "shutdown",
+    "tls",
 ];
 
 /// Values given on the command line, as `(dotted.field, value)` pairs with the flag's name.
@@ -151,6 +152,10 @@ pub fn load(
     }
 }
 
+fn top_value<'a>(s: &'a Section<'_>, key: &str) -> Option<&'a Value> {
+    s.peek(key)
+}
+
 fn socket_addr(v: Value) -> Result<SocketAddr, String> {
     let s = as_string(v)?;
     s.trim()
@@ -194,6 +199,44 @@ fn build(col: &mut Collector, root: Value, source: String) -> Config {
     );
     let shutdown_grace = top.section("shutdown", |s| {
         s.take_with("grace_period", Duration::from_secs(10), as_duration)
+    });
+    let tls_given = !matches!(top_value(&top, "tls"), None | Some(Value::Null));
+    let tls = top.section("tls", |s| {
+        let listen = s.take_with("listen", None, |v| socket_addr(v).map(Some));
+        let cert_file = s.take_with("cert_file", None, |v| as_string(v).map(Some));
+        let key_file = s.take_with("key_file", None, |v| as_string(v).map(Some));
+        if !tls_given {
+            return None;
+        }
+        let mut missing = |field: &str| {
+            let f = s.field(field);
+            s.collector().error(&f, "required when tls is set");
+        };
+        match (listen, cert_file, key_file) {
+            (Some(listen), Some(cert_file), Some(key_file)) => {
+                if let Err(e) = crate::tls::CertStore::load(&cert_file, &key_file) {
+                    let f = s.field("cert_file");
+                    s.collector().error(&f, e);
+                }
+                Some(TlsConfig {
+                    listen,
+                    cert_file,
+                    key_file,
+                })
+            }
+            (l, c, k) => {
+                if l.is_none() {
+                    missing("listen");
+                }
+                if c.is_none() {
+                    missing("cert_file");
+                }
+                if k.is_none() {
+                    missing("key_file");
+                }
+                None
+            }
+        }
     });
     let upstream = top.section("upstream", build_upstream);
     let tokens = top.section("tokens", |s| {
@@ -302,6 +345,7 @@ fn build(col: &mut Collector, root: Value, source: String) -> Config {
         },
         rate_limit,
         shutdown_grace,
+        tls,
     }
 }
 

@@ -123,6 +123,17 @@ pub struct LogConfig {
     pub level: String,
 }
 
+/// The optional HTTPS listener of the proxy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsConfig {
+    /// Address of the HTTPS listener (beside the plain `listen`).
+    pub listen: SocketAddr,
+    /// PEM certificate chain.
+    pub cert_file: String,
+    /// PEM private key.
+    pub key_file: String,
+}
+
 /// The whole, validated configuration.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
@@ -155,4 +166,6 @@ pub struct Config {
     /// Longest wait for in-flight requests after SIGTERM (pingora's own default, 300 s, outlasts
     /// Kubernetes' 30 s termination grace).
     pub shutdown_grace: Duration,
+    /// HTTPS listener, when configured.
+    pub tls: Option<TlsConfig>,
 }

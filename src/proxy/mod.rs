@@ -145,7 +145,6 @@ impl Proxy {
             })
         });
         let body = serde_json::json!({
-            "rate_limit": rate,
             "id": &*token.id,
             "name": &*token.name,
             "description": token.description,
@@ -154,6 +153,7 @@ impl Proxy {
             "created_at": token.created_at,
             "expires_at": token.expires_at,
             "source": token.source.kind(),
+            "rate_limit": rate,
         });
         ctx.rate = self.store.rate_peek(token);
         let headers = ctx.rate_headers();
@@ -206,7 +206,8 @@ impl Proxy {
             };
             req.insert_header("X-Forwarded-For", xff)?;
         }
-        req.insert_header("X-Forwarded-Proto", "http")?;
+        let https = session.digest().is_some_and(|d| d.ssl_digest.is_some());
+        req.insert_header("X-Forwarded-Proto", if https { "https" } else { "http" })?;
         Ok(())
     }
 
