@@ -45,6 +45,30 @@ fn is_unreserved(b: u8) -> bool {
     b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~')
 }
 
+fn is_npm_name_char(b: u8) -> bool {
+    b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'-' | b'.' | b'_' | b'~')
+}
+
+/// npm sends a scoped package as one segment `/@scope%2Fname`: the only encoded slash
+/// accepted, when the segment so far is `@scope` and the rest of it is a package name (npm
+/// name characters, not `.`/`..`), so it can never be read as two path segments that escape.
+fn is_npm_scope(decoded_so_far: &[u8], rest: &[u8]) -> bool {
+    let seg_start = decoded_so_far
+        .iter()
+        .rposition(|&b| b == b'/')
+        .map_or(0, |i| i + 1);
+    let scope = &decoded_so_far[seg_start..];
+    let name_end = rest.iter().position(|&b| b == b'/').unwrap_or(rest.len());
+    let name = &rest[..name_end];
+    scope.len() > 1
+        && scope[0] == b'@'
+        && scope[1..].iter().all(|&b| is_npm_name_char(b))
+        && !name.is_empty()
+        && name.iter().all(|&b| is_npm_name_char(b))
+        && name != b"."
+        && name != b".."
+}
+
 /// Normalizes a request path: decodes percent-encoded unreserved characters (and upper-cases
 /// the hex of the others), resolves `.` and `..`, collapses `//`, keeps a trailing `/`.
 /// Refuses encoded slashes, backslashes, NUL, bad encodings and escapes above the root.
@@ -69,6 +93,9 @@ pub fn normalize_path(raw: &str) -> Result<String, PathError> {
                 };
                 let v = h << 4 | l;
                 match v {
+                    b'/' if is_npm_scope(&decoded, &bytes[i + 3..]) => {
+                        decoded.extend_from_slice(b"%2F");
+                    }
                     b'/' => return Err(PathError::EncodedSlash),
                     b'\\' => return Err(PathError::Backslash),
                     0 => return Err(PathError::Nul),
@@ -192,8 +219,13 @@ impl RoutePattern {
 
     /// True if the normalized `path` is under this pattern.
     pub fn matches(&self, path: &str) -> bool {
-        let segs: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
-        match_segs(&self.segs, &segs)
+        let segs: Vec<&str> = segments(path).collect();
+        self.matches_segments(&segs)
+    }
+
+    /// Like [`RoutePattern::matches`], on a path already split into segments.
+    pub fn matches_segments(&self, segs: &[&str]) -> bool {
+        match_segs(&self.segs, segs)
     }
 }
 
@@ -246,11 +278,17 @@ pub fn allows(token: &Token, required: Permission, path: &str) -> bool {
     if token.routes.is_empty() {
         return true;
     }
+    // Split once for all routes.
+    let segs: Vec<&str> = segments(path).collect();
     token
         .routes
         .iter()
         .filter(|r| r.access.as_permission() >= required)
-        .any(|r| r.pattern.matches(path))
+        .any(|r| r.pattern.matches_segments(&segs))
+}
+
+fn segments(path: &str) -> impl Iterator<Item = &str> {
+    path.split('/').filter(|s| !s.is_empty())
 }
 
 #[cfg(test)]
@@ -293,6 +331,17 @@ mod tests {
             ("/a/%2e%2e/%2e%2e/x", Err(EscapesRoot)),
             ("/.%2e/x", Err(EscapesRoot)),
             ("/a/%2f/b", Err(EncodedSlash)),
+            ("/@acme%2fwidget", Ok("/@acme%2Fwidget")),
+            (
+                "/@acme%2Fwidget/-/widget-1.0.0.tgz",
+                Ok("/@acme%2Fwidget/-/widget-1.0.0.tgz"),
+            ),
+            ("/@acme%2f..", Err(EncodedSlash)),
+            ("/@acme%2f", Err(EncodedSlash)),
+            ("/@%2fx", Err(EncodedSlash)),
+            ("/acme%2fwidget", Err(EncodedSlash)),
+            ("/@ac/me%2fwidget", Err(EncodedSlash)),
+            ("/@acme%2f%2e%2e/x", Err(EncodedSlash)),
             ("/a%2Fb", Err(EncodedSlash)),
             ("/a/%2F..%2F..%2Fetc", Err(EncodedSlash)),
             ("/a\\b", Err(Backslash)),

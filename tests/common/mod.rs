@@ -5,6 +5,8 @@
 //! Every wait in here is a poll with a deadline; nothing sleeps to "let time pass".
 #![allow(dead_code)]
 
+pub mod pg;
+
 use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::fs::File;
