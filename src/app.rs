@@ -178,7 +178,7 @@ fn bootstrap_token(spec: &str, params: &HashParams) -> anyhow::Result<Token> {
 
 fn serve(explicit: Option<&Path>, args: &ServeArgs) -> anyhow::Result<()> {
     let config = load_config(explicit, &serve_overrides(args))?;
-    crate::logging::init(&config.log);
+    let _log_guard = crate::logging::init(&config.log);
     let bootstrap = args
         .bootstrap_token
         .as_deref()

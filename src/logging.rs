@@ -4,12 +4,16 @@ use tracing_subscriber::EnvFilter;
 
 use crate::config::{LogConfig, LogFormat};
 
-/// Installs the global subscriber (once; later calls are ignored).
-pub fn init(config: &LogConfig) {
+/// Installs the global subscriber (once; later calls are ignored). Lines are written by a
+/// background thread; keep the returned guard alive until exit so the last lines are flushed.
+pub fn init(config: &LogConfig) -> tracing_appender::non_blocking::WorkerGuard {
     let filter = EnvFilter::try_new(&config.level).unwrap_or_else(|_| EnvFilter::new("info"));
+    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+        .lossy(false)
+        .finish(std::io::stdout());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stdout);
+        .with_writer(writer);
     let _ = match config.format {
         LogFormat::Json => builder
             .json()
@@ -18,4 +22,5 @@ pub fn init(config: &LogConfig) {
             .try_init(),
         LogFormat::Text => builder.try_init(),
     };
+    guard
 }
