@@ -212,7 +212,22 @@ fn serve(explicit: Option<&Path>, args: &ServeArgs) -> anyhow::Result<()> {
         hashing: config.hashing,
         health: health.clone(),
     };
-    let admin_task = control.spawn(admin::serve(admin_listener, state, stop_rx.clone()));
+    let admin_tls = match &config.tls {
+        Some(t) if t.admin => Some(
+            crate::tls::CertStore::load(&t.cert_file, &t.key_file)
+                .map_err(|e| anyhow!("tls: {e}"))?,
+        ),
+        _ => None,
+    };
+    if let Some(certs) = &admin_tls {
+        control.spawn(certs.clone().watch(Duration::from_secs(2), stop_rx.clone()));
+    }
+    let admin_task = control.spawn(admin::serve(
+        admin_listener,
+        state,
+        admin_tls,
+        stop_rx.clone(),
+    ));
     let store_task = {
         let store = store.clone();
         let stop = stop_rx.clone();

@@ -119,3 +119,76 @@ impl ResolvesServerCert for CertStore {
         Some(self.current.load_full())
     }
 }
+
+/// Longest TLS handshake on the admin listener.
+const HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// An axum listener that completes TLS handshakes concurrently (a slow client cannot hold up
+/// the others) and yields only established TLS streams. Serves the [`CertStore`]'s current
+/// certificate, TLS 1.2 and 1.3 only.
+pub struct TlsListener {
+    ready: tokio::sync::mpsc::Receiver<(
+        pingora::tls::ServerTlsStream<tokio::net::TcpStream>,
+        std::net::SocketAddr,
+    )>,
+    local: std::net::SocketAddr,
+}
+
+impl TlsListener {
+    /// Starts accepting on `listener` (on the current tokio runtime).
+    pub fn new(listener: tokio::net::TcpListener, certs: Arc<CertStore>) -> std::io::Result<Self> {
+        pingora::tls::install_default_crypto_provider();
+        let config = pingora::tls::ServerConfig::builder_with_protocol_versions(&[
+            &pingora::tls::version::TLS12,
+            &pingora::tls::version::TLS13,
+        ])
+        .with_no_client_auth()
+        .with_cert_resolver(certs);
+        let acceptor = pingora::tls::TlsAcceptor::from(Arc::new(config));
+        let local = listener.local_addr()?;
+        let (tx, ready) = tokio::sync::mpsc::channel(64);
+        tokio::spawn(async move {
+            loop {
+                let (tcp, addr) = match listener.accept().await {
+                    Ok(x) => x,
+                    Err(e) => {
+                        tracing::debug!(error = %e, "admin accept failed");
+                        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
+                let (acceptor, done) = (acceptor.clone(), tx.clone());
+                tokio::spawn(async move {
+                    match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                        Ok(Ok(tls)) => {
+                            let _ = done.send((tls, addr)).await;
+                        }
+                        Ok(Err(e)) => tracing::debug!(error = %e, "admin TLS handshake failed"),
+                        Err(_) => tracing::debug!("admin TLS handshake timed out"),
+                    }
+                });
+                if tx.is_closed() {
+                    return;
+                }
+            }
+        });
+        Ok(TlsListener { ready, local })
+    }
+}
+
+impl axum::serve::Listener for TlsListener {
+    type Io = pingora::tls::ServerTlsStream<tokio::net::TcpStream>;
+    type Addr = std::net::SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        match self.ready.recv().await {
+            Some(x) => x,
+            // The accept task only ends when this listener is gone.
+            None => std::future::pending().await,
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<Self::Addr> {
+        Ok(self.local)
+    }
+}

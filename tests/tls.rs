@@ -197,3 +197,50 @@ async fn https_listener_serves_and_reloads_its_certificate() {
     let fresh_first = https_client(&std::fs::read(pki.path().join("a-ca.crt")).unwrap());
     assert!(fresh_first.get(&url).send().await.is_err());
 }
+
+#[tokio::test]
+async fn admin_listener_can_serve_https_too() {
+    let upstream = Upstream::start();
+    let pki = tempfile::tempdir().unwrap();
+    make_pki(pki.path(), "", "Admin");
+    let tls_addr = free_addr();
+    let setup = Setup::new(&upstream.url()).set(
+        "tls",
+        json!({
+            "listen": tls_addr.to_string(),
+            "cert_file": pki.path().join("leaf.crt"),
+            "key_file": pki.path().join("leaf.key"),
+            "admin": true,
+        }),
+    );
+    let admin = setup.admin;
+    setup.write();
+    let mut child = tollgate_command(setup.dir.path())
+        .arg("serve")
+        .arg("--config")
+        .arg(&setup.config_path)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn tollgate");
+    let https = https_client(&std::fs::read(pki.path().join("ca.crt")).unwrap());
+    let readyz = format!("https://localhost:{}/readyz", admin.port());
+    let ready = poll_until(Duration::from_secs(20), || {
+        let (c, u) = (https.clone(), readyz.clone());
+        async move { matches!(c.get(&u).send().await, Ok(r) if r.status() == 200) }
+    })
+    .await;
+    // Plain HTTP on the admin port gets no answer once it speaks TLS.
+    let plain = client()
+        .get(format!("http://127.0.0.1:{}/readyz", admin.port()))
+        .timeout(Duration::from_secs(3))
+        .send()
+        .await;
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(ready.is_some(), "admin /readyz never answered over HTTPS");
+    assert!(
+        !matches!(plain, Ok(ref r) if r.status() == 200),
+        "the admin listener answered plain HTTP"
+    );
+}

@@ -121,17 +121,29 @@ async fn metrics() -> impl IntoResponse {
     )
 }
 
-/// Serves the admin routes on `listener` until `stop` fires.
+/// Serves the admin routes on `listener` until `stop` fires; over HTTPS when `tls` is given.
 pub async fn serve(
     listener: std::net::TcpListener,
     state: AdminState,
+    tls: Option<Arc<crate::tls::CertStore>>,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) -> std::io::Result<()> {
     listener.set_nonblocking(true)?;
     let listener = tokio::net::TcpListener::from_std(listener)?;
-    axum::serve(listener, router(state))
-        .with_graceful_shutdown(async move {
-            let _ = stop.changed().await;
-        })
-        .await
+    let stopped = async move {
+        let _ = stop.changed().await;
+    };
+    match tls {
+        None => {
+            axum::serve(listener, router(state))
+                .with_graceful_shutdown(stopped)
+                .await
+        }
+        Some(certs) => {
+            let tls = crate::tls::TlsListener::new(listener, certs)?;
+            axum::serve(tls, router(state))
+                .with_graceful_shutdown(stopped)
+                .await
+        }
+    }
 }

@@ -205,6 +205,7 @@ fn build(col: &mut Collector, root: Value, source: String) -> Config {
         let listen = s.take_with("listen", None, |v| socket_addr(v).map(Some));
         let cert_file = s.take_with("cert_file", None, |v| as_string(v).map(Some));
         let key_file = s.take_with("key_file", None, |v| as_string(v).map(Some));
+        let admin = s.take("admin", false);
         if !tls_given {
             return None;
         }
@@ -222,6 +223,7 @@ fn build(col: &mut Collector, root: Value, source: String) -> Config {
                     listen,
                     cert_file,
                     key_file,
+                    admin,
                 })
             }
             (l, c, k) => {

@@ -132,6 +132,8 @@ pub struct TlsConfig {
     pub cert_file: String,
     /// PEM private key.
     pub key_file: String,
+    /// Serve the admin listener over HTTPS too, with the same certificate.
+    pub admin: bool,
 }
 
 /// The whole, validated configuration.
