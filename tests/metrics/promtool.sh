@@ -18,6 +18,7 @@ port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); 
 UP=$(port); PX=$(port); AD=$(port)
 mkdir -p "$work/www" && echo hello > "$work/www/hello.txt"
 (cd "$work/www" && exec python3 -m http.server "$UP" --bind 127.0.0.1 >/dev/null 2>&1) & pids+=($!)
+for _ in $(seq 100); do curl -fs "http://127.0.0.1:$UP/hello.txt" >/dev/null 2>&1 && break; sleep 0.1; done
 cat > "$work/c.yaml" <<YAML
 listen: 127.0.0.1:$PX
 admin_listen: 127.0.0.1:$AD
@@ -33,11 +34,16 @@ TOKEN=$(sed -n 's/^token: //p' "$work/tok")
 for _ in $(seq 100); do curl -fs "http://127.0.0.1:$AD/readyz" >/dev/null 2>&1 && break; sleep 0.1; done
 curl -fs "http://127.0.0.1:$AD/readyz" >/dev/null || { cat "$work/log"; exit 1; }
 code() { curl -s -o /dev/null -w '%{http_code}' "$@"; }
-[ "$(code "http://127.0.0.1:$PX/hello.txt")" = 401 ]
-[ "$(code -u "token:$TOKEN" "http://127.0.0.1:$PX/hello.txt")" = 200 ]
-[ "$(code -u "token:$TOKEN" "http://127.0.0.1:$PX/other")" = 403 ]
+expect() {
+  local want=$1; shift
+  local got; got=$(code "$@")
+  [ "$got" = "$want" ] || { echo "expected $want, got $got: curl $*" >&2; cat "$work/log" >&2; exit 1; }
+}
+expect 401 "http://127.0.0.1:$PX/hello.txt"
+expect 200 -u "token:$TOKEN" "http://127.0.0.1:$PX/hello.txt"
+expect 403 -u "token:$TOKEN" "http://127.0.0.1:$PX/other"
 for _ in 1 2; do code -u "token:$TOKEN" "http://127.0.0.1:$PX/hello.txt" >/dev/null; done
-[ "$(code -u "token:$TOKEN" "http://127.0.0.1:$PX/hello.txt")" = 429 ]
+expect 429 -u "token:$TOKEN" "http://127.0.0.1:$PX/hello.txt"
 curl -fs "http://127.0.0.1:$AD/metrics" > "$work/metrics"
 promtool check metrics < "$work/metrics"
 for m in tollgate_requests_total tollgate_request_duration_seconds_bucket tollgate_upstream_duration_seconds_bucket \
