@@ -1,0 +1,148 @@
+#!/usr/bin/env bash
+# Load benchmark (issue 9): Tollgate vs a bare pingora pass-through vs nginx proxy_pass vs the
+# upstream nginx itself, all on 127.0.0.1, measured with wrk in interleaved rounds.
+#
+#   bash benches/load.sh                 # builds release, then ~4.5 min of measurements
+#   ROUNDS=5 DURATION=5s bash benches/load.sh
+#   SKIP_BUILD=1 bash benches/load.sh    # use the binaries already in target/release
+#
+# Targets (the same wrk command and the same Authorization header for all of them):
+#   direct        nginx serving the files (1 KiB and 1 MiB, access_log off, keepalive)
+#   nginx-proxy   nginx proxy_pass to it, no auth, upstream keepalive 64
+#   passthrough   examples/passthrough.rs: pingora with only upstream_peer, same build
+#   tollgate-warn Tollgate, argon2id token (warm verification cache), log level warn
+#   tollgate-info the same with the default log level info (one JSON audit line per request)
+#   tollgate-rl   tollgate-warn with a rate-limited token (GCRA + 6 rate-limit response headers)
+# Each round runs every target on each file in a rotated order; the table shows medians over
+# rounds, and the ratio is the median of each round's req/s over direct nginx's in that round.
+# Everything started is stopped on exit; the measurements end within BENCH_TIME_LIMIT (360 s).
+
+source "$(dirname "$0")/lib.sh"
+
+ROUNDS=${ROUNDS:-5}
+DURATION=${DURATION:-4s}
+THREADS=${WRK_THREADS:-2}
+CONNS=${WRK_CONNECTIONS:-32}
+
+tools
+build_release
+watchdog "${BENCH_TIME_LIMIT:-360}"
+wait_quiet "${QUIET_WAIT:-240}"
+
+mapfile -t P < <(free_ports 8)
+UP=${P[0]} NGPROXY=${P[1]} PT=${P[2]} TGW=${P[3]} TGW_ADMIN=${P[4]} TGI=${P[5]} TGI_ADMIN=${P[6]}
+
+log "starting nginx (upstream :$UP, proxy_pass :$NGPROXY)"
+start_nginx "$UP" "$NGPROXY"
+
+log "starting the bare pingora pass-through (:$PT)"
+"$PASSTHROUGH" "127.0.0.1:$PT" "127.0.0.1:$UP" 2 > "$WORK/passthrough.log" 2>&1 &
+started $!
+wait_http "http://127.0.0.1:$PT/small.bin" 20
+
+TOKENS="$WORK/tokens.yaml"
+write_config "$WORK/tg-warn.yaml" "$TGW" "$TGW_ADMIN" "$UP" "$TOKENS" warn
+write_config "$WORK/tg-info.yaml" "$TGI" "$TGI_ADMIN" "$UP" "$TOKENS" info
+log "hashing the tokens (argon2id, default parameters)"
+TOKEN=$(new_token "$WORK/tg-warn.yaml" "$TOKENS" bench-throughput --rate-limit unlimited)
+TOKEN_RL=$(new_token "$WORK/tg-warn.yaml" "$TOKENS" bench-limited --rate-limit 1000000000/1h)
+
+log "starting Tollgate log=warn (:$TGW) and log=info (:$TGI)"
+start_tollgate "$WORK/tg-warn.yaml" "$WORK/tg-warn.log"; TGW_PID=$TG_PID
+start_tollgate "$WORK/tg-info.yaml" "$WORK/tg-info.log"; TGI_PID=$TG_PID
+wait_http "http://127.0.0.1:$TGW_ADMIN/readyz" 30
+wait_http "http://127.0.0.1:$TGI_ADMIN/readyz" 30
+
+# Warm the verification caches (the first use of a token runs argon2 once).
+for port in $TGW $TGI; do
+    wait_http "http://127.0.0.1:$port/small.bin" 10 -H "Authorization: Bearer $TOKEN"
+done
+wait_http "http://127.0.0.1:$TGW/small.bin" 10 -H "Authorization: Bearer $TOKEN_RL"
+
+declare -A URL AUTH
+URL[direct]=http://127.0.0.1:$UP
+URL[nginx-proxy]=http://127.0.0.1:$NGPROXY
+URL[passthrough]=http://127.0.0.1:$PT
+URL[tollgate-warn]=http://127.0.0.1:$TGW
+URL[tollgate-info]=http://127.0.0.1:$TGI
+URL[tollgate-rl]=http://127.0.0.1:$TGW
+for t in direct nginx-proxy passthrough tollgate-warn tollgate-info; do AUTH[$t]=$TOKEN; done
+AUTH[tollgate-rl]=$TOKEN_RL
+TARGETS=(direct nginx-proxy passthrough tollgate-warn tollgate-info tollgate-rl)
+FILES=(small.bin large.bin)
+
+# Every target answers 200 with the right size before anything is measured.
+for t in "${TARGETS[@]}"; do
+    for f in "${FILES[@]}"; do
+        got=$(curl -s -o /dev/null -w '%{http_code} %{size_download}' \
+            -H "Authorization: Bearer ${AUTH[$t]}" "${URL[$t]}/$f")
+        want="200 $(stat -c %s "$WORK/www/$f")"
+        [ "$got" = "$want" ] || die "$t /$f answered '$got', expected '$want'"
+    done
+done
+
+RESULTS="$WORK/results.tsv"
+n=${#TARGETS[@]}
+log "measuring: $ROUNDS rounds x ${#TARGETS[@]} targets x ${#FILES[@]} files, wrk -t$THREADS -c$CONNS -d$DURATION --latency"
+for ((r = 0; r < ROUNDS; r++)); do
+    for ((i = 0; i < n; i++)); do
+        t=${TARGETS[$(((i + r) % n))]}
+        for f in "${FILES[@]}"; do
+            out="$WORK/wrk-$r-$t-$f.txt"
+            cpu_mark
+            wrk -t"$THREADS" -c"$CONNS" -d"$DURATION" --latency \
+                -H "Authorization: Bearer ${AUTH[$t]}" "${URL[$t]}/$f" > "$out" 2>&1 || true
+            foreign=$(cpu_foreign)
+            read -r rps p50 p99 bad err < <(parse_wrk "$out")
+            printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$r" "$t" "$f" "$rps" "$p50" "$p99" "$bad" "$err" "$foreign" >> "$RESULTS"
+            log "round $((r + 1)) $t $f: $rps req/s, p50 ${p50} ms, p99 ${p99} ms, non-2xx $bad, socket errors $err; other processes ${foreign}% of the machine"
+        done
+        # keep the info log from filling the disk (appended, so truncation is safe)
+        : > "$WORK/tg-info.log"
+    done
+done
+
+echo
+echo "== Tollgate load benchmark =="
+machine_info
+echo "method:  wrk -t$THREADS -c$CONNS -d$DURATION --latency, $ROUNDS interleaved rounds (rotated order), medians; all on 127.0.0.1"
+echo "noise:   other processes' share of the machine during the wrk runs: $(cut -f9 "$RESULTS" | sort -n | awk '{a[NR] = $1} END {printf "median %d %%, max %d %%", a[int((NR + 1) / 2)], a[NR]}')"
+echo "rss:     tollgate-warn $(rss_mib "$TGW_PID" | awk '{print $1 " MiB (peak " $2 ")"}'), tollgate-info $(rss_mib "$TGI_PID" | awk '{print $1 " MiB (peak " $2 ")"}')"
+echo
+python3 - "$RESULTS" <<'EOF'
+import collections, statistics, sys
+rows = [l.rstrip("\n").split("\t") for l in open(sys.argv[1])]
+data = collections.defaultdict(list)          # (target, file) -> [(round, rps, p50, p99, bad, err)]
+for r, t, f, rps, p50, p99, bad, err, foreign in rows:
+    data[(t, f)].append((int(r), float(rps or 0), float(p50), float(p99), int(bad), int(err), int(foreign or 0)))
+names = {
+    "direct": "nginx direct (upstream)",
+    "nginx-proxy": "nginx proxy_pass, no auth",
+    "passthrough": "bare pingora pass-through",
+    "tollgate-warn": "Tollgate, log warn",
+    "tollgate-info": "Tollgate, log info (audit)",
+    "tollgate-rl": "Tollgate, log warn, rate-limited token",
+}
+order = [t for t in names if any(k[0] == t for k in data)]
+files = [("small.bin", "1 KiB"), ("large.bin", "1 MiB")]
+def per_round(t, f):
+    return {r: rps for r, rps, *_ in data[(t, f)]}
+def ratio(t, f, base):
+    a, b = per_round(t, f), per_round(base, f)
+    return statistics.median(a[r] / b[r] for r in a if r in b and b[r] > 0)
+print("| proxy | file | req/s | p50 ms | p99 ms | × direct | × pass-through | × nginx proxy_pass | non-2xx |")
+print("|---|---|---:|---:|---:|---:|---:|---:|---:|")
+for fname, label in files:
+    for t in order:
+        v = data[(t, fname)]
+        med = lambda i: statistics.median(x[i] for x in v)
+        bad = sum(x[4] + x[5] for x in v)
+        print(f"| {names[t]} | {label} | {med(1):,.0f} | {med(2):.2f} | {med(3):.2f} "
+              f"| {ratio(t, fname, 'direct'):.2f} | {ratio(t, fname, 'passthrough'):.2f} "
+              f"| {ratio(t, fname, 'nginx-proxy'):.2f} | {bad} |")
+print()
+print("per-round req/s (other processes' % of the machine during that run):")
+for fname, label in files:
+    for t in order:
+        print(f"  {label:5} {t:14} " + "  ".join(f"{x[1]:>9,.0f} ({x[6]:>2}%)" for x in sorted(data[(t, fname)])))
+EOF
