@@ -190,7 +190,7 @@ RESULTS="$WORK/abuse.tsv"
 legit_run() {   # legit_run PHASE: measures the legitimate load, appends a result line
     local phase=$1 out="$WORK/legit-$1.txt"
     wrk -t2 -c32 -d"${LEGIT_DURATION}s" --latency -H "Authorization: Bearer $LEGIT" "$URL" > "$out" 2>&1 || true
-    read -r rps p50 p99 bad err < <(parse_wrk "$out")
+    read -r rps p50 p99 bad err _ < <(parse_wrk "$out")
     echo "$rps $p50 $p99 $bad $err"
 }
 

@@ -65,6 +65,11 @@ tools() {
     need python3 python3
 }
 
+source_state() {
+    (cd "$ROOT" && echo "$(git rev-parse --short HEAD 2>/dev/null)$(git diff --quiet HEAD -- src Cargo.toml Cargo.lock examples 2>/dev/null || echo ' + uncommitted changes in src/, examples/ or Cargo.*')")
+}
+SOURCE_AT_START=$(source_state)
+
 build_release() {
     if [ "${SKIP_BUILD:-0}" = 1 ]; then
         log "SKIP_BUILD=1: using the existing release binaries"
@@ -153,7 +158,7 @@ cpu_foreign() {
 machine_info() {
     echo "date:    $(date -u '+%Y-%m-%d %H:%M:%S UTC')"
     echo "machine: $(nproc) cores, $(lscpu | sed -n 's/^Model name: *//p' | head -1), $(free -g | awk '/^Mem:/{print $2}') GiB RAM, $(uname -sr)"
-    echo "commit:  $(cd "$ROOT" && git rev-parse --short HEAD 2>/dev/null)$(cd "$ROOT" && git diff --quiet HEAD -- src Cargo.toml 2>/dev/null || echo ' + uncommitted changes in src/ or Cargo.toml')"
+    echo "commit:  $SOURCE_AT_START (when the script started)"
     echo "tools:   $(wrk -v 2>&1 | head -1 | awk '{print "wrk", $2}'), $(nginx -v 2>&1 | sed 's/.*: //'), $(cd "$ROOT" && rustc --version | awk '{print "rustc", $2}')"
     echo "binary:  target/release/tollgate built $(date -u -r "$TG" '+%Y-%m-%d %H:%M UTC')"
     echo "build:   release profile $(sed -n '/^\[profile.release\]/,/^\[/p' "$ROOT/Cargo.toml" | grep '=' | tr '\n' ' ' | sed 's/ *$//'); allocator $(grep -h -A1 global_allocator "$ROOT"/src/main.rs "$ROOT"/src/lib.rs 2>/dev/null | sed -n 's/.*static [A-Z_]*: *\([^ =]*\).*/\1/p' | head -1 | grep . || echo 'system (glibc malloc)')"
@@ -212,7 +217,8 @@ http {
 }
 EOF
     nginx -p "$WORK/nginx" -c "$WORK/nginx/nginx.conf" &
-    started $!
+    NGINX_PID=$!
+    started $NGINX_PID
     wait_http "http://127.0.0.1:$up_port/small.bin" 10
     [ -z "$proxy_port" ] || wait_http "http://127.0.0.1:$proxy_port/small.bin" 10
 }
@@ -269,12 +275,21 @@ metric_raw() {
     curl -s "http://127.0.0.1:$1/metrics" | awk -v n="$2" '!done && ($1 == n || index($1, n "{") == 1) {print $NF; done = 1}'
 }
 
+# CPU time (user + system, in clock ticks) of the given processes, all their threads together.
+cpu_ticks() {
+    local p t=0
+    for p in "$@"; do
+        t=$((t + $(awk '{sub(/.*\) /, ""); print $12 + $13}' "/proc/$p/stat")))
+    done
+    echo $t
+}
+
 # "VmRSS VmHWM" of a process, in MiB.
 rss_mib() {
     awk '/^VmRSS:/{r=$2} /^VmHWM:/{h=$2} END {printf "%.1f %.1f\n", r/1024, h/1024}' "/proc/$1/status"
 }
 
-# Parses wrk --latency output: "req/s p50_ms p99_ms non2xx socket_errors".
+# Parses wrk --latency output: "req/s p50_ms p99_ms non2xx socket_errors requests".
 parse_wrk() {
     awk '
     function ms(v) {
@@ -284,9 +299,10 @@ parse_wrk() {
         return v + 0
     }
     /^Requests\/sec:/ { rps = $2 }
+    / requests in / { n = $1 }
     /^ +50%/ { p50 = ms($2) }
     /^ +99%/ { p99 = ms($2) }
     /Non-2xx or 3xx responses:/ { bad = $NF }
     /Socket errors:/ { gsub(",", ""); err = $4 + $6 + $8 + $10 }
-    END { printf "%s %.3f %.3f %d %d\n", rps, p50, p99, bad, err }' "$1"
+    END { printf "%s %.3f %.3f %d %d %d\n", rps, p50, p99, bad, err, n }' "$1"
 }

@@ -37,7 +37,8 @@ start_nginx "$UP" "$NGPROXY"
 
 log "starting the bare pingora pass-through (:$PT)"
 "$PASSTHROUGH" "127.0.0.1:$PT" "127.0.0.1:$UP" 2 > "$WORK/passthrough.log" 2>&1 &
-started $!
+PT_PID=$!
+started $PT_PID
 wait_http "http://127.0.0.1:$PT/small.bin" 20
 
 TOKENS="$WORK/tokens.yaml"
@@ -68,6 +69,10 @@ URL[tollgate-info]=http://127.0.0.1:$TGI
 URL[tollgate-rl]=http://127.0.0.1:$TGW
 for t in direct nginx-proxy passthrough tollgate-warn tollgate-info; do AUTH[$t]=$TOKEN; done
 AUTH[tollgate-rl]=$TOKEN_RL
+# Whose CPU time is charged to each target (nginx: its workers, which serve both hops).
+NGINX_WORKERS=$(pgrep -P "$NGINX_PID" | tr '\n' ' ')
+declare -A PROCS=([direct]=$NGINX_WORKERS [nginx-proxy]=$NGINX_WORKERS [passthrough]=$PT_PID
+    [tollgate-warn]=$TGW_PID [tollgate-info]=$TGI_PID [tollgate-rl]=$TGW_PID)
 TARGETS=(direct nginx-proxy passthrough tollgate-warn tollgate-info tollgate-rl)
 FILES=(small.bin large.bin)
 
@@ -90,12 +95,17 @@ for ((r = 0; r < ROUNDS; r++)); do
         for f in "${FILES[@]}"; do
             out="$WORK/wrk-$r-$t-$f.txt"
             cpu_mark
+            # shellcheck disable=SC2086
+            c0=$(cpu_ticks ${PROCS[$t]})
             wrk -t"$THREADS" -c"$CONNS" -d"$DURATION" --latency \
                 -H "Authorization: Bearer ${AUTH[$t]}" "${URL[$t]}/$f" > "$out" 2>&1 || true
+            # shellcheck disable=SC2086
+            c1=$(cpu_ticks ${PROCS[$t]})
             foreign=$(cpu_foreign)
-            read -r rps p50 p99 bad err < <(parse_wrk "$out")
-            printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$r" "$t" "$f" "$rps" "$p50" "$p99" "$bad" "$err" "$foreign" >> "$RESULTS"
-            log "round $((r + 1)) $t $f: $rps req/s, p50 ${p50} ms, p99 ${p99} ms, non-2xx $bad, socket errors $err; other processes ${foreign}% of the machine"
+            read -r rps p50 p99 bad err n < <(parse_wrk "$out")
+            cpu_us=$(awk -v c=$((c1 - c0)) -v hz="$(getconf CLK_TCK)" -v n="$n" 'BEGIN { printf "%.1f", n ? c * 1e6 / hz / n : 0 }')
+            printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$r" "$t" "$f" "$rps" "$p50" "$p99" "$bad" "$err" "$foreign" "$cpu_us" >> "$RESULTS"
+            log "round $((r + 1)) $t $f: $rps req/s, p50 ${p50} ms, p99 ${p99} ms, non-2xx $bad, socket errors $err; proxy CPU ${cpu_us} µs/request; other processes ${foreign}% of the machine"
         done
         # keep the info log from filling the disk (appended, so truncation is safe)
         : > "$WORK/tg-info.log"
@@ -112,9 +122,10 @@ echo
 python3 - "$RESULTS" <<'EOF'
 import collections, statistics, sys
 rows = [l.rstrip("\n").split("\t") for l in open(sys.argv[1])]
-data = collections.defaultdict(list)          # (target, file) -> [(round, rps, p50, p99, bad, err)]
-for r, t, f, rps, p50, p99, bad, err, foreign in rows:
-    data[(t, f)].append((int(r), float(rps or 0), float(p50), float(p99), int(bad), int(err), int(foreign or 0)))
+data = collections.defaultdict(list)   # (target, file) -> [(round, rps, p50, p99, bad, err, foreign, cpu_us)]
+for r, t, f, rps, p50, p99, bad, err, foreign, cpu in rows:
+    data[(t, f)].append((int(r), float(rps or 0), float(p50), float(p99), int(bad), int(err),
+                         int(foreign or 0), float(cpu or 0)))
 names = {
     "direct": "nginx direct (upstream)",
     "nginx-proxy": "nginx proxy_pass, no auth",
@@ -125,21 +136,41 @@ names = {
 }
 order = [t for t in names if any(k[0] == t for k in data)]
 files = [("small.bin", "1 KiB"), ("large.bin", "1 MiB")]
-def per_round(t, f):
-    return {r: rps for r, rps, *_ in data[(t, f)]}
-def ratio(t, f, base):
-    a, b = per_round(t, f), per_round(base, f)
+def per_round(t, f, i=1):
+    return {x[0]: x[i] for x in data[(t, f)]}
+def hop_cpu(t, f):
+    """CPU µs per request of the proxy hop alone, per round (nginx proxy_pass: its workers'
+    total minus what the direct requests cost them in the same round)."""
+    c = per_round(t, f, 7)
+    if t == "nginx-proxy":
+        d = per_round("direct", f, 7)
+        return {r: c[r] - d[r] for r in c if r in d}
+    return c
+def ratio(a, b):
     return statistics.median(a[r] / b[r] for r in a if r in b and b[r] > 0)
-print("| proxy | file | req/s | p50 ms | p99 ms | × direct | × pass-through | × nginx proxy_pass | non-2xx |")
-print("|---|---|---:|---:|---:|---:|---:|---:|---:|")
+print("| proxy | file | req/s | p50 ms | p99 ms | × direct | × pass-through | × nginx proxy_pass "
+      "| proxy-hop CPU µs/req | CPU ÷ pass-through's | non-2xx |")
+print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
 for fname, label in files:
     for t in order:
         v = data[(t, fname)]
         med = lambda i: statistics.median(x[i] for x in v)
         bad = sum(x[4] + x[5] for x in v)
+        rps = lambda u: per_round(u, fname)
+        if t == "direct":
+            cpu, cpu_ratio = f"({med(7):.1f})", "–"
+        else:
+            h = hop_cpu(t, fname)
+            cpu = f"{statistics.median(h.values()):.1f}"
+            cpu_ratio = f"{ratio(h, hop_cpu('passthrough', fname)):.2f}"
         print(f"| {names[t]} | {label} | {med(1):,.0f} | {med(2):.2f} | {med(3):.2f} "
-              f"| {ratio(t, fname, 'direct'):.2f} | {ratio(t, fname, 'passthrough'):.2f} "
-              f"| {ratio(t, fname, 'nginx-proxy'):.2f} | {bad} |")
+              f"| {ratio(rps(t), rps('direct')):.2f} | {ratio(rps(t), rps('passthrough')):.2f} "
+              f"| {ratio(rps(t), rps('nginx-proxy')):.2f} | {cpu} | {cpu_ratio} | {bad} |")
+print()
+print("Ratios are medians of the per-round ratios; req/s, p50 and p99 are medians over rounds.")
+print("proxy-hop CPU: CPU time of the proxy process per request (user + system, all threads);")
+print("for nginx proxy_pass its workers' time minus that of the direct run in the same round")
+print("(the workers serve both hops); in parentheses for direct: nginx serving the file alone.")
 print()
 print("per-round req/s (other processes' % of the machine during that run):")
 for fname, label in files:

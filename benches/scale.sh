@@ -166,7 +166,7 @@ ok1=$(metric "$ADMIN" tollgate_requests_total 'outcome="ok"')
 all1=$(metric "$ADMIN" tollgate_requests_total)
 rel1=$(metric "$ADMIN" tollgate_reloads_total 'result="success"')
 read -r c_ok c_bad e_conn e_read e_write e_tmo < <(grep '^COUNT' "$WORK/wrk-reloads.txt" | cut -d' ' -f2-)
-read -r rps p50 p99 _ _ < <(parse_wrk "$WORK/wrk-reloads.txt")
+read -r rps p50 p99 _ _ _ < <(parse_wrk "$WORK/wrk-reloads.txt")
 RSS_END=$(rss_mib "$TGPID")
 sleep 5
 RSS_IDLE=$(rss_mib "$TGPID")
