@@ -30,8 +30,8 @@ LOG_LEVEL=${LOG_LEVEL:-warn}
 
 tools
 build_release
-watchdog "${BENCH_TIME_LIMIT:-300}"
 wait_quiet "${QUIET_WAIT:-240}"
+watchdog "${BENCH_TIME_LIMIT:-300}"
 
 mapfile -t P < <(free_ports 3)
 UP=${P[0]} TGP=${P[1]} ADMIN=${P[2]}
@@ -188,7 +188,7 @@ wait_http "$URL" 10 -H "Authorization: Bearer $LEGIT"   # warm
 RESULTS="$WORK/abuse.tsv"
 
 legit_run() {   # legit_run PHASE: measures the legitimate load, appends a result line
-    local phase=$1 out="$WORK/legit-$1.txt"
+    local out="$WORK/legit-$1.txt"
     wrk -t2 -c32 -d"${LEGIT_DURATION}s" --latency -H "Authorization: Bearer $LEGIT" "$URL" > "$out" 2>&1 || true
     read -r rps p50 p99 bad err _ < <(parse_wrk "$out")
     echo "$rps $p50 $p99 $bad $err"

@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Helpers shared by benches/load.sh, benches/abuse.sh and benches/scale.sh (sourced, not run).
 #
 # Every process a script starts is registered with `started PID` and stopped by the EXIT trap;
@@ -22,7 +23,10 @@ started() { PIDS+=("$1"); }
 cleanup() {
     local rc=$?
     trap - EXIT INT TERM
-    [ -n "$WATCHDOG" ] && kill "$WATCHDOG" 2>/dev/null || true
+    if [ -n "$WATCHDOG" ]; then
+        pkill -P "$WATCHDOG" 2>/dev/null || true   # its sleep
+        kill "$WATCHDOG" 2>/dev/null || true
+    fi
     local p
     for p in "${PIDS[@]}"; do kill -INT "$p" 2>/dev/null || true; done
     for _ in 1 2 3 4 5 6 7 8 9 10; do
@@ -43,7 +47,8 @@ trap 'exit 143' TERM
 # Ends the whole script (through the EXIT trap) after $1 seconds.
 watchdog() {
     local limit=$1 me=$$
-    ( sleep "$limit"; echo "time limit of ${limit}s reached: stopping" >&2; kill -TERM "$me" ) &
+    # the sleep must not hold the script's stdout open: a pipe reading it would wait for it
+    ( sleep "$limit" > /dev/null 2>&1; echo "time limit of ${limit}s reached: stopping" >&2; kill -TERM "$me" ) &
     WATCHDOG=$!
 }
 

@@ -15,7 +15,8 @@
 #   tollgate-rl   tollgate-warn with a rate-limited token (GCRA + 6 rate-limit response headers)
 # Each round runs every target on each file in a rotated order; the table shows medians over
 # rounds, and the ratio is the median of each round's req/s over direct nginx's in that round.
-# Everything started is stopped on exit; the measurements end within BENCH_TIME_LIMIT (360 s).
+# Everything started is stopped on exit; after the build and the wait for a quiet machine
+# (QUIET_WAIT, 240 s at most), the measurements end within BENCH_TIME_LIMIT (360 s).
 
 source "$(dirname "$0")/lib.sh"
 
@@ -26,8 +27,8 @@ CONNS=${WRK_CONNECTIONS:-32}
 
 tools
 build_release
-watchdog "${BENCH_TIME_LIMIT:-360}"
 wait_quiet "${QUIET_WAIT:-240}"
+watchdog "${BENCH_TIME_LIMIT:-360}"
 
 mapfile -t P < <(free_ports 8)
 UP=${P[0]} NGPROXY=${P[1]} PT=${P[2]} TGW=${P[3]} TGW_ADMIN=${P[4]} TGI=${P[5]} TGI_ADMIN=${P[6]}
@@ -102,8 +103,8 @@ for ((r = 0; r < ROUNDS; r++)); do
             # shellcheck disable=SC2086
             c1=$(cpu_ticks ${PROCS[$t]})
             foreign=$(cpu_foreign)
-            read -r rps p50 p99 bad err n < <(parse_wrk "$out")
-            cpu_us=$(awk -v c=$((c1 - c0)) -v hz="$(getconf CLK_TCK)" -v n="$n" 'BEGIN { printf "%.1f", n ? c * 1e6 / hz / n : 0 }')
+            read -r rps p50 p99 bad err reqs < <(parse_wrk "$out")
+            cpu_us=$(awk -v c=$((c1 - c0)) -v hz="$(getconf CLK_TCK)" -v n="$reqs" 'BEGIN { printf "%.1f", n ? c * 1e6 / hz / n : 0 }')
             printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$r" "$t" "$f" "$rps" "$p50" "$p99" "$bad" "$err" "$foreign" "$cpu_us" >> "$RESULTS"
             log "round $((r + 1)) $t $f: $rps req/s, p50 ${p50} ms, p99 ${p99} ms, non-2xx $bad, socket errors $err; proxy CPU ${cpu_us} µs/request; other processes ${foreign}% of the machine"
         done

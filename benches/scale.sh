@@ -23,8 +23,8 @@ RELOADS=${RELOADS:-5}
 
 tools
 build_release
-watchdog "${BENCH_TIME_LIMIT:-300}"
 wait_quiet "${QUIET_WAIT:-240}"
+watchdog "${BENCH_TIME_LIMIT:-300}"
 
 mapfile -t P < <(free_ports 3)
 UP=${P[0]} TGP=${P[1]} ADMIN=${P[2]}
