@@ -181,8 +181,8 @@ fn serve(explicit: Option<&Path>, args: &ServeArgs) -> anyhow::Result<()> {
     let _log_guard = crate::logging::init(&config.log);
     let bootstrap = args
         .bootstrap_token
-        .as_deref()
-        .map(|b| bootstrap_token(b, &config.hashing))
+        .as_ref()
+        .map(|b| bootstrap_token(b.expose(), &config.hashing))
         .transpose()?;
     let store = Arc::new(Store::new(&config, bootstrap));
     let control = runtime()?;

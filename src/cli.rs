@@ -45,7 +45,7 @@ pub struct ServeArgs {
     /// An in-memory manager token NAME:SECRET for first set-up and repair; never stored.
     /// Prefer the environment variable: arguments show in the process list.
     #[arg(long, env = "TOLLGATE_BOOTSTRAP_TOKEN", hide_env_values = true)]
-    pub bootstrap_token: Option<String>,
+    pub bootstrap_token: Option<crate::token::Secret>,
 }
 
 /// `tollgate token …`: works on the configured database, with or without a running server.
@@ -182,5 +182,21 @@ impl From<PermissionArg> for Permission {
             PermissionArg::Write => Permission::Write,
             PermissionArg::Manager => Permission::Manager,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_hides_the_bootstrap_secret() {
+        let cli = Cli::parse_from([
+            "tollgate",
+            "serve",
+            "--bootstrap-token",
+            "admin:verysecretvalue1234",
+        ]);
+        assert!(!format!("{cli:?}").contains("verysecretvalue1234"));
     }
 }

@@ -453,6 +453,21 @@ mod tests {
     }
 
     #[test]
+    fn debug_redacts_the_database_password() {
+        let env = vec![(
+            "TOLLGATE_TOKENS__DATABASE".to_string(),
+            "postgres://tollgate:hunter2secret@db/tollgate".to_string(),
+        )];
+        let (c, _) = load(None, env, &Overrides::default()).unwrap();
+        let shown = format!("{c:?}");
+        assert!(!shown.contains("hunter2secret"), "{shown}");
+        assert!(
+            shown.contains("postgres://tollgate:***@db/tollgate"),
+            "{shown}"
+        );
+    }
+
+    #[test]
     fn env_over_file_and_flags_over_env() {
         let f = write(
             "listen: 127.0.0.1:1000\nrealm: file\nupstream: {url: 'http://127.0.0.1:81/repo/'}\n",

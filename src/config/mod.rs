@@ -69,8 +69,9 @@ pub struct UpstreamConfig {
     pub cargo_index: Option<String>,
 }
 
-/// Where tokens come from and how they are presented upstream.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Where tokens come from and how they are presented upstream. `Debug` redacts the database
+/// password.
+#[derive(Clone, PartialEq, Eq)]
 pub struct TokensConfig {
     /// YAML token files.
     pub files: Vec<PathBuf>,
@@ -83,6 +84,21 @@ pub struct TokensConfig {
     pub identity_headers: bool,
     /// Basic usernames meaning "the password is the token" (`token`, `__token__`).
     pub token_usernames: Vec<String>,
+}
+
+impl std::fmt::Debug for TokensConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokensConfig")
+            .field("files", &self.files)
+            .field(
+                "database",
+                &self.database.as_deref().map(crate::store::db::redact_url),
+            )
+            .field("poll_interval", &self.poll_interval)
+            .field("identity_headers", &self.identity_headers)
+            .field("token_usernames", &self.token_usernames)
+            .finish()
+    }
 }
 
 /// The verification cache.

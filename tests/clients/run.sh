@@ -303,31 +303,6 @@ scenario() {
     sed 's/^/    | /' "$out" | tail -40
   fi
 }
-# known_bug PATTERN GROUP NAME FUNCTION: a scenario that fails today because of a known Tollgate
-# bug. It must fail, with PATTERN in its output (recorded as KNOWN-BUG, not a failure); if it
-# fails otherwise, or passes, the run fails — a fixed bug must lose its mark.
-known=0
-known_bug() {
-  local pat=$1 group=$2 name=$3 fn=$4
-  local out="$work/out/$group-$((${#results[@]} + 1)).log" rc t0=$SECONDS
-  printf '%-9s %-58s ' "$group" "$name"
-  set +e
-  ( set -euo pipefail; "$fn" ) >"$out" 2>&1
-  rc=$?
-  set -e
-  if [ $rc -ne 0 ] && grep -q -E -- "$pat" "$out"; then
-    known=$((known + 1)); results+=("$group|$name|KNOWN-BUG|$((SECONDS - t0))s")
-    echo "KNOWN-BUG ($((SECONDS - t0)) s)"
-    grep -E -- "$pat" "$out" | head -2 | sed 's/^/    | /'
-  else
-    failed=$((failed + 1)); results+=("$group|$name|FAIL|$((SECONDS - t0))s")
-    if [ $rc -eq 0 ]; then
-      echo "FAIL (it passes now: the bug is fixed, turn known_bug into scenario)"
-    else
-      echo "FAIL ($((SECONDS - t0)) s)"; sed 's/^/    | /' "$out" | tail -40
-    fi
-  fi
-}
 fail() { echo "ASSERTION FAILED: $*"; exit 1; }
 # lines STORE: how many requests the store has logged
 lines() { wc -l <"$work/logs/$1-store.log"; }
@@ -829,7 +804,6 @@ for r in "${results[@]}"; do
   printf '%-9s %-66s %-9s %s\n' "$g" "$n" "$res" "$d"
 done
 echo
-[ "$known" -eq 0 ] || echo "known Tollgate bugs (KNOWN-BUG above, not counted as failures): $known"
 echo "client suite: $((SECONDS - started)) s"
 echo "clients: $passed passed, $failed failed"
 [ "$failed" -eq 0 ]
