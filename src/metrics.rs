@@ -1,6 +1,7 @@
 //! Every metric Tollgate exports, defined once, in one registry served by the admin listener.
 //! Labels are bounded: outcomes, methods, results and sources — never token ids, names or paths.
 
+use std::cell::RefCell;
 use std::sync::LazyLock;
 
 use prometheus::{
@@ -189,6 +190,58 @@ impl Metrics {
 
 /// The process-wide metrics.
 pub static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
+
+/// The address and length of a `&'static str` label: identifies it without hashing it.
+fn key(label: &'static str) -> LabelKey {
+    (label.as_ptr() as usize, label.len())
+}
+
+/// Children memoized per thread, at most this many each (the label sets are small and fixed).
+const MEMO_MAX: usize = 64;
+
+/// A label's identity: its address and length.
+type LabelKey = (usize, usize);
+
+thread_local! {
+    static REQUESTS: RefCell<Vec<([LabelKey; 2], IntCounter)>> = const { RefCell::new(Vec::new()) };
+    static DURATIONS: RefCell<Vec<(LabelKey, Histogram)>> = const { RefCell::new(Vec::new()) };
+}
+
+impl Metrics {
+    /// Counts one proxy request. Same as `requests.with_label_values(..).inc()`, but on the
+    /// request path: `with_label_values` hashes the labels and takes a lock on every call, so
+    /// the child is memoized per thread, keyed by the labels' addresses.
+    pub fn count_request(&self, outcome: &'static str, method: &'static str) {
+        let k = [key(outcome), key(method)];
+        REQUESTS.with(|memo| {
+            let mut memo = memo.borrow_mut();
+            if let Some((_, c)) = memo.iter().find(|(m, _)| *m == k) {
+                return c.inc();
+            }
+            let c = self.requests.with_label_values(&[outcome, method]);
+            c.inc();
+            if memo.len() < MEMO_MAX {
+                memo.push((k, c));
+            }
+        })
+    }
+
+    /// Observes one request's duration by class (memoized like [`Self::count_request`]).
+    pub fn observe_request(&self, class: &'static str, seconds: f64) {
+        let k = key(class);
+        DURATIONS.with(|memo| {
+            let mut memo = memo.borrow_mut();
+            if let Some((_, h)) = memo.iter().find(|(m, _)| *m == k) {
+                return h.observe(seconds);
+            }
+            let h = self.request_duration.with_label_values(&[class]);
+            h.observe(seconds);
+            if memo.len() < MEMO_MAX {
+                memo.push((k, h));
+            }
+        })
+    }
+}
 
 /// A bounded label for an HTTP method.
 pub fn method_label(m: &http::Method) -> &'static str {

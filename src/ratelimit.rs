@@ -26,23 +26,27 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use dashmap::DashMap;
+use http::{HeaderName, HeaderValue};
 
 const NANOS_PER_SEC: u128 = 1_000_000_000;
 
+// Header names are built once (`from_static`: no parsing or allocation per request); on the
+// wire they are lowercase, as in HTTP/2 (names are case-insensitive).
+
 /// `X-RateLimit-Limit`: requests allowed per period.
-pub const X_RATELIMIT_LIMIT: &str = "X-RateLimit-Limit";
+pub static X_RATELIMIT_LIMIT: HeaderName = HeaderName::from_static("x-ratelimit-limit");
 /// `X-RateLimit-Remaining`: requests left right now.
-pub const X_RATELIMIT_REMAINING: &str = "X-RateLimit-Remaining";
+pub static X_RATELIMIT_REMAINING: HeaderName = HeaderName::from_static("x-ratelimit-remaining");
 /// `X-RateLimit-Used`: `limit - remaining`.
-pub const X_RATELIMIT_USED: &str = "X-RateLimit-Used";
+pub static X_RATELIMIT_USED: HeaderName = HeaderName::from_static("x-ratelimit-used");
 /// `X-RateLimit-Reset`: Unix epoch seconds at which the budget is whole again.
-pub const X_RATELIMIT_RESET: &str = "X-RateLimit-Reset";
+pub static X_RATELIMIT_RESET: HeaderName = HeaderName::from_static("x-ratelimit-reset");
 /// `RateLimit-Policy` (IETF httpapi draft): `"<name>";q=<requests>;w=<period seconds>`.
-pub const RATELIMIT_POLICY: &str = "RateLimit-Policy";
+pub static RATELIMIT_POLICY: HeaderName = HeaderName::from_static("ratelimit-policy");
 /// `RateLimit` (IETF httpapi draft): `"<name>";r=<remaining>;t=<seconds until whole>`.
-pub const RATELIMIT: &str = "RateLimit";
+pub static RATELIMIT: HeaderName = HeaderName::from_static("ratelimit");
 /// `Retry-After`: seconds until one request is allowed; only on refusals.
-pub const RETRY_AFTER: &str = "Retry-After";
+pub static RETRY_AFTER: HeaderName = http::header::RETRY_AFTER;
 
 /// A source of time. Injected into [`RateLimiter`] so tests never sleep.
 pub trait Clock: Send + Sync {
@@ -243,7 +247,7 @@ impl Decision {
     /// The response header fields, in a fixed order: `X-RateLimit-Limit`, `-Remaining`,
     /// `-Used`, `-Reset`, `RateLimit-Policy`, `RateLimit`, and `Retry-After` only when
     /// refused. `unix_now` is the wall clock (see [`Clock::unix_now`]).
-    pub fn headers(&self, unix_now: Duration) -> Vec<(&'static str, String)> {
+    pub fn headers(&self, unix_now: Duration) -> Vec<(HeaderName, HeaderValue)> {
         // The policy name is the same for every limit; any limit yields it.
         let name = Limit {
             requests: self.limit,
@@ -251,31 +255,43 @@ impl Decision {
         }
         .policy_name();
         let mut h = Vec::with_capacity(7);
-        h.push((X_RATELIMIT_LIMIT, self.limit.to_string()));
-        h.push((X_RATELIMIT_REMAINING, self.remaining.to_string()));
-        h.push((X_RATELIMIT_USED, self.used.to_string()));
-        h.push((X_RATELIMIT_RESET, self.reset_at(unix_now).to_string()));
+        h.push((X_RATELIMIT_LIMIT.clone(), HeaderValue::from(self.limit)));
         h.push((
-            RATELIMIT_POLICY,
-            format!(
+            X_RATELIMIT_REMAINING.clone(),
+            HeaderValue::from(self.remaining),
+        ));
+        h.push((X_RATELIMIT_USED.clone(), HeaderValue::from(self.used)));
+        h.push((
+            X_RATELIMIT_RESET.clone(),
+            HeaderValue::from(self.reset_at(unix_now)),
+        ));
+        h.push((
+            RATELIMIT_POLICY.clone(),
+            text_value(format!(
                 "\"{name}\";q={};w={}",
                 self.limit,
                 ceil_secs(self.period).max(1)
-            ),
+            )),
         ));
         h.push((
-            RATELIMIT,
-            format!(
+            RATELIMIT.clone(),
+            text_value(format!(
                 "\"{name}\";r={};t={}",
                 self.remaining,
                 self.reset_after_secs()
-            ),
+            )),
         ));
         if let Some(secs) = self.retry_after_secs() {
-            h.push((RETRY_AFTER, secs.to_string()));
+            h.push((RETRY_AFTER.clone(), HeaderValue::from(secs)));
         }
         h
     }
+}
+
+/// A header value from text made of digits, `;`, `=`, quotes and the policy name (no copy).
+fn text_value(s: String) -> HeaderValue {
+    HeaderValue::from_maybe_shared(bytes::Bytes::from(s))
+        .unwrap_or_else(|_| HeaderValue::from_static(""))
 }
 
 /// Whole seconds in `d`, rounded up (saturating).
@@ -475,12 +491,18 @@ mod tests {
         Arc::from(s)
     }
 
-    fn headers(l: &RateLimiter<ManualClock>, d: &Decision) -> Vec<(&'static str, String)> {
+    fn headers(l: &RateLimiter<ManualClock>, d: &Decision) -> Vec<(String, String)> {
         d.headers(l.clock().unix_now())
+            .into_iter()
+            .map(|(k, v)| (k.as_str().to_string(), v.to_str().unwrap().to_string()))
+            .collect()
     }
 
-    fn expect(pairs: &[(&'static str, &str)]) -> Vec<(&'static str, String)> {
-        pairs.iter().map(|(k, v)| (*k, v.to_string())).collect()
+    fn expect(pairs: &[(&'static str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_ascii_lowercase(), v.to_string()))
+            .collect()
     }
 
     #[test]
@@ -910,7 +932,7 @@ mod tests {
             let d = l.check(&id("w"), &Limit::new(2, period).unwrap());
             assert_eq!(
                 d.headers(l.clock().unix_now())[4],
-                (RATELIMIT_POLICY, want.to_string())
+                (RATELIMIT_POLICY.clone(), HeaderValue::from_static(want))
             );
         }
     }

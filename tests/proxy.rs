@@ -680,6 +680,70 @@ async fn replayed_wrong_secret_runs_argon2_once() {
 }
 
 #[tokio::test]
+async fn guessing_secrets_for_one_token_is_throttled() {
+    let upstream = Upstream::start();
+    let victim = TestToken::read("victim");
+    let bystander = TestToken::read("bystander");
+    let proxy = Setup::new(&upstream.url())
+        .set(
+            "verify.token_attempts",
+            json!({"requests": 3, "period": "1m"}),
+        )
+        .with_tokens(&[&victim, &bystander])
+        .start()
+        .await;
+    let wrong = r#"tollgate_verifications_total{result="wrong_secret"}"#;
+    let client = client();
+
+    // The real token's first use spends one of the id's 3 verifications, then is cached.
+    let resp = get(&client, proxy.url("/a"), Some(&victim.bearer())).await;
+    assert_eq!(resp.status(), 200);
+    // Two guesses: well-formed tokens with the victim's id and new secrets, each verified.
+    for i in 0..2 {
+        let guess = tollgate::token::generate_with_id(&victim.id);
+        let auth = format!("Bearer {}", guess.token.expose());
+        let resp = get(&client, proxy.url("/guess"), Some(&auth)).await;
+        expect_401(&format!("guess {i}"), resp, "token_invalid").await;
+    }
+    assert_eq!(proxy.metric(wrong).await, 2.0);
+
+    // The budget is spent: the next new secret for this id is refused without argon2.
+    let guess = tollgate::token::generate_with_id(&victim.id);
+    let resp = get(
+        &client,
+        proxy.url("/guess"),
+        Some(&format!("Bearer {}", guess.token.expose())),
+    )
+    .await;
+    assert_eq!(resp.status(), 429);
+    let retry: u64 = resp
+        .headers()
+        .get("retry-after")
+        .expect("Retry-After on a throttled verification")
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=60).contains(&retry), "Retry-After {retry}");
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["error"], "verification_throttled");
+    assert_eq!(body["retry_after"], retry);
+    assert_eq!(proxy.metric(wrong).await, 2.0, "no argon2 once throttled");
+
+    // The cached real token keeps working, and other tokens are not affected.
+    let resp = get(&client, proxy.url("/b"), Some(&victim.bearer())).await;
+    assert_eq!(resp.status(), 200);
+    let resp = get(&client, proxy.url("/c"), Some(&bystander.bearer())).await;
+    assert_eq!(resp.status(), 200);
+    assert_eq!(upstream.count(), 2 + 1);
+    proxy
+        .wait_for_audit("the throttled request", |r| {
+            field_str(r, "outcome").as_deref() == Some("verification_throttled")
+        })
+        .await;
+}
+
+#[tokio::test]
 async fn logs_hold_audit_lines_and_no_secrets() {
     let upstream = Upstream::start();
     let reader = TestToken::read("log-reader");

@@ -132,6 +132,16 @@ async fn require_manager(State(s): State<AdminState>, mut req: Request, next: Ne
             )
             .into_response()
         }
+        Err(AuthError::Throttled(secs)) => {
+            return ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "verification_throttled",
+                format!(
+                    "too many attempts with wrong or new secrets for this token; retry in {secs} s"
+                ),
+            )
+            .into_response()
+        }
         Err(AuthError::Expired) => {
             return ApiError::new(
                 StatusCode::UNAUTHORIZED,

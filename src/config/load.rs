@@ -289,7 +289,24 @@ fn build(col: &mut Collector, root: Value, source: String) -> Config {
     let verify = top.section("verify", |s| {
         let max_concurrent: usize = s.take("max_concurrent", 0);
         let max_queue: usize = s.take("max_queue", 256);
+        let token_attempts = s.take(
+            "token_attempts",
+            crate::token::RateLimitRule::Limited {
+                requests: 10,
+                period: Duration::from_secs(60),
+            },
+        );
+        let nice = s.take_with("nice", 10i32, |v| {
+            let n: i32 = serde_yaml_ng::from_value(v).map_err(|e| e.to_string())?;
+            if (0..=19).contains(&n) {
+                Ok(n)
+            } else {
+                Err(format!("{n} is not a nice value from 0 to 19"))
+            }
+        });
         VerifyConfig {
+            token_attempts,
+            nice,
             max_concurrent: if max_concurrent == 0 {
                 num_cpus::get().max(1)
             } else {
@@ -424,6 +441,9 @@ fn parse_upstream(url: &str, host_override: Option<&str>) -> Result<ParsedUpstre
         .ok_or_else(|| format!("{host} resolves to no address"))?;
     let path_prefix = uri.path().trim_end_matches('/').to_string();
     let (host_header, sni) = match host_override {
+        Some(h) if h.is_empty() || http::HeaderValue::from_str(h).is_err() || h.contains(' ') => {
+            return Err(format!("upstream.host {h:?} is not a valid Host header"))
+        }
         Some(h) => (h.to_string(), h.split(':').next().unwrap_or(h).to_string()),
         None => (authority.as_str().to_string(), host.to_string()),
     };

@@ -4,6 +4,10 @@
 use std::borrow::Cow;
 
 use bytes::Bytes;
+use http::header::{
+    HeaderName, CACHE_CONTROL, CONTENT_LENGTH, CONTENT_TYPE, RETRY_AFTER, WWW_AUTHENTICATE,
+};
+use http::{HeaderValue, StatusCode};
 use pingora::http::ResponseHeader;
 use pingora::prelude::*;
 use pingora::proxy::Session;
@@ -29,6 +33,9 @@ pub enum Refusal {
     MethodNotAllowed,
     /// 429: the token's rate limit is spent; retry after this many seconds.
     RateLimited(u64),
+    /// 429: too many verifications of uncached credentials for this token (a guessing
+    /// attack, or a misconfigured client); retry after this many seconds.
+    Throttled(u64),
     /// 503: argon2 capacity exhausted.
     Busy,
     /// 503: no token set loaded yet.
@@ -52,7 +59,7 @@ impl Refusal {
             Refusal::Forbidden => 403,
             Refusal::BadPath(_) => 400,
             Refusal::MethodNotAllowed => 405,
-            Refusal::RateLimited(_) => 429,
+            Refusal::RateLimited(_) | Refusal::Throttled(_) => 429,
             Refusal::Busy | Refusal::NotReady => 503,
             Refusal::UpstreamUnavailable => 502,
             Refusal::UpstreamTimeout => 504,
@@ -71,6 +78,7 @@ impl Refusal {
             Refusal::BadPath(_) => "bad_path",
             Refusal::MethodNotAllowed => "method_not_allowed",
             Refusal::RateLimited(_) => "rate_limited",
+            Refusal::Throttled(_) => "verification_throttled",
             Refusal::Busy => "busy",
             Refusal::NotReady => "not_ready",
             Refusal::UpstreamUnavailable => "upstream_unavailable",
@@ -94,6 +102,10 @@ impl Refusal {
             Refusal::RateLimited(s) => {
                 format!("the token's rate limit is spent; retry in {s} s").into()
             }
+            Refusal::Throttled(s) => format!(
+                "too many attempts with wrong or new secrets for this token; retry in {s} s"
+            )
+            .into(),
             Refusal::Busy => "too many token verifications in progress; retry shortly".into(),
             Refusal::NotReady => "no token set is loaded yet; retry shortly".into(),
             Refusal::UpstreamUnavailable => "the package store could not be reached".into(),
@@ -115,7 +127,7 @@ impl From<CredentialError> for Refusal {
 /// JSON body of a refusal.
 pub fn refusal_body(r: Refusal) -> Bytes {
     let mut v = serde_json::json!({ "error": r.code(), "message": r.message() });
-    if let Refusal::RateLimited(secs) = r {
+    if let Refusal::RateLimited(secs) | Refusal::Throttled(secs) = r {
         v["retry_after"] = secs.into();
     }
     Bytes::from(v.to_string())
@@ -125,16 +137,22 @@ pub fn refusal_body(r: Refusal) -> Bytes {
 pub async fn write_json(
     session: &mut Session,
     status: u16,
-    extra: &[(&'static str, String)],
+    extra: &[(HeaderName, HeaderValue)],
     body: Bytes,
 ) -> Result<()> {
-    let mut h = ResponseHeader::build(status, Some(4 + extra.len()))?;
-    h.insert_header("Content-Type", "application/json")?;
-    h.insert_header("Content-Length", body.len().to_string())?;
-    h.insert_header("Cache-Control", "no-store")?;
+    // Plain parts, no case map: cheap to build even during a flood of refusals.
+    let mut parts = http::Response::new(()).into_parts().0;
+    parts.status =
+        StatusCode::from_u16(status).or_err(ErrorType::InternalError, "invalid status code")?;
+    let headers = &mut parts.headers;
+    headers.reserve(4 + extra.len());
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    headers.insert(CONTENT_LENGTH, HeaderValue::from(body.len()));
+    headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
     for (name, value) in extra {
-        h.insert_header(*name, value.as_str())?;
+        headers.insert(name.clone(), value.clone());
     }
+    let h = ResponseHeader::from(parts);
     let head_only = session.req_header().method == http::Method::HEAD;
     session
         .write_response_header(Box::new(h), head_only)
@@ -150,13 +168,15 @@ pub async fn write_json(
 pub async fn write_refusal(
     session: &mut Session,
     r: Refusal,
-    challenge: &str,
-    mut extra: Vec<(&'static str, String)>,
+    challenge: &HeaderValue,
+    mut extra: Vec<(HeaderName, HeaderValue)>,
 ) -> Result<()> {
     if r.status() == 401 {
-        extra.push(("WWW-Authenticate", challenge.to_string()));
+        extra.push((WWW_AUTHENTICATE, challenge.clone()));
     } else if r == Refusal::Busy || r == Refusal::NotReady {
-        extra.push(("Retry-After", "1".to_string()));
+        extra.push((RETRY_AFTER, HeaderValue::from_static("1")));
+    } else if let Refusal::Throttled(secs) = r {
+        extra.push((RETRY_AFTER, HeaderValue::from(secs)));
     }
     write_json(session, r.status(), &extra, refusal_body(r)).await
 }
@@ -176,6 +196,7 @@ mod tests {
             Refusal::BadPath(PathError::Nul),
             Refusal::MethodNotAllowed,
             Refusal::RateLimited(3),
+            Refusal::Throttled(4),
             Refusal::Busy,
             Refusal::NotReady,
             Refusal::UpstreamUnavailable,
@@ -187,7 +208,7 @@ mod tests {
             assert_eq!(v["error"], r.code());
             assert!(!v["message"].as_str().unwrap().is_empty());
             assert!((400..600).contains(&r.status()));
-            if let Refusal::RateLimited(s) = r {
+            if let Refusal::RateLimited(s) | Refusal::Throttled(s) = r {
                 assert_eq!(v["retry_after"], s);
             }
         }
