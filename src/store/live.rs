@@ -39,13 +39,60 @@ struct Usage {
     dirty: bool,
 }
 
+/// Token files read and parsed: the digest of their contents, and their tokens or problems.
+type LoadedFiles = ([u8; 32], Result<Vec<Arc<Token>>, Vec<String>>);
+
+/// Reads every token file; `None` when their contents have the digest `unchanged` (the last
+/// good load), else the digest and the parse of every file (all files' problems together).
+fn read_files(paths: &[std::path::PathBuf], unchanged: Option<[u8; 32]>) -> Option<LoadedFiles> {
+    let mut digest = Sha256::new();
+    let mut texts = Vec::with_capacity(paths.len());
+    for path in paths {
+        let text = std::fs::read_to_string(path);
+        digest.update(path.as_os_str().as_encoded_bytes());
+        match &text {
+            Ok(t) => {
+                digest.update([1]);
+                digest.update((t.len() as u64).to_le_bytes());
+                digest.update(t.as_bytes());
+            }
+            Err(e) => digest.update(format!("\0{e}").as_bytes()),
+        }
+        texts.push((path, text));
+    }
+    let digest: [u8; 32] = digest.finalize().into();
+    if unchanged == Some(digest) {
+        return None;
+    }
+    let mut tokens = Vec::new();
+    let mut errors = Vec::new();
+    for (path, text) in texts {
+        let name = path.display().to_string();
+        match text {
+            Ok(t) => match yaml::parse(&name, &t) {
+                Ok(t) => tokens.extend(t.into_iter().map(Arc::new)),
+                Err(mut e) => errors.append(&mut e),
+            },
+            Err(e) => errors.push(format!("{name}: cannot read token file: {e}")),
+        }
+    }
+    Some((
+        digest,
+        if errors.is_empty() {
+            Ok(tokens)
+        } else {
+            Err(errors)
+        },
+    ))
+}
+
 /// Everything about the token set that lives across snapshots.
 pub struct Store {
     /// The snapshot the proxy reads.
     pub set: Arc<TokenSet>,
     db_url: Option<String>,
     db: OnceLock<Database>,
-    files: Mutex<Vec<Token>>,
+    files: Mutex<Vec<Arc<Token>>>,
     file_paths: Vec<std::path::PathBuf>,
     files_digest: Mutex<Option<[u8; 32]>>,
     failed_digest: Mutex<Option<[u8; 32]>>,
@@ -106,41 +153,22 @@ impl Store {
     /// one changes nothing, and its problems are logged once per distinct content.
     /// Returns whether a new snapshot was built.
     pub async fn reload_files(&self, force: bool) -> Result<bool, Vec<String>> {
-        let mut digest = Sha256::new();
-        let mut texts = Vec::with_capacity(self.file_paths.len());
-        for path in &self.file_paths {
-            let text = std::fs::read_to_string(path);
-            digest.update(path.as_os_str().as_encoded_bytes());
-            match &text {
-                Ok(t) => {
-                    digest.update([1]);
-                    digest.update((t.len() as u64).to_le_bytes());
-                    digest.update(t.as_bytes());
-                }
-                Err(e) => digest.update(format!("\0{e}").as_bytes()),
-            }
-            texts.push((path, text));
-        }
-        let digest: [u8; 32] = digest.finalize().into();
-        if !force && *lock(&self.files_digest) == Some(digest) {
-            return Ok(false);
-        }
-        let mut tokens = Vec::new();
-        let mut errors = Vec::new();
-        for (path, text) in texts {
-            let name = path.display().to_string();
-            match text {
-                Ok(t) => match yaml::parse(&name, &t) {
-                    Ok(mut t) => tokens.append(&mut t),
-                    Err(mut e) => errors.append(&mut e),
-                },
-                Err(e) => errors.push(format!("{name}: cannot read token file: {e}")),
-            }
-        }
-        let result = if errors.is_empty() {
-            self.rebuild_with(Some(tokens)).await
+        let paths = self.file_paths.clone();
+        let last_good = if force {
+            None
         } else {
-            Err(errors)
+            *lock(&self.files_digest)
+        };
+        // Reading and parsing a large file takes a while: not on the control-plane runtime.
+        let loaded = tokio::task::spawn_blocking(move || read_files(&paths, last_good)).await;
+        let (digest, parsed) = match loaded {
+            Ok(Some(loaded)) => loaded,
+            Ok(None) => return Ok(false),
+            Err(e) => return Err(vec![format!("reading the token files failed: {e}")]),
+        };
+        let result = match parsed {
+            Ok(tokens) => self.rebuild_with(Some(tokens)).await,
+            Err(errors) => Err(errors),
         };
         match result {
             Ok(()) => {
@@ -150,6 +178,9 @@ impl Store {
                     .reloads
                     .with_label_values(&["file", "success"])
                     .inc();
+                // The replaced set is freed by now (unless a request still holds it): give
+                // its pages back instead of keeping them for the next reload.
+                tokio::task::spawn_blocking(crate::memory::release_free_memory);
                 Ok(true)
             }
             Err(errors) => {
@@ -198,7 +229,8 @@ impl Store {
     }
 
     /// Like [`Store::rebuild`], with `files` replacing the file tokens if the build succeeds.
-    async fn rebuild_with(&self, files: Option<Vec<Token>>) -> Result<(), Vec<String>> {
+    /// The file tokens are shared between `files` and the snapshots, never copied.
+    async fn rebuild_with(&self, files: Option<Vec<Arc<Token>>>) -> Result<(), Vec<String>> {
         let _guard = self.rebuild_lock.lock().await;
         if self.db_url.is_some() && self.db.get().is_none() {
             // Keep good files for the first build, which follows the database connection.
@@ -218,15 +250,15 @@ impl Store {
         let from_files = tokens.len();
         let mut from_db = 0;
         if let Some(db) = self.db.get() {
-            let mut stored = db
+            let stored = db
                 .tokens()
                 .await
                 .map_err(|errs| errs.iter().map(DbError::to_string).collect::<Vec<_>>())?;
             from_db = stored.len();
-            tokens.append(&mut stored);
+            tokens.extend(stored.into_iter().map(Arc::new));
         }
         if let Some(b) = &self.bootstrap {
-            tokens.push(b.clone());
+            tokens.push(Arc::new(b.clone()));
         }
         let generation = self.generation.load(Ordering::Relaxed) + 1;
         let snapshot = Snapshot::build(tokens, generation)
