@@ -39,6 +39,43 @@ struct Usage {
     dirty: bool,
 }
 
+type LoaderJob = Box<dyn FnOnce() + Send>;
+
+/// Runs `job` on the token loader: one long-lived thread that reads and parses the token files.
+/// Their records are allocated in that thread's heap, and mimalloc gives a page back only from
+/// the thread that owns it: so freeing a replaced set and collecting happen there too (a
+/// blocking-pool thread would be a different one each time, or gone). The job is sent at
+/// once; the returned future only waits for its result.
+fn on_loader<R: Send + 'static>(
+    job: impl FnOnce() -> R + Send + 'static,
+) -> impl std::future::Future<Output = Result<R, String>> {
+    static LOADER: OnceLock<Mutex<std::sync::mpsc::Sender<LoaderJob>>> = OnceLock::new();
+    let sender = LOADER.get_or_init(|| {
+        let (tx, rx) = std::sync::mpsc::channel::<LoaderJob>();
+        let spawned = std::thread::Builder::new()
+            .name("tollgate-tokens".into())
+            .spawn(move || {
+                for job in rx {
+                    // A panicking job drops its result sender; the thread goes on.
+                    let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(job));
+                }
+            });
+        if let Err(e) = spawned {
+            tracing::error!(error = %e, "cannot start the token loader thread");
+        }
+        Mutex::new(tx)
+    });
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let sent = lock(sender).send(Box::new(move || {
+        let _ = tx.send(job());
+    }));
+    async move {
+        sent.map_err(|_| "the token loader thread is not running".to_string())?;
+        rx.await
+            .map_err(|_| "reading the token files failed (internal error)".to_string())
+    }
+}
+
 /// Token files read and parsed: the digest of their contents, and their tokens or problems.
 type LoadedFiles = ([u8; 32], Result<Vec<Arc<Token>>, Vec<String>>);
 
@@ -160,11 +197,11 @@ impl Store {
             *lock(&self.files_digest)
         };
         // Reading and parsing a large file takes a while: not on the control-plane runtime.
-        let loaded = tokio::task::spawn_blocking(move || read_files(&paths, last_good)).await;
+        let loaded = on_loader(move || read_files(&paths, last_good)).await;
         let (digest, parsed) = match loaded {
             Ok(Some(loaded)) => loaded,
             Ok(None) => return Ok(false),
-            Err(e) => return Err(vec![format!("reading the token files failed: {e}")]),
+            Err(e) => return Err(vec![e]),
         };
         let result = match parsed {
             Ok(tokens) => self.rebuild_with(Some(tokens)).await,
@@ -180,7 +217,7 @@ impl Store {
                     .inc();
                 // The replaced set is freed by now (unless a request still holds it): give
                 // its pages back instead of keeping them for the next reload.
-                tokio::task::spawn_blocking(crate::memory::release_free_memory);
+                drop(on_loader(crate::memory::release_free_memory));
                 Ok(true)
             }
             Err(errors) => {
