@@ -213,18 +213,32 @@ fn name_in<'e>(events: &'e [Ev]) -> Option<&'e str> {
 }
 
 /// Checks one deserialized entry and turns it into a token, or reports its problems.
-fn validate(e: Entry, at: &str, source: &Source, errors: &mut Vec<String>) -> Option<Token> {
+/// `file` and `index` name the entry in errors.
+fn validate(
+    e: Entry,
+    file: &str,
+    index: usize,
+    source: &Source,
+    errors: &mut Vec<String>,
+) -> Option<Token> {
+    // Made only for an error: no string per good entry.
+    let at = || format!("{file}: tokens[{index}] (name {:?})", e.name);
     let before = errors.len();
     if !token::is_valid_id(&e.id) {
-        errors.push(format!("{at}: id {:?} must be 12 letters or digits", e.id));
+        errors.push(format!(
+            "{}: id {:?} must be 12 letters or digits",
+            at(),
+            e.id
+        ));
     }
     if !valid_name(&e.name) {
         errors.push(format!(
-            "{at}: name must be 1-64 letters, digits, '-', '_', '.' or '@'"
+            "{}: name must be 1-64 letters, digits, '-', '_', '.' or '@'",
+            at()
         ));
     }
     let hash = token::validate_phc(&e.hash)
-        .map_err(|err| errors.push(format!("{at}: hash: {err}")))
+        .map_err(|err| errors.push(format!("{}: hash: {err}", at())))
         .ok();
     let mut routes = Vec::with_capacity(e.routes.len());
     for (j, r) in e.routes.iter().enumerate() {
@@ -233,7 +247,7 @@ fn validate(e: Entry, at: &str, source: &Source, errors: &mut Vec<String>) -> Op
                 pattern,
                 access: r.access,
             }),
-            Err(reason) => errors.push(format!("{at}: routes[{j}]: {reason}")),
+            Err(reason) => errors.push(format!("{}: routes[{j}]: {reason}", at())),
         }
     }
     if errors.len() > before {
@@ -390,8 +404,7 @@ fn read_entries<'a>(
         r.collect_node(ev, &mut buf)?;
         match Entry::deserialize(&mut De::new(&buf)) {
             Ok(e) => {
-                let at = format!("{file}: tokens[{i}] (name {:?})", e.name);
-                if let Some(t) = validate(e, &at, source, errors) {
+                if let Some(t) = validate(e, file, i, source, errors) {
                     if errors.is_empty() {
                         tokens.push(t);
                     }
