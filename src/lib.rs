@@ -10,6 +10,7 @@ pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod logging;
+pub mod memory;
 pub mod metrics;
 pub mod proxy;
 pub mod ratelimit;

@@ -158,18 +158,27 @@ pub fn required_permission(method: &http::Method) -> Permission {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum Seg {
-    Literal(String),
-    Glob(String),
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SegKind {
+    Literal,
+    Glob,
     AnyDeep,
+}
+
+/// One segment of a pattern: its kind and its byte range in the pattern's source (no string of
+/// its own: a token set can hold hundreds of thousands of routes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Seg {
+    kind: SegKind,
+    start: u32,
+    end: u32,
 }
 
 /// A compiled route pattern.
 #[derive(Clone, PartialEq, Eq)]
 pub struct RoutePattern {
-    source: String,
-    segs: Vec<Seg>,
+    source: Box<str>,
+    segs: Box<[Seg]>,
 }
 
 impl fmt::Debug for RoutePattern {
@@ -187,6 +196,9 @@ impl RoutePattern {
         if source.contains(['?', '#']) {
             return Err(format!("route {source:?} cannot hold ? or #"));
         }
+        if u32::try_from(source.len()).is_err() {
+            return Err("route is too long".into());
+        }
         let normalized = normalize_path(source).map_err(|e| format!("route {source:?}: {e}"))?;
         if normalized != source && normalized.trim_end_matches('/') != source.trim_end_matches('/')
         {
@@ -194,21 +206,34 @@ impl RoutePattern {
                 "route {source:?} is not in normal form (write it as {normalized:?})"
             ));
         }
+        // The source differs from its normal form at most in trailing slashes: same segments.
         let mut segs = Vec::new();
-        for s in normalized.split('/').filter(|s| !s.is_empty()) {
-            segs.push(if s == "**" {
-                Seg::AnyDeep
+        let mut offset = 0;
+        for s in source.split('/') {
+            let (start, end) = (offset, offset + s.len());
+            offset = end + 1;
+            if s.is_empty() {
+                continue;
+            }
+            let kind = if s == "**" {
+                SegKind::AnyDeep
             } else if s.contains("**") {
                 return Err(format!("route {source:?}: ** must be a whole segment"));
             } else if s.contains('*') {
-                Seg::Glob(s.to_string())
+                SegKind::Glob
             } else {
-                Seg::Literal(s.to_string())
+                SegKind::Literal
+            };
+            // In range: the source's length fits in u32 (checked above).
+            segs.push(Seg {
+                kind,
+                start: start as u32,
+                end: end as u32,
             });
         }
         Ok(RoutePattern {
-            source: source.to_string(),
-            segs,
+            source: source.into(),
+            segs: segs.into_boxed_slice(),
         })
     }
 
@@ -225,23 +250,28 @@ impl RoutePattern {
 
     /// Like [`RoutePattern::matches`], on a path already split into segments.
     pub fn matches_segments(&self, segs: &[&str]) -> bool {
-        match_segs(&self.segs, segs)
+        match_segs(&self.source, &self.segs, segs)
     }
 }
 
-fn match_segs(pat: &[Seg], path: &[&str]) -> bool {
+fn match_segs(source: &str, pat: &[Seg], path: &[&str]) -> bool {
     match pat.split_first() {
         None => true,
-        Some((Seg::AnyDeep, rest)) => (0..=path.len()).any(|k| match_segs(rest, &path[k..])),
+        Some((seg, rest)) if seg.kind == SegKind::AnyDeep => {
+            (0..=path.len()).any(|k| match_segs(source, rest, &path[k..]))
+        }
         Some((seg, rest)) => match path.split_first() {
             None => false,
             Some((first, more)) => {
-                let ok = match seg {
-                    Seg::Literal(l) => l == first,
-                    Seg::Glob(g) => glob(g.as_bytes(), first.as_bytes()),
-                    Seg::AnyDeep => unreachable!("handled above"),
+                let text = source
+                    .get(seg.start as usize..seg.end as usize)
+                    .unwrap_or_default();
+                let ok = if seg.kind == SegKind::Literal {
+                    text == *first
+                } else {
+                    glob(text.as_bytes(), first.as_bytes())
                 };
-                ok && match_segs(rest, more)
+                ok && match_segs(source, rest, more)
             }
         },
     }

@@ -39,13 +39,97 @@ struct Usage {
     dirty: bool,
 }
 
+type LoaderJob = Box<dyn FnOnce() + Send>;
+
+/// Runs `job` on the token loader: one long-lived thread that reads and parses the token files.
+/// Their records are allocated in that thread's heap, and mimalloc gives a page back only from
+/// the thread that owns it: so freeing a replaced set and collecting happen there too (a
+/// blocking-pool thread would be a different one each time, or gone). The job is sent at
+/// once; the returned future only waits for its result.
+fn on_loader<R: Send + 'static>(
+    job: impl FnOnce() -> R + Send + 'static,
+) -> impl std::future::Future<Output = Result<R, String>> {
+    static LOADER: OnceLock<Mutex<std::sync::mpsc::Sender<LoaderJob>>> = OnceLock::new();
+    let sender = LOADER.get_or_init(|| {
+        let (tx, rx) = std::sync::mpsc::channel::<LoaderJob>();
+        let spawned = std::thread::Builder::new()
+            .name("tollgate-tokens".into())
+            .spawn(move || {
+                for job in rx {
+                    // A panicking job drops its result sender; the thread goes on.
+                    let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(job));
+                }
+            });
+        if let Err(e) = spawned {
+            tracing::error!(error = %e, "cannot start the token loader thread");
+        }
+        Mutex::new(tx)
+    });
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let sent = lock(sender).send(Box::new(move || {
+        let _ = tx.send(job());
+    }));
+    async move {
+        sent.map_err(|_| "the token loader thread is not running".to_string())?;
+        rx.await
+            .map_err(|_| "reading the token files failed (internal error)".to_string())
+    }
+}
+
+/// Token files read and parsed: the digest of their contents, and their tokens or problems.
+type LoadedFiles = ([u8; 32], Result<Vec<Arc<Token>>, Vec<String>>);
+
+/// Reads every token file; `None` when their contents have the digest `unchanged` (the last
+/// good load), else the digest and the parse of every file (all files' problems together).
+fn read_files(paths: &[std::path::PathBuf], unchanged: Option<[u8; 32]>) -> Option<LoadedFiles> {
+    let mut digest = Sha256::new();
+    let mut texts = Vec::with_capacity(paths.len());
+    for path in paths {
+        let text = std::fs::read_to_string(path);
+        digest.update(path.as_os_str().as_encoded_bytes());
+        match &text {
+            Ok(t) => {
+                digest.update([1]);
+                digest.update((t.len() as u64).to_le_bytes());
+                digest.update(t.as_bytes());
+            }
+            Err(e) => digest.update(format!("\0{e}").as_bytes()),
+        }
+        texts.push((path, text));
+    }
+    let digest: [u8; 32] = digest.finalize().into();
+    if unchanged == Some(digest) {
+        return None;
+    }
+    let mut tokens = Vec::new();
+    let mut errors = Vec::new();
+    for (path, text) in texts {
+        let name = path.display().to_string();
+        match text {
+            Ok(t) => match yaml::parse(&name, &t) {
+                Ok(t) => tokens.extend(t.into_iter().map(Arc::new)),
+                Err(mut e) => errors.append(&mut e),
+            },
+            Err(e) => errors.push(format!("{name}: cannot read token file: {e}")),
+        }
+    }
+    Some((
+        digest,
+        if errors.is_empty() {
+            Ok(tokens)
+        } else {
+            Err(errors)
+        },
+    ))
+}
+
 /// Everything about the token set that lives across snapshots.
 pub struct Store {
     /// The snapshot the proxy reads.
     pub set: Arc<TokenSet>,
     db_url: Option<String>,
     db: OnceLock<Database>,
-    files: Mutex<Vec<Token>>,
+    files: Mutex<Vec<Arc<Token>>>,
     file_paths: Vec<std::path::PathBuf>,
     files_digest: Mutex<Option<[u8; 32]>>,
     failed_digest: Mutex<Option<[u8; 32]>>,
@@ -106,41 +190,22 @@ impl Store {
     /// one changes nothing, and its problems are logged once per distinct content.
     /// Returns whether a new snapshot was built.
     pub async fn reload_files(&self, force: bool) -> Result<bool, Vec<String>> {
-        let mut digest = Sha256::new();
-        let mut texts = Vec::with_capacity(self.file_paths.len());
-        for path in &self.file_paths {
-            let text = std::fs::read_to_string(path);
-            digest.update(path.as_os_str().as_encoded_bytes());
-            match &text {
-                Ok(t) => {
-                    digest.update([1]);
-                    digest.update((t.len() as u64).to_le_bytes());
-                    digest.update(t.as_bytes());
-                }
-                Err(e) => digest.update(format!("\0{e}").as_bytes()),
-            }
-            texts.push((path, text));
-        }
-        let digest: [u8; 32] = digest.finalize().into();
-        if !force && *lock(&self.files_digest) == Some(digest) {
-            return Ok(false);
-        }
-        let mut tokens = Vec::new();
-        let mut errors = Vec::new();
-        for (path, text) in texts {
-            let name = path.display().to_string();
-            match text {
-                Ok(t) => match yaml::parse(&name, &t) {
-                    Ok(mut t) => tokens.append(&mut t),
-                    Err(mut e) => errors.append(&mut e),
-                },
-                Err(e) => errors.push(format!("{name}: cannot read token file: {e}")),
-            }
-        }
-        let result = if errors.is_empty() {
-            self.rebuild_with(Some(tokens)).await
+        let paths = self.file_paths.clone();
+        let last_good = if force {
+            None
         } else {
-            Err(errors)
+            *lock(&self.files_digest)
+        };
+        // Reading and parsing a large file takes a while: not on the control-plane runtime.
+        let loaded = on_loader(move || read_files(&paths, last_good)).await;
+        let (digest, parsed) = match loaded {
+            Ok(Some(loaded)) => loaded,
+            Ok(None) => return Ok(false),
+            Err(e) => return Err(vec![e]),
+        };
+        let result = match parsed {
+            Ok(tokens) => self.rebuild_with(Some(tokens)).await,
+            Err(errors) => Err(errors),
         };
         match result {
             Ok(()) => {
@@ -150,6 +215,9 @@ impl Store {
                     .reloads
                     .with_label_values(&["file", "success"])
                     .inc();
+                // The replaced set is freed by now (unless a request still holds it): give
+                // its pages back instead of keeping them for the next reload.
+                drop(on_loader(crate::memory::release_free_memory));
                 Ok(true)
             }
             Err(errors) => {
@@ -198,7 +266,8 @@ impl Store {
     }
 
     /// Like [`Store::rebuild`], with `files` replacing the file tokens if the build succeeds.
-    async fn rebuild_with(&self, files: Option<Vec<Token>>) -> Result<(), Vec<String>> {
+    /// The file tokens are shared between `files` and the snapshots, never copied.
+    async fn rebuild_with(&self, files: Option<Vec<Arc<Token>>>) -> Result<(), Vec<String>> {
         let _guard = self.rebuild_lock.lock().await;
         if self.db_url.is_some() && self.db.get().is_none() {
             // Keep good files for the first build, which follows the database connection.
@@ -218,15 +287,15 @@ impl Store {
         let from_files = tokens.len();
         let mut from_db = 0;
         if let Some(db) = self.db.get() {
-            let mut stored = db
+            let stored = db
                 .tokens()
                 .await
                 .map_err(|errs| errs.iter().map(DbError::to_string).collect::<Vec<_>>())?;
             from_db = stored.len();
-            tokens.append(&mut stored);
+            tokens.extend(stored.into_iter().map(Arc::new));
         }
         if let Some(b) = &self.bootstrap {
-            tokens.push(b.clone());
+            tokens.push(Arc::new(b.clone()));
         }
         let generation = self.generation.load(Ordering::Relaxed) + 1;
         let snapshot = Snapshot::build(tokens, generation)

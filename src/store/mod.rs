@@ -6,6 +6,7 @@ mod live;
 pub mod manage;
 mod snapshot;
 pub mod yaml;
+mod yaml_events;
 
 pub use live::Store;
 pub use snapshot::{Snapshot, SnapshotError, TokenSet};

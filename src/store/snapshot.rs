@@ -47,15 +47,20 @@ fn origin(t: &Token) -> String {
 }
 
 impl Snapshot {
-    /// Indexes `tokens`, refusing duplicate ids or names.
-    pub fn build(tokens: Vec<Token>, generation: u64) -> Result<Self, Vec<SnapshotError>> {
+    /// Indexes `tokens` (owned or already shared), refusing duplicate ids or names.
+    pub fn build<T: Into<Arc<Token>>>(
+        tokens: impl IntoIterator<Item = T>,
+        generation: u64,
+    ) -> Result<Self, Vec<SnapshotError>> {
+        let tokens = tokens.into_iter();
         let mut errors = Vec::new();
         let mut s = Snapshot {
             generation,
-            ..Default::default()
+            by_id: HashMap::with_capacity(tokens.size_hint().0),
+            by_name: HashMap::with_capacity(tokens.size_hint().0),
         };
         for t in tokens {
-            let t = Arc::new(t);
+            let t: Arc<Token> = t.into();
             if let Some(prev) = s.by_id.get(&t.id) {
                 errors.push(SnapshotError::DuplicateId {
                     id: t.id.to_string(),

@@ -1,26 +1,37 @@
 //! YAML token files: a top-level `tokens:` list of records. A file is read whole and refused
 //! whole: every bad entry is reported with file, entry and reason.
+//!
+//! The file is read as a stream of YAML events, one entry at a time (a 100,000-token file would
+//! otherwise hold every event of it in memory at once): each entry's events are buffered, with
+//! aliases expanded, and deserialized on their own, so a bad entry does not hide the next ones.
 
+use std::borrow::Cow;
+use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 use std::path::Path;
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
+use saphyr_parser::{Event, Parser, ScalarStyle, StrInput};
 use serde::Deserialize;
 
+use super::yaml_events::{is_null, position, De, Ev};
 use crate::auth::RoutePattern;
 use crate::token::{self, Access, Permission, RateLimitRule, Route, Source, Token};
 
-/// A token record as written in a file.
+/// A token record as written in a file; strings borrow from the file's text where they can.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct Entry {
-    id: String,
-    name: String,
-    hash: String,
+struct Entry<'a> {
+    #[serde(borrow)]
+    id: Cow<'a, str>,
+    #[serde(borrow)]
+    name: Cow<'a, str>,
+    #[serde(borrow)]
+    hash: Cow<'a, str>,
     permission: Permission,
-    #[serde(default)]
-    routes: Vec<RouteEntry>,
+    #[serde(default, borrow)]
+    routes: Vec<RouteEntry<'a>>,
     #[serde(default)]
     expires_at: Option<DateTime<Utc>>,
     #[serde(default)]
@@ -33,16 +44,10 @@ struct Entry {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct RouteEntry {
-    path: String,
+struct RouteEntry<'a> {
+    #[serde(borrow)]
+    path: Cow<'a, str>,
     access: Access,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Document {
-    #[serde(default)]
-    tokens: Option<Vec<Entry>>,
 }
 
 /// True if `name` is usable as a token name (and thus as a Basic username).
@@ -57,72 +62,363 @@ pub fn valid_name(name: &str) -> bool {
 /// A generation for a file record: changes whenever its secret hash or rights change.
 fn generation_of(e: &Entry) -> u64 {
     let mut h = std::collections::hash_map::DefaultHasher::new();
-    e.hash.hash(&mut h);
+    e.hash.as_ref().hash(&mut h);
     e.permission.hash(&mut h);
     for r in &e.routes {
-        r.path.hash(&mut h);
+        r.path.as_ref().hash(&mut h);
         r.access.hash(&mut h);
     }
     h.finish() | 1
 }
 
-/// Parses the text of a token file. `file` names it in errors.
-pub fn parse(file: &str, text: &str) -> Result<Vec<Token>, Vec<String>> {
-    let doc: Document = match serde_yaml_ng::from_str::<Option<Document>>(text) {
-        Ok(d) => d.unwrap_or(Document { tokens: None }),
-        Err(e) => return Err(vec![format!("{file}: {e}")]),
-    };
-    let source = Source::File(Arc::from(file));
-    let mut errors = Vec::new();
-    let entries = doc.tokens.unwrap_or_default();
-    let mut tokens = Vec::with_capacity(entries.len());
-    for (i, e) in entries.into_iter().enumerate() {
-        let at = format!("{file}: tokens[{i}] (name {:?})", e.name);
-        let before = errors.len();
-        if !token::is_valid_id(&e.id) {
-            errors.push(format!("{at}: id {:?} must be 12 letters or digits", e.id));
-        }
-        if !valid_name(&e.name) {
-            errors.push(format!(
-                "{at}: name must be 1-64 letters, digits, '-', '_', '.' or '@'"
-            ));
-        }
-        let hash = token::validate_phc(&e.hash)
-            .map_err(|err| errors.push(format!("{at}: hash: {err}")))
-            .ok();
-        let mut routes = Vec::with_capacity(e.routes.len());
-        for (j, r) in e.routes.iter().enumerate() {
-            match RoutePattern::parse(&r.path) {
-                Ok(pattern) => routes.push(Route {
-                    pattern,
-                    access: r.access,
-                }),
-                Err(reason) => errors.push(format!("{at}: routes[{j}]: {reason}")),
+/// Most events alias expansion and anchor recording may copy in one file (an alias bomb stops
+/// here instead of filling the memory).
+const MAX_COPIED_EVENTS: usize = 1_000_000;
+
+/// Why reading stopped: a syntax error, or a document that is not a token file.
+struct Fatal(String);
+
+/// Pulls events from the parser; expands aliases into the buffered entries.
+struct Reader<'a> {
+    parser: Parser<'a, StrInput<'a>>,
+    anchors: HashMap<usize, Vec<Ev<'a>>>,
+    copied: usize,
+}
+
+impl<'a> Reader<'a> {
+    fn next(&mut self) -> Result<Ev<'a>, Fatal> {
+        match self.parser.next() {
+            Some(Ok(ev)) => Ok(ev),
+            Some(Err(e)) => {
+                let m = e.marker();
+                Err(Fatal(format!(
+                    "{} at line {} column {}",
+                    e.info(),
+                    m.line(),
+                    m.col() + 1
+                )))
             }
+            None => Err(Fatal("unexpected end of the YAML stream".into())),
         }
-        if errors.len() > before {
-            continue;
-        }
-        let Some(hash) = hash else { continue };
-        tokens.push(Token {
-            id: Arc::from(e.id.as_str()),
-            name: Arc::from(e.name.as_str()),
-            generation: generation_of(&e),
-            description: e.description,
-            hash,
-            permission: e.permission,
-            routes,
-            created_at: e.created_at,
-            expires_at: e.expires_at,
-            rate_limit: e.rate_limit,
-            source: source.clone(),
-        });
     }
+
+    fn copy_allowance(&mut self, n: usize, ev: &Ev) -> Result<(), Fatal> {
+        self.copied += n;
+        if self.copied > MAX_COPIED_EVENTS {
+            let (line, col) = position(&ev.1);
+            return Err(Fatal(format!(
+                "anchors and aliases expand to too much data (more than {MAX_COPIED_EVENTS} events) at line {line} column {col}"
+            )));
+        }
+        Ok(())
+    }
+
+    /// Appends the whole node starting with `first` to `buf`: aliases replaced by a copy of
+    /// their anchor's events, anchored nodes recorded for later aliases.
+    fn collect_node(&mut self, first: Ev<'a>, buf: &mut Vec<Ev<'a>>) -> Result<(), Fatal> {
+        // Open anchored collections: (anchor, depth inside it, start in buf).
+        let mut open: Vec<(usize, usize, usize)> = Vec::new();
+        let mut depth = 0usize;
+        let mut ev = first;
+        loop {
+            match &ev.0 {
+                Event::Alias(id) => {
+                    let Some(recorded) = self.anchors.get(id) else {
+                        let (line, col) = position(&ev.1);
+                        return Err(Fatal(format!(
+                            "alias to an unknown anchor at line {line} column {col}"
+                        )));
+                    };
+                    let n = recorded.len();
+                    // Borrow juggling: copy out after the allowance check.
+                    self.copy_allowance(n, &ev)?;
+                    let recorded = &self.anchors[id];
+                    buf.extend_from_slice(recorded);
+                }
+                Event::Scalar(_, _, anchor, _) => {
+                    let anchor = *anchor;
+                    buf.push(ev);
+                    if anchor != 0 {
+                        let last = buf[buf.len() - 1].clone();
+                        self.copy_allowance(1, &last)?;
+                        self.anchors.insert(anchor, vec![last]);
+                    }
+                }
+                Event::SequenceStart(anchor, _) | Event::MappingStart(anchor, _) => {
+                    if *anchor != 0 {
+                        open.push((*anchor, depth, buf.len()));
+                    }
+                    buf.push(ev);
+                    depth += 1;
+                }
+                Event::SequenceEnd | Event::MappingEnd => {
+                    buf.push(ev);
+                    depth = depth.saturating_sub(1);
+                    if let Some(&(anchor, d, start)) = open.last() {
+                        if d == depth {
+                            open.pop();
+                            let n = buf.len() - start;
+                            let at = buf[start].clone();
+                            self.copy_allowance(n, &at)?;
+                            self.anchors.insert(anchor, buf[start..].to_vec());
+                        }
+                    }
+                }
+                _ => {
+                    let (line, col) = position(&ev.1);
+                    return Err(Fatal(format!(
+                        "unexpected YAML structure at line {line} column {col}"
+                    )));
+                }
+            }
+            if depth == 0 {
+                return Ok(());
+            }
+            ev = self.next()?;
+        }
+    }
+}
+
+/// The `name:` of a buffered entry, if it has a plain one (for naming a refused entry).
+fn name_in<'e>(events: &'e [Ev]) -> Option<&'e str> {
+    if !matches!(events.first(), Some((Event::MappingStart(..), _))) {
+        return None;
+    }
+    let mut depth = 0usize;
+    let mut is_key = true;
+    let mut want_value = false;
+    for (ev, _) in &events[1..] {
+        match ev {
+            Event::Scalar(v, ..) if depth == 0 => {
+                if is_key {
+                    want_value = v == "name";
+                } else if want_value {
+                    return Some(v);
+                }
+                is_key = !is_key;
+            }
+            Event::SequenceStart(..) | Event::MappingStart(..) => depth += 1,
+            Event::SequenceEnd | Event::MappingEnd if depth == 0 => return None,
+            Event::SequenceEnd | Event::MappingEnd => {
+                depth -= 1;
+                if depth == 0 {
+                    is_key = !is_key;
+                    want_value = false;
+                }
+            }
+            _ => {}
+        }
+    }
+    None
+}
+
+/// Checks one deserialized entry and turns it into a token, or reports its problems.
+/// `file` and `index` name the entry in errors.
+fn validate(
+    e: Entry,
+    file: &str,
+    index: usize,
+    source: &Source,
+    errors: &mut Vec<String>,
+) -> Option<Token> {
+    // Made only for an error: no string per good entry.
+    let at = || format!("{file}: tokens[{index}] (name {:?})", e.name);
+    let before = errors.len();
+    if !token::is_valid_id(&e.id) {
+        errors.push(format!(
+            "{}: id {:?} must be 12 letters or digits",
+            at(),
+            e.id
+        ));
+    }
+    if !valid_name(&e.name) {
+        errors.push(format!(
+            "{}: name must be 1-64 letters, digits, '-', '_', '.' or '@'",
+            at()
+        ));
+    }
+    let hash = token::validate_phc(&e.hash)
+        .map_err(|err| errors.push(format!("{}: hash: {err}", at())))
+        .ok();
+    let mut routes = Vec::with_capacity(e.routes.len());
+    for (j, r) in e.routes.iter().enumerate() {
+        match RoutePattern::parse(&r.path) {
+            Ok(pattern) => routes.push(Route {
+                pattern,
+                access: r.access,
+            }),
+            Err(reason) => errors.push(format!("{}: routes[{j}]: {reason}", at())),
+        }
+    }
+    if errors.len() > before {
+        return None;
+    }
+    let hash = hash?;
+    Some(Token {
+        id: Arc::from(e.id.as_ref()),
+        name: Arc::from(e.name.as_ref()),
+        generation: generation_of(&e),
+        description: e.description,
+        hash,
+        permission: e.permission,
+        routes,
+        created_at: e.created_at,
+        expires_at: e.expires_at,
+        rate_limit: e.rate_limit,
+        source: source.clone(),
+    })
+}
+
+/// Parses the text of a token file. `file` names it in errors. Never panics: a failure inside
+/// the YAML parser is reported as a refusal of the file.
+pub fn parse(file: &str, text: &str) -> Result<Vec<Token>, Vec<String>> {
+    std::panic::catch_unwind(|| parse_events(file, text)).unwrap_or_else(|_| {
+        Err(vec![format!(
+            "{file}: the YAML parser failed on this file (internal error)"
+        )])
+    })
+}
+
+fn parse_events(file: &str, text: &str) -> Result<Vec<Token>, Vec<String>> {
+    let mut r = Reader {
+        parser: Parser::new_from_str(text),
+        anchors: HashMap::new(),
+        copied: 0,
+    };
+    let mut tokens = Vec::new();
+    let mut errors = Vec::new();
+    let source = Source::File(Arc::from(file));
+    read_document(&mut r, file, &source, &mut tokens, &mut errors)
+        .map_err(|Fatal(e)| vec![format!("{file}: {e}")])?;
     if errors.is_empty() {
         Ok(tokens)
     } else {
         Err(errors)
     }
+}
+
+fn at_line(ev: &Ev) -> String {
+    let (line, col) = position(&ev.1);
+    format!("at line {line} column {col}")
+}
+
+/// Reads the stream: at most one document, a mapping whose only key is `tokens`.
+fn read_document<'a>(
+    r: &mut Reader<'a>,
+    file: &str,
+    source: &Source,
+    tokens: &mut Vec<Token>,
+    errors: &mut Vec<String>,
+) -> Result<(), Fatal> {
+    let mut ev = r.next()?;
+    if matches!(ev.0, Event::StreamStart) {
+        ev = r.next()?;
+    }
+    match ev.0 {
+        Event::StreamEnd => return Ok(()),
+        Event::DocumentStart(_) => {}
+        _ => return Err(Fatal(format!("expected a YAML document {}", at_line(&ev)))),
+    }
+    let root = r.next()?;
+    match &root.0 {
+        Event::Scalar(v, ScalarStyle::Plain, _, None) if is_null(v) => {}
+        Event::MappingStart(..) => {
+            let mut seen = false;
+            loop {
+                let key = r.next()?;
+                match &key.0 {
+                    Event::MappingEnd => break,
+                    Event::Scalar(k, ..) if k == "tokens" => {
+                        if seen {
+                            return Err(Fatal(format!(
+                                "duplicate field `tokens` {}",
+                                at_line(&key)
+                            )));
+                        }
+                        seen = true;
+                        let value = r.next()?;
+                        match &value.0 {
+                            Event::Scalar(v, ScalarStyle::Plain, _, None) if is_null(v) => {}
+                            Event::SequenceStart(..) => {
+                                read_entries(r, file, source, tokens, errors)?
+                            }
+                            _ => {
+                                return Err(Fatal(format!(
+                                    "tokens: expected a list of token records {}",
+                                    at_line(&value)
+                                )))
+                            }
+                        }
+                    }
+                    Event::Scalar(k, ..) => {
+                        return Err(Fatal(format!(
+                            "unknown field `{k}`, expected `tokens` {}",
+                            at_line(&key)
+                        )))
+                    }
+                    _ => {
+                        return Err(Fatal(format!(
+                            "expected the key `tokens` {}",
+                            at_line(&key)
+                        )))
+                    }
+                }
+            }
+        }
+        _ => {
+            return Err(Fatal(format!(
+                "expected a mapping with a `tokens:` list {}",
+                at_line(&root)
+            )))
+        }
+    }
+    let end = r.next()?;
+    if !matches!(end.0, Event::DocumentEnd) {
+        return Err(Fatal(format!("unexpected content {}", at_line(&end))));
+    }
+    let next = r.next()?;
+    match next.0 {
+        Event::StreamEnd => Ok(()),
+        _ => Err(Fatal(format!(
+            "a token file holds one YAML document; another starts {}",
+            at_line(&next)
+        ))),
+    }
+}
+
+/// Reads the entries of the `tokens` list (its start consumed) through its end.
+fn read_entries<'a>(
+    r: &mut Reader<'a>,
+    file: &str,
+    source: &Source,
+    tokens: &mut Vec<Token>,
+    errors: &mut Vec<String>,
+) -> Result<(), Fatal> {
+    let mut buf: Vec<Ev<'a>> = Vec::new();
+    for i in 0.. {
+        let ev = r.next()?;
+        if matches!(ev.0, Event::SequenceEnd) {
+            break;
+        }
+        buf.clear();
+        r.collect_node(ev, &mut buf)?;
+        match Entry::deserialize(&mut De::new(&buf)) {
+            Ok(e) => {
+                if let Some(t) = validate(e, file, i, source, errors) {
+                    if errors.is_empty() {
+                        tokens.push(t);
+                    }
+                }
+            }
+            Err(e) => {
+                let name = name_in(&buf)
+                    .map(|n| format!(" (name {n:?})"))
+                    .unwrap_or_default();
+                errors.push(format!("{file}: tokens[{i}]{name}: {e}"));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Reads and parses one token file.
@@ -177,6 +473,178 @@ mod tests {
         assert!(errs[0].contains("line"), "{errs:?}");
         let errs = parse("t.yaml", "tokenz: []\n").unwrap_err();
         assert!(errs[0].contains("unknown field"), "{errs:?}");
+    }
+
+    fn entry(id: &str, name: &str) -> String {
+        format!("  - {{id: {id}, name: {name}, hash: '{HASH}', permission: read}}\n")
+    }
+
+    #[test]
+    fn reads_any_yaml_style() {
+        // Flow style throughout, comments, quoting, block scalars, explicit document markers.
+        let flow = format!(
+            "# managed by hand\n---\n{{tokens: [{{id: AAAAAAAAAAAA, name: \"ci\", hash: \"{HASH}\", permission: write, routes: [{{path: '/p2/acme/*', access: read}}, {{path: /upload, access: write}}]}}, # first\n  {{id: BBBBBBBBBBBB, name: b, hash: '{HASH}', permission: read, rate_limit: {{requests: 5, period: 1m}}}}]}}\n...\n"
+        );
+        let t = parse("f.yaml", &flow).unwrap();
+        assert_eq!(t.len(), 2);
+        assert_eq!(&*t[0].name, "ci");
+        assert_eq!(t[0].permission, Permission::Write);
+        assert_eq!(t[0].routes.len(), 2);
+        assert_eq!(t[0].routes[1].access, Access::Write);
+        assert_eq!(
+            t[1].rate_limit,
+            Some(RateLimitRule::Limited {
+                requests: 5,
+                period: std::time::Duration::from_secs(60)
+            })
+        );
+        let block = format!(
+            "tokens: # the list\n\n  # a comment line\n  - id: AAAAAAAAAAAA   # trailing\n    name: ci\n    hash: >-\n      {HASH}\n    permission: read\n    description: |\n      two\n      lines\n    expires_at: ~\n    created_at: null\n    rate_limit: unlimited\n  - id: \"BBBBBBBBBBBB\"\n    name: 'b'\n    hash: {HASH}\n    permission: !!str read\n    rate_limit:\n      requests: 3\n      period: 30\n"
+        );
+        let t = parse("b.yaml", &block).unwrap();
+        assert_eq!(t.len(), 2);
+        assert_eq!(t[0].description.as_deref(), Some("two\nlines\n"));
+        assert_eq!(t[0].expires_at, None);
+        assert_eq!(t[0].rate_limit, Some(RateLimitRule::Unlimited));
+        assert_eq!(&*t[1].id, "BBBBBBBBBBBB");
+        assert_eq!(
+            t[1].rate_limit,
+            Some(RateLimitRule::Limited {
+                requests: 3,
+                period: std::time::Duration::from_secs(30)
+            })
+        );
+        for empty in [
+            "",
+            "# nothing\n",
+            "---\n",
+            "~\n",
+            "tokens:\n",
+            "tokens: ~\n",
+            "{}",
+            "tokens: []",
+        ] {
+            assert!(parse("e.yaml", empty).unwrap().is_empty(), "{empty:?}");
+        }
+    }
+
+    #[test]
+    fn anchors_and_aliases() {
+        let text = format!(
+            "tokens:\n  - id: AAAAAAAAAAAA\n    name: a\n    hash: &h '{HASH}'\n    permission: read\n    routes: &r [{{path: /a, access: read}}, {{path: /b/**, access: read}}]\n  - id: BBBBBBBBBBBB\n    name: b\n    hash: *h\n    permission: read\n    routes: *r\n"
+        );
+        let t = parse("a.yaml", &text).unwrap();
+        assert_eq!(t[1].routes.len(), 2);
+        assert_eq!(t[1].routes[1].pattern.as_str(), "/b/**");
+        assert_eq!(t[0].generation, t[1].generation);
+        let errs = parse("a.yaml", "tokens:\n  - *nope\n").unwrap_err();
+        assert!(errs[0].contains("line 2"), "{errs:?}");
+        // An alias bomb stops at the copy limit instead of filling the memory.
+        let mut bomb = String::from("tokens:\n  - {a: &a [x, x, x, x, x, x, x, x, x, x]");
+        for (i, c) in "bcdefghi".chars().enumerate() {
+            let prev = (b'a' + i as u8) as char;
+            bomb += &format!(", {c}: &{c} [*{prev}, *{prev}, *{prev}, *{prev}, *{prev}, *{prev}, *{prev}, *{prev}, *{prev}, *{prev}]");
+        }
+        bomb += "}\n";
+        let errs = parse("bomb.yaml", &bomb).unwrap_err();
+        assert!(errs[0].contains("too much data"), "{errs:?}");
+    }
+
+    #[test]
+    fn reports_schema_errors_of_every_entry() {
+        let text = format!(
+            "tokens:\n{}  - {{id: BBBBBBBBBBBB, name: b, hash: '{HASH}', permission: admin}}\n  - {{id: CCCCCCCCCCCC, name: c, hash: '{HASH}', permission: read, colour: red}}\n  - {{id: DDDDDDDDDDDD, hash: '{HASH}', permission: read}}\n  - {{id: short, name: e, hash: '{HASH}', permission: read, routes: [{{path: /x, access: all}}]}}\n  - [not, a, mapping]\n{}",
+            entry("AAAAAAAAAAAA", "a"),
+            entry("FFFFFFFFFFFF", "f"),
+        );
+        let errs = parse("t.yaml", &text).unwrap_err();
+        assert_eq!(errs.len(), 5, "{errs:#?}");
+        assert!(
+            errs[0]
+                .starts_with("t.yaml: tokens[1] (name \"b\"): permission: unknown variant `admin`")
+                && errs[0].ends_with(&format!(
+                    "at line 3 column {}",
+                    text.lines().nth(2).unwrap().find("admin").unwrap() + 1
+                )),
+            "{errs:#?}"
+        );
+        assert!(errs[1].starts_with("t.yaml: tokens[2] (name \"c\"): unknown field `colour`"));
+        assert!(errs[1].contains("line 4"), "{errs:#?}");
+        assert!(
+            errs[2].starts_with("t.yaml: tokens[3]: missing field `name` at line 5"),
+            "{errs:#?}"
+        );
+        assert!(
+            errs[3].starts_with(
+                "t.yaml: tokens[4] (name \"e\"): routes[0].access: unknown variant `all`"
+            ),
+            "{errs:#?}"
+        );
+        assert!(
+            errs[4].starts_with(
+                "t.yaml: tokens[5]: invalid type: sequence, expected struct Entry at line 7"
+            ),
+            "{errs:#?}"
+        );
+    }
+
+    #[test]
+    fn refuses_documents_that_are_not_token_files() {
+        for (text, want) in [
+            ("tokens: [\n  {id: x\n", "line"),
+            ("- a\n- b\n", "expected a mapping"),
+            ("tokens: 5\n", "expected a list"),
+            ("tokens: {a: b}\n", "expected a list"),
+            ("tokens: []\ntokens: []\n", "duplicate field `tokens`"),
+            ("tokens: []\n---\ntokens: []\n", "one YAML document"),
+            ("? [a]\n: b\n", "expected the key `tokens`"),
+            ("tokens:\n  - id: a\n   name: b\n", "line 3"),
+            ("tokens: [{id: \"\\q\"}]\n", "line 1"),
+        ] {
+            let errs = parse("t.yaml", text).unwrap_err();
+            assert_eq!(errs.len(), 1, "{text:?}: {errs:?}");
+            assert!(errs[0].starts_with("t.yaml: "), "{text:?}: {errs:?}");
+            assert!(errs[0].contains(want), "{text:?}: {errs:?}");
+        }
+    }
+
+    #[test]
+    fn never_panics_on_odd_input() {
+        let inputs = [
+            "\t",
+            "- - -",
+            "{",
+            "}",
+            "[",
+            "]",
+            "&a [*a]",
+            "*x",
+            "tokens: &a\n  - *a\n",
+            "tokens: [&a {id: *a}]",
+            "%YAML 1.2\n---\ntokens: []",
+            "\u{feff}tokens: []",
+            "tokens: [!!str 1]",
+            "tokens: [{? [a]: b}]",
+            "tokens: [{id: {a: [b, {c: d}]}}]",
+            "tokens: [{permission: {read: [1]}}]",
+            "tokens: [{routes: [[], {}, ~]}]",
+            "tokens: [{rate_limit: {requests: -1, period: .inf}}]",
+            "tokens: [{id: !!int x}]",
+            "tokens: [{id: !!binary aGk=}]",
+            "'",
+            "\"",
+            "|",
+            ">",
+            "--- |\n  x",
+            "tokens:\n- |\n x",
+            "tokens: [{expires_at: 2030-13-45}]",
+            "tokens: [{name: 0x}]",
+            "tokens: [{name: -}]",
+        ];
+        for text in inputs {
+            let r = std::panic::catch_unwind(|| parse_events("t.yaml", text));
+            assert!(r.is_ok(), "panicked on {text:?}");
+        }
     }
 
     #[test]

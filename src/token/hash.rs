@@ -30,7 +30,7 @@ pub enum HashError {
 
 /// A validated argon2id PHC string. `Debug` does not print it.
 #[derive(Clone, PartialEq, Eq)]
-pub struct PhcHash(String);
+pub struct PhcHash(Box<str>);
 
 impl PhcHash {
     /// The PHC string, for storage.
@@ -82,7 +82,7 @@ pub fn validate_phc(phc: &str) -> Result<PhcHash, HashError> {
     if parsed.hash.is_none() || parsed.salt.is_none() {
         return Err(HashError::Syntax("missing salt or hash".into()));
     }
-    Ok(PhcHash(phc.to_string()))
+    Ok(PhcHash(phc.into()))
 }
 
 /// Verifies `secret` against a stored hash (constant-time compare inside argon2). CPU-heavy:
