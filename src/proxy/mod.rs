@@ -560,7 +560,12 @@ impl ProxyHttp for Proxy {
             // On plain parts, like the upstream request (see `prepare_upstream_request`): six
             // `insert_header`s on pingora's case-preserving header cost more than the rest of
             // the rate limiting. Names then go out in canonical case.
-            let reason = resp.get_reason_phrase().map(str::to_owned);
+            // Only a non-canonical reason phrase needs carrying over (and allocating).
+            let canonical = resp.status.canonical_reason();
+            let reason = resp
+                .get_reason_phrase()
+                .filter(|r| Some(*r) != canonical)
+                .map(str::to_owned);
             let mut parts: http::response::Parts =
                 std::mem::replace(resp, ResponseHeader::from(empty_response())).into();
             for (name, value) in ctx.rate_headers() {
