@@ -366,7 +366,7 @@ fn forwarded_for(previous: Option<&[u8]>, ip: std::net::IpAddr) -> HeaderValue {
 
 /// Formats `ip` into `buf`: IPv4 by hand (`Display` for `Ipv4Addr` costs ~1000
 /// instructions), IPv6 through `Display`.
-fn format_ip(ip: std::net::IpAddr, buf: &mut [u8; 48]) -> &[u8] {
+pub(crate) fn format_ip(ip: std::net::IpAddr, buf: &mut [u8; 48]) -> &[u8] {
     let mut len = 0;
     match ip {
         std::net::IpAddr::V4(v4) => {
@@ -638,7 +638,7 @@ impl ProxyHttp for Proxy {
         let elapsed = ctx.started.elapsed();
         METRICS.count_request(ctx.outcome, method_label(method));
         METRICS.observe_request(ctx.class, elapsed.as_secs_f64());
-        let (id, name) = match &ctx.token {
+        let (token_id, token_name) = match &ctx.token {
             Some(t) => (&*t.id, &*t.name),
             None => ("", ""),
         };
@@ -646,17 +646,16 @@ impl ProxyHttp for Proxy {
             .path
             .as_deref()
             .unwrap_or_else(|| session.req_header().uri.path());
-        tracing::info!(
-            target: "audit",
-            token_id = id,
-            token_name = name,
-            method = method.as_str(),
+        crate::audit::write(&crate::audit::Record {
+            token_id,
+            token_name,
+            method: method.as_str(),
             path,
             status,
-            outcome = ctx.outcome,
-            client = client_ip(session).map(tracing::field::display),
-            duration_ms = elapsed.as_secs_f64() * 1000.0,
-        );
+            outcome: ctx.outcome,
+            client: client_ip(session),
+            duration: elapsed,
+        });
     }
 }
 
