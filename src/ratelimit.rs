@@ -247,6 +247,10 @@ impl Decision {
     /// The response header fields, in a fixed order: `X-RateLimit-Limit`, `-Remaining`,
     /// `-Used`, `-Reset`, `RateLimit-Policy`, `RateLimit`, and `Retry-After` only when
     /// refused. `unix_now` is the wall clock (see [`Clock::unix_now`]).
+    ///
+    /// Every response of a limited token carries these, so the values are written back to
+    /// back into one buffer and each is a slice of it: two allocations instead of one per
+    /// value (`HeaderValue::from(u64)` and `format!` each allocate).
     pub fn headers(&self, unix_now: Duration) -> Vec<(HeaderName, HeaderValue)> {
         // The policy name is the same for every limit; any limit yields it.
         let name = Limit {
@@ -254,44 +258,67 @@ impl Decision {
             period: self.period,
         }
         .policy_name();
-        let mut h = Vec::with_capacity(7);
-        h.push((X_RATELIMIT_LIMIT.clone(), HeaderValue::from(self.limit)));
-        h.push((
-            X_RATELIMIT_REMAINING.clone(),
-            HeaderValue::from(self.remaining),
-        ));
-        h.push((X_RATELIMIT_USED.clone(), HeaderValue::from(self.used)));
-        h.push((
-            X_RATELIMIT_RESET.clone(),
-            HeaderValue::from(self.reset_at(unix_now)),
-        ));
-        h.push((
-            RATELIMIT_POLICY.clone(),
-            text_value(format!(
-                "\"{name}\";q={};w={}",
-                self.limit,
-                ceil_secs(self.period).max(1)
-            )),
-        ));
-        h.push((
-            RATELIMIT.clone(),
-            text_value(format!(
-                "\"{name}\";r={};t={}",
-                self.remaining,
-                self.reset_after_secs()
-            )),
-        ));
-        if let Some(secs) = self.retry_after_secs() {
-            h.push((RETRY_AFTER.clone(), HeaderValue::from(secs)));
+        let mut num = itoa::Buffer::new();
+        let mut buf: Vec<u8> = Vec::with_capacity(128);
+        let mut ends = [0usize; 7];
+        let mut put = |buf: &mut Vec<u8>, i: usize, parts: &[&[u8]]| {
+            for p in parts {
+                buf.extend_from_slice(p);
+            }
+            ends[i] = buf.len();
+        };
+        put(&mut buf, 0, &[num.format(self.limit).as_bytes()]);
+        put(&mut buf, 1, &[num.format(self.remaining).as_bytes()]);
+        put(&mut buf, 2, &[num.format(self.used).as_bytes()]);
+        put(
+            &mut buf,
+            3,
+            &[num.format(self.reset_at(unix_now)).as_bytes()],
+        );
+        let limit = num.format(self.limit).as_bytes();
+        put(&mut buf, 4, &[b"\"", name.as_bytes(), b"\";q=", limit]);
+        put(
+            &mut buf,
+            4,
+            &[b";w=", num.format(ceil_secs(self.period).max(1)).as_bytes()],
+        );
+        put(&mut buf, 5, &[b"\"", name.as_bytes(), b"\";r="]);
+        put(
+            &mut buf,
+            5,
+            &[num.format(self.remaining).as_bytes(), b";t="],
+        );
+        put(
+            &mut buf,
+            5,
+            &[num.format(self.reset_after_secs()).as_bytes()],
+        );
+        let retry = self.retry_after_secs();
+        if let Some(secs) = retry {
+            put(&mut buf, 6, &[num.format(secs).as_bytes()]);
+        }
+        let buf = bytes::Bytes::from(buf);
+        let names = [
+            &X_RATELIMIT_LIMIT,
+            &X_RATELIMIT_REMAINING,
+            &X_RATELIMIT_USED,
+            &X_RATELIMIT_RESET,
+            &RATELIMIT_POLICY,
+            &RATELIMIT,
+            &RETRY_AFTER,
+        ];
+        let count = if retry.is_some() { 7 } else { 6 };
+        let mut h = Vec::with_capacity(count);
+        let mut start = 0;
+        for (name, &end) in names.iter().zip(&ends).take(count) {
+            // Digits, `;`, `=`, quotes and the policy name: always a valid value.
+            let value = HeaderValue::from_maybe_shared(buf.slice(start..end))
+                .unwrap_or_else(|_| HeaderValue::from_static(""));
+            h.push(((*name).clone(), value));
+            start = end;
         }
         h
     }
-}
-
-/// A header value from text made of digits, `;`, `=`, quotes and the policy name (no copy).
-fn text_value(s: String) -> HeaderValue {
-    HeaderValue::from_maybe_shared(bytes::Bytes::from(s))
-        .unwrap_or_else(|_| HeaderValue::from_static(""))
 }
 
 /// Whole seconds in `d`, rounded up (saturating).
