@@ -123,6 +123,18 @@ fn read_files(paths: &[std::path::PathBuf], unchanged: Option<[u8; 32]>) -> Opti
     ))
 }
 
+/// Whether an event in a watched directory may concern a token file: one of their names, a
+/// name starting with `..` (Kubernetes swaps a `..data` symlink to a `..2026_…` directory), or
+/// an event naming no file (a rescan). Anything else written beside the token files (a log
+/// file, an editor's swap file) would otherwise re-read and re-digest them after every write.
+fn may_change_token_files(event: &notify::Event, names: &[std::ffi::OsString]) -> bool {
+    event.paths.is_empty()
+        || event.paths.iter().any(|p| match p.file_name() {
+            Some(n) => names.iter().any(|x| x == n) || n.as_encoded_bytes().starts_with(b".."),
+            None => true,
+        })
+}
+
 /// Everything about the token set that lives across snapshots.
 pub struct Store {
     /// The snapshot the proxy reads.
@@ -503,7 +515,15 @@ impl Store {
     pub async fn watch_files(&self, mut stop: tokio::sync::watch::Receiver<bool>) {
         use notify::Watcher;
         let (tx, mut events) = tokio::sync::mpsc::unbounded_channel::<()>();
-        let watcher = notify::recommended_watcher(move |_res: notify::Result<notify::Event>| {
+        let names: Vec<std::ffi::OsString> = self
+            .file_paths
+            .iter()
+            .filter_map(|p| p.file_name().map(ToOwned::to_owned))
+            .collect();
+        let watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
+            if res.is_ok_and(|e| !may_change_token_files(&e, &names)) {
+                return;
+            }
             let _ = tx.send(());
         });
         let mut watcher = match watcher {
@@ -623,6 +643,55 @@ impl Store {
         }
         if let Err(e) = self.flush_usage().await {
             tracing::warn!(error = %e, "writing last-use times at shutdown failed");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::may_change_token_files;
+    use notify::event::{CreateKind, Event, EventKind, ModifyKind, RenameMode};
+    use std::ffi::OsString;
+
+    fn event(kind: EventKind, paths: &[&str]) -> Event {
+        let mut e = Event::new(kind);
+        for p in paths {
+            e = e.add_path(p.into());
+        }
+        e
+    }
+
+    #[test]
+    fn only_events_that_may_change_token_files_count() {
+        let names = [OsString::from("tokens.yaml"), OsString::from("team.yml")];
+        let write = EventKind::Modify(ModifyKind::Any);
+        let yes = [
+            event(write, &["/etc/tollgate/tokens.yaml"]),
+            event(write, &["/etc/tollgate/team.yml"]),
+            // An editor's rename over the file; a Kubernetes `..data` swap.
+            event(
+                EventKind::Modify(ModifyKind::Name(RenameMode::Both)),
+                &[
+                    "/etc/tollgate/.tokens.yaml.swp",
+                    "/etc/tollgate/tokens.yaml",
+                ],
+            ),
+            event(
+                EventKind::Create(CreateKind::Any),
+                &["/etc/tollgate/..data_tmp"],
+            ),
+            event(EventKind::Any, &[]),
+        ];
+        let no = [
+            event(write, &["/etc/tollgate/access.log"]),
+            event(write, &["/etc/tollgate/tokens.yaml.swp"]),
+            event(write, &["/etc/tollgate/old-tokens.yaml"]),
+        ];
+        for e in &yes {
+            assert!(may_change_token_files(e, &names), "{e:?}");
+        }
+        for e in &no {
+            assert!(!may_change_token_files(e, &names), "{e:?}");
         }
     }
 }
