@@ -5,12 +5,12 @@
 //! per request but pick that one peer — no auth, no header rewriting, no logging, no metrics.
 //!
 //!     cargo build --release --example passthrough
-//!     target/release/examples/passthrough LISTEN UPSTREAM [THREADS]
+//!     target/release/examples/passthrough LISTEN UPSTREAM [THREADS [WORK_STEALING]]
 //!     target/release/examples/passthrough 127.0.0.1:8090 127.0.0.1:8081 2
 //!
-//! Without arguments, `PASSTHROUGH_LISTEN`, `PASSTHROUGH_UPSTREAM` and `PASSTHROUGH_THREADS`
-//! are read (defaults 127.0.0.1:8090, 127.0.0.1:80 and 2, like Tollgate on 2 cores). SIGINT
-//! stops it at once.
+//! Without arguments, `PASSTHROUGH_LISTEN`, `PASSTHROUGH_UPSTREAM`, `PASSTHROUGH_THREADS` and
+//! `PASSTHROUGH_WORK_STEALING` are read (defaults 127.0.0.1:8090, 127.0.0.1:80, 2 like Tollgate
+//! on 2 cores, and `true`, pingora's default). SIGINT stops it at once.
 
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::time::Duration;
@@ -52,6 +52,9 @@ fn main() {
     let threads: usize = arg_or_env(3, "PASSTHROUGH_THREADS", "2")
         .parse()
         .expect("THREADS must be a number");
+    let work_stealing: bool = arg_or_env(4, "PASSTHROUGH_WORK_STEALING", "true")
+        .parse()
+        .expect("WORK_STEALING must be true or false");
     // Resolve up front: HttpPeer::new panics on an address it cannot resolve.
     let addr: SocketAddr = upstream
         .to_socket_addrs()
@@ -69,6 +72,7 @@ fn main() {
 
     let conf = ServerConf {
         threads,
+        work_stealing,
         grace_period_seconds: Some(1),
         graceful_shutdown_timeout_seconds: Some(1),
         ..ServerConf::default()
@@ -78,6 +82,6 @@ fn main() {
     let mut proxy = http_proxy_service(&server.configuration, Passthrough { peer });
     proxy.add_tcp(&listen);
     server.add_service(proxy);
-    eprintln!("passthrough: {listen} -> {addr}, {threads} threads");
+    eprintln!("passthrough: {listen} -> {addr}, {threads} threads, work stealing {work_stealing}");
     server.run_forever();
 }

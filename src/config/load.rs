@@ -31,6 +31,7 @@ const TOP_LEVEL: &[&str] = &[
     "hashing",
     "log",
     "threads",
+    "work_stealing",
     "rate_limit",
     "shutdown",
     "tls",
@@ -190,6 +191,7 @@ fn build(col: &mut Collector, root: Value, source: String) -> Config {
     let threads = top.take_with("threads", 0usize, |v| {
         serde_yaml_ng::from_value::<usize>(v).map_err(|e| e.to_string())
     });
+    let work_stealing = top.take("work_stealing", true);
     let rate_limit = top.take(
         "rate_limit",
         crate::token::RateLimitRule::Limited {
@@ -362,6 +364,7 @@ fn build(col: &mut Collector, root: Value, source: String) -> Config {
         } else {
             threads
         },
+        work_stealing,
         rate_limit,
         shutdown_grace,
         tls,
