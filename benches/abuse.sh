@@ -37,7 +37,7 @@ mapfile -t P < <(free_ports 3)
 UP=${P[0]} TGP=${P[1]} ADMIN=${P[2]}
 start_nginx "$UP"
 
-TOKENS="$WORK/tokens.yaml"
+TOKENS="$WORK/tokens/tokens.yaml"   # a directory of its own: Tollgate watches it
 CONFIG="$WORK/tollgate.yaml"
 write_config "$CONFIG" "$TGP" "$ADMIN" "$UP" "$TOKENS" "$LOG_LEVEL" "${EXTRA_CONFIG:-}"
 log "hashing the tokens (argon2id, default parameters)"

@@ -12,6 +12,7 @@ TG="$ROOT/target/release/tollgate"
 PASSTHROUGH="$ROOT/target/release/examples/passthrough"
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/tollgate-bench.XXXXXX")
 chmod 755 "$WORK"
+mkdir -p "$WORK/tokens"   # token files live apart from the logs (Tollgate watches their directory)
 PIDS=()
 WATCHDOG=
 
@@ -68,6 +69,7 @@ tools() {
     need wrk wrk
     need curl curl
     need python3 python3
+    need caddy caddy
 }
 
 source_state() {
@@ -164,7 +166,7 @@ machine_info() {
     echo "date:    $(date -u '+%Y-%m-%d %H:%M:%S UTC')"
     echo "machine: $(nproc) cores, $(lscpu | sed -n 's/^Model name: *//p' | head -1), $(free -g | awk '/^Mem:/{print $2}') GiB RAM, $(uname -sr)"
     echo "commit:  $SOURCE_AT_START (when the script started)"
-    echo "tools:   $(wrk -v 2>&1 | head -1 | awk '{print "wrk", $2}'), $(nginx -v 2>&1 | sed 's/.*: //'), $(cd "$ROOT" && rustc --version | awk '{print "rustc", $2}')"
+    echo "tools:   $(wrk -v 2>&1 | head -1 | awk '{print "wrk", $2}'), $(nginx -v 2>&1 | sed 's/.*: //'), caddy $(caddy version 2>/dev/null | awk '{print $1}'), $(cd "$ROOT" && rustc --version | awk '{print "rustc", $2}')"
     echo "binary:  target/release/tollgate built $(date -u -r "$TG" '+%Y-%m-%d %H:%M UTC')"
     echo "build:   release profile $(sed -n '/^\[profile.release\]/,/^\[/p' "$ROOT/Cargo.toml" | grep '=' | tr '\n' ' ' | sed 's/ *$//'); allocator $(grep -h -A1 global_allocator "$ROOT"/src/main.rs "$ROOT"/src/lib.rs 2>/dev/null | sed -n 's/.*static [A-Z_]*: *\([^ =]*\).*/\1/p' | head -1 | grep . || echo 'system (glibc malloc)')"
     echo "load:    $(cut -d' ' -f1-3 /proc/loadavg) (1/5/15 min), compiler processes now: $(builds_running)"
@@ -226,6 +228,32 @@ EOF
     started $NGINX_PID
     wait_http "http://127.0.0.1:$up_port/small.bin" 10
     [ -z "$proxy_port" ] || wait_http "http://127.0.0.1:$proxy_port/small.bin" 10
+}
+
+# Caddy on 127.0.0.1:PORT: `basicauth` (bcrypt, Caddy's default cost; the Caddyfile form keeps
+# a cache of verified passwords, so a warm client pays bcrypt once) in front of reverse_proxy to
+# 127.0.0.1:UP_PORT; no access log (Caddy's default). start_caddy PORT UP_PORT USER PASSWORD
+start_caddy() {
+    local port=$1 up_port=$2 user=$3 password=$4 hash
+    mkdir -p "$WORK/caddy"
+    hash=$(caddy hash-password --plaintext "$password")
+    cat > "$WORK/caddy/Caddyfile" <<EOF
+{
+    admin off
+    auto_https off
+    persist_config off
+}
+http://127.0.0.1:$port {
+    basicauth {
+        $user $hash
+    }
+    reverse_proxy 127.0.0.1:$up_port
+}
+EOF
+    XDG_DATA_HOME="$WORK/caddy" XDG_CONFIG_HOME="$WORK/caddy" HOME="$WORK/caddy" \
+        caddy run --config "$WORK/caddy/Caddyfile" --adapter caddyfile > "$WORK/caddy/caddy.log" 2>&1 &
+    CADDY_PID=$!
+    started $CADDY_PID
 }
 
 # Waits until URL answers 200 (extra curl args after the timeout); fails after $2 seconds.

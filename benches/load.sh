@@ -2,21 +2,23 @@
 # Load benchmark (issue 9): Tollgate vs a bare pingora pass-through vs nginx proxy_pass vs the
 # upstream nginx itself, all on 127.0.0.1, measured with wrk in interleaved rounds.
 #
-#   bash benches/load.sh                 # builds release, then ~4.5 min of measurements
+#   bash benches/load.sh                 # builds release, then ~5.5 min of measurements
 #   ROUNDS=5 DURATION=5s bash benches/load.sh
 #   SKIP_BUILD=1 bash benches/load.sh    # use the binaries already in target/release
 #
-# Targets (the same wrk command and the same Authorization header for all of them):
+# Targets (the same wrk command for all of them):
 #   direct        nginx serving the files (1 KiB and 1 MiB, access_log off, keepalive)
 #   nginx-proxy   nginx proxy_pass to it, no auth, upstream keepalive 64
+#   caddy         Caddy reverse_proxy with basicauth (bcrypt, cached), Basic token:TOKEN
 #   passthrough   examples/passthrough.rs: pingora with only upstream_peer, same build
 #   tollgate-warn Tollgate, argon2id token (warm verification cache), log level warn
 #   tollgate-info the same with the default log level info (one JSON audit line per request)
 #   tollgate-rl   tollgate-warn with a rate-limited token (GCRA + 6 rate-limit response headers)
+# Every target gets `Authorization: Bearer TOKEN` but Caddy, which takes Basic `token:TOKEN`.
 # Each round runs every target on each file in a rotated order; the table shows medians over
 # rounds, and the ratio is the median of each round's req/s over direct nginx's in that round.
 # Everything started is stopped on exit; after the build and the wait for a quiet machine
-# (QUIET_WAIT, 240 s at most), the measurements end within BENCH_TIME_LIMIT (360 s).
+# (QUIET_WAIT, 240 s at most), the measurements end within BENCH_TIME_LIMIT (480 s).
 
 source "$(dirname "$0")/lib.sh"
 
@@ -28,10 +30,10 @@ CONNS=${WRK_CONNECTIONS:-32}
 tools
 build_release
 wait_quiet "${QUIET_WAIT:-240}"
-watchdog "${BENCH_TIME_LIMIT:-360}"
+watchdog "${BENCH_TIME_LIMIT:-480}"
 
 mapfile -t P < <(free_ports 8)
-UP=${P[0]} NGPROXY=${P[1]} PT=${P[2]} TGW=${P[3]} TGW_ADMIN=${P[4]} TGI=${P[5]} TGI_ADMIN=${P[6]}
+UP=${P[0]} NGPROXY=${P[1]} PT=${P[2]} TGW=${P[3]} TGW_ADMIN=${P[4]} TGI=${P[5]} TGI_ADMIN=${P[6]} CADDY=${P[7]}
 
 log "starting nginx (upstream :$UP, proxy_pass :$NGPROXY)"
 start_nginx "$UP" "$NGPROXY"
@@ -42,7 +44,7 @@ PT_PID=$!
 started $PT_PID
 wait_http "http://127.0.0.1:$PT/small.bin" 20
 
-TOKENS="$WORK/tokens.yaml"
+TOKENS="$WORK/tokens/tokens.yaml"   # a directory of its own: Tollgate watches it
 write_config "$WORK/tg-warn.yaml" "$TGW" "$TGW_ADMIN" "$UP" "$TOKENS" warn
 write_config "$WORK/tg-info.yaml" "$TGI" "$TGI_ADMIN" "$UP" "$TOKENS" info
 log "hashing the tokens (argon2id, default parameters)"
@@ -61,27 +63,34 @@ for port in $TGW $TGI; do
 done
 wait_http "http://127.0.0.1:$TGW/small.bin" 10 -H "Authorization: Bearer $TOKEN_RL"
 
+log "starting Caddy (:$CADDY)"
+start_caddy "$CADDY" "$UP" token "$TOKEN"
+CADDY_AUTH="Basic $(printf 'token:%s' "$TOKEN" | base64 -w0)"
+wait_http "http://127.0.0.1:$CADDY/small.bin" 20 -H "Authorization: $CADDY_AUTH"
+
 declare -A URL AUTH
 URL[direct]=http://127.0.0.1:$UP
 URL[nginx-proxy]=http://127.0.0.1:$NGPROXY
+URL[caddy]=http://127.0.0.1:$CADDY
 URL[passthrough]=http://127.0.0.1:$PT
 URL[tollgate-warn]=http://127.0.0.1:$TGW
 URL[tollgate-info]=http://127.0.0.1:$TGI
 URL[tollgate-rl]=http://127.0.0.1:$TGW
-for t in direct nginx-proxy passthrough tollgate-warn tollgate-info; do AUTH[$t]=$TOKEN; done
-AUTH[tollgate-rl]=$TOKEN_RL
+for t in direct nginx-proxy passthrough tollgate-warn tollgate-info; do AUTH[$t]="Bearer $TOKEN"; done
+AUTH[tollgate-rl]="Bearer $TOKEN_RL"
+AUTH[caddy]=$CADDY_AUTH
 # Whose CPU time is charged to each target (nginx: its workers, which serve both hops).
 NGINX_WORKERS=$(pgrep -P "$NGINX_PID" | tr '\n' ' ')
-declare -A PROCS=([direct]=$NGINX_WORKERS [nginx-proxy]=$NGINX_WORKERS [passthrough]=$PT_PID
+declare -A PROCS=([direct]=$NGINX_WORKERS [nginx-proxy]=$NGINX_WORKERS [caddy]=$CADDY_PID [passthrough]=$PT_PID
     [tollgate-warn]=$TGW_PID [tollgate-info]=$TGI_PID [tollgate-rl]=$TGW_PID)
-TARGETS=(direct nginx-proxy passthrough tollgate-warn tollgate-info tollgate-rl)
+TARGETS=(direct nginx-proxy caddy passthrough tollgate-warn tollgate-info tollgate-rl)
 FILES=(small.bin large.bin)
 
 # Every target answers 200 with the right size before anything is measured.
 for t in "${TARGETS[@]}"; do
     for f in "${FILES[@]}"; do
         got=$(curl -s -o /dev/null -w '%{http_code} %{size_download}' \
-            -H "Authorization: Bearer ${AUTH[$t]}" "${URL[$t]}/$f")
+            -H "Authorization: ${AUTH[$t]}" "${URL[$t]}/$f")
         want="200 $(stat -c %s "$WORK/www/$f")"
         [ "$got" = "$want" ] || die "$t /$f answered '$got', expected '$want'"
     done
@@ -99,7 +108,7 @@ for ((r = 0; r < ROUNDS; r++)); do
             # shellcheck disable=SC2086
             c0=$(cpu_ticks ${PROCS[$t]})
             wrk -t"$THREADS" -c"$CONNS" -d"$DURATION" --latency \
-                -H "Authorization: Bearer ${AUTH[$t]}" "${URL[$t]}/$f" > "$out" 2>&1 || true
+                -H "Authorization: ${AUTH[$t]}" "${URL[$t]}/$f" > "$out" 2>&1 || true
             # shellcheck disable=SC2086
             c1=$(cpu_ticks ${PROCS[$t]})
             foreign=$(cpu_foreign)
@@ -130,6 +139,7 @@ for r, t, f, rps, p50, p99, bad, err, foreign, cpu in rows:
 names = {
     "direct": "nginx direct (upstream)",
     "nginx-proxy": "nginx proxy_pass, no auth",
+    "caddy": "Caddy basicauth (bcrypt, cached)",
     "passthrough": "bare pingora pass-through",
     "tollgate-warn": "Tollgate, log warn",
     "tollgate-info": "Tollgate, log info (audit)",
