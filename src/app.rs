@@ -242,7 +242,6 @@ fn serve(explicit: Option<&Path>, args: &ServeArgs) -> anyhow::Result<()> {
     let grace = config.shutdown_grace;
     let conf = ServerConf {
         threads: config.threads,
-        work_stealing: config.work_stealing,
         // Our own drain below exits as soon as in-flight requests are done; pingora's grace
         // (which always sleeps in full) is only the backstop.
         grace_period_seconds: Some(grace.as_secs().max(1)),

@@ -31,7 +31,6 @@ const TOP_LEVEL: &[&str] = &[
     "hashing",
     "log",
     "threads",
-    "work_stealing",
     "rate_limit",
     "shutdown",
     "tls",
@@ -191,7 +190,6 @@ fn build(col: &mut Collector, root: Value, source: String) -> Config {
     let threads = top.take_with("threads", 0usize, |v| {
         serde_yaml_ng::from_value::<usize>(v).map_err(|e| e.to_string())
     });
-    let work_stealing = top.take("work_stealing", true);
     let rate_limit = top.take(
         "rate_limit",
         crate::token::RateLimitRule::Limited {
@@ -364,7 +362,6 @@ fn build(col: &mut Collector, root: Value, source: String) -> Config {
         } else {
             threads
         },
-        work_stealing,
         rate_limit,
         shutdown_grace,
         tls,

@@ -183,9 +183,6 @@ pub struct Config {
     pub log: LogConfig,
     /// Worker threads of the proxy service.
     pub threads: usize,
-    /// Whether the proxy's worker threads steal each other's work (one tokio runtime for all
-    /// of them) or each runs its connections alone (one runtime per thread).
-    pub work_stealing: bool,
     /// Default per-token rate limit (a token's own `rate_limit` overrides it).
     pub rate_limit: crate::token::RateLimitRule,
     /// Longest wait for in-flight requests after SIGTERM (pingora's own default, 300 s, outlasts
