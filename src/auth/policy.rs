@@ -5,6 +5,7 @@
 //! `/releases/x` but not `/releases-old`; `*` is one segment (or a glob inside a segment),
 //! `**` any number of segments.
 
+use std::borrow::Cow;
 use std::fmt;
 
 use crate::token::{Permission, Token};
@@ -72,12 +73,42 @@ fn is_npm_scope(decoded_so_far: &[u8], rest: &[u8]) -> bool {
 /// Normalizes a request path: decodes percent-encoded unreserved characters (and upper-cases
 /// the hex of the others), resolves `.` and `..`, collapses `//`, keeps a trailing `/`.
 /// Refuses encoded slashes, backslashes, NUL, bad encodings and escapes above the root.
-pub fn normalize_path(raw: &str) -> Result<String, PathError> {
+///
+/// A path that is already normal (the common case) is returned as it is, without copying.
+pub fn normalize_path(raw: &str) -> Result<Cow<'_, str>, PathError> {
+    if is_normal(raw.as_bytes()) {
+        Ok(Cow::Borrowed(raw))
+    } else {
+        normalize_slow(raw).map(Cow::Owned)
+    }
+}
+
+/// Whether `normalize_slow` would return `b` unchanged: absolute, no `%`, `\\` or NUL, and no
+/// empty, `.` or `..` segment but a trailing empty one.
+fn is_normal(b: &[u8]) -> bool {
+    if b.first() != Some(&b'/') {
+        return false;
+    }
+    let mut start = 1;
+    for i in 1..=b.len() {
+        if i == b.len() || b[i] == b'/' {
+            let seg = &b[start..i];
+            if (seg.is_empty() && i != b.len()) || seg == b"." || seg == b".." {
+                return false;
+            }
+            start = i + 1;
+        } else if matches!(b[i], b'%' | b'\\' | 0) {
+            return false;
+        }
+    }
+    true
+}
+
+fn normalize_slow(raw: &str) -> Result<String, PathError> {
     let bytes = raw.as_bytes();
     if bytes.first() != Some(&b'/') {
         return Err(PathError::NotAbsolute);
     }
-    // Fast path: nothing to decode and no dot or empty segments.
     let mut decoded = Vec::with_capacity(bytes.len());
     let mut i = 0;
     while i < bytes.len() {
@@ -395,6 +426,19 @@ mod tests {
                 normalize_path(input).as_deref().map_err(|e| *e),
                 *want,
                 "input {input:?}"
+            );
+            // The no-copy fast path takes only inputs the full one leaves unchanged (and
+            // leaves those with escapes, even when they stay as they are, to it).
+            let slow = normalize_slow(input);
+            assert_eq!(slow.as_deref().map_err(|e| *e), *want, "slow {input:?}");
+            if is_normal(input.as_bytes()) {
+                assert_eq!(slow.as_deref(), Ok(*input), "fast path for {input:?}");
+            }
+            let simple = !input.contains(['%', '\\', '\0']);
+            assert_eq!(
+                is_normal(input.as_bytes()),
+                simple && slow.as_deref() == Ok(*input),
+                "fast path for {input:?}"
             );
         }
     }
