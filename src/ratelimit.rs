@@ -417,7 +417,8 @@ impl Bucket {
 /// Per-token GCRA limiter: one bucket per token id, in a sharded map.
 #[derive(Debug)]
 pub struct RateLimiter<C: Clock = SystemClock> {
-    buckets: DashMap<Arc<str>, Bucket>,
+    /// Keyed by ids of known tokens; foldhash (seeded per process) rather than SipHash.
+    buckets: DashMap<Arc<str>, Bucket, foldhash::quality::RandomState>,
     clock: C,
 }
 
@@ -431,7 +432,7 @@ impl<C: Clock> RateLimiter<C> {
     /// An empty limiter reading time from `clock`.
     pub fn new(clock: C) -> Self {
         RateLimiter {
-            buckets: DashMap::new(),
+            buckets: DashMap::default(),
             clock,
         }
     }

@@ -61,8 +61,10 @@ struct Verified {
 
 /// Verifies credentials against a snapshot.
 pub struct Verifier {
-    positive: Cache<[u8; 32], Verified>,
-    negative: Cache<[u8; 32], u64>,
+    // Keyed by SHA-256 digests: foldhash (seeded per process) instead of SipHash, which was
+    // the larger part of a cache hit's lookup.
+    positive: Cache<[u8; 32], Verified, foldhash::quality::RandomState>,
+    negative: Cache<[u8; 32], u64, foldhash::quality::RandomState>,
     /// Verifications running or waiting; `try_acquire` failing means 503.
     admission: Arc<Semaphore>,
     /// The argon2 threads.
@@ -79,11 +81,11 @@ impl Verifier {
             positive: Cache::builder()
                 .max_capacity(config.cache.capacity)
                 .time_to_live(config.cache.ttl)
-                .build(),
+                .build_with_hasher(Default::default()),
             negative: Cache::builder()
                 .max_capacity(config.cache.capacity)
                 .time_to_live(config.cache.negative_ttl)
-                .build(),
+                .build_with_hasher(Default::default()),
             admission: Arc::new(Semaphore::new(workers + config.verify.max_queue)),
             pool: Argon2Pool::start(workers, config.verify.nice),
             attempts: match config.verify.token_attempts {

@@ -149,7 +149,8 @@ pub struct Store {
     bootstrap: Option<Token>,
     generation: AtomicU64,
     seen_changes: AtomicI64,
-    usage: DashMap<Arc<str>, Usage>,
+    /// Last uses by token id (foldhash, seeded per process: looked up on every request).
+    usage: DashMap<Arc<str>, Usage, foldhash::quality::RandomState>,
     /// Per-token rate-limit state; entries of removed tokens are dropped on rebuild.
     pub limiter: RateLimiter,
     /// The configured default limit.
@@ -180,7 +181,7 @@ impl Store {
             bootstrap,
             generation: AtomicU64::new(0),
             seen_changes: AtomicI64::new(i64::MIN),
-            usage: DashMap::new(),
+            usage: DashMap::default(),
             limiter: RateLimiter::default(),
             default_limit: config.rate_limit,
             rebuild_lock: tokio::sync::Mutex::new(()),
