@@ -2,6 +2,7 @@
 //! snapshots, notices writes made by other processes, and keeps last-use times in memory,
 //! writing them behind in batches.
 
+use std::collections::HashMap;
 use std::path::Path;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
@@ -79,9 +80,17 @@ fn on_loader<R: Send + 'static>(
 /// Token files read and parsed: the digest of their contents, and their tokens or problems.
 type LoadedFiles = ([u8; 32], Result<Vec<Arc<Token>>, Vec<String>>);
 
+/// Entry caches of the token files, by path (see [`yaml::parse_incremental`]).
+type EntryCaches = HashMap<std::path::PathBuf, yaml::EntryCache>;
+
 /// Reads every token file; `None` when their contents have the digest `unchanged` (the last
 /// good load), else the digest and the parse of every file (all files' problems together).
-fn read_files(paths: &[std::path::PathBuf], unchanged: Option<[u8; 32]>) -> Option<LoadedFiles> {
+/// Entries unchanged since a file's last good parse are taken from `caches`, not parsed again.
+fn read_files(
+    paths: &[std::path::PathBuf],
+    unchanged: Option<[u8; 32]>,
+    caches: &mut EntryCaches,
+) -> Option<LoadedFiles> {
     let mut digest = Sha256::new();
     let mut texts = Vec::with_capacity(paths.len());
     for path in paths {
@@ -106,10 +115,12 @@ fn read_files(paths: &[std::path::PathBuf], unchanged: Option<[u8; 32]>) -> Opti
     for (path, text) in texts {
         let name = path.display().to_string();
         match text {
-            Ok(t) => match yaml::parse(&name, &t) {
-                Ok(t) => tokens.extend(t.into_iter().map(Arc::new)),
-                Err(mut e) => errors.append(&mut e),
-            },
+            Ok(t) => {
+                match yaml::parse_incremental(&name, &t, caches.entry(path.clone()).or_default()) {
+                    Ok(t) => tokens.extend(t),
+                    Err(mut e) => errors.append(&mut e),
+                }
+            }
             Err(e) => errors.push(format!("{name}: cannot read token file: {e}")),
         }
     }
@@ -144,6 +155,8 @@ pub struct Store {
     files: Mutex<Vec<Arc<Token>>>,
     file_paths: Vec<std::path::PathBuf>,
     files_digest: Mutex<Option<[u8; 32]>>,
+    /// Only used on the loader thread (a mutex to share it with the jobs sent there).
+    entry_caches: Arc<Mutex<EntryCaches>>,
     failed_digest: Mutex<Option<[u8; 32]>>,
     poll_interval: Duration,
     bootstrap: Option<Token>,
@@ -176,6 +189,7 @@ impl Store {
             files: Mutex::new(Vec::new()),
             file_paths: config.tokens.files.clone(),
             files_digest: Mutex::new(None),
+            entry_caches: Arc::default(),
             failed_digest: Mutex::new(None),
             poll_interval: config.tokens.poll_interval,
             bootstrap,
@@ -210,7 +224,8 @@ impl Store {
             *lock(&self.files_digest)
         };
         // Reading and parsing a large file takes a while: not on the control-plane runtime.
-        let loaded = on_loader(move || read_files(&paths, last_good)).await;
+        let caches = self.entry_caches.clone();
+        let loaded = on_loader(move || read_files(&paths, last_good, &mut lock(&caches))).await;
         let (digest, parsed) = match loaded {
             Ok(Some(loaded)) => loaded,
             Ok(None) => return Ok(false),
