@@ -241,7 +241,6 @@ start_caddy() {
 {
     admin off
     auto_https off
-    persist_config off
 }
 http://127.0.0.1:$port {
     basicauth {
