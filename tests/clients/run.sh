@@ -774,9 +774,14 @@ s_cargo_without_option() {
   expect_refused "$work/out/cargo-plain.txt" 'index/tg/_h/tg_hello`, got 401' \
     cargo_build "$work/cargo-plain" "$READ" cargo-plain
   if grep -q 'Finished' "$work/out/cargo-plain.txt"; then fail "cargo built"; fi
-  grep '"path":"/index/tg/_h/tg_hello"' "$work/logs/tollgate-cargo-plain.log" \
-    | grep -q '"outcome":"credentials_missing"' \
-    || fail "the index file was not refused for want of a credential"
+  # Log lines reach the file in batches a few milliseconds later: poll for it.
+  local i
+  for i in $(seq 50); do
+    grep '"path":"/index/tg/_h/tg_hello"' "$work/logs/tollgate-cargo-plain.log" \
+      | grep -q '"outcome":"credentials_missing"' && return 0
+    sleep 0.1
+  done
+  fail "the index file was not refused for want of a credential"
 }
 if in_group cargo; then
   say "cargo ($(P cargo)/index/ → nginx :$cargo_store)"
