@@ -694,6 +694,49 @@ mod tests {
         assert!(cache.entries.is_empty());
     }
 
+    /// Random sequences of edits (entries added, removed, changed, reordered, broken, anchored,
+    /// comments and blank lines moved around): every load gives what a whole parse gives.
+    #[test]
+    fn random_edit_sequences_match_whole_parses() {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand::rngs::StdRng::seed_from_u64(9);
+        for _ in 0..40 {
+            let mut cache = EntryCache::default();
+            let mut ids: Vec<usize> = (0..8).collect();
+            for _ in 0..12 {
+                match rng.gen_range(0..6) {
+                    0 => ids.push(rng.gen_range(0..40)),
+                    1 if ids.len() > 1 => {
+                        ids.remove(rng.gen_range(0..ids.len()));
+                    }
+                    2 => {
+                        let n = ids.len();
+                        ids.swap(rng.gen_range(0..n), rng.gen_range(0..n));
+                    }
+                    _ => {}
+                }
+                let indent = ["", "  ", "    "][rng.gen_range(0..3)];
+                let mut text = String::from("tokens:\n");
+                for &i in &ids {
+                    if rng.gen_bool(0.1) {
+                        text.push_str(&format!("{indent}# about {i}\n\n"));
+                    }
+                    let mut e = numbered_entry(i, indent);
+                    match rng.gen_range(0..20) {
+                        0 => e = e.replace("permission: read", "permission: write"),
+                        1 => e = e.replace("name: tok-", "name: 'bad name "),
+                        2 => e = e.replace(&format!("hash: '{HASH}'"), "hash: &h 'x'"),
+                        3 => e = e.replace("routes: [", "routes: [\n"),
+                        4 => e = e.replace("  name:", " name:"),
+                        _ => {}
+                    }
+                    text.push_str(&e);
+                }
+                let _ = check_same(&text, &mut cache);
+            }
+        }
+    }
+
     #[test]
     fn splitting_keeps_every_byte() {
         let text = format!(
