@@ -305,25 +305,6 @@ mod tests {
     }
 
     #[test]
-    fn the_log_filter_can_turn_audit_lines_off() {
-        use tracing_subscriber::{fmt, EnvFilter};
-        let enabled = |directives: &str| {
-            let subscriber = fmt()
-                .with_env_filter(EnvFilter::new(directives))
-                .with_writer(std::io::sink)
-                .finish();
-            tracing::subscriber::with_default(
-                subscriber,
-                || tracing::enabled!(target: "audit", tracing::Level::INFO),
-            )
-        };
-        assert!(enabled("info"));
-        assert!(!enabled("info,audit=off"));
-        assert!(!enabled("warn"));
-        assert!(enabled("warn,audit=info"));
-    }
-
-    #[test]
     fn durations_keep_microseconds() {
         for (micros, want) in [
             (0u64, 0.0),

@@ -132,8 +132,9 @@ impl Drop for LogGuard {
     }
 }
 
-/// A log buffer whose flusher thread writes to `out`.
-pub fn buffered(mut out: impl Write + Send + 'static) -> (LogWriter, LogGuard) {
+/// A log buffer whose flusher thread writes to `out`, lingering `linger` after the first line
+/// of a batch.
+pub fn buffered(mut out: impl Write + Send + 'static, linger: Duration) -> (LogWriter, LogGuard) {
     let shared = Arc::new(Shared::default());
     let flusher = {
         let shared = shared.clone();
@@ -149,7 +150,7 @@ pub fn buffered(mut out: impl Write + Send + 'static) -> (LogWriter, LogGuard) {
                     if !st.stop && !st.urgent && st.buf.len() < FLUSH_AT {
                         st = shared
                             .wake
-                            .wait_timeout(st, LINGER)
+                            .wait_timeout(st, linger)
                             .unwrap_or_else(PoisonError::into_inner)
                             .0;
                     }
@@ -193,7 +194,7 @@ pub fn buffered(mut out: impl Write + Send + 'static) -> (LogWriter, LogGuard) {
 /// alive until exit: dropping it writes the last lines.
 pub fn init(config: &LogConfig) -> LogGuard {
     let filter = EnvFilter::try_new(&config.level).unwrap_or_else(|_| EnvFilter::new("info"));
-    let (writer, guard) = buffered(std::io::stdout());
+    let (writer, guard) = buffered(std::io::stdout(), LINGER);
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(writer.clone());
@@ -241,7 +242,7 @@ mod tests {
     #[test]
     fn lines_arrive_in_order_in_batches_and_all_at_drop() {
         let sink = Sink::default();
-        let (w, guard) = buffered(sink.clone());
+        let (w, guard) = buffered(sink.clone(), LINGER);
         let threads: Vec<_> = (0..4)
             .map(|t| {
                 let w = w.clone();
@@ -276,25 +277,30 @@ mod tests {
     }
 
     #[test]
-    fn urgent_lines_are_written_at_once_others_soon_after() {
+    fn info_lines_linger_and_urgent_lines_do_not() {
         let sink = Sink::default();
-        let (w, _guard) = buffered(sink.clone());
-        let wait_for = |want: &str| {
-            let start = std::time::Instant::now();
-            while !sink.text().contains(want) {
-                assert!(
-                    start.elapsed() < Duration::from_secs(10),
-                    "{want} never written"
-                );
-                std::thread::sleep(Duration::from_millis(2));
-            }
-            start.elapsed()
-        };
+        // A linger far longer than the test: only an urgent line can end it early.
+        let (w, guard) = buffered(sink.clone(), Duration::from_secs(60));
         w.append(b"info\n", false);
-        wait_for("info\n");
+        std::thread::sleep(Duration::from_millis(300));
+        assert_eq!(sink.text(), "", "an info line is held for the linger");
         w.append(b"error\n", true);
-        // Without lingering (generous bound for a loaded machine).
-        assert!(wait_for("error\n") < Duration::from_secs(1));
+        let start = std::time::Instant::now();
+        while !sink.text().contains("error\n") {
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "urgent line not written"
+            );
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        assert_eq!(sink.text(), "info\nerror\n", "in order, in one batch");
+        assert_eq!(sink.writes(), 1);
+        // Dropping the guard writes what is left without waiting for the linger.
+        w.append(b"last\n", false);
+        let start = std::time::Instant::now();
+        drop(guard);
+        assert!(start.elapsed() < Duration::from_secs(10));
+        assert!(sink.text().ends_with("last\n"));
     }
 
     #[test]
@@ -310,7 +316,7 @@ mod tests {
             }
         }
         let sink = Sink::default();
-        let (w, guard) = buffered(Slow(sink.clone()));
+        let (w, guard) = buffered(Slow(sink.clone()), LINGER);
         let line = vec![b'x'; 1023];
         let total = 3 * MAX_PENDING / 1024;
         for _ in 0..total {

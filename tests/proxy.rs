@@ -1169,3 +1169,39 @@ async fn cli_token_hash_entry_works_through_the_proxy() {
         .expect("send");
     expect_refusal("CLI read token PUT", resp, 403, "forbidden").await;
 }
+
+#[tokio::test]
+async fn the_log_filter_can_turn_audit_lines_off() {
+    let upstream = Upstream::start();
+    let reader = TestToken::read("quiet-reader");
+    let proxy = Setup::new(&upstream.url())
+        .with_tokens(&[&reader])
+        .set("log.level", json!("info,audit=off"))
+        .start()
+        .await;
+    let client = client();
+    expect_hello(
+        "quiet",
+        get(&client, proxy.url("/quiet/a"), Some(&reader.bearer())).await,
+        "/quiet/a",
+    )
+    .await;
+    // Lines reach the log in order: once an info line logged after the request is there, an
+    // audit line of the request would be too.
+    proxy.signal("HUP");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !proxy.logs().contains("SIGHUP: reloading the token set") {
+        assert!(
+            Instant::now() < deadline,
+            "no SIGHUP line within 10 s; log:\n{}",
+            proxy.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        proxy.audit_records(),
+        Vec::new(),
+        "audit lines despite audit=off; log:\n{}",
+        proxy.logs()
+    );
+}
