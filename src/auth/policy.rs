@@ -31,6 +31,20 @@ pub enum PathError {
     /// `..` climbing above the root.
     #[error("path escapes the root with ..")]
     EscapesRoot,
+    /// `;`, raw or encoded: servlet containers (Tomcat, Jetty: the usual base of Maven stores)
+    /// cut `;parameters` off every segment, so `..;` is `..` to them and a name to others.
+    #[error("; (a path parameter) is not allowed")]
+    Semicolon,
+    /// `%25` followed by two hex digits: a store that decodes twice would read another path.
+    #[error("double percent-encoding is not allowed")]
+    DoubleEncoding,
+    /// Encoded bytes that are not UTF-8 (overlong forms such as `%C0%AE` among them).
+    #[error("percent-encoded bytes are not valid UTF-8")]
+    BadUtf8,
+    /// A character that Unicode compatibility normalization turns into `.`, `/`, `\`, `;` or
+    /// `%` (full-width `．`, `／`…): some stores and file systems apply it.
+    #[error("a character that may be read as . / \\ ; or % is not allowed")]
+    Confusable,
 }
 
 fn hex(b: u8) -> Option<u8> {
@@ -72,7 +86,9 @@ fn is_npm_scope(decoded_so_far: &[u8], rest: &[u8]) -> bool {
 
 /// Normalizes a request path: decodes percent-encoded unreserved characters (and upper-cases
 /// the hex of the others), resolves `.` and `..`, collapses `//`, keeps a trailing `/`.
-/// Refuses encoded slashes, backslashes, NUL, bad encodings and escapes above the root.
+/// Refuses what common stores would read differently from Tollgate (see [`PathError`]):
+/// encoded slashes, backslashes, NUL, `;`, double encoding, encoded bytes that are not UTF-8,
+/// compatibility forms of `.`, `/`, `\`, `;`, `%`, bad encodings and escapes above the root.
 ///
 /// A path that is already normal (the common case) is returned as it is, without copying.
 pub fn normalize_path(raw: &str) -> Result<Cow<'_, str>, PathError> {
@@ -83,8 +99,8 @@ pub fn normalize_path(raw: &str) -> Result<Cow<'_, str>, PathError> {
     }
 }
 
-/// Whether `normalize_slow` would return `b` unchanged: absolute, no `%`, `\\` or NUL, and no
-/// empty, `.` or `..` segment but a trailing empty one.
+/// Whether `normalize_slow` would return `b` unchanged: absolute, plain ASCII without `%`,
+/// `\`, `;` or NUL, and no empty, `.` or `..` segment but a trailing empty one.
 fn is_normal(b: &[u8]) -> bool {
     if b.first() != Some(&b'/') {
         return false;
@@ -97,11 +113,21 @@ fn is_normal(b: &[u8]) -> bool {
                 return false;
             }
             start = i + 1;
-        } else if matches!(b[i], b'%' | b'\\' | 0) {
+        } else if matches!(b[i], b'%' | b'\\' | b';' | 0) || !b[i].is_ascii() {
             return false;
         }
     }
     true
+}
+
+/// Whether a non-ASCII character becomes (or holds) `.`, `/`, `\`, `;` or `%` under Unicode
+/// compatibility decomposition (NFKC), e.g. U+FF0E `．`, U+2024 `․`, U+FF0F `／`, U+037E `;`.
+fn is_confusable(c: char) -> bool {
+    let mut hit = false;
+    unicode_normalization::char::decompose_compatible(c, |d| {
+        hit |= matches!(d, '.' | '/' | '\\' | ';' | '%');
+    });
+    hit
 }
 
 fn normalize_slow(raw: &str) -> Result<String, PathError> {
@@ -110,6 +136,10 @@ fn normalize_slow(raw: &str) -> Result<String, PathError> {
         return Err(PathError::NotAbsolute);
     }
     let mut decoded = Vec::with_capacity(bytes.len());
+    // Every byte as a store that decodes everything once would see it, to check it is UTF-8
+    // and holds no compatibility form of a separator.
+    let mut plain = Vec::new();
+    let mut non_ascii = false;
     let mut i = 0;
     while i < bytes.len() {
         let b = bytes[i];
@@ -129,6 +159,7 @@ fn normalize_slow(raw: &str) -> Result<String, PathError> {
                     }
                     b'/' => return Err(PathError::EncodedSlash),
                     b'\\' => return Err(PathError::Backslash),
+                    b';' => return Err(PathError::Semicolon),
                     0 => return Err(PathError::Nul),
                     v if is_unreserved(v) => decoded.push(v),
                     v => {
@@ -140,14 +171,32 @@ fn normalize_slow(raw: &str) -> Result<String, PathError> {
                         ]);
                     }
                 }
+                non_ascii |= !v.is_ascii();
+                plain.push(v);
                 i += 3;
             }
             b'\\' => return Err(PathError::Backslash),
+            b';' => return Err(PathError::Semicolon),
             0 => return Err(PathError::Nul),
             _ => {
+                non_ascii |= !b.is_ascii();
                 decoded.push(b);
+                plain.push(b);
                 i += 1;
             }
+        }
+    }
+    // `%25` then two hex digits, as forwarded (`%25%32%65` forwards as `%252e`).
+    if decoded
+        .windows(5)
+        .any(|w| w[..3] == *b"%25" && hex(w[3]).is_some() && hex(w[4]).is_some())
+    {
+        return Err(PathError::DoubleEncoding);
+    }
+    if non_ascii {
+        let text = std::str::from_utf8(&plain).map_err(|_| PathError::BadUtf8)?;
+        if text.chars().any(|c| !c.is_ascii() && is_confusable(c)) {
+            return Err(PathError::Confusable);
         }
     }
     // Only ASCII was removed or added, so this stays valid UTF-8.
@@ -205,6 +254,11 @@ struct Seg {
     end: u32,
 }
 
+/// Longest route pattern, in bytes.
+pub const MAX_ROUTE_LEN: usize = 1024;
+/// Most segments in a route pattern (the matcher keeps one bit per segment in a `u64`).
+pub const MAX_ROUTE_SEGMENTS: usize = 48;
+
 /// A compiled route pattern.
 #[derive(Clone, PartialEq, Eq)]
 pub struct RoutePattern {
@@ -227,8 +281,11 @@ impl RoutePattern {
         if source.contains(['?', '#']) {
             return Err(format!("route {source:?} cannot hold ? or #"));
         }
-        if u32::try_from(source.len()).is_err() {
-            return Err("route is too long".into());
+        if source.len() > MAX_ROUTE_LEN {
+            return Err(format!(
+                "a route is at most {MAX_ROUTE_LEN} bytes (this one has {})",
+                source.len()
+            ));
         }
         let normalized = normalize_path(source).map_err(|e| format!("route {source:?}: {e}"))?;
         if normalized != source && normalized.trim_end_matches('/') != source.trim_end_matches('/')
@@ -262,6 +319,11 @@ impl RoutePattern {
                 end: end as u32,
             });
         }
+        if segs.len() > MAX_ROUTE_SEGMENTS {
+            return Err(format!(
+                "route {source:?} has more than {MAX_ROUTE_SEGMENTS} segments"
+            ));
+        }
         Ok(RoutePattern {
             source: source.into(),
             segs: segs.into_boxed_slice(),
@@ -275,37 +337,100 @@ impl RoutePattern {
 
     /// True if the normalized `path` is under this pattern.
     pub fn matches(&self, path: &str) -> bool {
-        let segs: Vec<&str> = segments(path).collect();
-        self.matches_segments(&segs)
+        match_segs(&self.source, &self.segs, segments(path))
     }
 
     /// Like [`RoutePattern::matches`], on a path already split into segments.
     pub fn matches_segments(&self, segs: &[&str]) -> bool {
-        match_segs(&self.source, &self.segs, segs)
+        match_segs(&self.source, &self.segs, segs.iter().copied())
+    }
+
+    fn text(&self, seg: &Seg) -> &str {
+        self.source
+            .get(seg.start as usize..seg.end as usize)
+            .unwrap_or_default()
+    }
+
+    /// True if every path this pattern matches is also matched by `wider`. Sound but not
+    /// complete: it may answer false for some globs that are in fact narrower (then a
+    /// restricted manager must write the narrower rule more plainly), never true wrongly.
+    pub fn within(&self, wider: &RoutePattern) -> bool {
+        let (a, t) = (&wider.segs[..], &self.segs[..]);
+        // covers[i][j]: wider's segments from i cover this pattern's segments from j.
+        let mut covers = vec![vec![false; t.len() + 1]; a.len() + 1];
+        for i in (0..=a.len()).rev() {
+            for j in (0..=t.len()).rev() {
+                covers[i][j] = if i == a.len() {
+                    // The rest of wider is empty: it covers everything below (prefix rule).
+                    true
+                } else if a[i].kind == SegKind::AnyDeep {
+                    // `**` matches none of the rest, or absorbs one more segment of any kind.
+                    covers[i + 1][j] || (j < t.len() && covers[i][j + 1])
+                } else if j == t.len() {
+                    // This pattern ends (matching everything below) where wider needs more.
+                    false
+                } else {
+                    let (aw, tw) = (wider.text(&a[i]), self.text(&t[j]));
+                    let one = match (a[i].kind, t[j].kind) {
+                        (_, SegKind::AnyDeep) => false,
+                        (SegKind::Literal, SegKind::Literal) => aw == tw,
+                        (SegKind::Literal, SegKind::Glob) => false,
+                        (SegKind::Glob, SegKind::Literal) => glob(aw.as_bytes(), tw.as_bytes()),
+                        (SegKind::Glob, SegKind::Glob) => aw == "*" || aw == tw,
+                        // Handled by the branch above.
+                        (SegKind::AnyDeep, _) => false,
+                    };
+                    one && covers[i + 1][j + 1]
+                };
+            }
+        }
+        covers[0][0]
     }
 }
 
-fn match_segs(source: &str, pat: &[Seg], path: &[&str]) -> bool {
-    match pat.split_first() {
-        None => true,
-        Some((seg, rest)) if seg.kind == SegKind::AnyDeep => {
-            (0..=path.len()).any(|k| match_segs(source, rest, &path[k..]))
-        }
-        Some((seg, rest)) => match path.split_first() {
-            None => false,
-            Some((first, more)) => {
-                let text = source
-                    .get(seg.start as usize..seg.end as usize)
-                    .unwrap_or_default();
-                let ok = if seg.kind == SegKind::Literal {
-                    text == *first
-                } else {
-                    glob(text.as_bytes(), first.as_bytes())
-                };
-                ok && match_segs(source, rest, more)
+/// Matches `path` against the pattern `pat` as a prefix (a pattern covers everything below
+/// what it matches). A simulation of the pattern's automaton: one bit per pattern position,
+/// one pass over the path's segments, so the cost is linear in the path for any pattern (a
+/// backtracking matcher is polynomial in the path with one exponent per `**`: 13 000 segments
+/// against two `**` took seconds).
+fn match_segs<'a>(source: &str, pat: &[Seg], path: impl IntoIterator<Item = &'a str>) -> bool {
+    debug_assert!(pat.len() < 64, "patterns are limited to MAX_ROUTE_SEGMENTS");
+    let accept = 1u64 << pat.len();
+    // `**` also matches no segment: whoever reaches it also reaches the position after it.
+    let close = |mut set: u64| {
+        for (i, seg) in pat.iter().enumerate() {
+            if seg.kind == SegKind::AnyDeep && set & (1 << i) != 0 {
+                set |= 1 << (i + 1);
             }
-        },
+        }
+        set
+    };
+    let mut current = close(1);
+    for segment in path {
+        if current & accept != 0 {
+            return true;
+        }
+        let mut next = 0u64;
+        for (i, seg) in pat.iter().enumerate() {
+            if current & (1 << i) == 0 {
+                continue;
+            }
+            let text = source
+                .get(seg.start as usize..seg.end as usize)
+                .unwrap_or_default();
+            match seg.kind {
+                SegKind::AnyDeep => next |= 1 << i,
+                SegKind::Literal if text == segment => next |= 1 << (i + 1),
+                SegKind::Glob if glob(text.as_bytes(), segment.as_bytes()) => next |= 1 << (i + 1),
+                _ => {}
+            }
+        }
+        current = close(next);
+        if current == 0 {
+            return false;
+        }
     }
+    current & accept != 0
 }
 
 /// `*` matches any run of characters within one segment.
@@ -341,11 +466,12 @@ pub fn allows(token: &Token, required: Permission, path: &str) -> bool {
     }
     // Split once for all routes.
     let segs: Vec<&str> = segments(path).collect();
+    let segs = &segs[..];
     token
         .routes
         .iter()
         .filter(|r| r.access.as_permission() >= required)
-        .any(|r| r.pattern.matches_segments(&segs))
+        .any(|r| r.pattern.matches_segments(segs))
 }
 
 fn segments(path: &str) -> impl Iterator<Item = &str> {
@@ -378,9 +504,27 @@ mod tests {
             ("/a/%41%5A%30%2D%5F", Ok("/a/AZ0-_")),
             ("/a/%20b", Ok("/a/%20b")),
             ("/a/%3a", Ok("/a/%3A")),
-            ("/a/%252e%252e/b", Ok("/a/%252e%252e/b")),
+            ("/a/%252e%252e/b", Err(DoubleEncoding)),
             ("/a/%25", Ok("/a/%25")),
-            ("/a;b/c", Ok("/a;b/c")),
+            ("/a;b/c", Err(Semicolon)),
+            ("/p2/acme/..;/evil/secret.json", Err(Semicolon)),
+            ("/p2/acme/%2e%2e;/evil", Err(Semicolon)),
+            ("/p2/acme/.;/..;/evil", Err(Semicolon)),
+            ("/p2/acme/..;jsessionid=1/evil", Err(Semicolon)),
+            ("/p2/acme/x.json;jsessionid=1", Err(Semicolon)),
+            ("/p2/acme/..%3b/evil", Err(Semicolon)),
+            ("/p2/acme/..%3B/evil", Err(Semicolon)),
+            ("/p2/acme/%252e%252e/evil", Err(DoubleEncoding)),
+            ("/p2/acme/%25%32%65", Err(DoubleEncoding)),
+            ("/p2/acme/%25zz", Ok("/p2/acme/%25zz")),
+            ("/p2/acme/%c0%ae%c0%ae/evil", Err(BadUtf8)),
+            ("/p2/acme/%e0%80%ae/evil", Err(BadUtf8)),
+            ("/p2/acme/%ff", Err(BadUtf8)),
+            ("/p2/acme/%ef%bc%8e%ef%bc%8e/evil", Err(Confusable)),
+            ("/p2/acme/%ef%bc%8fevil", Err(Confusable)),
+            ("/p2/acme/%e2%80%a5/evil", Err(Confusable)),
+            ("/p2/acme/%cd%be", Err(Confusable)),
+            ("/p2/acme/%c3%a9t%c3%a9.json", Ok("/p2/acme/%C3%A9t%C3%A9.json")),
             ("/a/.../b", Ok("/a/.../b")),
             ("/a/..b", Ok("/a/..b")),
             ("/.hidden", Ok("/.hidden")),
@@ -434,7 +578,7 @@ mod tests {
             if is_normal(input.as_bytes()) {
                 assert_eq!(slow.as_deref(), Ok(*input), "fast path for {input:?}");
             }
-            let simple = !input.contains(['%', '\\', '\0']);
+            let simple = !input.contains(['%', '\\', '\0', ';']);
             assert_eq!(
                 is_normal(input.as_bytes()),
                 simple && slow.as_deref() == Ok(*input),
@@ -481,6 +625,53 @@ mod tests {
         for (pat, path, want) in cases {
             let p = RoutePattern::parse(pat).unwrap();
             assert_eq!(p.matches(path), *want, "{pat} vs {path}");
+        }
+    }
+
+    #[test]
+    fn matching_is_linear_in_the_path() {
+        // Three `**` against thousands of segments that almost match: a backtracking matcher
+        // takes seconds (O(n^3)); the automaton answers at once. Counted, not timed.
+        let p = RoutePattern::parse("/**/a/**/a/**/a/**/b").unwrap();
+        let path = "/a".repeat(20_000);
+        assert!(!p.matches(&path));
+        assert!(p.matches(&format!("{path}/b")));
+        let g = RoutePattern::parse("/**/*a*a*a*a*b").unwrap();
+        assert!(!g.matches(&format!("/{}", "a".repeat(2000))));
+        assert!(RoutePattern::parse(&"/x".repeat(MAX_ROUTE_SEGMENTS + 1)).is_err());
+        assert!(RoutePattern::parse(&format!("/{}", "x".repeat(MAX_ROUTE_LEN))).is_err());
+    }
+
+    #[test]
+    fn within_is_sound() {
+        let cases: &[(&str, &str, bool)] = &[
+            ("/p2/acme/*", "/p2/acme/*", true),
+            ("/p2/acme/widget", "/p2/acme/*", true),
+            ("/p2/acme/widget/x", "/p2/acme/*", true),
+            ("/p2/acme/w*", "/p2/acme/*", true),
+            ("/p2/acme", "/p2/acme/*", false),
+            ("/p2/*", "/p2/acme/*", false),
+            ("/", "/p2/acme/*", false),
+            ("/**", "/p2/acme/*", false),
+            ("/p2/acme/**", "/p2/acme/*", false),
+            ("/p2/acme-evil/x", "/p2/acme/*", false),
+            ("/p2/acme/x", "/p2/**", true),
+            ("/p2", "/p2/**", true),
+            ("/p2/**/x", "/p2/**", true),
+            ("/dist/a/b/acme/x", "/dist/**/acme", true),
+            ("/dist/**/acme", "/dist/**/acme", true),
+            ("/dist/**/acme", "/dist/**/acme/x", false),
+            ("/files/acme-1.zip", "/files/acme-*", true),
+            ("/files/acme-*", "/files/acme-*", true),
+            ("/files/a*", "/files/acme-*", false),
+            ("/anything", "/", true),
+        ];
+        for (narrow, wide, want) in cases {
+            let (n, w) = (
+                RoutePattern::parse(narrow).unwrap(),
+                RoutePattern::parse(wide).unwrap(),
+            );
+            assert_eq!(n.within(&w), *want, "{narrow} within {wide}");
         }
     }
 
