@@ -10,8 +10,8 @@ use super::fields::{
     as_duration, as_string, kind_of, Collector, ConfigError, ConfigErrors, Section,
 };
 use super::{
-    CacheConfig, Config, HashParams, LogConfig, LogFormat, TlsConfig, TokensConfig, UpstreamConfig,
-    VerifyConfig,
+    CacheConfig, Config, HashParams, LimitsConfig, LogConfig, LogFormat, TlsConfig, TokensConfig,
+    UpstreamConfig, VerifyConfig,
 };
 
 /// The configuration file used when none is named and it exists.
@@ -34,6 +34,7 @@ const TOP_LEVEL: &[&str] = &[
     "rate_limit",
     "shutdown",
     "tls",
+    "limits",
 ];
 
 /// Values given on the command line, as `(dotted.field, value)` pairs with the flag's name.
@@ -241,6 +242,7 @@ fn build(col: &mut Collector, root: Value, source: String) -> Config {
         }
     });
     let upstream = top.section("upstream", build_upstream);
+    let limits = top.section("limits", build_limits);
     let tokens = top.section("tokens", |s| {
         let files: Vec<PathBuf> = s.take("files", vec![PathBuf::from("config/tokens.yaml")]);
         let database = s.take_with(
@@ -365,6 +367,51 @@ fn build(col: &mut Collector, root: Value, source: String) -> Config {
         rate_limit,
         shutdown_grace,
         tls,
+        limits,
+    }
+}
+
+/// A whole number of at least 0 (a count).
+fn count(v: Value) -> Result<usize, String> {
+    match &v {
+        Value::Number(n) => n
+            .as_u64()
+            .and_then(|n| usize::try_from(n).ok())
+            .ok_or_else(|| format!("{n} is not a whole number of at least 0")),
+        other => Err(format!("expected a whole number, found {}", kind_of(other))),
+    }
+}
+
+fn build_limits(s: &mut Section<'_>) -> LimitsConfig {
+    let d = LimitsConfig::default();
+    let timeout = |v: Value| {
+        let t = as_duration(v)?;
+        if t < Duration::from_millis(100) {
+            return Err("must be at least 100ms".to_string());
+        }
+        Ok(t)
+    };
+    let header_timeout = s.take_with("header_timeout", d.header_timeout, timeout);
+    let keepalive_timeout = s.take_with("keepalive_timeout", d.keepalive_timeout, timeout);
+    let max_connections = s.take_with("max_connections", d.max_connections, |v| {
+        if matches!(&v, Value::String(a) if a.trim() == "auto") {
+            return Ok(None);
+        }
+        match count(v) {
+            Ok(0) => Err("must be at least 1, or auto (derived from the open-file limit)".into()),
+            Ok(n) => Ok(Some(n)),
+            Err(e) => Err(format!("{e}, or auto")),
+        }
+    });
+    let max_connections_per_ip =
+        s.take_with("max_connections_per_ip", d.max_connections_per_ip, |v| {
+            count(v).map_err(|e| format!("{e} (0 turns the per-address cap off)"))
+        });
+    LimitsConfig {
+        header_timeout,
+        keepalive_timeout,
+        max_connections,
+        max_connections_per_ip,
     }
 }
 
@@ -540,6 +587,58 @@ mod tests {
             assert!(text.contains(&want), "missing {want:?} in:\n{text}");
         }
         assert_eq!(errs.0.len(), 7, "{text}");
+    }
+
+    #[test]
+    fn limits_defaults_values_and_refusals() {
+        let (c, _) = load(None, vec![], &Overrides::default()).unwrap();
+        assert_eq!(c.limits, LimitsConfig::default());
+        assert_eq!(c.limits.header_timeout, Duration::from_secs(10));
+        assert_eq!(c.limits.keepalive_timeout, Duration::from_secs(60));
+        assert_eq!(c.limits.max_connections, None);
+        assert_eq!(c.limits.max_connections_per_ip, 256);
+
+        let f = write(
+            "limits: {header_timeout: 2s, keepalive_timeout: 500ms, max_connections: 30, max_connections_per_ip: 0}\n",
+        );
+        let (c, _) = load(Some(f.path()), vec![], &Overrides::default()).unwrap();
+        assert_eq!(
+            c.limits,
+            LimitsConfig {
+                header_timeout: Duration::from_secs(2),
+                keepalive_timeout: Duration::from_millis(500),
+                max_connections: Some(30),
+                max_connections_per_ip: 0,
+            }
+        );
+        let env = vec![(
+            "TOLLGATE_LIMITS__MAX_CONNECTIONS".to_string(),
+            "auto".to_string(),
+        )];
+        let (c, _) = load(Some(f.path()), env, &Overrides::default()).unwrap();
+        assert_eq!(c.limits.max_connections, None);
+
+        let f = write(
+            "limits:\n  header_timeout: 0s\n  keepalive_timeout: 10ms\n  max_connections: 0\n  max_connections_per_ip: -1\n  idle: 5s\n",
+        );
+        let env = vec![(
+            "TOLLGATE_LIMITS__HEADER_TIMEOUT".to_string(),
+            "soon".to_string(),
+        )];
+        let errs = load(Some(f.path()), env, &Overrides::default()).unwrap_err();
+        let text = errs.to_string();
+        let p = f.path().display().to_string();
+        for want in [
+            "env TOLLGATE_LIMITS__HEADER_TIMEOUT: limits.header_timeout: not a duration"
+                .to_string(),
+            format!("{p}: limits.keepalive_timeout: must be at least 100ms"),
+            format!("{p}: limits.max_connections: must be at least 1, or auto"),
+            format!("{p}: limits.max_connections_per_ip: -1 is not a whole number"),
+            format!("{p}: limits.idle: unknown field"),
+        ] {
+            assert!(text.contains(&want), "missing {want:?} in:\n{text}");
+        }
+        assert_eq!(errs.0.len(), 5, "{text}");
     }
 
     #[test]

@@ -156,6 +156,33 @@ pub struct TlsConfig {
     pub admin: bool,
 }
 
+/// Bounds on downstream (client) connections: deadlines and caps against idle, slow and
+/// too many connections.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LimitsConfig {
+    /// Longest time a client may take to send a complete request head (from the connection's
+    /// start, or from the first byte of a later request on a kept-alive connection).
+    pub header_timeout: Duration,
+    /// Longest idle time between requests on a kept-alive connection.
+    pub keepalive_timeout: Duration,
+    /// Most open client connections at once; `None` derives it from the open-file limit at
+    /// start (see `crate::conn::default_max_connections`).
+    pub max_connections: Option<usize>,
+    /// Most open client connections from one address; 0 for no per-address cap.
+    pub max_connections_per_ip: usize,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig {
+            header_timeout: Duration::from_secs(10),
+            keepalive_timeout: Duration::from_secs(60),
+            max_connections: None,
+            max_connections_per_ip: 256,
+        }
+    }
+}
+
 /// The whole, validated configuration.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
@@ -190,4 +217,6 @@ pub struct Config {
     pub shutdown_grace: Duration,
     /// HTTPS listener, when configured.
     pub tls: Option<TlsConfig>,
+    /// Client connection deadlines and caps.
+    pub limits: LimitsConfig,
 }
