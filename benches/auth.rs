@@ -11,7 +11,7 @@ use chrono::Utc;
 use criterion::{black_box, criterion_group, criterion_main, Criterion};
 use tollgate::auth::policy::allows;
 use tollgate::auth::{
-    normalize_path, parse_authorization, required_permission, RoutePattern, Verifier,
+    normalize_path, parse_authorization, required_permission, Caller, RoutePattern, Verifier,
 };
 use tollgate::config::{self, HashParams, Overrides};
 use tollgate::ratelimit::{Limit, RateLimiter};
@@ -75,7 +75,7 @@ fn bench(c: &mut Criterion) {
     rt.block_on(async {
         let p = parse_authorization(Some(header.as_bytes()), &users).unwrap();
         verifier
-            .authenticate(&p, &snapshot, Utc::now())
+            .authenticate(&p, &snapshot, Utc::now(), Caller::default())
             .await
             .unwrap();
     });
@@ -88,7 +88,7 @@ fn bench(c: &mut Criterion) {
             async move {
                 let p = parse_authorization(Some(black_box(h.as_bytes())), users).unwrap();
                 let t = verifier
-                    .authenticate(&p, snapshot, Utc::now())
+                    .authenticate(&p, snapshot, Utc::now(), Caller::default())
                     .await
                     .unwrap();
                 let path = normalize_path(black_box("/p2/vendor0/package.json")).unwrap();

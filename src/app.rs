@@ -123,6 +123,10 @@ fn check_config(explicit: Option<&Path>) -> anyhow::Result<()> {
     let config = load_config(explicit, &Overrides::default())?;
     let store = Store::new(&config, None);
     runtime()?.block_on(load_store(&store, true))?;
+    let refused = store.refused();
+    if !refused.is_empty() {
+        return Err(self::refused("token set", refused));
+    }
     let n = store.set.load().len();
     println!("config OK: {} ({n} token{})", config.source, plural(n));
     Ok(())
@@ -194,6 +198,17 @@ fn serve(explicit: Option<&Path>, args: &ServeArgs) -> anyhow::Result<()> {
             .with_context(|| format!("cannot listen on listen {}", config.listen))?,
     );
     let verifier = Arc::new(Verifier::new(&config));
+    {
+        // Verification budgets that are full again are forgotten off the request path.
+        let verifier = verifier.clone();
+        control.spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(5));
+            loop {
+                tick.tick().await;
+                verifier.maintain();
+            }
+        });
+    }
     tracing::info!(
         tokens = store.set.load().len(),
         config = %config.source,
@@ -604,13 +619,31 @@ fn print_tokens(
 
 async fn db_command(config: &Config, db: &Database, cmd: TokenCommand) -> anyhow::Result<()> {
     let usage = db.usage().await.unwrap_or_default();
+    // Names are unique across the token files, the database and the bootstrap token (the
+    // server refuses both records of a conflict), and never another token's id.
+    let stored = db.tokens().await.unwrap_or_default();
     let name_taken = |name: &str, except: Option<&str>| -> anyhow::Result<()> {
-        if let Some(f) = file_tokens(config)?.iter().find(|t| &*t.name == name) {
-            if Some(&*f.id) != except {
+        let files = file_tokens(config)?;
+        for t in files.iter().chain(stored.iter()) {
+            if Some(&*t.id) == except {
+                continue;
+            }
+            if &*t.name == name {
                 bail!(
                     "a token named {name:?} already exists in {}",
-                    f.source.describe()
+                    t.source.describe()
                 );
+            }
+            if &*t.id == name {
+                bail!(
+                    "{name:?} is the id of a token in {}: a name cannot be another token's id",
+                    t.source.describe()
+                );
+            }
+        }
+        if let Some(boot) = bootstrap_name() {
+            if boot == name {
+                bail!("{name:?} is the name of the bootstrap token (TOLLGATE_BOOTSTRAP_TOKEN)");
             }
         }
         Ok(())
@@ -734,6 +767,12 @@ async fn db_command(config: &Config, db: &Database, cmd: TokenCommand) -> anyhow
         }
     }
     Ok(())
+}
+
+/// The bootstrap token's name, when this environment sets one for the server.
+fn bootstrap_name() -> Option<String> {
+    let spec = std::env::var("TOLLGATE_BOOTSTRAP_TOKEN").ok()?;
+    spec.split_once(':').map(|(name, _)| name.to_string())
 }
 
 fn audit_cli(action: &str, t: &Token) {

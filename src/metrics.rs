@@ -28,6 +28,9 @@ pub struct Metrics {
     pub tokens: IntGaugeVec,
     /// Generation of the current snapshot.
     pub snapshot_generation: IntGauge,
+    /// Token records left out of the current set: conflicts (duplicate ids or names), invalid
+    /// database rows, and entries of token files that failed to load.
+    pub tokens_refused: IntGauge,
     /// Reload attempts by source (`file`, `database`) and result (`success`, `failure`).
     pub reloads: IntCounterVec,
     /// Unix time of the last successful snapshot build.
@@ -123,6 +126,14 @@ impl Metrics {
                 &r,
                 IntGauge::new("snapshot_generation", "Generation of the live token set")
                     .expect("valid metric"),
+            ),
+            tokens_refused: register(
+                &r,
+                IntGauge::new(
+                    "tokens_refused",
+                    "Problems that left token records out of the live set (conflicts, invalid rows or entries)",
+                )
+                .expect("valid metric"),
             ),
             reloads: register(
                 &r,

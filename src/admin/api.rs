@@ -17,7 +17,7 @@ use serde::de::DeserializeOwned;
 use serde_json::{json, Value};
 
 use super::AdminState;
-use crate::auth::{parse_authorization, AuthError};
+use crate::auth::{parse_authorization, AuthError, Caller};
 use crate::store::db::DbError;
 use crate::store::manage::{self, NewToken, Patch};
 use crate::token::{Permission, Secret, Token};
@@ -118,9 +118,13 @@ async fn require_manager(State(s): State<AdminState>, mut req: Request, next: Ne
         }
     };
     let snapshot = s.store.set.load();
+    let addr = req
+        .extensions()
+        .get::<axum::extract::ConnectInfo<super::ClientAddr>>()
+        .map(|c| c.0 .0.ip());
     let token = match s
         .verifier
-        .authenticate(&presented, &snapshot, Utc::now())
+        .authenticate(&presented, &snapshot, Utc::now(), Caller::admin(addr))
         .await
     {
         Ok(t) => t,
@@ -133,14 +137,17 @@ async fn require_manager(State(s): State<AdminState>, mut req: Request, next: Ne
             .into_response()
         }
         Err(AuthError::Throttled(secs)) => {
-            return ApiError::new(
+            let mut r = ApiError::new(
                 StatusCode::TOO_MANY_REQUESTS,
                 "verification_throttled",
                 format!(
-                    "too many attempts with wrong or new secrets for this token; retry in {secs} s"
+                    "too many attempts with wrong or new secrets from this address; retry in {secs} s"
                 ),
             )
-            .into_response()
+            .into_response();
+            r.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs.max(1)));
+            return r;
         }
         Err(AuthError::Expired) => {
             return ApiError::new(
@@ -225,6 +232,12 @@ fn find(s: &AdminState, id: &str) -> ApiResult<Arc<Token>> {
         })
 }
 
+/// Refuses `t` unless it is within the acting token's rights (see [`manage::check_within`]).
+fn within(s: &AdminState, actor: &Actor, t: &Token) -> ApiResult<()> {
+    manage::check_within(&actor.0, t, s.store.default_limit)
+        .map_err(|m| ApiError::new(StatusCode::FORBIDDEN, "exceeds_actor", m))
+}
+
 fn writable(t: &Token) -> ApiResult<()> {
     manage::check_writable(t).map_err(|m| ApiError::new(StatusCode::CONFLICT, "read_only", m))
 }
@@ -275,9 +288,19 @@ async fn blocking<T: Send + 'static>(
         .map_err(ApiError::bad)
 }
 
-/// Refuses a name another token (from any source) already has.
+/// Refuses a name another token (from any source) already has, or another token's id.
 fn check_name_free(s: &AdminState, name: &str, except_id: Option<&str>) -> ApiResult<()> {
-    if let Some(other) = s.store.set.load().by_name(name) {
+    let snap = s.store.set.load();
+    if let Some(other) = snap.by_id(name) {
+        if Some(&*other.id) != except_id {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "conflict",
+                format!("{name:?} is the id of another token: a name cannot be a token id"),
+            ));
+        }
+    }
+    if let Some(other) = snap.by_name(name) {
         if Some(&*other.id) != except_id {
             return Err(ApiError::new(
                 StatusCode::CONFLICT,
@@ -325,6 +348,7 @@ async fn create(
     check_name_free(&s, &req.name, None)?;
     let params = s.hashing;
     let (t, secret) = blocking(move || manage::build_new(req, &params, Utc::now())).await?;
+    within(&s, &actor, &t)?;
     database.insert(&t).await?;
     apply(&s).await?;
     audit(&actor, "token.create", &t);
@@ -354,6 +378,8 @@ async fn modify(
         check_name_free(&s, name, Some(&current.id))?;
     }
     let t = manage::apply_patch(&current, patch).map_err(ApiError::bad)?;
+    within(&s, &actor, &current)?;
+    within(&s, &actor, &t)?;
     database.update(&t, current.generation).await?;
     apply(&s).await?;
     audit(&actor, "token.modify", &t);
@@ -367,6 +393,7 @@ async fn regenerate(
 ) -> ApiResult<Response> {
     let current = find(&s, &id)?;
     writable(&current)?;
+    within(&s, &actor, &current)?;
     let database = db(&s)?;
     let params = s.hashing;
     let cur = current.clone();
@@ -384,6 +411,7 @@ async fn revoke(
 ) -> ApiResult<StatusCode> {
     let current = find(&s, &id)?;
     writable(&current)?;
+    within(&s, &actor, &current)?;
     let database = db(&s)?;
     if !database.delete(&current.id).await? {
         return Err(ApiError::new(

@@ -121,6 +121,28 @@ async fn metrics() -> impl IntoResponse {
     )
 }
 
+/// The peer address of an admin connection (budgets of failed verifications are keyed by it).
+#[derive(Debug, Clone, Copy)]
+pub struct ClientAddr(pub std::net::SocketAddr);
+
+impl
+    axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, tokio::net::TcpListener>>
+    for ClientAddr
+{
+    fn connect_info(stream: axum::serve::IncomingStream<'_, tokio::net::TcpListener>) -> Self {
+        ClientAddr(*stream.remote_addr())
+    }
+}
+
+impl
+    axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, crate::tls::TlsListener>>
+    for ClientAddr
+{
+    fn connect_info(stream: axum::serve::IncomingStream<'_, crate::tls::TlsListener>) -> Self {
+        ClientAddr(*stream.remote_addr())
+    }
+}
+
 /// Serves the admin routes on `listener` until `stop` fires; over HTTPS when `tls` is given.
 pub async fn serve(
     listener: std::net::TcpListener,
@@ -135,15 +157,21 @@ pub async fn serve(
     };
     match tls {
         None => {
-            axum::serve(listener, router(state))
-                .with_graceful_shutdown(stopped)
-                .await
+            axum::serve(
+                listener,
+                router(state).into_make_service_with_connect_info::<ClientAddr>(),
+            )
+            .with_graceful_shutdown(stopped)
+            .await
         }
         Some(certs) => {
             let tls = crate::tls::TlsListener::new(listener, certs)?;
-            axum::serve(tls, router(state))
-                .with_graceful_shutdown(stopped)
-                .await
+            axum::serve(
+                tls,
+                router(state).into_make_service_with_connect_info::<ClientAddr>(),
+            )
+            .with_graceful_shutdown(stopped)
+            .await
         }
     }
 }

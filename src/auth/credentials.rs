@@ -35,6 +35,14 @@ impl Presented {
         }
     }
 
+    /// The token id or name the credential claims (what per-token budgets are keyed by).
+    pub fn who(&self) -> &str {
+        match self {
+            Presented::Token { id, .. } => id,
+            Presented::Named { name, .. } => name,
+        }
+    }
+
     /// SHA-256 over the credential: the verification cache key. Named credentials include the
     /// name, so one secret under two names are two keys.
     pub fn digest(&self) -> [u8; 32] {

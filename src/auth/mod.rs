@@ -7,4 +7,4 @@ pub mod verifier;
 
 pub use credentials::{parse_authorization, CredentialError, Presented};
 pub use policy::{normalize_path, required_permission, PathError, RoutePattern};
-pub use verifier::{AuthError, Verifier};
+pub use verifier::{AuthError, Caller, Verifier};

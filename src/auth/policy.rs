@@ -524,7 +524,10 @@ mod tests {
             ("/p2/acme/%ef%bc%8fevil", Err(Confusable)),
             ("/p2/acme/%e2%80%a5/evil", Err(Confusable)),
             ("/p2/acme/%cd%be", Err(Confusable)),
-            ("/p2/acme/%c3%a9t%c3%a9.json", Ok("/p2/acme/%C3%A9t%C3%A9.json")),
+            (
+                "/p2/acme/%c3%a9t%c3%a9.json",
+                Ok("/p2/acme/%C3%A9t%C3%A9.json"),
+            ),
             ("/a/.../b", Ok("/a/.../b")),
             ("/a/..b", Ok("/a/..b")),
             ("/.hidden", Ok("/.hidden")),

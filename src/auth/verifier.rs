@@ -4,9 +4,12 @@
 //!
 //! argon2 is the denial-of-service surface: a flood of wrong secrets for a known id reaches it
 //! on every request. Three things keep cached (legitimate) traffic fast during one:
-//! - each token id has a budget of argon2 verifications (`verify.token_attempts`, 10 per
-//!   minute by default); beyond it, uncached credentials for that id are answered 429
-//!   `verification_throttled` without argon2 (cached ones are not affected);
+//! - budgets of argon2 verifications, keyed by the client address (an IPv6 /64): per address
+//!   and token (`verify.token_attempts`, 10 per minute by default) and per address over all
+//!   tokens (`verify.client_attempts`, 60 per minute); beyond them, uncached credentials from
+//!   that address are answered 429 `verification_throttled` without argon2 (cached ones are
+//!   not affected). Keyed by address, a guesser spends only its own budget, never the
+//!   owner's: the owner's correct credential from elsewhere still verifies;
 //! - the argon2 threads run at a lower CPU priority (`verify.nice`), so the proxy's threads
 //!   win the cores while both want them;
 //! - at most `verify.max_concurrent` run at once and `verify.max_queue` wait; beyond that 503.
@@ -15,6 +18,9 @@
 //! generation, so revocation, regeneration and rights changes act on the next request.
 //! Concurrent misses for one credential share one argon2 run (`try_get_with`); failures are
 //! remembered briefly so a replayed wrong secret costs no argon2.
+//!
+//! An unknown id or name is answered like a wrong secret: it spends the same budgets and runs
+//! argon2 against a dummy hash, so neither the time nor a 429 tells which ids exist.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -53,6 +59,47 @@ pub enum AuthError {
     Internal,
 }
 
+/// Who is asking: the client address budgets are keyed by, and the listener.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Caller {
+    /// The client's address (`None` when unknown: such callers share one budget).
+    pub addr: Option<std::net::IpAddr>,
+    /// The admin listener (the bootstrap token is accepted only there).
+    pub admin: bool,
+}
+
+impl Caller {
+    /// A client of the proxy listener.
+    pub fn proxy(addr: Option<std::net::IpAddr>) -> Self {
+        Caller { addr, admin: false }
+    }
+
+    /// A client of the admin listener.
+    pub fn admin(addr: Option<std::net::IpAddr>) -> Self {
+        Caller { addr, admin: true }
+    }
+
+    /// The budget key of the address: IPv4 as it is, IPv6 by its /64 (one subscriber holds a
+    /// whole /64), IPv4-mapped IPv6 as IPv4.
+    fn key(&self) -> String {
+        use std::net::IpAddr;
+        // The listeners keep apart: guesses on the proxy port never spend the admin budget.
+        let listener = if self.admin { "admin" } else { "proxy" };
+        let addr = match self.addr.map(|a| match a {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(a, IpAddr::V4),
+            v4 => v4,
+        }) {
+            Some(IpAddr::V4(v4)) => v4.to_string(),
+            Some(IpAddr::V6(v6)) => {
+                let s = v6.segments();
+                format!("{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
+            }
+            None => "unknown".into(),
+        };
+        format!("{listener} {addr}")
+    }
+}
+
 #[derive(Debug, Clone)]
 struct Verified {
     id: Arc<str>,
@@ -69,8 +116,17 @@ pub struct Verifier {
     admission: Arc<Semaphore>,
     /// The argon2 threads.
     pool: Argon2Pool,
-    /// Verifications per token id (`None`: unlimited).
-    attempts: Option<(RateLimiter, Limit)>,
+    /// Verifications per client address and token, and per client address (`None`:
+    /// unlimited).
+    attempts: Option<Attempts>,
+    /// What an unknown id or name is verified against (same parameters as real hashes).
+    dummy: Option<Arc<Token>>,
+}
+
+struct Attempts {
+    per_token: Limit,
+    per_client: Limit,
+    limiter: RateLimiter,
 }
 
 impl Verifier {
@@ -88,29 +144,52 @@ impl Verifier {
                 .build_with_hasher(Default::default()),
             admission: Arc::new(Semaphore::new(workers + config.verify.max_queue)),
             pool: Argon2Pool::start(workers, config.verify.nice),
-            attempts: match config.verify.token_attempts {
-                RateLimitRule::Unlimited => None,
-                RateLimitRule::Limited { requests, period } => Limit::new(requests, period)
-                    .ok()
-                    .map(|l| (RateLimiter::default(), l)),
+            attempts: match (config.verify.token_attempts, config.verify.client_attempts) {
+                (
+                    RateLimitRule::Limited { requests, period },
+                    RateLimitRule::Limited {
+                        requests: c,
+                        period: cp,
+                    },
+                ) => match (Limit::new(requests, period), Limit::new(c, cp)) {
+                    (Ok(per_token), Ok(per_client)) => Some(Attempts {
+                        per_token,
+                        per_client,
+                        limiter: RateLimiter::default(),
+                    }),
+                    _ => None,
+                },
+                _ => None,
             },
+            dummy: dummy_token(config).map(Arc::new),
         }
     }
 
-    /// Spends one verification of `record`'s budget, or says when to retry.
-    fn spend_attempt(&self, record: &Token) -> Result<(), AuthError> {
-        let Some((limiter, limit)) = &self.attempts else {
+    /// Spends one verification of the caller's budgets for the credential named `who` (a
+    /// token id or name), or says when to retry.
+    fn spend_attempt(&self, caller: &Caller, who: &str) -> Result<(), AuthError> {
+        let Some(a) = &self.attempts else {
             return Ok(());
         };
-        // Keep the map to recently active ids (full buckets behave like absent ones).
-        if limiter.len() > 1024 {
-            limiter.remove_full();
+        let client = caller.key();
+        let d = a.limiter.check(&Arc::from(client.as_str()), &a.per_client);
+        if !d.allowed {
+            return Err(AuthError::Throttled(d.retry_after_secs().unwrap_or(1)));
         }
-        let d = limiter.check(&record.id, limit);
+        let pair: Arc<str> = Arc::from(format!("{client} {who}"));
+        let d = a.limiter.check(&pair, &a.per_token);
         if d.allowed {
             Ok(())
         } else {
             Err(AuthError::Throttled(d.retry_after_secs().unwrap_or(1)))
+        }
+    }
+
+    /// Forgets budgets that are full again (they behave like absent ones). Called from the
+    /// control plane every few seconds, never on the request path.
+    pub fn maintain(&self) {
+        if let Some(a) = &self.attempts {
+            a.limiter.remove_full();
         }
     }
 
@@ -123,20 +202,54 @@ impl Verifier {
         presented: &Presented,
         snapshot: &Snapshot,
         now: DateTime<Utc>,
+        caller: Caller,
     ) -> Result<Arc<Token>, AuthError> {
         let record = match presented {
             Presented::Token { id, .. } => snapshot.by_id(id),
             Presented::Named { name, .. } => snapshot.by_name(name),
         }
-        .ok_or(AuthError::Unknown)?;
+        // The bootstrap token manages tokens on the admin listener; on the proxy it is unknown.
+        .filter(|t| caller.admin || t.source != crate::token::Source::Bootstrap);
         let digest = presented.digest();
+        let Some(record) = record else {
+            return Box::pin(self.authenticate_unknown(presented, digest, caller)).await;
+        };
         if let Some(v) = self.positive.get(&digest).await {
             if v.generation == record.generation && v.id == record.id {
                 METRICS.cache_hits.inc();
                 return check_expiry(record.clone(), now);
             }
         }
-        Box::pin(self.authenticate_slow(presented, record.clone(), digest, now)).await
+        Box::pin(self.authenticate_slow(presented, record.clone(), digest, now, caller)).await
+    }
+
+    /// An unknown id or name: the same budgets and the same argon2 work as a wrong secret.
+    async fn authenticate_unknown(
+        &self,
+        presented: &Presented,
+        digest: [u8; 32],
+        caller: Caller,
+    ) -> Result<Arc<Token>, AuthError> {
+        METRICS.cache_misses.inc();
+        if self.negative.get(&digest).await == Some(UNKNOWN_GENERATION) {
+            return Err(AuthError::Unknown);
+        }
+        self.spend_attempt(&caller, presented.who())?;
+        let result = match &self.dummy {
+            Some(dummy) => {
+                self.run_argon2(presented.secret().clone(), dummy.clone())
+                    .await
+            }
+            None => Err(AuthError::WrongSecret),
+        };
+        match result {
+            Ok(()) | Err(AuthError::WrongSecret) => {
+                METRICS.verifications.with_label_values(&["unknown"]).inc();
+                self.negative.insert(digest, UNKNOWN_GENERATION).await;
+                Err(AuthError::Unknown)
+            }
+            Err(e) => Err(e),
+        }
     }
 
     async fn authenticate_slow(
@@ -145,6 +258,7 @@ impl Verifier {
         record: Arc<Token>,
         digest: [u8; 32],
         now: DateTime<Utc>,
+        caller: Caller,
     ) -> Result<Arc<Token>, AuthError> {
         let current = |v: &Verified| v.generation == record.generation && v.id == record.id;
 
@@ -167,7 +281,7 @@ impl Verifier {
             let verified = self
                 .positive
                 .try_get_with(digest, async move {
-                    self.spend_attempt(&rec)?;
+                    self.spend_attempt(&caller, presented.who())?;
                     let started = Instant::now();
                     let result = self.run_argon2(secret, rec.clone()).await;
                     METRICS
@@ -246,10 +360,18 @@ impl Argon2Pool {
                     loop {
                         let job = match rx.lock() {
                             Ok(rx) => rx.recv(),
-                            Err(_) => return,
+                            Err(p) => p.into_inner().recv(),
                         };
                         match job {
-                            Ok(job) => job(),
+                            // A panicking job drops its answer (the caller gets `Internal`);
+                            // the thread stays, so the pool never shrinks.
+                            Ok(job) => {
+                                if std::panic::catch_unwind(std::panic::AssertUnwindSafe(job))
+                                    .is_err()
+                                {
+                                    tracing::error!("an argon2 verification panicked");
+                                }
+                            }
                             Err(_) => return,
                         }
                     }
@@ -290,6 +412,30 @@ fn lower_priority(nice: i32) {
             tracing::debug!(nice, "could not lower the argon2 thread priority");
         }
     }
+}
+
+/// The negative-cache generation of unknown credentials (real generations start at 1).
+const UNKNOWN_GENERATION: u64 = 0;
+
+/// A token no credential can match (its secret is random and thrown away), hashed with the
+/// configured parameters so that verifying against it costs what a real verification does.
+/// `None` only if the parameters cannot hash (configuration checks refuse those).
+fn dummy_token(config: &Config) -> Option<Token> {
+    let secret = crate::token::generate().token;
+    let hash = crate::token::hash_secret(secret.expose(), &config.hashing).ok()?;
+    Some(Token {
+        id: Arc::from(""),
+        name: Arc::from(""),
+        description: None,
+        hash: crate::token::validate_phc(&hash).ok()?,
+        permission: crate::token::Permission::Read,
+        routes: Vec::new(),
+        created_at: None,
+        expires_at: None,
+        rate_limit: None,
+        generation: UNKNOWN_GENERATION,
+        source: crate::token::Source::Bootstrap,
+    })
 }
 
 fn check_expiry(record: Arc<Token>, now: DateTime<Utc>) -> Result<Arc<Token>, AuthError> {

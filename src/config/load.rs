@@ -298,6 +298,13 @@ fn build(col: &mut Collector, root: Value, source: String) -> Config {
                 period: Duration::from_secs(60),
             },
         );
+        let client_attempts = s.take(
+            "client_attempts",
+            crate::token::RateLimitRule::Limited {
+                requests: 60,
+                period: Duration::from_secs(60),
+            },
+        );
         let nice = s.take_with("nice", 10i32, |v| {
             let n: i32 = serde_yaml_ng::from_value(v).map_err(|e| e.to_string())?;
             if (0..=19).contains(&n) {
@@ -308,6 +315,7 @@ fn build(col: &mut Collector, root: Value, source: String) -> Config {
         });
         VerifyConfig {
             token_attempts,
+            client_attempts,
             nice,
             max_concurrent: if max_concurrent == 0 {
                 num_cpus::get().max(1)

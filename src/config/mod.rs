@@ -119,8 +119,11 @@ pub struct VerifyConfig {
     pub max_concurrent: usize,
     /// Verifications allowed to wait for a slot; beyond that the proxy answers 503.
     pub max_queue: usize,
-    /// argon2 verifications per token id (uncached credentials); beyond it 429.
+    /// argon2 verifications per client address and token id or name (uncached credentials);
+    /// beyond it 429.
     pub token_attempts: crate::token::RateLimitRule,
+    /// argon2 verifications per client address over all tokens; beyond it 429.
+    pub client_attempts: crate::token::RateLimitRule,
     /// Nice value of the argon2 threads (0 = the proxy's priority; up to 19).
     pub nice: i32,
 }

@@ -23,7 +23,9 @@ pub use responses::{refusal_body, Refusal};
 
 use crate::admin::{Health, InFlight};
 use crate::auth::policy::allows;
-use crate::auth::{normalize_path, parse_authorization, required_permission, AuthError, Verifier};
+use crate::auth::{
+    normalize_path, parse_authorization, required_permission, AuthError, Caller, Verifier,
+};
 use crate::config::Config;
 use crate::metrics::{method_label, METRICS};
 use crate::ratelimit::Decision;
@@ -195,10 +197,10 @@ impl Proxy {
         let mut parts: http::request::Parts = std::mem::replace(req, empty_request()).into();
         let headers = &mut parts.headers;
         headers.remove(AUTHORIZATION);
-        if headers.keys().any(is_tollgate_header) {
+        if headers.keys().any(is_reserved_header) {
             let spoofed: Vec<http::HeaderName> = headers
                 .keys()
-                .filter(|k| is_tollgate_header(k))
+                .filter(|k| is_reserved_header(k))
                 .cloned()
                 .collect();
             for name in spoofed {
@@ -230,11 +232,17 @@ impl Proxy {
         if let Some(h) = original_host {
             headers.insert(X_FORWARDED_HOST.clone(), h);
         }
+        let https = session.digest().is_some_and(|d| d.ssl_digest.is_some());
         if let Some(ip) = client_ip(session) {
             let xff = forwarded_for(headers.get(&X_FORWARDED_FOR).map(HeaderValue::as_bytes), ip);
             headers.insert(X_FORWARDED_FOR.clone(), xff);
+            let mut buf = [0u8; 48];
+            let addr = format_ip(ip, &mut buf);
+            if let Ok(v) = HeaderValue::from_bytes(addr) {
+                headers.insert(X_REAL_IP.clone(), v);
+            }
+            headers.insert(http::header::FORWARDED, forwarded(ip, addr, https));
         }
-        let https = session.digest().is_some_and(|d| d.ssl_digest.is_some());
         headers.insert(
             X_FORWARDED_PROTO.clone(),
             HeaderValue::from_static(if https { "https" } else { "http" }),
@@ -329,9 +337,50 @@ impl Proxy {
 static X_FORWARDED_FOR: http::HeaderName = http::HeaderName::from_static("x-forwarded-for");
 static X_FORWARDED_HOST: http::HeaderName = http::HeaderName::from_static("x-forwarded-host");
 static X_FORWARDED_PROTO: http::HeaderName = http::HeaderName::from_static("x-forwarded-proto");
+static X_REAL_IP: http::HeaderName = http::HeaderName::from_static("x-real-ip");
 static X_TOLLGATE_TOKEN_ID: http::HeaderName = http::HeaderName::from_static("x-tollgate-token-id");
 static X_TOLLGATE_TOKEN_NAME: http::HeaderName =
     http::HeaderName::from_static("x-tollgate-token-name");
+
+/// Whether the request head needs [`fix_framing`]: an `Upgrade`, or a `Content-Length` that
+/// is not one plain number. Two lookups on the hot path.
+fn needs_framing_fix(headers: &http::HeaderMap) -> bool {
+    headers.contains_key(http::header::UPGRADE)
+        || headers.contains_key("http2-settings")
+        || headers
+            .get(http::header::CONTENT_LENGTH)
+            .is_some_and(|v| !v.as_bytes().iter().all(u8::is_ascii_digit))
+        || headers
+            .get_all(http::header::CONTENT_LENGTH)
+            .iter()
+            .nth(1)
+            .is_some()
+}
+
+/// Tollgate never upgrades a connection: after a `101` the connection would be a tunnel to
+/// the store that no later request on it passes the gate. `Upgrade` (and `HTTP2-Settings`,
+/// `Connection`, which name it) are removed, so the store answers the plain request (clients
+/// such as `curl --http2` on `http://` then simply stay on HTTP/1.1). A `Content-Length` that
+/// pingora accepted as several equal values (`5, 5`) is forwarded as the one number, never
+/// verbatim: a store might read the list differently.
+fn fix_framing(req: &mut RequestHeader) {
+    if req.headers.contains_key(http::header::UPGRADE) || req.headers.contains_key("http2-settings")
+    {
+        req.remove_header(&http::header::UPGRADE);
+        req.remove_header("http2-settings");
+        req.remove_header(&http::header::CONNECTION);
+    }
+    let length = req
+        .headers
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(',').next())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    if let Some(n) = length {
+        // pingora refuses unequal or unparsable lists before this runs.
+        let _ = req.insert_header(http::header::CONTENT_LENGTH, n);
+    }
+}
 
 /// Placeholders while a header is edited as plain parts (they allocate nothing).
 fn empty_request() -> RequestHeader {
@@ -342,8 +391,70 @@ fn empty_response() -> http::response::Parts {
     http::Response::new(()).into_parts().0
 }
 
-fn is_tollgate_header(name: &http::HeaderName) -> bool {
-    name.as_str().starts_with("x-tollgate-")
+/// Client headers that never reach the upstream: Tollgate's own `X-Tollgate-*`, the
+/// forwarding headers it sets itself (`X-Forwarded-For` is appended to, not dropped), method
+/// overrides (a read token must not turn a GET into a DELETE at a store that honours them) and
+/// path overrides (`X-Original-URL`, `X-Rewrite-URL`: some frameworks route by them, past the
+/// path Tollgate checked). Names are compared with `_` read as `-`: WSGI and CGI stores map
+/// both to `_`, so `X_Tollgate_Token_Name` would arrive as the identity header.
+fn is_reserved_header(name: &http::HeaderName) -> bool {
+    let n = name.as_str().as_bytes();
+    // Every reserved name starts with `x` or `f` (names are lower case): most headers stop here.
+    if !matches!(n.first(), Some(b'x' | b'f')) || n.len() < 9 {
+        return false;
+    }
+    let mut buf = [0u8; 32];
+    let Some(dst) = buf.get_mut(..n.len()) else {
+        return n.len() > 11
+            && n[..11]
+                .iter()
+                .map(|&b| if b == b'_' { b'-' } else { b })
+                .eq(*b"x-tollgate-");
+    };
+    for (d, &b) in dst.iter_mut().zip(n) {
+        *d = if b == b'_' { b'-' } else { b };
+    }
+    let folded: &[u8] = dst;
+    folded.starts_with(b"x-tollgate-")
+        || matches!(
+            folded,
+            b"x-forwarded-host"
+                | b"x-forwarded-proto"
+                | b"x-forwarded-port"
+                | b"x-forwarded-prefix"
+                | b"x-forwarded-server"
+                | b"x-forwarded-ssl"
+                | b"x-forwarded-scheme"
+                | b"forwarded"
+                | b"x-real-ip"
+                | b"x-http-method-override"
+                | b"x-http-method"
+                | b"x-method-override"
+                | b"x-original-url"
+                | b"x-rewrite-url"
+        )
+        // The underscore spelling of `X-Forwarded-For` (the dash one is appended to).
+        || (folded == b"x-forwarded-for" && n != b"x-forwarded-for")
+}
+
+/// `Forwarded` (RFC 7239) as Tollgate sees the request: the client's address (IPv6 quoted and
+/// bracketed) and the protocol. Replaces whatever the client sent.
+fn forwarded(ip: std::net::IpAddr, addr: &[u8], https: bool) -> HeaderValue {
+    let mut v = Vec::with_capacity(addr.len() + 24);
+    v.extend_from_slice(b"for=");
+    if ip.is_ipv6() {
+        v.extend_from_slice(b"\"[");
+        v.extend_from_slice(addr);
+        v.extend_from_slice(b"]\"");
+    } else {
+        v.extend_from_slice(addr);
+    }
+    v.extend_from_slice(if https {
+        b";proto=https"
+    } else {
+        b";proto=http"
+    });
+    HeaderValue::from_maybe_shared(Bytes::from(v)).unwrap_or_else(|_| HeaderValue::from_static(""))
 }
 
 /// `X-Forwarded-For`: the client's address appended to what the client sent, formatted into
@@ -434,6 +545,9 @@ impl ProxyHttp for Proxy {
         if !self.store.set.is_ready() {
             return self.refuse(session, ctx, Refusal::NotReady).await;
         }
+        if needs_framing_fix(&session.req_header().headers) {
+            fix_framing(session.req_header_mut());
+        }
         let headers = &session.req_header().headers;
         let mut values = headers.get_all(AUTHORIZATION).iter();
         let first = values.next().map(|v| v.as_bytes());
@@ -452,7 +566,12 @@ impl ProxyHttp for Proxy {
         };
         let snapshot = self.store.set.load();
         let now = Utc::now();
-        let token = match self.verifier.authenticate(&presented, &snapshot, now).await {
+        let caller = Caller::proxy(client_ip(session));
+        let token = match self
+            .verifier
+            .authenticate(&presented, &snapshot, now, caller)
+            .await
+        {
             Ok(t) => t,
             Err(e) => {
                 let r = match e {

@@ -253,25 +253,33 @@ impl Database {
 
     /// Every stored token; all bad rows are reported together.
     pub async fn tokens(&self) -> Result<Vec<Token>, Vec<DbError>> {
+        let (tokens, problems) = self.tokens_with_problems().await.map_err(|e| vec![e])?;
+        if problems.is_empty() {
+            Ok(tokens)
+        } else {
+            Err(problems)
+        }
+    }
+
+    /// Every stored token that reads back valid, and the problems of the rows that do not (a
+    /// row that cannot be read is left out: it never authenticates). Fails only when the
+    /// database does not answer.
+    pub async fn tokens_with_problems(&self) -> Result<(Vec<Token>, Vec<DbError>), DbError> {
         let rows = sqlx::query(&format!(
             "SELECT {TOKEN_COLUMNS} FROM tokens ORDER BY created_at, id"
         ))
         .fetch_all(&self.pool)
         .await
-        .map_err(|e| vec![unavailable(e)])?;
+        .map_err(unavailable)?;
         let mut tokens = Vec::with_capacity(rows.len());
-        let mut errors = Vec::new();
+        let mut problems = Vec::new();
         for row in rows {
             match row_to_token(&row) {
                 Ok(t) => tokens.push(t),
-                Err(e) => errors.push(e),
+                Err(e) => problems.push(e),
             }
         }
-        if errors.is_empty() {
-            Ok(tokens)
-        } else {
-            Err(errors)
-        }
+        Ok((tokens, problems))
     }
 
     /// One stored token by id.

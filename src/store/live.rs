@@ -77,14 +77,22 @@ fn on_loader<R: Send + 'static>(
     }
 }
 
-/// Token files read and parsed: the digest of their contents, and their tokens or problems.
-type LoadedFiles = ([u8; 32], Result<Vec<Arc<Token>>, Vec<String>>);
+/// One token file read and parsed: its path, its text (when readable) and its tokens or
+/// problems.
+struct LoadedFile {
+    path: std::path::PathBuf,
+    text: Option<String>,
+    parsed: Result<Vec<Arc<Token>>, Vec<String>>,
+}
+
+/// Token files read and parsed: the digest of their contents, and each file's result.
+type LoadedFiles = ([u8; 32], Vec<LoadedFile>);
 
 /// Entry caches of the token files, by path (see [`yaml::parse_incremental`]).
 type EntryCaches = HashMap<std::path::PathBuf, yaml::EntryCache>;
 
 /// Reads every token file; `None` when their contents have the digest `unchanged` (the last
-/// good load), else the digest and the parse of every file (all files' problems together).
+/// good load), else the digest and the parse of every file.
 /// Entries unchanged since a file's last good parse are taken from `caches`, not parsed again.
 fn read_files(
     paths: &[std::path::PathBuf],
@@ -110,28 +118,47 @@ fn read_files(
     if unchanged == Some(digest) {
         return None;
     }
-    let mut tokens = Vec::new();
-    let mut errors = Vec::new();
+    let mut files = Vec::with_capacity(texts.len());
     for (path, text) in texts {
         let name = path.display().to_string();
-        match text {
+        let (text, parsed) = match text {
             Ok(t) => {
-                match yaml::parse_incremental(&name, &t, caches.entry(path.clone()).or_default()) {
-                    Ok(t) => tokens.extend(t),
-                    Err(mut e) => errors.append(&mut e),
-                }
+                let parsed =
+                    yaml::parse_incremental(&name, &t, caches.entry(path.clone()).or_default());
+                (Some(t), parsed)
             }
-            Err(e) => errors.push(format!("{name}: cannot read token file: {e}")),
-        }
+            Err(e) => (
+                None,
+                Err(vec![format!("{name}: cannot read token file: {e}")]),
+            ),
+        };
+        files.push(LoadedFile {
+            path: path.clone(),
+            text,
+            parsed,
+        });
     }
-    Some((
-        digest,
-        if errors.is_empty() {
-            Ok(tokens)
-        } else {
-            Err(errors)
-        },
-    ))
+    Some((digest, files))
+}
+
+/// The tokens of a file that failed to load: its last good tokens, less every one the new
+/// text no longer names with the same id and hash. A broken edit keeps the rest of the file
+/// serving, but a token removed or regenerated in it is gone at once (fail closed).
+fn survivors(
+    previous: &[Arc<Token>],
+    path: &std::path::Path,
+    text: Option<&str>,
+) -> Vec<Arc<Token>> {
+    let Some(text) = text else {
+        // Unreadable (deleted, permissions): nothing in it can be vouched for.
+        return Vec::new();
+    };
+    previous
+        .iter()
+        .filter(|t| matches!(&t.source, Source::File(p) if Path::new(&**p) == path))
+        .filter(|t| text.contains(&*t.id) && text.contains(t.hash.as_str()))
+        .cloned()
+        .collect()
 }
 
 /// Whether an event in a watched directory may concern a token file: one of their names, a
@@ -169,6 +196,12 @@ pub struct Store {
     /// The configured default limit.
     pub default_limit: RateLimitRule,
     rebuild_lock: tokio::sync::Mutex<()>,
+    /// The database rows of the last good read: a token-file edit made while the database is
+    /// unreachable is applied on top of them.
+    db_rows: Mutex<Option<Vec<Arc<Token>>>>,
+    /// Problems that left records out of the current set (conflicts, invalid rows), as last
+    /// reported.
+    refused: Mutex<Vec<String>>,
 }
 
 impl std::fmt::Debug for Store {
@@ -199,7 +232,32 @@ impl Store {
             limiter: RateLimiter::default(),
             default_limit: config.rate_limit,
             rebuild_lock: tokio::sync::Mutex::new(()),
+            db_rows: Mutex::new(None),
+            refused: Mutex::new(Vec::new()),
         }
+    }
+
+    /// Problems that left token records out of the current set (empty when none).
+    pub fn refused(&self) -> Vec<String> {
+        lock(&self.refused).clone()
+    }
+
+    /// Records the problems of the set just built; logs them when they changed.
+    fn set_refused(&self, problems: Vec<String>) {
+        METRICS.tokens_refused.set(problems.len() as i64);
+        let mut current = lock(&self.refused);
+        if *current != problems {
+            for p in problems.iter().take(100) {
+                tracing::error!(problem = %p, "token record left out of the token set");
+            }
+            if problems.len() > 100 {
+                tracing::error!(
+                    more = problems.len() - 100,
+                    "more token records left out of the token set"
+                );
+            }
+        }
+        *current = problems;
     }
 
     /// The database, once connected.
@@ -226,44 +284,58 @@ impl Store {
         // Reading and parsing a large file takes a while: not on the control-plane runtime.
         let caches = self.entry_caches.clone();
         let loaded = on_loader(move || read_files(&paths, last_good, &mut lock(&caches))).await;
-        let (digest, parsed) = match loaded {
+        let (digest, files) = match loaded {
             Ok(Some(loaded)) => loaded,
             Ok(None) => return Ok(false),
             Err(e) => return Err(vec![e]),
         };
-        let result = match parsed {
-            Ok(tokens) => self.rebuild_with(Some(tokens)).await,
-            Err(errors) => Err(errors),
-        };
-        match result {
-            Ok(()) => {
-                *lock(&self.files_digest) = Some(digest);
-                *lock(&self.failed_digest) = None;
-                METRICS
-                    .reloads
-                    .with_label_values(&["file", "success"])
-                    .inc();
-                // The replaced set is freed by now (unless a request still holds it): give
-                // its pages back instead of keeping them for the next reload.
-                drop(on_loader(crate::memory::release_free_memory));
-                Ok(true)
-            }
-            Err(errors) => {
-                let mut failed = lock(&self.failed_digest);
-                // Counted and logged once per distinct broken content, not on every poll.
-                if force || *failed != Some(digest) {
-                    METRICS
-                        .reloads
-                        .with_label_values(&["file", "failure"])
-                        .inc();
-                    for e in &errors {
-                        tracing::error!(problem = %e, "token files refused; the last good token set keeps serving");
+        let mut errors = Vec::new();
+        let mut tokens = Vec::new();
+        {
+            let previous = lock(&self.files);
+            for f in files {
+                match f.parsed {
+                    Ok(mut t) => tokens.append(&mut t),
+                    Err(mut e) => {
+                        tokens.extend(survivors(&previous, &f.path, f.text.as_deref()));
+                        errors.append(&mut e);
                     }
                 }
-                *failed = Some(digest);
-                Err(errors)
             }
         }
+        // Even a refused edit applies its removals and regenerations (see `survivors`).
+        let built = self.rebuild_with(Some(tokens)).await;
+        if errors.is_empty() {
+            if let Err(e) = built {
+                return Err(e);
+            }
+            *lock(&self.files_digest) = Some(digest);
+            *lock(&self.failed_digest) = None;
+            METRICS
+                .reloads
+                .with_label_values(&["file", "success"])
+                .inc();
+            // The replaced set is freed by now (unless a request still holds it): give
+            // its pages back instead of keeping them for the next reload.
+            drop(on_loader(crate::memory::release_free_memory));
+            return Ok(true);
+        }
+        if let Err(mut e) = built {
+            errors.append(&mut e);
+        }
+        let mut failed = lock(&self.failed_digest);
+        // Counted and logged once per distinct broken content, not on every poll.
+        if force || *failed != Some(digest) {
+            METRICS
+                .reloads
+                .with_label_values(&["file", "failure"])
+                .inc();
+            for e in &errors {
+                tracing::error!(problem = %e, "token files refused; their last good tokens keep serving, less any the edit removed or regenerated");
+            }
+        }
+        *failed = Some(digest);
+        Err(errors)
     }
 
     /// Connects to the configured database (if any) and loads stored last-use times.
@@ -304,30 +376,50 @@ impl Store {
             }
             return Ok(());
         }
-        let changes_before = match self.db.get() {
-            Some(db) => Some(db.changes().await.map_err(|e| vec![e.to_string()])?),
-            None => None,
-        };
+        let mut problems = Vec::new();
         let mut tokens = match &files {
             Some(f) => f.clone(),
             None => lock(&self.files).clone(),
         };
         let from_files = tokens.len();
         let mut from_db = 0;
+        let mut changes_before = None;
         if let Some(db) = self.db.get() {
-            let stored = db
-                .tokens()
-                .await
-                .map_err(|errs| errs.iter().map(DbError::to_string).collect::<Vec<_>>())?;
-            from_db = stored.len();
-            tokens.extend(stored.into_iter().map(Arc::new));
+            let read = async {
+                let changes = db.changes().await?;
+                let (rows, bad) = db.tokens_with_problems().await?;
+                Ok::<_, DbError>((changes, rows, bad))
+            }
+            .await;
+            let rows = match read {
+                Ok((changes, rows, bad)) => {
+                    changes_before = Some(changes);
+                    problems.extend(bad.iter().map(|e| format!("token database: {e}")));
+                    let rows: Vec<Arc<Token>> = rows.into_iter().map(Arc::new).collect();
+                    *lock(&self.db_rows) = Some(rows.clone());
+                    rows
+                }
+                // A token-file edit (maybe removing a compromised token) must not wait for the
+                // database: it applies on top of the rows of the last good read.
+                Err(e) if files.is_some() => match lock(&self.db_rows).clone() {
+                    Some(rows) => {
+                        tracing::warn!(error = %e, "token database unavailable: token files applied with the last good database rows");
+                        rows
+                    }
+                    None => return Err(vec![e.to_string()]),
+                },
+                Err(e) => return Err(vec![e.to_string()]),
+            };
+            from_db = rows.len();
+            tokens.extend(rows);
         }
         if let Some(b) = &self.bootstrap {
             tokens.push(Arc::new(b.clone()));
         }
         let generation = self.generation.load(Ordering::Relaxed) + 1;
-        let snapshot = Snapshot::build(tokens, generation)
-            .map_err(|e| e.into_iter().map(|e| e.to_string()).collect::<Vec<_>>())?;
+        let (snapshot, conflicts) = Snapshot::build_excluding_conflicts(tokens, generation);
+        problems.extend(conflicts.iter().map(ToString::to_string));
+        self.set_refused(problems);
         self.generation.store(generation, Ordering::Relaxed);
         if let Some(f) = files {
             *lock(&self.files) = f;

@@ -189,6 +189,86 @@ pub fn token_view(
     })
 }
 
+/// The rate limit that applies to `t` on the proxy (the bootstrap token, which the proxy does
+/// not accept, counts as unlimited: it is the operator's).
+fn effective_limit(t: &Token, default: RateLimitRule) -> RateLimitRule {
+    match t.source {
+        Source::Bootstrap => RateLimitRule::Unlimited,
+        _ => t.rate_limit.unwrap_or(default),
+    }
+}
+
+/// Refuses `t` unless it grants nothing `actor` lacks: a manager creates, changes, regenerates
+/// or revokes only tokens within its own rights, and cannot widen itself. "Within" means:
+/// - permission: no higher than the actor's;
+/// - routes: when the actor has routes, `t` has routes too, and each of them lies inside one
+///   of the actor's ([`crate::token::RoutePattern::within`]) with no more access (read ≤
+///   write; a route's access counts only up to its token's permission);
+/// - expiry: when the actor expires, `t` expires no later;
+/// - rate limit: when the actor is limited (its own limit or the default), `t` is limited to
+///   no more requests per period and no higher rate.
+pub fn check_within(actor: &Token, t: &Token, default: RateLimitRule) -> Result<(), String> {
+    let who = format!("the acting token {:?}", &*actor.name);
+    if t.permission > actor.permission {
+        return Err(format!(
+            "permission {} is above {who}'s ({})",
+            t.permission.as_str(),
+            actor.permission.as_str()
+        ));
+    }
+    if !actor.routes.is_empty() {
+        if t.routes.is_empty() {
+            return Err(format!(
+                "no routes means every path, more than {who} may reach: give routes inside its own"
+            ));
+        }
+        for r in &t.routes {
+            let access = r.access.as_permission().min(t.permission);
+            let inside = actor.routes.iter().any(|a| {
+                access <= a.access.as_permission().min(actor.permission)
+                    && r.pattern.within(&a.pattern)
+            });
+            if !inside {
+                return Err(format!(
+                    "route {}={} is not inside a route of {who}",
+                    r.pattern.as_str(),
+                    r.access.as_permission().as_str()
+                ));
+            }
+        }
+    }
+    if let Some(limit) = actor.expires_at {
+        match t.expires_at {
+            Some(e) if e <= limit => {}
+            _ => {
+                return Err(format!(
+                    "{who} expires at {limit}: the token must expire no later"
+                ))
+            }
+        }
+    }
+    if let RateLimitRule::Limited { requests, period } = effective_limit(actor, default) {
+        let ok = match effective_limit(t, default) {
+            RateLimitRule::Limited {
+                requests: r,
+                period: p,
+            } => {
+                // r/p <= requests/period, in integers.
+                r <= requests
+                    && u128::from(r) * period.as_millis() <= u128::from(requests) * p.as_millis()
+            }
+            RateLimitRule::Unlimited => false,
+        };
+        if !ok {
+            return Err(format!(
+                "{who} is limited to {requests} requests per {}: the token's rate limit must be no higher",
+                humantime::format_duration(period)
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// Refuses changes to tokens that do not live in the database.
 pub fn check_writable(t: &Token) -> Result<(), String> {
     match &t.source {

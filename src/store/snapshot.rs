@@ -21,6 +21,16 @@ pub enum SnapshotError {
         /// Where the second one came from.
         second: String,
     },
+    /// A token's name is another token's id (lookups by id or name would be ambiguous).
+    #[error("token name {name:?} ({named}) is the id of another token ({owner})")]
+    NameIsId {
+        /// The name.
+        name: String,
+        /// Where the named record came from.
+        named: String,
+        /// Where the record with that id came from.
+        owner: String,
+    },
     /// Two records share a name.
     #[error("duplicate token name {name:?} ({first} and {second})")]
     DuplicateName {
@@ -52,39 +62,97 @@ impl Snapshot {
         tokens: impl IntoIterator<Item = T>,
         generation: u64,
     ) -> Result<Self, Vec<SnapshotError>> {
-        let tokens = tokens.into_iter();
-        let mut errors = Vec::new();
-        let mut s = Snapshot {
-            generation,
-            by_id: HashMap::with_capacity(tokens.size_hint().0),
-            by_name: HashMap::with_capacity(tokens.size_hint().0),
-        };
-        for t in tokens {
-            let t: Arc<Token> = t.into();
-            if let Some(prev) = s.by_id.get(&t.id) {
-                errors.push(SnapshotError::DuplicateId {
-                    id: t.id.to_string(),
-                    first: origin(prev),
-                    second: origin(&t),
-                });
-                continue;
-            }
-            if let Some(prev) = s.by_name.get(&t.name) {
-                errors.push(SnapshotError::DuplicateName {
-                    name: t.name.to_string(),
-                    first: origin(prev),
-                    second: origin(&t),
-                });
-                continue;
-            }
-            s.by_id.insert(t.id.clone(), t.clone());
-            s.by_name.insert(t.name.clone(), t);
-        }
+        let (snapshot, errors) = Self::build_excluding_conflicts(tokens, generation);
         if errors.is_empty() {
-            Ok(s)
+            Ok(snapshot)
         } else {
             Err(errors)
         }
+    }
+
+    /// Indexes `tokens`, leaving out every record in a conflict, and says which conflicts there
+    /// were. A conflict refuses only its own records, never the set: all records sharing an id,
+    /// all records sharing a name (but the bootstrap token, the operator's way in, which lives
+    /// in memory and cannot be edited away), and a record whose name is another token's id.
+    /// Leaving out fails closed: a conflicting record never authenticates, the rest of the set
+    /// (and every removal or narrowing in it) applies.
+    pub fn build_excluding_conflicts<T: Into<Arc<Token>>>(
+        tokens: impl IntoIterator<Item = T>,
+        generation: u64,
+    ) -> (Self, Vec<SnapshotError>) {
+        let tokens: Vec<Arc<Token>> = tokens.into_iter().map(Into::into).collect();
+        let mut errors = Vec::new();
+        let mut ids: HashMap<&str, Vec<usize>> = HashMap::with_capacity(tokens.len());
+        let mut names: HashMap<&str, Vec<usize>> = HashMap::with_capacity(tokens.len());
+        for (i, t) in tokens.iter().enumerate() {
+            ids.entry(&t.id).or_default().push(i);
+            names.entry(&t.name).or_default().push(i);
+        }
+        let mut refused = vec![false; tokens.len()];
+        for (id, group) in &ids {
+            if group.len() > 1 {
+                for pair in group.windows(2) {
+                    errors.push(SnapshotError::DuplicateId {
+                        id: id.to_string(),
+                        first: origin(&tokens[pair[0]]),
+                        second: origin(&tokens[pair[1]]),
+                    });
+                }
+                for &i in group {
+                    refused[i] = true;
+                }
+            }
+        }
+        let is_bootstrap = |i: usize| tokens[i].source == crate::token::Source::Bootstrap;
+        for (name, group) in &names {
+            if group.len() > 1 {
+                for pair in group.windows(2) {
+                    errors.push(SnapshotError::DuplicateName {
+                        name: name.to_string(),
+                        first: origin(&tokens[pair[0]]),
+                        second: origin(&tokens[pair[1]]),
+                    });
+                }
+                for &i in group {
+                    refused[i] |= !is_bootstrap(i);
+                }
+            }
+            if let Some(owners) = ids.get(name) {
+                for &n in group {
+                    for &o in owners {
+                        if o != n {
+                            errors.push(SnapshotError::NameIsId {
+                                name: name.to_string(),
+                                named: origin(&tokens[n]),
+                                owner: origin(&tokens[o]),
+                            });
+                            // The named record goes, unless it is the bootstrap token.
+                            if is_bootstrap(n) {
+                                refused[o] = true;
+                            } else {
+                                refused[n] = true;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        drop((ids, names));
+        let kept = refused.iter().filter(|r| !**r).count();
+        let mut s = Snapshot {
+            generation,
+            by_id: HashMap::with_capacity(kept),
+            by_name: HashMap::with_capacity(kept),
+        };
+        for (t, refused) in tokens.into_iter().zip(refused) {
+            if !refused {
+                s.by_id.insert(t.id.clone(), t.clone());
+                s.by_name.insert(t.name.clone(), t);
+            }
+        }
+        // Deterministic order for logs and answers.
+        errors.sort_by_key(|e| e.to_string());
+        (s, errors)
     }
 
     /// The token with this id.
