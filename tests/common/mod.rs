@@ -6,6 +6,7 @@
 #![allow(dead_code)]
 
 pub mod pg;
+pub mod stores;
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
