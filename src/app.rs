@@ -10,7 +10,6 @@ use std::time::Duration;
 use anyhow::{anyhow, bail, Context};
 use chrono::{DateTime, Utc};
 use pingora::listeners::tls::TlsSettings;
-use pingora::proxy::http_proxy_service;
 use pingora::server::configuration::ServerConf;
 use pingora::server::{RunArgs, Server, ShutdownSignal, ShutdownSignalWatch};
 use serde::Serialize;
@@ -183,6 +182,8 @@ fn bootstrap_token(spec: &str, params: &HashParams) -> anyhow::Result<Token> {
 fn serve(explicit: Option<&Path>, args: &ServeArgs) -> anyhow::Result<()> {
     let config = load_config(explicit, &serve_overrides(args))?;
     let _log_guard = crate::logging::init(&config.log);
+    // Raises the open-file limit first: the connection cap is derived from it.
+    let limits = crate::conn::start(&config.limits);
     let bootstrap = args
         .bootstrap_token
         .as_ref()
@@ -265,9 +266,10 @@ fn serve(explicit: Option<&Path>, args: &ServeArgs) -> anyhow::Result<()> {
     };
     let mut server = Server::new_with_opt_and_conf(None, conf);
     server.bootstrap();
-    let mut proxy = http_proxy_service(
+    let mut proxy = crate::conn::proxy_service(
         &server.configuration,
         Proxy::new(&config, store.clone(), verifier, health.clone()),
+        limits,
     );
     proxy.add_tcp(&config.listen.to_string());
     if let Some(tls) = &config.tls {

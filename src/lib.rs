@@ -10,6 +10,7 @@ pub mod audit;
 pub mod auth;
 pub mod cli;
 pub mod config;
+pub mod conn;
 pub mod logging;
 pub mod memory;
 pub mod metrics;

@@ -43,6 +43,16 @@ pub struct Metrics {
     pub upstream_duration: Histogram,
     /// Upstream failures by kind (`connect`, `timeout`, `tls`, `other`).
     pub upstream_errors: IntCounterVec,
+    /// Open client connections on the proxy listeners.
+    pub connections_open: IntGauge,
+    /// The cap on open client connections (`limits.max_connections`, resolved).
+    pub connections_max: IntGauge,
+    /// Client connections refused by a cap, by reason (`max_connections`,
+    /// `max_connections_per_ip`).
+    pub connections_refused: IntCounterVec,
+    /// Client connections closed by a deadline, by kind (`header`: the request head was not
+    /// complete in time; `keepalive`: idle between requests).
+    pub connection_timeouts: IntCounterVec,
 }
 
 fn register<T: prometheus::core::Collector + Clone + 'static>(r: &Registry, c: T) -> T {
@@ -182,6 +192,44 @@ impl Metrics {
                 &r,
                 IntCounterVec::new(
                     Opts::new("upstream_errors_total", "Upstream failures by kind"),
+                    &["kind"],
+                )
+                .expect("valid metric"),
+            ),
+            connections_open: register(
+                &r,
+                IntGauge::new(
+                    "connections_open",
+                    "Open client connections on the proxy listeners",
+                )
+                .expect("valid metric"),
+            ),
+            connections_max: register(
+                &r,
+                IntGauge::new(
+                    "connections_max",
+                    "Most client connections open at once (limits.max_connections)",
+                )
+                .expect("valid metric"),
+            ),
+            connections_refused: register(
+                &r,
+                IntCounterVec::new(
+                    Opts::new(
+                        "connections_refused_total",
+                        "Client connections refused by a connection cap, by reason",
+                    ),
+                    &["reason"],
+                )
+                .expect("valid metric"),
+            ),
+            connection_timeouts: register(
+                &r,
+                IntCounterVec::new(
+                    Opts::new(
+                        "connection_timeouts_total",
+                        "Client connections closed by the header or keep-alive timeout",
+                    ),
                     &["kind"],
                 )
                 .expect("valid metric"),
