@@ -118,9 +118,23 @@ async fn load_store(store: &Store, strict: bool) -> anyhow::Result<()> {
         .map_err(|e| refused("token set", e))
 }
 
+/// Validates the configuration, token files and database rows without changing anything: no
+/// directory or database file is created and no migration runs.
 fn check_config(explicit: Option<&Path>) -> anyhow::Result<()> {
-    let config = load_config(explicit, &Overrides::default())?;
-    let store = Store::new(&config, None);
+    let mut config = load_config(explicit, &Overrides::default())?;
+    if let Some(missing) = config
+        .tokens
+        .database
+        .as_deref()
+        .and_then(crate::store::db::missing_sqlite_file)
+    {
+        println!(
+            "note: the token database {} does not exist yet; `serve` creates it",
+            missing.display()
+        );
+        config.tokens.database = None;
+    }
+    let store = Store::new(&config, None).read_only();
     runtime()?.block_on(load_store(&store, true))?;
     let refused = store.refused();
     if !refused.is_empty() {

@@ -668,3 +668,50 @@ async fn a_broken_token_file_edit_still_removes_what_it_removed() {
         "the rest of the last good file must keep serving"
     );
 }
+
+#[tokio::test]
+async fn the_database_is_private_and_check_config_changes_nothing() {
+    let upstream = Upstream::start();
+    let setup =
+        Setup::new(&upstream.url()).set("tokens.database", json!("sqlite://private/dir/tokens.db"));
+    setup.write();
+    let dir = setup.dir.path().to_owned();
+    let config = setup.config_str();
+    let out = run_tollgate(
+        &["check-config", "--config", &config],
+        None,
+        &dir,
+        Duration::from_secs(30),
+    );
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        !dir.join("private").exists(),
+        "check-config created the database directory"
+    );
+    let mut proxy = setup.start().await;
+    use std::os::unix::fs::PermissionsExt;
+    let mode = |p: &std::path::Path| {
+        std::fs::metadata(p)
+            .unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+            .permissions()
+            .mode()
+            & 0o777
+    };
+    assert_eq!(mode(&dir.join("private/dir")), 0o700);
+    assert_eq!(mode(&dir.join("private/dir/tokens.db")), 0o600);
+    proxy.stop_gracefully(Duration::from_secs(10)).await;
+    // check-config on an existing database opens it read-only and migrates nothing.
+    let before = std::fs::read(dir.join("private/dir/tokens.db")).unwrap();
+    let out = run_tollgate(
+        &["check-config", "--config", &config],
+        None,
+        &dir,
+        Duration::from_secs(30),
+    );
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(
+        std::fs::read(dir.join("private/dir/tokens.db")).unwrap(),
+        before,
+        "check-config wrote to the database"
+    );
+}

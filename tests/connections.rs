@@ -281,6 +281,8 @@ async fn per_address_cap_refuses_one_client_and_serves_another() {
         .start()
         .await;
     let listen = proxy.setup.listen;
+    // The harness's readiness probes are gone before the count starts.
+    poll_metric(&proxy, OPEN, "no connection yet", |v| v == 0.0).await;
     let mut tasks = Vec::new();
     for _ in 0..50 {
         let mut s = connect_from(Ipv4Addr::LOCALHOST, listen).await;

@@ -287,11 +287,14 @@ impl RoutePattern {
                 source.len()
             ));
         }
-        let normalized = normalize_path(source).map_err(|e| format!("route {source:?}: {e}"))?;
-        if normalized != source && normalized.trim_end_matches('/') != source.trim_end_matches('/')
-        {
+        // Checked with every `*` as a plain name character, so that an npm scope pattern such
+        // as `/@acme%2F*` (exactly the scope `@acme`, not `@acme-evil`) is a normal path.
+        let probe = source.replace('*', "x");
+        let normalized = normalize_path(&probe).map_err(|e| format!("route {source:?}: {e}"))?;
+        if normalized != probe && normalized.trim_end_matches('/') != probe.trim_end_matches('/') {
+            let suggestion = normalize_path(source).map_or(normalized, |n| n.into_owned().into());
             return Err(format!(
-                "route {source:?} is not in normal form (write it as {normalized:?})"
+                "route {source:?} is not in normal form (write it as {suggestion:?})"
             ));
         }
         // The source differs from its normal form at most in trailing slashes: same segments.
@@ -624,6 +627,10 @@ mod tests {
             ("/files/*.zip", "/files/a.tar", false),
             ("/", "/anything/at/all", true),
             ("/**", "/", true),
+            ("/@acme%2F*", "/@acme%2Fwidget", true),
+            ("/@acme%2F*", "/@acme%2Fwidget/-/widget-1.0.0.tgz", true),
+            ("/@acme%2F*", "/@acme-evil%2Fwidget", false),
+            ("/@acme%2F*", "/@acme", false),
         ];
         for (pat, path, want) in cases {
             let p = RoutePattern::parse(pat).unwrap();

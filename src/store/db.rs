@@ -124,18 +124,53 @@ fn sqlite_path(url: &str) -> Option<&str> {
     (!path.is_empty() && !path.starts_with(":memory:")).then_some(path)
 }
 
-/// Shows a database URL without its password.
+/// Shows a database URL without its password. The credentials end at the last `@` before
+/// the query (a password may hold an unencoded `@`: everything up to the last one is hidden).
 pub fn redact_url(url: &str) -> String {
-    match (url.find("://"), url.find('@')) {
-        (Some(s), Some(at)) if at > s => {
-            let creds = &url[s + 3..at];
-            match creds.split_once(':') {
-                Some((user, _)) => format!("{}{user}:***{}", &url[..s + 3], &url[at..]),
-                None => url.to_string(),
-            }
-        }
-        _ => url.to_string(),
+    let Some(s) = url.find("://") else {
+        return url.to_string();
+    };
+    let rest = &url[s + 3..];
+    let before_query = rest.find('?').map_or(rest, |q| &rest[..q]);
+    match before_query.rfind('@') {
+        Some(at) => match rest[..at].split_once(':') {
+            Some((user, _)) => format!("{}{user}:***{}", &url[..s + 3], &rest[at..]),
+            None => url.to_string(),
+        },
+        None => url.to_string(),
     }
+}
+
+/// The SQLite file of `url` if it is one that does not exist yet.
+pub fn missing_sqlite_file(url: &str) -> Option<std::path::PathBuf> {
+    let path = Path::new(sqlite_path(url)?);
+    (!path.exists()).then(|| path.to_path_buf())
+}
+
+/// Creates the SQLite file (0600) and its directory (0700) when they do not exist: tokens'
+/// hashes and names are nobody else's business on the machine.
+fn create_private(path: &Path) -> Result<(), DbError> {
+    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        if !dir.exists() {
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(dir)
+                .map_err(|e| {
+                    DbError::Unavailable(format!("cannot create {}: {e}", dir.display()))
+                })?;
+        }
+    }
+    if !path.exists() {
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(path)
+            .map_err(|e| DbError::Unavailable(format!("cannot create {}: {e}", path.display())))?;
+    }
+    Ok(())
 }
 
 /// Which backend a URL selects.
@@ -172,25 +207,29 @@ const TOKEN_COLUMNS: &str =
     "id, name, description, hash, permission, routes, rate_limit, created_at, expires_at, generation";
 
 impl Database {
-    /// Opens (creating the SQLite file and its directory if needed) and migrates.
+    /// Opens (creating the SQLite file and its directory if needed, private to the user) and
+    /// migrates.
     pub async fn open(url: &str) -> Result<Self, DbError> {
+        Self::open_with(url, false).await
+    }
+
+    /// Opens without creating or changing anything (`check-config`): SQLite read-only, no
+    /// migration.
+    pub async fn open_read_only(url: &str) -> Result<Self, DbError> {
+        Self::open_with(url, true).await
+    }
+
+    async fn open_with(url: &str, read_only: bool) -> Result<Self, DbError> {
         sqlx::any::install_default_drivers();
         let backend = backend_of(url)?;
         let mut url = url.to_string();
         if backend == Backend::Sqlite {
-            if let Some(path) = sqlite_path(&url) {
-                if let Some(dir) = Path::new(path)
-                    .parent()
-                    .filter(|d| !d.as_os_str().is_empty())
-                {
-                    std::fs::create_dir_all(dir).map_err(|e| {
-                        DbError::Unavailable(format!("cannot create {}: {e}", dir.display()))
-                    })?;
-                }
+            if let (Some(path), false) = (sqlite_path(&url), read_only) {
+                create_private(Path::new(path))?;
             }
             if !url.contains("mode=") {
                 url.push(if url.contains('?') { '&' } else { '?' });
-                url.push_str("mode=rwc");
+                url.push_str(if read_only { "mode=ro" } else { "mode=rwc" });
             }
         }
         let options = AnyConnectOptions::from_str(&url).map_err(|e| DbError::Url(e.to_string()))?;
@@ -205,7 +244,9 @@ impl Database {
             backend,
             url: url.clone(),
         };
-        db.migrate().await?;
+        if !read_only {
+            db.migrate().await?;
+        }
         Ok(db)
     }
 
@@ -494,6 +535,11 @@ mod tests {
             "postgres://u:***@h/db"
         );
         assert_eq!(redact_url("sqlite://data/t.db"), "sqlite://data/t.db");
+        // An unencoded @ in the password: nothing of it shows.
+        assert_eq!(
+            redact_url("postgres://u:p@ss@w0rd@h/db?sslmode=require&x=a@b"),
+            "postgres://u:***@h/db?sslmode=require&x=a@b"
+        );
     }
 
     fn sample(name: &str) -> Token {

@@ -202,6 +202,8 @@ pub struct Store {
     /// Problems that left records out of the current set (conflicts, invalid rows), as last
     /// reported.
     refused: Mutex<Vec<String>>,
+    /// Open the database without creating or migrating anything (`check-config`).
+    read_only: bool,
 }
 
 impl std::fmt::Debug for Store {
@@ -234,7 +236,14 @@ impl Store {
             rebuild_lock: tokio::sync::Mutex::new(()),
             db_rows: Mutex::new(None),
             refused: Mutex::new(Vec::new()),
+            read_only: false,
         }
+    }
+
+    /// This store opens its database read-only and never migrates it (`check-config`).
+    pub fn read_only(mut self) -> Self {
+        self.read_only = true;
+        self
     }
 
     /// Problems that left token records out of the current set (empty when none).
@@ -290,25 +299,24 @@ impl Store {
             Err(e) => return Err(vec![e]),
         };
         let mut errors = Vec::new();
-        let mut tokens = Vec::new();
-        {
-            let previous = lock(&self.files);
-            for f in files {
-                match f.parsed {
-                    Ok(mut t) => tokens.append(&mut t),
-                    Err(mut e) => {
-                        tokens.extend(survivors(&previous, &f.path, f.text.as_deref()));
-                        errors.append(&mut e);
-                    }
-                }
+        let mut fresh = Vec::new();
+        for f in &files {
+            match &f.parsed {
+                Ok(t) => fresh.extend(t.iter().cloned()),
+                Err(e) => errors.extend(e.iter().cloned()),
             }
         }
-        // Even a refused edit applies its removals and regenerations (see `survivors`).
-        let built = self.rebuild_with(Some(tokens)).await;
         if errors.is_empty() {
-            if let Err(e) = built {
-                return Err(e);
-            }
+            // Duplicates among the files are a problem of the edit, refused like a bad entry
+            // (conflicts with the database or the bootstrap token leave out only the records).
+            errors = super::snapshot::conflicts(&fresh)
+                .1
+                .iter()
+                .map(ToString::to_string)
+                .collect();
+        }
+        if errors.is_empty() {
+            self.rebuild_with(Some(fresh)).await?;
             *lock(&self.files_digest) = Some(digest);
             *lock(&self.failed_digest) = None;
             METRICS
@@ -320,8 +328,18 @@ impl Store {
             drop(on_loader(crate::memory::release_free_memory));
             return Ok(true);
         }
-        if let Err(mut e) = built {
-            errors.append(&mut e);
+        drop(fresh);
+        // The edit is refused, but what it removed or regenerated goes at once (fail closed):
+        // only the last good tokens it still names with the same id and hash keep serving.
+        let previous = lock(&self.files).clone();
+        let kept: Vec<Arc<Token>> = files
+            .iter()
+            .flat_map(|f| survivors(&previous, &f.path, f.text.as_deref()))
+            .collect();
+        if kept.len() != previous.len() {
+            if let Err(mut e) = self.rebuild_with(Some(kept)).await {
+                errors.append(&mut e);
+            }
         }
         let mut failed = lock(&self.failed_digest);
         // Counted and logged once per distinct broken content, not on every poll.
@@ -346,7 +364,12 @@ impl Store {
         if self.db.get().is_some() {
             return Ok(());
         }
-        let db = Database::open(url).await.map_err(|e| vec![e.to_string()])?;
+        let db = if self.read_only {
+            Database::open_read_only(url).await
+        } else {
+            Database::open(url).await
+        }
+        .map_err(|e| vec![e.to_string()])?;
         METRICS.database_up.set(1);
         if let Ok(usage) = db.usage().await {
             for (id, at) in usage {

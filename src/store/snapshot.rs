@@ -81,63 +81,7 @@ impl Snapshot {
         generation: u64,
     ) -> (Self, Vec<SnapshotError>) {
         let tokens: Vec<Arc<Token>> = tokens.into_iter().map(Into::into).collect();
-        let mut errors = Vec::new();
-        let mut ids: HashMap<&str, Vec<usize>> = HashMap::with_capacity(tokens.len());
-        let mut names: HashMap<&str, Vec<usize>> = HashMap::with_capacity(tokens.len());
-        for (i, t) in tokens.iter().enumerate() {
-            ids.entry(&t.id).or_default().push(i);
-            names.entry(&t.name).or_default().push(i);
-        }
-        let mut refused = vec![false; tokens.len()];
-        for (id, group) in &ids {
-            if group.len() > 1 {
-                for pair in group.windows(2) {
-                    errors.push(SnapshotError::DuplicateId {
-                        id: id.to_string(),
-                        first: origin(&tokens[pair[0]]),
-                        second: origin(&tokens[pair[1]]),
-                    });
-                }
-                for &i in group {
-                    refused[i] = true;
-                }
-            }
-        }
-        let is_bootstrap = |i: usize| tokens[i].source == crate::token::Source::Bootstrap;
-        for (name, group) in &names {
-            if group.len() > 1 {
-                for pair in group.windows(2) {
-                    errors.push(SnapshotError::DuplicateName {
-                        name: name.to_string(),
-                        first: origin(&tokens[pair[0]]),
-                        second: origin(&tokens[pair[1]]),
-                    });
-                }
-                for &i in group {
-                    refused[i] |= !is_bootstrap(i);
-                }
-            }
-            if let Some(owners) = ids.get(name) {
-                for &n in group {
-                    for &o in owners {
-                        if o != n {
-                            errors.push(SnapshotError::NameIsId {
-                                name: name.to_string(),
-                                named: origin(&tokens[n]),
-                                owner: origin(&tokens[o]),
-                            });
-                            // The named record goes, unless it is the bootstrap token.
-                            if is_bootstrap(n) {
-                                refused[o] = true;
-                            } else {
-                                refused[n] = true;
-                            }
-                        }
-                    }
-                }
-            }
-        }
-        drop((ids, names));
+        let (refused, errors) = conflicts(&tokens);
         let kept = refused.iter().filter(|r| !**r).count();
         let mut s = Snapshot {
             generation,
@@ -150,8 +94,6 @@ impl Snapshot {
                 s.by_name.insert(t.name.clone(), t);
             }
         }
-        // Deterministic order for logs and answers.
-        errors.sort_by_key(|e| e.to_string());
         (s, errors)
     }
 
@@ -179,6 +121,69 @@ impl Snapshot {
     pub fn iter(&self) -> impl Iterator<Item = &Arc<Token>> {
         self.by_id.values()
     }
+}
+
+/// The conflicts among `tokens` (see [`Snapshot::build_excluding_conflicts`]): which records
+/// a snapshot leaves out, and why, sorted.
+pub fn conflicts(tokens: &[Arc<Token>]) -> (Vec<bool>, Vec<SnapshotError>) {
+    let mut errors = Vec::new();
+    let mut ids: HashMap<&str, Vec<usize>> = HashMap::with_capacity(tokens.len());
+    let mut names: HashMap<&str, Vec<usize>> = HashMap::with_capacity(tokens.len());
+    for (i, t) in tokens.iter().enumerate() {
+        ids.entry(&t.id).or_default().push(i);
+        names.entry(&t.name).or_default().push(i);
+    }
+    let mut refused = vec![false; tokens.len()];
+    for (id, group) in &ids {
+        if group.len() > 1 {
+            for pair in group.windows(2) {
+                errors.push(SnapshotError::DuplicateId {
+                    id: id.to_string(),
+                    first: origin(&tokens[pair[0]]),
+                    second: origin(&tokens[pair[1]]),
+                });
+            }
+            for &i in group {
+                refused[i] = true;
+            }
+        }
+    }
+    let is_bootstrap = |i: usize| tokens[i].source == crate::token::Source::Bootstrap;
+    for (name, group) in &names {
+        if group.len() > 1 {
+            for pair in group.windows(2) {
+                errors.push(SnapshotError::DuplicateName {
+                    name: name.to_string(),
+                    first: origin(&tokens[pair[0]]),
+                    second: origin(&tokens[pair[1]]),
+                });
+            }
+            for &i in group {
+                refused[i] |= !is_bootstrap(i);
+            }
+        }
+        if let Some(owners) = ids.get(name) {
+            for &n in group {
+                for &o in owners {
+                    if o != n {
+                        errors.push(SnapshotError::NameIsId {
+                            name: name.to_string(),
+                            named: origin(&tokens[n]),
+                            owner: origin(&tokens[o]),
+                        });
+                        // The named record goes, unless it is the bootstrap token.
+                        if is_bootstrap(n) {
+                            refused[o] = true;
+                        } else {
+                            refused[n] = true;
+                        }
+                    }
+                }
+            }
+        }
+    }
+    errors.sort_by_key(|e| e.to_string());
+    (refused, errors)
 }
 
 /// The live token set the proxy reads on every request.
