@@ -1,13 +1,20 @@
 //! YAML token files: a top-level `tokens:` list of records. A file is read whole and refused
-//! whole: every bad entry is reported with file, entry and reason.
+//! whole: bad entries are reported with file, entry and reason (the first [`MAX_PROBLEMS`], then
+//! how many more).
 //!
 //! The file is read as a stream of YAML events, one entry at a time (a 100,000-token file would
 //! otherwise hold every event of it in memory at once): each entry's events are buffered, with
 //! aliases expanded, and deserialized on their own, so a bad entry does not hide the next ones.
+//!
+//! A token file is input to be distrusted: its size, the nesting depth of an entry, the events
+//! of an entry and what aliases may copy are bounded (a file past a bound is refused, the
+//! process never overflows its stack or fills the memory), and no problem message repeats
+//! anything shaped like a token or a password hash (see [`redact`]).
 
 use std::borrow::Cow;
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
+use std::io::Read as _;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -16,7 +23,7 @@ use saphyr_parser::{Event, Parser, ScalarStyle, StrInput};
 use serde::Deserialize;
 use sha2::Digest;
 
-use super::yaml_events::{is_null, position, De, Ev};
+use super::yaml_events::{is_null, position, De, Ev, MAX_DEPTH};
 use crate::auth::RoutePattern;
 use crate::token::{self, Access, Permission, RateLimitRule, Route, Source, Token};
 
@@ -72,17 +79,54 @@ fn generation_of(e: &Entry) -> u64 {
     h.finish() | 1
 }
 
-/// Most events alias expansion and anchor recording may copy in one file (an alias bomb stops
-/// here instead of filling the memory).
-const MAX_COPIED_EVENTS: usize = 1_000_000;
+/// Largest token file read: 64 MiB, about 2.5 times a 100,000-token file (BENCHMARKS.md).
+pub const MAX_FILE_BYTES: usize = 64 << 20;
 
-/// Why reading stopped: a syntax error, or a document that is not a token file.
+/// Most events (scalars, collection starts and ends) in one entry, aliases expanded: a token
+/// with thousands of routes fits, a file that is one huge entry is refused.
+const MAX_ENTRY_EVENTS: usize = 100_000;
+
+/// Most bytes alias expansion and anchor recording may copy in one file, each copied event
+/// counted with the length of its text (an alias bomb stops here instead of filling the memory,
+/// also when it copies few but long strings).
+const MAX_COPIED_BYTES: usize = 64 << 20;
+
+/// Problems listed per file; past them, one line says how many more there are.
+pub const MAX_PROBLEMS: usize = 100;
+
+/// Why reading stopped: a syntax error, a document that is not a token file, or a bound passed.
 struct Fatal(String);
+
+/// A recorded anchored node: its events, how deep it nests and what a copy of it costs.
+struct Anchor<'a> {
+    events: Vec<Ev<'a>>,
+    depth: usize,
+    cost: usize,
+}
+
+/// How deep `events` (one node) nest, and what copying them costs against
+/// [`MAX_COPIED_BYTES`].
+fn measure(events: &[Ev]) -> (usize, usize) {
+    let (mut depth, mut deepest, mut cost) = (0usize, 0usize, 0usize);
+    for (ev, _) in events {
+        cost += std::mem::size_of::<Ev>();
+        match ev {
+            Event::Scalar(v, ..) => cost += v.len(),
+            Event::SequenceStart(..) | Event::MappingStart(..) => {
+                depth += 1;
+                deepest = deepest.max(depth);
+            }
+            Event::SequenceEnd | Event::MappingEnd => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    (deepest, cost)
+}
 
 /// Pulls events from the parser; expands aliases into the buffered entries.
 struct Reader<'a> {
     parser: Parser<'a, StrInput<'a>>,
-    anchors: HashMap<usize, Vec<Ev<'a>>>,
+    anchors: HashMap<usize, Anchor<'a>>,
     copied: usize,
 }
 
@@ -92,9 +136,15 @@ impl<'a> Reader<'a> {
             Some(Ok(ev)) => Ok(ev),
             Some(Err(e)) => {
                 let m = e.marker();
+                // The scanner's own bound (255 levels of flow collections), said as ours.
+                let info = match e.info() {
+                    "recursion limit exceeded" => {
+                        Cow::Owned(format!("nested more than {MAX_DEPTH} levels deep"))
+                    }
+                    info => Cow::Borrowed(info),
+                };
                 Err(Fatal(format!(
-                    "{} at line {} column {}",
-                    e.info(),
+                    "{info} at line {} column {}",
                     m.line(),
                     m.col() + 1
                 )))
@@ -103,20 +153,31 @@ impl<'a> Reader<'a> {
         }
     }
 
-    fn copy_allowance(&mut self, n: usize, ev: &Ev) -> Result<(), Fatal> {
-        self.copied += n;
-        if self.copied > MAX_COPIED_EVENTS {
-            let (line, col) = position(&ev.1);
+    fn copy_allowance(&mut self, cost: usize, ev: &Ev) -> Result<(), Fatal> {
+        self.copied += cost;
+        if self.copied > MAX_COPIED_BYTES {
             return Err(Fatal(format!(
-                "anchors and aliases expand to too much data (more than {MAX_COPIED_EVENTS} events) at line {line} column {col}"
+                "anchors and aliases expand to too much data (more than {} MiB) {}",
+                MAX_COPIED_BYTES >> 20,
+                at_line(ev)
             )));
         }
         Ok(())
     }
 
     /// Appends the whole node starting with `first` to `buf`: aliases replaced by a copy of
-    /// their anchor's events, anchored nodes recorded for later aliases.
+    /// their anchor's events, anchored nodes recorded for later aliases. Refuses a node nested
+    /// deeper than [`MAX_DEPTH`] or holding more than [`MAX_ENTRY_EVENTS`] events, aliases
+    /// expanded (nothing recurses here; deserializing it afterwards does, once per level).
     fn collect_node(&mut self, first: Ev<'a>, buf: &mut Vec<Ev<'a>>) -> Result<(), Fatal> {
+        let too_deep = |ev: &Ev| {
+            Fatal(format!(
+                "nested more than {MAX_DEPTH} levels deep {}",
+                at_line(ev)
+            ))
+        };
+        let start = buf.len();
+        let entry_at = first.1;
         // Open anchored collections: (anchor, depth inside it, start in buf).
         let mut open: Vec<(usize, usize, usize)> = Vec::new();
         let mut depth = 0usize;
@@ -125,27 +186,38 @@ impl<'a> Reader<'a> {
             match &ev.0 {
                 Event::Alias(id) => {
                     let Some(recorded) = self.anchors.get(id) else {
-                        let (line, col) = position(&ev.1);
                         return Err(Fatal(format!(
-                            "alias to an unknown anchor at line {line} column {col}"
+                            "alias to an unknown anchor {}",
+                            at_line(&ev)
                         )));
                     };
-                    let n = recorded.len();
+                    if depth + recorded.depth > MAX_DEPTH {
+                        return Err(too_deep(&ev));
+                    }
                     // Borrow juggling: copy out after the allowance check.
-                    self.copy_allowance(n, &ev)?;
-                    let recorded = &self.anchors[id];
-                    buf.extend_from_slice(recorded);
+                    let cost = recorded.cost;
+                    self.copy_allowance(cost, &ev)?;
+                    buf.extend_from_slice(&self.anchors[id].events);
                 }
                 Event::Scalar(_, _, anchor, _) => {
                     let anchor = *anchor;
                     buf.push(ev);
                     if anchor != 0 {
                         let last = buf[buf.len() - 1].clone();
-                        self.copy_allowance(1, &last)?;
-                        self.anchors.insert(anchor, vec![last]);
+                        let (_, cost) = measure(std::slice::from_ref(&last));
+                        self.copy_allowance(cost, &last)?;
+                        let recorded = Anchor {
+                            events: vec![last],
+                            depth: 0,
+                            cost,
+                        };
+                        self.anchors.insert(anchor, recorded);
                     }
                 }
                 Event::SequenceStart(anchor, _) | Event::MappingStart(anchor, _) => {
+                    if depth == MAX_DEPTH {
+                        return Err(too_deep(&ev));
+                    }
                     if *anchor != 0 {
                         open.push((*anchor, depth, buf.len()));
                     }
@@ -158,19 +230,28 @@ impl<'a> Reader<'a> {
                     if let Some(&(anchor, d, start)) = open.last() {
                         if d == depth {
                             open.pop();
-                            let n = buf.len() - start;
+                            let (depth, cost) = measure(&buf[start..]);
                             let at = buf[start].clone();
-                            self.copy_allowance(n, &at)?;
-                            self.anchors.insert(anchor, buf[start..].to_vec());
+                            self.copy_allowance(cost, &at)?;
+                            let events = buf[start..].to_vec();
+                            let recorded = Anchor {
+                                events,
+                                depth,
+                                cost,
+                            };
+                            self.anchors.insert(anchor, recorded);
                         }
                     }
                 }
                 _ => {
-                    let (line, col) = position(&ev.1);
-                    return Err(Fatal(format!(
-                        "unexpected YAML structure at line {line} column {col}"
-                    )));
+                    return Err(Fatal(format!("unexpected YAML structure {}", at_line(&ev))));
                 }
+            }
+            if buf.len() - start > MAX_ENTRY_EVENTS {
+                let (line, col) = position(&entry_at);
+                return Err(Fatal(format!(
+                    "a token entry holds more than {MAX_ENTRY_EVENTS} YAML nodes (aliases expanded), the one at line {line} column {col}"
+                )));
             }
             if depth == 0 {
                 return Ok(());
@@ -178,6 +259,115 @@ impl<'a> Reader<'a> {
             ev = self.next()?;
         }
     }
+}
+
+/// Keeps the first [`MAX_PROBLEMS`] problems of a file, each as `FILE: problem` with
+/// [`redact`] applied, and counts the others.
+struct Problems<'f> {
+    file: &'f str,
+    listed: Vec<String>,
+    more: usize,
+}
+
+impl<'f> Problems<'f> {
+    fn new(file: &'f str) -> Self {
+        Problems {
+            file,
+            listed: Vec::new(),
+            more: 0,
+        }
+    }
+
+    fn push(&mut self, problem: impl std::fmt::Display) {
+        if self.listed.len() < MAX_PROBLEMS {
+            let problem = problem.to_string();
+            self.listed
+                .push(format!("{}: {}", self.file, redact(&problem)));
+        } else {
+            self.more += 1;
+        }
+    }
+
+    /// How many problems were found (listed or not).
+    fn count(&self) -> usize {
+        self.listed.len() + self.more
+    }
+
+    fn into_lines(mut self) -> Vec<String> {
+        if self.more > 0 {
+            self.listed.push(format!(
+                "{}: … and {} more problem{} in this file",
+                self.file,
+                self.more,
+                if self.more == 1 { "" } else { "s" }
+            ));
+        }
+        self.listed
+    }
+}
+
+/// `text` with whatever looks like a Tollgate token cut to `tok_…(redacted)` and the salt and
+/// hash of any argon2 PHC string to `…(redacted)` (its parameters stay). Every problem a token
+/// file causes goes through here before it is printed or logged: a token pasted into any field
+/// by mistake must not end up in a log.
+pub(crate) fn redact(text: &str) -> Cow<'_, str> {
+    const PHC: &str = "$argon2";
+    const CUT: &str = "…(redacted)";
+    if !text.contains(token::PREFIX) && !text.contains(PHC) {
+        return Cow::Borrowed(text);
+    }
+    let b = text.as_bytes();
+    let run = |from: usize, more: fn(&u8) -> bool| {
+        from + b[from..].iter().take_while(|c| more(c)).count()
+    };
+    let mut out = String::with_capacity(text.len());
+    let (mut copied, mut i) = (0, 0);
+    while i < b.len() {
+        let rest = &text[i..];
+        if rest.starts_with(token::PREFIX)
+            && b.get(i + token::PREFIX.len())
+                .is_some_and(u8::is_ascii_alphanumeric)
+        {
+            let end = run(i, |c| c.is_ascii_alphanumeric() || *c == b'_');
+            out.push_str(&text[copied..i]);
+            out.push_str(token::PREFIX);
+            out.push_str(CUT);
+            (copied, i) = (end, end);
+        } else if rest.starts_with(PHC) {
+            let end = run(i, |c| c.is_ascii_alphanumeric() || b"$=,+/".contains(c));
+            // `$argon2id$v=19$m=64,t=1,p=1$`: the algorithm and the parameters stay.
+            let mut keep = i;
+            for (n, part) in text[i + 1..end].split('$').enumerate() {
+                let param = part.contains('=')
+                    && part.bytes().all(|c| {
+                        c.is_ascii_lowercase() || c.is_ascii_digit() || b"=,".contains(&c)
+                    });
+                if n > 0 && !param {
+                    break;
+                }
+                keep += 1 + part.len();
+            }
+            if keep < end {
+                out.push_str(&text[copied..keep]);
+                out.push('$');
+                out.push_str(CUT);
+                copied = end;
+            }
+            i = end;
+        } else {
+            i += rest.chars().next().map_or(1, char::len_utf8);
+        }
+    }
+    out.push_str(&text[copied..]);
+    Cow::Owned(out)
+}
+
+/// Whether `text` holds a whole generated token (its checksum right).
+fn holds_token(text: &str) -> bool {
+    text.match_indices(token::PREFIX).any(|(i, _)| {
+        text.get(i..i + token::TOKEN_LEN)
+            .is_some_and(|t| token::parse(t).is_ok())
+    })
 }
 
 /// The `name:` of a buffered entry, if it has a plain one (for naming a refused entry).
@@ -214,32 +404,26 @@ fn name_in<'e>(events: &'e [Ev]) -> Option<&'e str> {
 }
 
 /// Checks one deserialized entry and turns it into a token, or reports its problems.
-/// `file` and `index` name the entry in errors.
-fn validate(
-    e: Entry,
-    file: &str,
-    index: usize,
-    source: &Source,
-    errors: &mut Vec<String>,
-) -> Option<Token> {
+/// `index` names the entry in errors.
+fn validate(e: Entry, index: usize, source: &Source, errors: &mut Problems) -> Option<Token> {
     // Made only for an error: no string per good entry.
-    let at = || format!("{file}: tokens[{index}] (name {:?})", e.name);
-    let before = errors.len();
+    let at = || format!("tokens[{index}] (name {:?})", e.name);
+    let before = errors.count();
     if !token::is_valid_id(&e.id) {
-        errors.push(format!(
+        errors.push(format_args!(
             "{}: id {:?} must be 12 letters or digits",
             at(),
             e.id
         ));
     }
     if !valid_name(&e.name) {
-        errors.push(format!(
+        errors.push(format_args!(
             "{}: name must be 1-64 letters, digits, '-', '_', '.' or '@'",
             at()
         ));
     }
     let hash = token::validate_phc(&e.hash)
-        .map_err(|err| errors.push(format!("{}: hash: {err}", at())))
+        .map_err(|err| errors.push(format_args!("{}: hash: {err}", at())))
         .ok();
     let mut routes = Vec::with_capacity(e.routes.len());
     for (j, r) in e.routes.iter().enumerate() {
@@ -248,10 +432,27 @@ fn validate(
                 pattern,
                 access: r.access,
             }),
-            Err(reason) => errors.push(format!("{}: routes[{j}]: {reason}", at())),
+            Err(reason) => errors.push(format_args!("{}: routes[{j}]: {reason}", at())),
         }
     }
-    if errors.len() > before {
+    // A token pasted into a field (instead of its hash into `hash:`): as a name, description
+    // or route it would be shown by every listing and log line naming the token. Refused.
+    let pasted = [
+        ("name", e.name.as_ref()),
+        ("id", e.id.as_ref()),
+        ("hash", e.hash.as_ref()),
+    ]
+    .into_iter()
+    .chain(e.description.as_deref().map(|d| ("description", d)))
+    .chain(e.routes.iter().map(|r| ("a route", r.path.as_ref())))
+    .find(|(_, v)| holds_token(v));
+    if let Some((field, _)) = pasted {
+        errors.push(format_args!(
+            "{}: {field} holds a Tollgate token; a token file holds a token's hash, never the token",
+            at()
+        ));
+    }
+    if errors.count() > before {
         return None;
     }
     let hash = hash?;
@@ -287,22 +488,40 @@ fn parse_events(file: &str, text: &str) -> Result<Vec<Token>, Vec<String>> {
 /// Like [`parse_events`], and whether the text defined any anchor (only then can an entry
 /// depend on another one).
 fn parse_events_anchored(file: &str, text: &str) -> (Result<Vec<Token>, Vec<String>>, bool) {
+    if let Some(refused) = too_large(file, text) {
+        return (Err(refused), false);
+    }
     let mut r = Reader {
         parser: Parser::new_from_str(text),
         anchors: HashMap::new(),
         copied: 0,
     };
     let mut tokens = Vec::new();
-    let mut errors = Vec::new();
+    let mut errors = Problems::new(file);
     let source = Source::File(Arc::from(file));
-    let read = read_document(&mut r, file, &source, &mut tokens, &mut errors);
+    let read = read_document(&mut r, &source, &mut tokens, &mut errors);
     let anchored = !r.anchors.is_empty();
     let result = match read {
-        Err(Fatal(e)) => Err(vec![format!("{file}: {e}")]),
-        Ok(()) if errors.is_empty() => Ok(tokens),
-        Ok(()) => Err(errors),
+        Err(Fatal(e)) => {
+            let mut fatal = Problems::new(file);
+            fatal.push(e);
+            Err(fatal.into_lines())
+        }
+        Ok(()) if errors.count() == 0 => Ok(tokens),
+        Ok(()) => Err(errors.into_lines()),
     };
     (result, anchored)
+}
+
+/// The refusal of a text larger than [`MAX_FILE_BYTES`].
+fn too_large(file: &str, text: &str) -> Option<Vec<String>> {
+    (text.len() > MAX_FILE_BYTES).then(|| {
+        vec![format!(
+            "{file}: the token file is larger than {} MiB ({} bytes)",
+            MAX_FILE_BYTES >> 20,
+            text.len()
+        )]
+    })
 }
 
 /// The parsed entries of a token file's last good read, by a digest of each entry's text: a
@@ -373,6 +592,9 @@ pub fn parse_incremental(
     text: &str,
     cache: &mut EntryCache,
 ) -> Result<Vec<Arc<Token>>, Vec<String>> {
+    if let Some(refused) = too_large(file, text) {
+        return Err(refused);
+    }
     let entries = split_entries(text);
     if let Some(entries) = entries.as_deref().filter(|_| !cache.entries.is_empty()) {
         let mut fresh = EntryCache::default();
@@ -438,10 +660,9 @@ fn at_line(ev: &Ev) -> String {
 /// Reads the stream: at most one document, a mapping whose only key is `tokens`.
 fn read_document<'a>(
     r: &mut Reader<'a>,
-    file: &str,
     source: &Source,
     tokens: &mut Vec<Token>,
-    errors: &mut Vec<String>,
+    errors: &mut Problems,
 ) -> Result<(), Fatal> {
     let mut ev = r.next()?;
     if matches!(ev.0, Event::StreamStart) {
@@ -472,9 +693,7 @@ fn read_document<'a>(
                         let value = r.next()?;
                         match &value.0 {
                             Event::Scalar(v, ScalarStyle::Plain, _, None) if is_null(v) => {}
-                            Event::SequenceStart(..) => {
-                                read_entries(r, file, source, tokens, errors)?
-                            }
+                            Event::SequenceStart(..) => read_entries(r, source, tokens, errors)?,
                             _ => {
                                 return Err(Fatal(format!(
                                     "tokens: expected a list of token records {}",
@@ -522,10 +741,9 @@ fn read_document<'a>(
 /// Reads the entries of the `tokens` list (its start consumed) through its end.
 fn read_entries<'a>(
     r: &mut Reader<'a>,
-    file: &str,
     source: &Source,
     tokens: &mut Vec<Token>,
-    errors: &mut Vec<String>,
+    errors: &mut Problems,
 ) -> Result<(), Fatal> {
     let mut buf: Vec<Ev<'a>> = Vec::new();
     for i in 0.. {
@@ -537,8 +755,8 @@ fn read_entries<'a>(
         r.collect_node(ev, &mut buf)?;
         match Entry::deserialize(&mut De::new(&buf)) {
             Ok(e) => {
-                if let Some(t) = validate(e, file, i, source, errors) {
-                    if errors.is_empty() {
+                if let Some(t) = validate(e, i, source, errors) {
+                    if errors.count() == 0 {
                         tokens.push(t);
                     }
                 }
@@ -547,18 +765,34 @@ fn read_entries<'a>(
                 let name = name_in(&buf)
                     .map(|n| format!(" (name {n:?})"))
                     .unwrap_or_default();
-                errors.push(format!("{file}: tokens[{i}]{name}: {e}"));
+                errors.push(format_args!("tokens[{i}]{name}: {e}"));
             }
         }
     }
     Ok(())
 }
 
+/// Reads a token file as text, refusing (`FileTooLarge`) one larger than [`MAX_FILE_BYTES`]
+/// without reading more than that.
+pub fn read_token_file(path: &Path) -> std::io::Result<String> {
+    let mut text = String::new();
+    std::fs::File::open(path)?
+        .take(MAX_FILE_BYTES as u64 + 1)
+        .read_to_string(&mut text)?;
+    if text.len() > MAX_FILE_BYTES {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::FileTooLarge,
+            format!("the token file is larger than {} MiB", MAX_FILE_BYTES >> 20),
+        ));
+    }
+    Ok(text)
+}
+
 /// Reads and parses one token file.
 pub fn load_file(path: &Path) -> Result<Vec<Token>, Vec<String>> {
     let name = path.display().to_string();
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| vec![format!("{name}: cannot read token file: {e}")])?;
+    let text =
+        read_token_file(path).map_err(|e| vec![format!("{name}: cannot read token file: {e}")])?;
     parse(&name, &text)
 }
 
@@ -842,7 +1076,8 @@ mod tests {
         assert_eq!(t[0].generation, t[1].generation);
         let errs = parse("a.yaml", "tokens:\n  - *nope\n").unwrap_err();
         assert!(errs[0].contains("line 2"), "{errs:?}");
-        // An alias bomb stops at the copy limit instead of filling the memory.
+        // An alias bomb stops at a limit instead of filling the memory (here: the events of one
+        // entry; see `alias_expansion_is_bounded_in_bytes` for the bytes copied).
         let mut bomb = String::from("tokens:\n  - {a: &a [x, x, x, x, x, x, x, x, x, x]");
         for (i, c) in "bcdefghi".chars().enumerate() {
             let prev = (b'a' + i as u8) as char;
@@ -850,7 +1085,10 @@ mod tests {
         }
         bomb += "}\n";
         let errs = parse("bomb.yaml", &bomb).unwrap_err();
-        assert!(errs[0].contains("too much data"), "{errs:?}");
+        assert!(
+            errs[0].contains("more than 100000 YAML nodes (aliases expanded), the one at line 2"),
+            "{errs:?}"
+        );
     }
 
     #[test]
@@ -959,5 +1197,304 @@ mod tests {
         let ga = parse("t", &a).unwrap()[0].generation;
         assert_eq!(ga, parse("t", &a).unwrap()[0].generation);
         assert_ne!(ga, parse("t", &b).unwrap()[0].generation);
+    }
+
+    /// An entry whose `rate_limit:` (read through an untagged enum, the deepest recursion in
+    /// deserialization) is `value`.
+    fn with_rate_limit(value: &str) -> String {
+        format!("tokens:\n  - id: AAAAAAAAAAAA\n    name: a\n    hash: '{HASH}'\n    permission: read\n    rate_limit: {value}\n")
+    }
+
+    /// Files of about 32 KB nesting thousands of levels deep, directly or through aliases.
+    fn nesting_bombs() -> Vec<(&'static str, String)> {
+        let n = 16_000;
+        // Each anchor nests the one before 200 levels deeper: few events, thousands of levels.
+        let mut aliases = String::from("[&a0 x");
+        for i in 1..40 {
+            aliases += &format!(", &a{i} {}*a{}{}", "[".repeat(200), i - 1, "]".repeat(200));
+        }
+        aliases.push(']');
+        vec![
+            (
+                "flow sequences",
+                with_rate_limit(&format!("{}{}", "[".repeat(n), "]".repeat(n))),
+            ),
+            (
+                "flow mappings",
+                with_rate_limit(&format!("{}x{}", "{a: ".repeat(n / 3), "}".repeat(n / 3))),
+            ),
+            (
+                "block sequences",
+                with_rate_limit(&format!("\n      {}x", "- ".repeat(n))),
+            ),
+            (
+                "block mapping keys",
+                with_rate_limit(&format!("\n      {}x", "? ".repeat(n))),
+            ),
+            ("aliases nesting anchors", with_rate_limit(&aliases)),
+            (
+                "entries",
+                format!("tokens: {}{}\n", "[".repeat(n), "]".repeat(n)),
+            ),
+            (
+                "an unknown field",
+                format!("tokens:\n  - colour: {}{}\n", "[".repeat(n), "]".repeat(n)),
+            ),
+        ]
+    }
+
+    #[test]
+    fn deep_nesting_is_refused_with_its_line() {
+        for (what, text) in nesting_bombs() {
+            assert!(text.len() < 40_000, "{what}: {} bytes", text.len());
+            let errs = parse("bomb.yaml", &text).unwrap_err();
+            assert_eq!(errs.len(), 1, "{what}: {errs:?}");
+            assert!(
+                errs[0].starts_with("bomb.yaml: ")
+                    && errs[0].contains(&format!("nested more than {MAX_DEPTH} levels deep"))
+                    && errs[0].contains(" at line "),
+                "{what}: {errs:?}"
+            );
+        }
+        // What a token file needs is well within the limit.
+        let ok = format!(
+            "tokens:\n  - id: AAAAAAAAAAAA\n    name: a\n    hash: '{HASH}'\n    permission: read\n    routes: [{{path: /a, access: read}}]\n    rate_limit: {{requests: 1, period: 1s}}\n"
+        );
+        assert_eq!(parse("ok.yaml", &ok).unwrap().len(), 1);
+        let nested = |levels: usize| {
+            with_rate_limit(&format!("{}x{}", "[".repeat(levels), "]".repeat(levels)))
+        };
+        let errs = parse("t.yaml", &nested(MAX_DEPTH - 1)).unwrap_err();
+        assert!(errs[0].contains("rate_limit must be"), "{errs:?}");
+        let errs = parse("t.yaml", &nested(MAX_DEPTH)).unwrap_err();
+        assert!(errs[0].contains("nested more than"), "{errs:?}");
+    }
+
+    /// The deserializer bounds its own recursion, whatever events it is given.
+    #[test]
+    fn the_deserializer_refuses_deep_nesting_by_itself() {
+        let nested = |levels: usize| format!("{}x", "- ".repeat(levels));
+        fn events(text: &str) -> Vec<Ev<'_>> {
+            Parser::new_from_str(text)
+                .map(Result::unwrap)
+                .skip_while(|(e, _)| !matches!(e, Event::SequenceStart(..)))
+                .take_while(|(e, _)| !matches!(e, Event::DocumentEnd))
+                .collect()
+        }
+        let text = nested(MAX_DEPTH);
+        let ok = serde_json::Value::deserialize(&mut De::new(&events(&text)));
+        assert!(ok.is_ok(), "{ok:?}");
+        let text = nested(10 * MAX_DEPTH);
+        let err = serde_json::Value::deserialize(&mut De::new(&events(&text))).unwrap_err();
+        assert!(
+            err.to_string().ends_with(&format!(
+                "nested more than {MAX_DEPTH} levels deep at line 1 column {}",
+                2 * MAX_DEPTH + 1
+            )),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn alias_expansion_is_bounded_in_bytes() {
+        // Few events, each a long string: counting events alone let this through (and with
+        // quoted strings, every copy was a fresh allocation).
+        let long = format!("\"{}\\t\"", "x".repeat(50_000));
+        let mut bomb = format!("tokens:\n  - {{a: &a [{long}, {long}]");
+        for (i, c) in "bcdefg".chars().enumerate() {
+            let prev = (b'a' + i as u8) as char;
+            bomb += &format!(", {c}: &{c} [*{prev}, *{prev}, *{prev}, *{prev}]");
+        }
+        bomb += "}\n";
+        let errs = parse("bomb.yaml", &bomb).unwrap_err();
+        assert_eq!(errs.len(), 1, "{errs:?}");
+        assert!(
+            errs[0].starts_with("bomb.yaml: anchors and aliases expand to too much data")
+                && errs[0].contains(" at line 2 "),
+            "{errs:?}"
+        );
+        // A description shared by alias is fine while the copies stay small.
+        let shared = format!(
+            "tokens:\n  - {{id: AAAAAAAAAAAA, name: a, hash: '{HASH}', permission: read, description: &d '{}'}}\n  - {{id: BBBBBBBBBBBB, name: b, hash: '{HASH}', permission: read, description: *d}}\n",
+            "x".repeat(10_000)
+        );
+        assert_eq!(parse("ok.yaml", &shared).unwrap().len(), 2);
+    }
+
+    #[test]
+    fn an_entry_of_too_many_events_is_refused() {
+        let text = format!("tokens:\n  - [{}x]\n", "x, ".repeat(MAX_ENTRY_EVENTS));
+        let errs = parse("big.yaml", &text).unwrap_err();
+        assert_eq!(errs.len(), 1, "{:?}", &errs[..errs.len().min(3)]);
+        assert!(
+            errs[0].starts_with("big.yaml: ")
+                && errs[0].contains(&format!("more than {MAX_ENTRY_EVENTS} YAML nodes"))
+                && errs[0].contains("at line 2"),
+            "{errs:?}"
+        );
+    }
+
+    #[test]
+    fn a_file_over_the_size_limit_is_refused() {
+        let mut text = String::with_capacity(MAX_FILE_BYTES + 1);
+        text.push_str("tokens:\n");
+        while text.len() <= MAX_FILE_BYTES {
+            text.push_str("# padding padding padding padding padding padding padding\n");
+        }
+        let errs = parse("huge.yaml", &text).unwrap_err();
+        assert_eq!(errs.len(), 1);
+        assert!(
+            errs[0].starts_with("huge.yaml: ") && errs[0].contains("larger than"),
+            "{errs:?}"
+        );
+        let errs = parse_incremental("huge.yaml", &text, &mut EntryCache::default()).unwrap_err();
+        assert!(errs[0].contains("larger than"), "{errs:?}");
+        // Reading stops at the limit too.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("huge.yaml");
+        std::fs::write(&path, &text).unwrap();
+        let errs = load_file(&path).unwrap_err();
+        assert!(errs[0].contains("larger than"), "{errs:?}");
+        let err = read_token_file(&path).unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::FileTooLarge, "{err}");
+    }
+
+    /// A generated token (valid checksum), as someone would paste it.
+    fn pasted_token() -> String {
+        crate::token::generate().token.expose().to_string()
+    }
+
+    #[test]
+    fn tokens_and_hashes_are_never_echoed() {
+        let tok = pasted_token();
+        let secret_hash = "$argon2id$v=19$m=64,t=1,p=1$c2VjcmV0c2FsdA$c2VjcmV0aGFzaHNlY3JldGhhc2g";
+        let entry = |fields: &str| {
+            format!(
+                "  - {{id: AAAAAAAAAAAA, name: a, hash: '{HASH}', permission: read, {fields}}}\n"
+            )
+        };
+        let cases = [
+            format!("  - {{id: {tok}, name: a, hash: '{HASH}', permission: read}}\n"),
+            format!("  - {{id: '{secret_hash}', name: a, hash: '{HASH}', permission: read}}\n"),
+            format!(
+                "  - {{id: AAAAAAAAAAAA, name: 'x {tok}', hash: '{HASH}', permission: read}}\n"
+            ),
+            format!("  - {{id: AAAAAAAAAAAA, name: {tok}, hash: '{HASH}', permission: {tok}}}\n"),
+            format!("  - {{id: AAAAAAAAAAAA, name: {tok}, hash: '{HASH}', permission: admin}}\n"),
+            entry(&format!("{tok}: 1")),
+            entry(&format!("routes: [{{path: '{tok}', access: read}}]")),
+            entry(&format!("routes: [{{path: /a, access: {tok}}}]")),
+            entry(&format!("rate_limit: {tok}")),
+            entry(&format!("rate_limit: {{requests: 1, period: {tok}}}")),
+            entry(&format!("rate_limit: '{secret_hash}'")),
+            format!("  - {{id: AAAAAAAAAAAA, name: a, hash: '{tok}', permission: read}}\n"),
+            format!(
+                "  - {{id: AAAAAAAAAAAA, name: a, hash: '$argon2i${}', permission: read}}\n",
+                &tok
+            ),
+            format!("  - {tok}\n"),
+        ];
+        for case in cases {
+            let text = format!("tokens:\n{case}");
+            let errs = parse("t.yaml", &text).unwrap_err();
+            let all = errs.join("\n");
+            assert!(
+                !all.contains(&tok[4..20]) && !all.contains("c2VjcmV0"),
+                "{case}: {all}"
+            );
+            // Either the value is shown, redacted, or the problem is said without it.
+            assert!(
+                all.contains("(redacted)") || all.contains("never the token"),
+                "{case}: {all}"
+            );
+        }
+        let errs = parse("t.yaml", &format!("tok_{}: []\n", &tok[4..])).unwrap_err();
+        assert!(!errs[0].contains(&tok[4..]), "{errs:?}");
+        // A token as the name, the description or a route of an otherwise good entry: refused,
+        // never taken into the token set (where lists and logs would show it).
+        for fields in [
+            format!("name: {tok}"),
+            format!("name: x{tok}"),
+            format!("description: 'CI token {tok}'"),
+            format!("routes: [{{path: '/p/{tok}', access: read}}]"),
+        ] {
+            let text = format!(
+                "tokens:\n  - {{id: AAAAAAAAAAAA, hash: '{HASH}', permission: read, {fields}{}}}\n",
+                if fields.starts_with("name") {
+                    ""
+                } else {
+                    ", name: a"
+                }
+            );
+            let errs = parse("t.yaml", &text).unwrap_err();
+            assert_eq!(errs.len(), 1, "{fields}: {errs:?}");
+            assert!(
+                errs[0].contains("a token file holds a token's hash, never the token")
+                    && !errs[0].contains(&tok[4..]),
+                "{fields}: {errs:?}"
+            );
+        }
+        // Ordinary names that merely contain "tok" are fine.
+        for name in ["tok-7", "tok_ci", "stock_x"] {
+            let text = format!("tokens:\n  - {{id: AAAAAAAAAAAA, name: {name}, hash: '{HASH}', permission: read}}\n");
+            assert_eq!(parse("t.yaml", &text).unwrap().len(), 1, "{name}");
+        }
+    }
+
+    #[test]
+    fn redaction() {
+        let tok = pasted_token();
+        assert_eq!(
+            redact("no secrets here: tokens, stock_x"),
+            "no secrets here: tokens, stock_x"
+        );
+        assert_eq!(
+            redact(&format!("name \"{tok}\"")),
+            "name \"tok_…(redacted)\""
+        );
+        assert_eq!(
+            redact(&format!("`{tok}` and `{tok}`")),
+            "`tok_…(redacted)` and `tok_…(redacted)`"
+        );
+        assert_eq!(redact("half tok_abc"), "half tok_…(redacted)");
+        assert_eq!(
+            redact(&format!("{HASH}!")),
+            "$argon2id$v=19$m=64,t=1,p=1$…(redacted)!"
+        );
+        assert_eq!(redact("$argon2i$x"), "$argon2i$…(redacted)");
+        assert!(matches!(redact("plain"), Cow::Borrowed(_)));
+    }
+
+    #[test]
+    fn problems_are_capped() {
+        let mut text = String::from("tokens:\n");
+        for i in 0..1000 {
+            text +=
+                &format!("  - {{id: short{i}, name: n{i}, hash: '{HASH}', permission: read}}\n");
+        }
+        let errs = parse("t.yaml", &text).unwrap_err();
+        assert_eq!(errs.len(), MAX_PROBLEMS + 1, "{:?}", errs.last());
+        assert!(errs[MAX_PROBLEMS - 1].contains("tokens[99]"), "{errs:?}");
+        assert_eq!(
+            errs[MAX_PROBLEMS],
+            format!(
+                "t.yaml: … and {} more problems in this file",
+                1000 - MAX_PROBLEMS
+            )
+        );
+        let mut cache = EntryCache::default();
+        assert_eq!(
+            check_same(&text, &mut cache).unwrap_err().len(),
+            MAX_PROBLEMS + 1
+        );
+        // Up to the limit, every problem is listed.
+        let text: String = text
+            .lines()
+            .take(1 + MAX_PROBLEMS)
+            .map(|l| format!("{l}\n"))
+            .collect();
+        let errs = parse("t.yaml", &text).unwrap_err();
+        assert_eq!(errs.len(), MAX_PROBLEMS);
+        assert!(!errs.iter().any(|e| e.contains("more problems")));
     }
 }

@@ -14,6 +14,10 @@ use serde::de::{self, DeserializeSeed, Unexpected, Visitor};
 /// An event and where it is.
 pub(crate) type Ev<'a> = (Event<'a>, Span);
 
+/// Deepest nesting of collections in one node (a token entry needs 3: the entry, `routes`, a
+/// route). Deserialization recurses once per level, so a deeper node would overflow the stack.
+pub(crate) const MAX_DEPTH: usize = 64;
+
 /// A deserialization problem: where in the node (`routes[0].access`), what, and the line.
 #[derive(Debug)]
 pub(crate) struct Error {
@@ -166,16 +170,34 @@ fn core_tag<'t>(tag: &'t Option<Cow<'_, Tag>>) -> Option<&'t str> {
     }
 }
 
-/// Deserializes from a complete, alias-free run of events holding exactly one node.
+/// Deserializes from a complete, alias-free run of events holding exactly one node. Nesting
+/// deeper than [`MAX_DEPTH`] is an error (the token-file reader refuses it before this).
 pub(crate) struct De<'s, 'a> {
     events: &'s [Ev<'a>],
     pos: usize,
+    depth: usize,
 }
 
 impl<'s, 'a> De<'s, 'a> {
     /// A deserializer over `events` (one node, as collected by the token-file reader).
     pub(crate) fn new(events: &'s [Ev<'a>]) -> Self {
-        De { events, pos: 0 }
+        De {
+            events,
+            pos: 0,
+            depth: 0,
+        }
+    }
+
+    /// One level deeper, into the collection starting at `span`.
+    fn enter(&mut self, span: &Span) -> Result<(), Error> {
+        if self.depth >= MAX_DEPTH {
+            return Err(Error::new(
+                format!("nested more than {MAX_DEPTH} levels deep"),
+                span,
+            ));
+        }
+        self.depth += 1;
+        Ok(())
     }
 
     fn end_span(&self) -> Span {
@@ -370,6 +392,7 @@ impl<'de> de::Deserializer<'de> for &mut De<'_, 'de> {
         let (event, span) = self.next()?;
         match event {
             Event::SequenceStart(..) => {
+                self.enter(span)?;
                 let mut access = Seq {
                     de: self,
                     index: 0,
@@ -379,6 +402,7 @@ impl<'de> de::Deserializer<'de> for &mut De<'_, 'de> {
                 if !access.done {
                     access.de.skip_rest()?;
                 }
+                access.de.depth -= 1;
                 Ok(value)
             }
             other => Err(de::Error::invalid_type(unexpected(other), &visitor))
@@ -407,6 +431,7 @@ impl<'de> de::Deserializer<'de> for &mut De<'_, 'de> {
         let (event, span) = self.next()?;
         match event {
             Event::MappingStart(..) => {
+                self.enter(span)?;
                 let mut access = Map {
                     de: self,
                     key: None,
@@ -416,6 +441,7 @@ impl<'de> de::Deserializer<'de> for &mut De<'_, 'de> {
                 if !access.done {
                     access.de.skip_rest()?;
                 }
+                access.de.depth -= 1;
                 Ok(value)
             }
             other => Err(de::Error::invalid_type(unexpected(other), &visitor))
@@ -442,8 +468,10 @@ impl<'de> de::Deserializer<'de> for &mut De<'_, 'de> {
         match event {
             Event::Scalar(..) => visitor.visit_enum(UnitVariant { de: self }),
             Event::MappingStart(..) => {
+                self.enter(span)?;
                 self.pos += 1;
                 let value = visitor.visit_enum(&mut *self)?;
+                self.depth -= 1;
                 match self.next()? {
                     (Event::MappingEnd, _) => Ok(value),
                     (_, at) => Err(Error::new(
