@@ -102,7 +102,7 @@ fn read_files(
     let mut digest = Sha256::new();
     let mut texts = Vec::with_capacity(paths.len());
     for path in paths {
-        let text = std::fs::read_to_string(path);
+        let text = yaml::read_token_file(path);
         digest.update(path.as_os_str().as_encoded_bytes());
         match &text {
             Ok(t) => {
