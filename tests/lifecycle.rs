@@ -1074,6 +1074,54 @@ enum Body {
     Raw(&'static str, Vec<u8>),
 }
 
+/// POSTs `len` bytes of JSON whitespace to the admin API over a raw connection, ignoring write
+/// errors once the server has answered; returns the status and body of its answer.
+async fn oversized_post(admin: std::net::SocketAddr, auth: &str, len: usize) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let s = tokio::net::TcpStream::connect(admin)
+        .await
+        .expect("connect");
+    let (mut rd, mut wr) = s.into_split();
+    // Read while writing: the answer arrives before the server closes the connection.
+    let reader = tokio::spawn(async move {
+        let mut out = Vec::new();
+        let mut buf = [0u8; 8192];
+        while let Ok(Ok(n)) = tokio::time::timeout(Duration::from_secs(10), rd.read(&mut buf)).await
+        {
+            if n == 0 {
+                break;
+            }
+            out.extend_from_slice(&buf[..n]);
+        }
+        out
+    });
+    let head = format!(
+        "POST /api/v1/tokens HTTP/1.1\r\nHost: {admin}\r\nAuthorization: {auth}\r\nContent-Type: application/json\r\nContent-Length: {len}\r\nConnection: close\r\n\r\n"
+    );
+    let chunk = vec![b' '; 64 * 1024];
+    if wr.write_all(head.as_bytes()).await.is_ok() {
+        let mut sent = 0;
+        while sent < len {
+            if wr.write_all(&chunk).await.is_err() {
+                break;
+            }
+            sent += chunk.len();
+        }
+    }
+    let out = reader.await.expect("reader");
+    let text = String::from_utf8_lossy(&out).into_owned();
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = text
+        .split_once("\r\n\r\n")
+        .map_or("", |(_, b)| b)
+        .to_owned();
+    (status, body)
+}
+
 #[tokio::test]
 async fn bad_admin_inputs_get_4xx_json_and_never_5xx() {
     let upstream = Upstream::start();
@@ -1538,26 +1586,16 @@ async fn bad_admin_inputs_get_4xx_json_and_never_5xx() {
     }
 
     // Bodies above any sane size and methods the API does not have: still a 4xx JSON answer.
-    let big = vec![b' '; 3 * 1024 * 1024];
-    let resp = proxy
-        .api_raw_on(
-            &client(),
-            "POST",
-            "/api/v1/tokens",
-            Some(&boot()),
-            Some("application/json"),
-            Some(big),
-        )
-        .await;
-    let json_error = serde_json::from_str::<Value>(&resp.text)
+    // Sent raw: the server answers 413 after 64 KiB and may close while the client still
+    // writes (a broken pipe then is expected, the answer is what counts).
+    let (status, text) = oversized_post(proxy.setup.admin, &boot(), 3 * 1024 * 1024).await;
+    let json_error = serde_json::from_str::<Value>(&text)
         .ok()
         .is_some_and(|v| v["error"].is_string() && v["message"].is_string());
-    if !(400..500).contains(&resp.status) || !json_error {
+    if !(400..500).contains(&status) || !json_error {
         failures.push(format!(
-            "3 MiB body: want a 4xx {{error, message}} JSON answer, got {} {:?}: {}",
-            resp.status,
-            resp.header("content-type"),
-            resp.text.chars().take(200).collect::<String>()
+            "3 MiB body: want a 4xx {{error, message}} JSON answer, got {status}: {}",
+            text.chars().take(200).collect::<String>()
         ));
     }
     let resp = proxy
