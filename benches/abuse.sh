@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Abuse benchmark (issue 9, "cold path and abuse"): does legitimate, cached traffic keep its
+# Abuse benchmark (cold path and abuse): does legitimate, cached traffic keep its
 # throughput while a second wrk floods Tollgate with credentials that cost it work?
 #
 #   bash benches/abuse.sh                # builds release, ~1.5 min of measurements

@@ -1,4 +1,5 @@
-//! Micro benchmarks of the per-request auth path (DESIGN §6, issue 9): the whole path on a
+//! Micro benchmarks of the per-request auth path (the cost that must stay small next to
+//! pingora's own per request): the whole path on a
 //! cache hit (credential parse, token check, digest, cache lookup, generation/expiry check,
 //! path normalization, route match, rate-limit decision), route matching with 1 and 100 routes,
 //! path normalization, and a cache miss with the default argon2 parameters.

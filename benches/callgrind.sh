@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Instructions per request (issue 9, "make it fast"): each proxy runs under
+# Instructions per request (repeatable, unlike timings on a shared machine): each proxy runs under
 # `valgrind --tool=callgrind`, gets WARMUP keep-alive requests for a 1 KiB file, has its counters
 # zeroed, then gets REQUESTS more on one connection; the dump's total over REQUESTS is its cost per
 # request, all threads together (the audit writer thread included). Instruction counts do not

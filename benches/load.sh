@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Load benchmark (issue 9): Tollgate vs a bare pingora pass-through vs nginx proxy_pass vs the
+# Load benchmark: Tollgate vs a bare pingora pass-through vs nginx proxy_pass vs the
 # upstream nginx itself, all on 127.0.0.1, measured with wrk in interleaved rounds.
 #
 #   bash benches/load.sh                 # builds release, then ~5.5 min of measurements

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Token-set scale benchmark (issue 9): 100,000 tokens in one token file.
+# Token-set scale benchmark: 100,000 tokens in one token file.
 #
 #   bash benches/scale.sh                # builds release, ~1 min of measurements
 #   N_TOKENS=200000 SKIP_BUILD=1 bash benches/scale.sh

@@ -1,6 +1,6 @@
 //! A bare pingora pass-through proxy: the baseline Tollgate is measured against in
-//! `benches/load.sh` (issue 9: "Tollgate ≥ 0.9× a bare pingora pass-through built the same
-//! way"). It has the same Cargo profile, the same pingora features and the same global
+//! `benches/load.sh` (the goal: Tollgate at least 0.9× a bare pingora pass-through built the
+//! same way). It has the same Cargo profile, the same pingora features and the same global
 //! allocator as the `tollgate` binary, and the same upstream peer options, and does nothing
 //! per request but pick that one peer — no auth, no header rewriting, no logging, no metrics.
 //!

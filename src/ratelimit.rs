@@ -1,4 +1,4 @@
-//! Per-token rate limiting (DESIGN §4): GCRA decisions and the header values they produce.
+//! Per-token rate limiting: GCRA decisions and the header values they produce.
 //!
 //! Pure: no HTTP types and no I/O. Time comes from an injected [`Clock`], so tests advance a
 //! [`ManualClock`] instead of sleeping. State is one small bucket per token id in a sharded
@@ -196,7 +196,7 @@ impl Limit {
 
     /// The policy name in the `RateLimit-Policy` and `RateLimit` fields.
     ///
-    /// Always `"default"` (DESIGN §4's example): each response carries exactly one policy,
+    /// Always `"default"`: each response carries exactly one policy,
     /// the token's own, so the name only has to tie the two fields together, and a constant
     /// name does not tell clients which tokens have overrides.
     pub fn policy_name(&self) -> &'static str {

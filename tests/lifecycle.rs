@@ -1,4 +1,4 @@
-//! Token lifecycle through the real binary (issue 3): the admin REST API and the token CLI on
+//! Token lifecycle through the real binary: the admin REST API and the token CLI on
 //! the embedded SQLite database, the bootstrap token, expiry, last-use times across a graceful
 //! restart, and the refusals of the admin API.
 //!

@@ -1,4 +1,4 @@
-//! Several replicas on one PostgreSQL token database (issue 6, DESIGN §5): changes made through
+//! Several replicas on one PostgreSQL token database (LISTEN/NOTIFY): changes made through
 //! one replica (or the CLI) act on every replica within a second, an outage of PostgreSQL leaves
 //! the replicas serving their last token set while admin writes answer 503, replicas started
 //! together migrate once, and last-use times written behind by several replicas keep the latest.

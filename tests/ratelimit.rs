@@ -1,4 +1,4 @@
-//! Per-token rate limits and metrics through the real binary (issue 5): exact headers, the 429
+//! Per-token rate limits and metrics through the real binary: exact headers, the 429
 //! answer, overrides from files, API and CLI, the configured default, whoami, and counters that
 //! move by exactly the traffic sent.
 

@@ -1,4 +1,4 @@
-//! Hot reload of token files through the real binary (issue 4): edits in place, `mv` over the
+//! Hot reload of token files through the real binary: edits in place, `mv` over the
 //! file, a simulated Kubernetes atomic writer, broken files, reloads under load, SIGHUP, the
 //! reload endpoint and the token-set gauges.
 //!

@@ -1,4 +1,4 @@
-//! Graceful shutdown through the real binary (issue 7): SIGTERM while slow requests are in
+//! Graceful shutdown through the real binary: SIGTERM while slow requests are in
 //! flight — they all complete, `/readyz` turns 503, new connections are refused, the process
 //! exits 0 within the grace period, and last-use times are flushed. Times are printed
 //! (`-- --nocapture`).

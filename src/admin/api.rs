@@ -1,4 +1,4 @@
-//! The token REST API (DESIGN §8): create (the token shown once), list, show, modify,
+//! The token REST API: create (the token shown once), list, show, modify,
 //! regenerate and revoke database tokens. Every request needs a manager token; every change
 //! is audited; bad input is a 4xx JSON error, never a 500.
 

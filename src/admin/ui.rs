@@ -1,4 +1,4 @@
-//! The token dashboard (issue 8): a small static page over the `/api/v1` token API, embedded in
+//! The token dashboard: a small static page over the `/api/v1` token API, embedded in
 //! the binary and served by the admin listener at `/` and `/ui/…`.
 //!
 //! The page is plain HTML, CSS and JavaScript from this origin only; every answer carries a strict

@@ -1,5 +1,6 @@
 //! Credentials from the `Authorization` header, in every form package managers send
-//! (DESIGN §2). Parsing is total: any byte string gives a value or an error, never a panic.
+//! (Basic with a token user or a `tok_` password, Basic `NAME:SECRET`, Bearer, a bare token).
+//! Parsing is total: any byte string gives a value or an error, never a panic.
 
 use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD};
 use base64::Engine;

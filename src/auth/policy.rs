@@ -1,4 +1,5 @@
-//! Path normalization and route rules (DESIGN §3).
+//! Path normalization and route rules: the path is checked as every common store reads it,
+//! and the path checked is the path forwarded.
 //!
 //! The path is normalized once; the normalized form is both what the rules see and what is
 //! forwarded. Route patterns match segment-wise as prefixes: `/releases` covers

@@ -1,6 +1,6 @@
 //! Token verification: find the one record a credential names, then check the secret —
 //! from the moka cache when a verification of this exact credential is still valid, else
-//! with argon2 on a small pool of low-priority threads, with a bounded queue (DESIGN §6).
+//! with argon2 on a small pool of low-priority threads, with a bounded queue.
 //!
 //! argon2 is the denial-of-service surface: a flood of wrong secrets for a known id reaches it
 //! on every request. Three things keep cached (legitimate) traffic fast during one:

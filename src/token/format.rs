@@ -1,4 +1,6 @@
-//! The generated token format `tok_<id>_<secret><check>` (DESIGN §2).
+//! The generated token format `tok_<id>_<secret><check>`: a public id, a random secret, and
+//! a CRC32 check that lets the proxy and secret scanners reject mistyped or random strings without
+//! any lookup.
 //!
 //! `id` is 12 base62 characters and public; `secret` is 32 base62 characters from the OS
 //! CSPRNG (~190 bits); `check` is the CRC32 of everything before it, as 6 base62 digits.

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Real-client tests (issue 10): real package stores with their own auth off, one Tollgate in front
+# Real-client tests: real package stores with their own auth off, one Tollgate in front
 # of each, and the real clients configured the way their docs say — composer, pip, twine, npm,
 # cargo, Maven and curl. Every scenario asserts the real effect: the installed code runs, the
 # uploaded file is in the store, and on a refusal nothing reached the store (its access log and

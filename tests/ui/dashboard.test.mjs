@@ -1,4 +1,4 @@
-// Browser test of the token dashboard (issue 8): the real `target/debug/tollgate` binary, a tiny
+// Browser test of the token dashboard: the real `target/debug/tollgate` binary, a tiny
 // upstream, and Debian's headless chromium driven by playwright-core.
 //
 //   node --test tests/ui/dashboard.test.mjs        (or tests/ui/run.sh, which installs what it needs)

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Browser test of the token dashboard (issue 8). Installs what a fresh machine lacks (Debian's
+# Browser test of the token dashboard. Installs what a fresh machine lacks (Debian's
 # chromium, curl, the pinned playwright-core from package-lock.json), builds the binary unless
 # TOLLGATE_BIN points at one, and runs tests/ui/dashboard.test.mjs under node:test.
 # Screenshots land in target/test-output/ui/ (override with UI_TEST_OUTPUT).
