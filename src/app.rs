@@ -637,7 +637,11 @@ async fn db_command(config: &Config, db: &Database, cmd: TokenCommand) -> anyhow
     let usage = db.usage().await.unwrap_or_default();
     // Names are unique across the token files, the database and the bootstrap token (the
     // server refuses both records of a conflict), and never another token's id.
-    let stored = db.tokens().await.unwrap_or_default();
+    let stored = db
+        .tokens_with_problems()
+        .await
+        .map(|(tokens, _)| tokens)
+        .unwrap_or_default();
     let name_taken = |name: &str, except: Option<&str>| -> anyhow::Result<()> {
         let files = file_tokens(config)?;
         for t in files.iter().chain(stored.iter()) {

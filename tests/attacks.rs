@@ -37,6 +37,11 @@ fn client_from(source: [u8; 4]) -> reqwest::Client {
         .expect("reqwest client")
 }
 
+/// The status of `GET /f` on `proxy` with the Authorization value `auth`.
+async fn status_of(c: &reqwest::Client, proxy: &Tollgate, auth: &str) -> u16 {
+    http_get(c, &proxy.url("/f"), Some(auth)).await.status
+}
+
 /// Writes `request` on a fresh connection and reads until the server closes it or `wait`
 /// passes without data.
 async fn exchange(addr: SocketAddr, request: &[u8], wait: Duration) -> String {
@@ -501,39 +506,25 @@ async fn a_conflict_never_keeps_a_revoked_token() {
     let mut proxy = with_database(&upstream).await;
     let cwd = proxy.setup.dir.path().to_owned();
     let config = proxy.setup.config_str();
-    // The CLI refuses the bootstrap token's name and other tokens' ids.
-    let env = [(
-        "TOLLGATE_BOOTSTRAP_TOKEN",
-        format!("{BOOT_NAME}:{BOOT_SECRET}"),
-    )];
-    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    let out = tokio::task::spawn_blocking({
-        let cwd = cwd.clone();
-        let config = config.clone();
-        let env: Vec<(String, String)> = env
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-        move || {
-            let env: Vec<(&str, &str)> =
-                env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-            run_tollgate_env(
-                &[
-                    "token",
-                    "create",
-                    "--name",
-                    BOOT_NAME,
-                    "--permission",
-                    "read",
-                    "--config",
-                    &config,
-                ],
-                None,
-                &cwd,
-                Duration::from_secs(30),
-                &env,
-            )
-        }
+    // The CLI refuses the bootstrap token's name (it reads the server's environment variable).
+    let out = tokio::task::spawn_blocking(move || {
+        let boot = format!("{BOOT_NAME}:{BOOT_SECRET}");
+        run_tollgate_env(
+            &[
+                "token",
+                "create",
+                "--name",
+                BOOT_NAME,
+                "--permission",
+                "read",
+                "--config",
+                &config,
+            ],
+            None,
+            &cwd,
+            Duration::from_secs(30),
+            &[("TOLLGATE_BOOTSTRAP_TOKEN", &boot)],
+        )
     })
     .await
     .unwrap();
@@ -552,6 +543,18 @@ async fn a_conflict_never_keeps_a_revoked_token() {
     assert_eq!(status, 201);
     let victim_auth = format!("Bearer {}", victim["token"].as_str().unwrap());
     let victim_id = victim["id"].as_str().unwrap().to_owned();
+    // A name may not be another token's id (lookups by id or name would be ambiguous).
+    let (status, answer) = create(
+        &proxy,
+        &boot(),
+        json!({"name": victim_id, "permission": "read"}),
+    )
+    .await;
+    assert_eq!(
+        (status, answer["error"].as_str()),
+        (409, Some("conflict")),
+        "{answer}"
+    );
     let (_, other) = create(
         &proxy,
         &boot(),
@@ -560,12 +563,7 @@ async fn a_conflict_never_keeps_a_revoked_token() {
     .await;
     let other_auth = format!("Bearer {}", other["token"].as_str().unwrap());
     let c = client();
-    assert_eq!(
-        http_get(&c, &proxy.url("/f"), Some(&victim_auth))
-            .await
-            .status,
-        200
-    );
+    assert_eq!(status_of(&c, &proxy, &victim_auth).await, 200);
     // A token file now claims the name "dup" too: a conflict that used to fail every rebuild.
     let file_dup = TestToken::read("dup");
     let file_ok = TestToken::read("from-file");
@@ -576,26 +574,13 @@ async fn a_conflict_never_keeps_a_revoked_token() {
     .unwrap();
     let refused = poll_until(Duration::from_secs(10), || async {
         proxy.metric("tollgate_tokens_refused").await >= 1.0
-            && http_get(&c, &proxy.url("/f"), Some(&file_ok.bearer()))
-                .await
-                .status
-                == 200
+            && status_of(&c, &proxy, &file_ok.bearer()).await == 200
     })
     .await;
     assert!(refused.is_some(), "logs:\n{}", proxy.logs());
     // Both records of the conflict are out; nothing else is.
-    assert_eq!(
-        http_get(&c, &proxy.url("/f"), Some(&other_auth))
-            .await
-            .status,
-        401
-    );
-    assert_eq!(
-        http_get(&c, &proxy.url("/f"), Some(&file_dup.bearer()))
-            .await
-            .status,
-        401
-    );
+    assert_eq!(status_of(&c, &proxy, &other_auth).await, 401);
+    assert_eq!(status_of(&c, &proxy, &file_dup.bearer()).await, 401);
     // Revoking through the API takes effect at once and the API says so.
     let r = proxy
         .api(
@@ -607,9 +592,7 @@ async fn a_conflict_never_keeps_a_revoked_token() {
         .await;
     assert_eq!(r.status, 204, "{}", r.text);
     assert_eq!(
-        http_get(&c, &proxy.url("/f"), Some(&victim_auth))
-            .await
-            .status,
+        status_of(&c, &proxy, &victim_auth).await,
         401,
         "a revoked token keeps working"
     );
@@ -620,9 +603,7 @@ async fn a_conflict_never_keeps_a_revoked_token() {
     proxy.stop_gracefully(Duration::from_secs(10)).await;
     proxy.restart().await;
     assert_eq!(
-        http_get(&c, &proxy.url("/f"), Some(&file_ok.bearer()))
-            .await
-            .status,
+        status_of(&c, &proxy, &file_ok.bearer()).await,
         200,
         "a conflict stopped the restart"
     );
@@ -638,21 +619,13 @@ async fn a_broken_token_file_edit_still_removes_what_it_removed() {
         .start()
         .await;
     let c = client();
-    assert_eq!(
-        http_get(&c, &proxy.url("/f"), Some(&compromised.bearer()))
-            .await
-            .status,
-        200
-    );
+    assert_eq!(status_of(&c, &proxy, &compromised.bearer()).await, 200);
     // The operator deletes the compromised entry and, in the same save, breaks another one.
     let mut text = tokens_yaml(&[&keep]);
     text.push_str("  - id: BROKEN\n    name: [oops\n");
     std::fs::write(&proxy.setup.tokens_path, text).unwrap();
     let gone = poll_until(Duration::from_secs(10), || async {
-        http_get(&c, &proxy.url("/f"), Some(&compromised.bearer()))
-            .await
-            .status
-            == 401
+        status_of(&c, &proxy, &compromised.bearer()).await == 401
     })
     .await;
     assert!(
@@ -661,9 +634,7 @@ async fn a_broken_token_file_edit_still_removes_what_it_removed() {
         proxy.logs()
     );
     assert_eq!(
-        http_get(&c, &proxy.url("/f"), Some(&keep.bearer()))
-            .await
-            .status,
+        status_of(&c, &proxy, &keep.bearer()).await,
         200,
         "the rest of the last good file must keep serving"
     );

@@ -896,3 +896,54 @@ async fn last_used_at_from_two_replicas_keeps_the_latest_use() {
         ab_on_b,
     );
 }
+
+/// A token-file edit (removing a compromised token) takes effect while the database is down,
+/// built on the database rows of the last good read.
+#[tokio::test]
+async fn a_token_file_edit_applies_during_a_postgres_outage() {
+    let mut pg = PgCluster::private();
+    let url = pg.create_database("file_edit_outage");
+    let upstream = Upstream::start();
+    let keep = TestToken::read("file-keep");
+    let compromised = TestToken::read("file-compromised");
+    let setup = replica(&upstream, &url);
+    let files = json!([setup.tokens_path]);
+    let proxy = setup
+        .set("tokens.files", files)
+        .with_tokens(&[&keep, &compromised])
+        .start()
+        .await;
+    let (_, stored) = create(&proxy, json!({"name": "stored", "permission": "read"})).await;
+    let stored = bearer(&stored);
+    let client = client();
+    propagation(
+        "set-up",
+        GIVE_UP,
+        &client,
+        &[
+            (&proxy, "/f", &keep.bearer(), 200),
+            (&proxy, "/f", &compromised.bearer(), 200),
+            (&proxy, "/f", &stored, 200),
+        ],
+    )
+    .await;
+
+    pg.stop();
+    std::fs::write(&proxy.setup.tokens_path, tokens_yaml(&[&keep])).unwrap();
+    propagation(
+        "file edit during the outage",
+        GIVE_UP,
+        &client,
+        &[(&proxy, "/f", &compromised.bearer(), 401)],
+    )
+    .await;
+    assert_statuses(
+        "the rest keeps serving",
+        &client,
+        &[
+            (&proxy, "/f", &keep.bearer(), 200),
+            (&proxy, "/f", &stored, 200),
+        ],
+    )
+    .await;
+}

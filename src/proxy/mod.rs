@@ -342,33 +342,27 @@ static X_TOLLGATE_TOKEN_ID: http::HeaderName = http::HeaderName::from_static("x-
 static X_TOLLGATE_TOKEN_NAME: http::HeaderName =
     http::HeaderName::from_static("x-tollgate-token-name");
 
-/// Whether the request head needs [`fix_framing`]: an `Upgrade`, or a `Content-Length` that
-/// is not one plain number. Two lookups on the hot path.
-fn needs_framing_fix(headers: &http::HeaderMap) -> bool {
-    headers.contains_key(http::header::UPGRADE)
-        || headers.contains_key("http2-settings")
-        || headers
-            .get(http::header::CONTENT_LENGTH)
-            .is_some_and(|v| !v.as_bytes().iter().all(u8::is_ascii_digit))
-        || headers
-            .get_all(http::header::CONTENT_LENGTH)
-            .iter()
-            .nth(1)
-            .is_some()
-}
-
 /// Tollgate never upgrades a connection: after a `101` the connection would be a tunnel to
 /// the store that no later request on it passes the gate. `Upgrade` (and `HTTP2-Settings`,
 /// `Connection`, which name it) are removed, so the store answers the plain request (clients
 /// such as `curl --http2` on `http://` then simply stay on HTTP/1.1). A `Content-Length` that
 /// pingora accepted as several equal values (`5, 5`) is forwarded as the one number, never
-/// verbatim: a store might read the list differently.
+/// verbatim: a store might read the list differently. Two lookups when neither applies.
 fn fix_framing(req: &mut RequestHeader) {
-    if req.headers.contains_key(http::header::UPGRADE) || req.headers.contains_key("http2-settings")
-    {
+    let headers = &req.headers;
+    if headers.contains_key(http::header::UPGRADE) || headers.contains_key("http2-settings") {
         req.remove_header(&http::header::UPGRADE);
         req.remove_header("http2-settings");
         req.remove_header(&http::header::CONNECTION);
+    }
+    let mut lengths = req.headers.get_all(http::header::CONTENT_LENGTH).iter();
+    let plain = match (lengths.next(), lengths.next()) {
+        (None, _) => true,
+        (Some(v), None) => v.as_bytes().iter().all(u8::is_ascii_digit),
+        (Some(_), Some(_)) => false,
+    };
+    if plain {
+        return;
     }
     let length = req
         .headers
@@ -545,9 +539,7 @@ impl ProxyHttp for Proxy {
         if !self.store.set.is_ready() {
             return self.refuse(session, ctx, Refusal::NotReady).await;
         }
-        if needs_framing_fix(&session.req_header().headers) {
-            fix_framing(session.req_header_mut());
-        }
+        fix_framing(session.req_header_mut());
         let headers = &session.req_header().headers;
         let mut values = headers.get_all(AUTHORIZATION).iter();
         let first = values.next().map(|v| v.as_bytes());

@@ -103,7 +103,7 @@ impl Refusal {
                 format!("the token's rate limit is spent; retry in {s} s").into()
             }
             Refusal::Throttled(s) => format!(
-                "too many attempts with wrong or new secrets for this token; retry in {s} s"
+                "too many attempts with wrong or new secrets from this address; retry in {s} s"
             )
             .into(),
             Refusal::Busy => "too many token verifications in progress; retry shortly".into(),
