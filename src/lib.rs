@@ -11,6 +11,7 @@ pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod conn;
+pub mod lifecycle;
 pub mod logging;
 pub mod memory;
 pub mod metrics;

@@ -7,5 +7,5 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() {
     let cli = tollgate::cli::Cli::parse();
-    std::process::exit(tollgate::app::run(cli));
+    std::process::exit(tollgate::cli::run(cli));
 }

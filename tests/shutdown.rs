@@ -269,3 +269,70 @@ async fn idle_sigterm_exits_promptly_even_with_keepalive_connections() {
     );
     drop(client);
 }
+
+/// The proxy thread dying is not a quiet state: the process exits non-zero at once (a
+/// supervisor restarts it) instead of staying up with `/healthz` ok. Debug builds can make
+/// pingora's server loop panic on demand (`TOLLGATE_TEST_FAULT`), which no request can.
+#[tokio::test]
+async fn a_dead_proxy_thread_ends_the_process_with_an_error() {
+    const PANIC_AFTER_MS: u64 = 1500;
+    let upstream = Upstream::start();
+    let reader = TestToken::read("reader");
+    let mut proxy = Setup::new(&upstream.url())
+        .with_tokens(&[&reader])
+        .env(
+            "TOLLGATE_TEST_FAULT",
+            &format!("proxy_panic_after_ms:{PANIC_AFTER_MS}"),
+        )
+        .start()
+        .await;
+    let started = Instant::now();
+    let client = client();
+    let resp = http_get(&client, &proxy.url("/alive"), Some(&reader.auth())).await;
+    assert_eq!(resp.status, 200, "the proxy serves before the fault");
+    // Watch /healthz until the process is gone: it may answer 200 (before the panic) or 503
+    // (after it), never 200 once the proxy is down for more than the exit takes.
+    let mut last_ok = started;
+    let status = loop {
+        if let Some(status) = proxy.try_exit() {
+            break status;
+        }
+        let health = client
+            .get(proxy.admin_url("/healthz"))
+            .timeout(Duration::from_millis(500))
+            .send()
+            .await
+            .map(|r| r.status().as_u16())
+            .ok();
+        if health == Some(200) {
+            last_ok = Instant::now();
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(PANIC_AFTER_MS / 1000 + 10),
+            "the process is still up {:?} after start, long after the proxy thread died; log:\n{}",
+            started.elapsed(),
+            proxy.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    let exited_after_last_ok = last_ok.elapsed();
+    println!(
+        "[shutdown] dead proxy thread: exit {:?}, {exited_after_last_ok:?} after the last healthy /healthz",
+        status.code()
+    );
+    assert_eq!(
+        status.code(),
+        Some(1),
+        "exit status; log:\n{}",
+        proxy.logs()
+    );
+    assert!(
+        exited_after_last_ok < Duration::from_secs(1),
+        "the process exited {exited_after_last_ok:?} after /healthz last said ok"
+    );
+    let logs = proxy.logs();
+    assert!(
+        logs.contains("the proxy stopped unexpectedly"),
+        "log says why:\n{logs}"
+    );
+}

@@ -5,7 +5,6 @@
 pub mod api;
 pub mod ui;
 
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use axum::extract::State;
@@ -16,53 +15,9 @@ use axum::Router;
 
 use crate::auth::Verifier;
 use crate::config::HashParams;
+use crate::lifecycle::Health;
 use crate::metrics::METRICS;
 use crate::store::Store;
-
-/// Process health beyond the token set: is the proxy listening, is it shutting down, how many
-/// requests are in flight.
-#[derive(Debug, Default)]
-pub struct Health {
-    /// The proxy listener accepts connections.
-    pub proxy_listening: AtomicBool,
-    /// Shutdown has started: not ready any more.
-    pub draining: AtomicBool,
-    /// Proxy requests being handled.
-    pub in_flight: AtomicUsize,
-}
-
-impl Health {
-    /// Ready: the token set is loaded, the proxy listens, and no shutdown has started.
-    pub fn ready(&self, tokens_ready: bool) -> Result<(), &'static str> {
-        if self.draining.load(Ordering::Acquire) {
-            Err("shutting down\n")
-        } else if !tokens_ready {
-            Err("no token set loaded yet\n")
-        } else if !self.proxy_listening.load(Ordering::Acquire) {
-            Err("the proxy listener is not up yet\n")
-        } else {
-            Ok(())
-        }
-    }
-}
-
-/// Counts a proxy request as in flight until dropped.
-#[derive(Debug)]
-pub struct InFlight(Arc<Health>);
-
-impl InFlight {
-    /// Starts counting.
-    pub fn new(health: &Arc<Health>) -> Self {
-        health.in_flight.fetch_add(1, Ordering::AcqRel);
-        InFlight(health.clone())
-    }
-}
-
-impl Drop for InFlight {
-    fn drop(&mut self) {
-        self.0.in_flight.fetch_sub(1, Ordering::AcqRel);
-    }
-}
 
 /// Shared state of the admin handlers.
 #[derive(Clone)]
@@ -82,7 +37,7 @@ pub struct AdminState {
 /// Every admin route.
 pub fn router(state: AdminState) -> Router {
     Router::new()
-        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .merge(api::routes(state.clone()))
@@ -102,6 +57,13 @@ pub fn router(state: AdminState) -> Router {
             )
         })
         .with_state(state)
+}
+
+async fn healthz(State(s): State<AdminState>) -> impl IntoResponse {
+    match s.health.live() {
+        Ok(()) => (StatusCode::OK, "ok\n"),
+        Err(why) => (StatusCode::SERVICE_UNAVAILABLE, why),
+    }
 }
 
 async fn readyz(State(s): State<AdminState>) -> impl IntoResponse {

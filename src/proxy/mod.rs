@@ -21,12 +21,12 @@ use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 
 pub use responses::{refusal_body, Refusal};
 
-use crate::admin::{Health, InFlight};
 use crate::auth::policy::allows;
 use crate::auth::{
     normalize_path, parse_authorization, required_permission, AuthError, Caller, Verifier,
 };
 use crate::config::Config;
+use crate::lifecycle::{Health, InFlight};
 use crate::metrics::{method_label, METRICS};
 use crate::ratelimit::Decision;
 use crate::store::Store;

@@ -1,0 +1,391 @@
+//! The command line: clap types, and the commands. `serve` hands over to [`crate::app`];
+//! `check-config` validates without changing anything; `token` is in [`token`].
+
+mod token;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context};
+use chrono::Utc;
+use clap::{Args, Parser, Subcommand};
+
+use crate::app::{App, ProxyStopped};
+use crate::config::{self, Config, HashParams, Overrides};
+use crate::store::{manage, Store};
+use crate::token::{Source, Token};
+
+use crate::token::Permission;
+
+/// Tollgate: an authenticating reverse proxy for package repositories.
+#[derive(Debug, Parser)]
+#[command(name = "tollgate", version, about)]
+pub struct Cli {
+    /// Configuration file (default: config/tollgate.yaml if it exists, else built-in defaults).
+    #[arg(long, short = 'c', global = true, env = "TOLLGATE_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the proxy and the admin listener.
+    Serve(ServeArgs),
+    /// Validate the configuration and the token files, print every problem, exit non-zero on any.
+    CheckConfig,
+    /// Token utilities.
+    #[command(subcommand)]
+    Token(TokenCommand),
+}
+
+/// Flags of `serve`; they override the file and the environment.
+#[derive(Debug, Args, Default)]
+pub struct ServeArgs {
+    /// Proxy listen address, e.g. 0.0.0.0:8080.
+    #[arg(long)]
+    pub listen: Option<String>,
+    /// Admin listen address, e.g. 127.0.0.1:9180.
+    #[arg(long)]
+    pub admin_listen: Option<String>,
+    /// Upstream package store URL, e.g. http://127.0.0.1:8081.
+    #[arg(long)]
+    pub upstream: Option<String>,
+    /// An in-memory manager token NAME:SECRET for first set-up and repair; never stored.
+    /// Prefer the environment variable: arguments show in the process list.
+    #[arg(long, env = "TOLLGATE_BOOTSTRAP_TOKEN", hide_env_values = true)]
+    pub bootstrap_token: Option<crate::token::Secret>,
+}
+
+/// `tollgate token …`: works on the configured database, with or without a running server.
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Make a token-file entry: prints the YAML entry on stdout and the token, once, on stderr.
+    Hash(NewTokenArgs),
+    /// Create a database token; prints the token once.
+    Create(NewTokenArgs),
+    /// List tokens (database and files).
+    List(OutputArgs),
+    /// Show one token.
+    Show(TargetArgs),
+    /// Revoke (delete) a database token; effective at once.
+    Revoke(TargetArgs),
+    /// Give a database token a new secret; the old one stops working at once. Prints the token once.
+    Regenerate(TargetArgs),
+    /// Rename a database token.
+    Rename(RenameArgs),
+    /// Change description, permission, routes or rate limit of a database token.
+    Modify(ModifyArgs),
+}
+
+/// Output format.
+#[derive(Debug, Clone, Copy, Default, clap::ValueEnum)]
+pub enum Output {
+    /// Aligned columns for people.
+    #[default]
+    Table,
+    /// JSON, as the admin API returns it.
+    Json,
+}
+
+/// `--output`.
+#[derive(Debug, Args)]
+pub struct OutputArgs {
+    /// table or json.
+    #[arg(long, short = 'o', value_enum, default_value_t = Output::Table)]
+    pub output: Output,
+}
+
+/// A token by id or name, plus `--output`.
+#[derive(Debug, Args)]
+pub struct TargetArgs {
+    /// The token's id or name.
+    pub token: String,
+    /// table or json.
+    #[arg(long, short = 'o', value_enum, default_value_t = Output::Table)]
+    pub output: Output,
+}
+
+/// Flags of `token rename`.
+#[derive(Debug, Args)]
+pub struct RenameArgs {
+    /// The token's id or current name.
+    pub token: String,
+    /// The new name.
+    pub new_name: String,
+    /// table or json.
+    #[arg(long, short = 'o', value_enum, default_value_t = Output::Table)]
+    pub output: Output,
+}
+
+/// Flags of `token modify`.
+#[derive(Debug, Args)]
+pub struct ModifyArgs {
+    /// The token's id or name.
+    pub token: String,
+    /// New description ("" clears it).
+    #[arg(long)]
+    pub description: Option<String>,
+    /// New permission.
+    #[arg(long, value_enum)]
+    pub permission: Option<PermissionArg>,
+    /// Replace the routes, repeatable: --route /p2/acme/*=read
+    #[arg(long = "route")]
+    pub routes: Vec<String>,
+    /// Remove every route (the permission then applies to every path).
+    #[arg(long, conflicts_with = "routes")]
+    pub no_routes: bool,
+    /// `unlimited`, `default`, or REQUESTS/PERIOD such as 100/1h.
+    #[arg(long)]
+    pub rate_limit: Option<String>,
+    /// table or json.
+    #[arg(long, short = 'o', value_enum, default_value_t = Output::Table)]
+    pub output: Output,
+}
+
+/// Flags of `token hash` and `token create`.
+#[derive(Debug, Args)]
+pub struct NewTokenArgs {
+    /// Unique token name.
+    #[arg(long)]
+    pub name: String,
+    /// read, write or manager.
+    #[arg(long, value_enum)]
+    pub permission: PermissionArg,
+    /// A route rule PATH=ACCESS (access read or write), repeatable: --route /p2/acme/*=read
+    #[arg(long = "route")]
+    pub routes: Vec<String>,
+    /// Free-text description.
+    #[arg(long)]
+    pub description: Option<String>,
+    /// 30d, 90d, 365d, never, or an RFC 3339 date.
+    #[arg(long, default_value = "never")]
+    pub expires_in: String,
+    /// `unlimited`, or REQUESTS/PERIOD such as 100/1h (default: the configured limit).
+    #[arg(long)]
+    pub rate_limit: Option<String>,
+    /// Read a custom secret from stdin (`-`) instead of generating a token; the client then
+    /// sends Basic NAME:SECRET.
+    #[arg(long)]
+    pub secret: Option<String>,
+    /// table or json (create only).
+    #[arg(long, short = 'o', value_enum, default_value_t = Output::Table)]
+    pub output: Output,
+}
+
+/// Permission as a command-line value.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum PermissionArg {
+    /// Read.
+    Read,
+    /// Write (implies read).
+    Write,
+    /// Manager (everything).
+    Manager,
+}
+
+impl From<PermissionArg> for Permission {
+    fn from(p: PermissionArg) -> Self {
+        match p {
+            PermissionArg::Read => Permission::Read,
+            PermissionArg::Write => Permission::Write,
+            PermissionArg::Manager => Permission::Manager,
+        }
+    }
+}
+
+/// Exit code for a refused configuration or bad usage.
+pub const EXIT_CONFIG: i32 = 2;
+
+/// Exit code when the server fails while running (the proxy stopped on its own).
+pub const EXIT_FAILURE: i32 = 1;
+
+/// Runs a parsed command line; returns the process exit code.
+pub fn run(cli: Cli) -> i32 {
+    let config = cli.config.as_deref();
+    let result = match cli.command {
+        Command::Serve(args) => serve(config, &args),
+        Command::CheckConfig => check_config(config),
+        Command::Token(cmd) => token::run(config, cmd),
+    };
+    match result {
+        Ok(()) => 0,
+        Err(e) if e.is::<ProxyStopped>() => {
+            eprintln!("tollgate: {e:#}");
+            EXIT_FAILURE
+        }
+        Err(e) => {
+            eprintln!("tollgate: {e:#}");
+            EXIT_CONFIG
+        }
+    }
+}
+
+fn config_path(explicit: Option<&Path>) -> Option<PathBuf> {
+    match explicit {
+        Some(p) => Some(p.to_path_buf()),
+        None => {
+            let default = Path::new(config::DEFAULT_CONFIG_PATH);
+            default.exists().then(|| default.to_path_buf())
+        }
+    }
+}
+
+fn plural(n: usize) -> &'static str {
+    if n == 1 {
+        ""
+    } else {
+        "s"
+    }
+}
+
+/// Loads and validates the configuration, printing warnings to stderr.
+pub(crate) fn load_config(
+    explicit: Option<&Path>,
+    overrides: &Overrides,
+) -> anyhow::Result<Config> {
+    let path = config_path(explicit);
+    match config::load(path.as_deref(), std::env::vars(), overrides) {
+        Ok((config, warnings)) => {
+            for w in warnings {
+                eprintln!("tollgate: warning: {w}");
+            }
+            Ok(config)
+        }
+        Err(errors) => Err(anyhow!(
+            "the configuration is refused ({} problem{}):\n{errors}",
+            errors.0.len(),
+            plural(errors.0.len())
+        )),
+    }
+}
+
+pub(crate) fn refused(what: &str, errors: Vec<String>) -> anyhow::Error {
+    anyhow!(
+        "the {what} is refused ({} problem{}):\n{}",
+        errors.len(),
+        plural(errors.len()),
+        errors.join("\n")
+    )
+}
+
+pub(crate) fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("tollgate-control")
+        .enable_all()
+        .build()
+        .context("starting the control runtime")
+}
+
+/// Validates the configuration, token files and database rows without changing anything: no
+/// directory or database file is created and no migration runs.
+fn check_config(explicit: Option<&Path>) -> anyhow::Result<()> {
+    let mut config = load_config(explicit, &Overrides::default())?;
+    if let Some(missing) = config
+        .tokens
+        .database
+        .as_deref()
+        .and_then(crate::store::db::missing_sqlite_file)
+    {
+        println!(
+            "note: the token database {} does not exist yet; `serve` creates it",
+            missing.display()
+        );
+        config.tokens.database = None;
+    }
+    let store = Store::new(&config, None).read_only();
+    runtime()?.block_on(crate::app::load_store(&store, true))?;
+    let refused = store.refused();
+    if !refused.is_empty() {
+        return Err(self::refused("token set", refused));
+    }
+    let n = store.set.load().len();
+    println!("config OK: {} ({n} token{})", config.source, plural(n));
+    Ok(())
+}
+
+fn serve_overrides(args: &ServeArgs) -> Overrides {
+    let mut o = Overrides::default();
+    let mut add = |flag: &str, field: &str, v: &Option<String>| {
+        if let Some(v) = v {
+            o.values.push((flag.into(), field.into(), v.clone()));
+        }
+    };
+    add("--listen", "listen", &args.listen);
+    add("--admin-listen", "admin_listen", &args.admin_listen);
+    add("--upstream", "upstream.url", &args.upstream);
+    o
+}
+
+/// The in-memory manager token of `--bootstrap-token NAME:SECRET`.
+fn bootstrap_token(spec: &str, params: &HashParams) -> anyhow::Result<Token> {
+    let (name, secret) = spec
+        .split_once(':')
+        .ok_or_else(|| anyhow!("the bootstrap token must be NAME:SECRET"))?;
+    if !crate::store::yaml::valid_name(name) {
+        bail!("the bootstrap token's name must be 1-64 letters, digits, '-', '_', '.' or '@'");
+    }
+    if secret.len() < manage::MIN_CUSTOM_SECRET {
+        bail!(
+            "the bootstrap token's secret must be at least {} characters",
+            manage::MIN_CUSTOM_SECRET
+        );
+    }
+    // A generated token keeps its id, so it also works as a Bearer token.
+    let id = match crate::token::parse(secret) {
+        Ok(t) => t.id.to_string(),
+        Err(_) => crate::token::generate_id(),
+    };
+    let hash = crate::token::hash_secret(secret, params).map_err(|e| anyhow!("hashing: {e}"))?;
+    Ok(Token {
+        id: Arc::from(id.as_str()),
+        name: Arc::from(name),
+        description: Some("bootstrap token (in memory only)".into()),
+        hash: crate::token::validate_phc(&hash).map_err(|e| anyhow!("hashing: {e}"))?,
+        permission: Permission::Manager,
+        routes: Vec::new(),
+        created_at: Some(Utc::now()),
+        expires_at: None,
+        rate_limit: None,
+        generation: 1,
+        source: Source::Bootstrap,
+    })
+}
+
+/// `serve`: builds the server and runs it until a signal asks it to stop.
+fn serve(explicit: Option<&Path>, args: &ServeArgs) -> anyhow::Result<()> {
+    let config = load_config(explicit, &serve_overrides(args))?;
+    let _log_guard = crate::logging::init(&config.log);
+    let bootstrap = args
+        .bootstrap_token
+        .as_ref()
+        .map(|b| bootstrap_token(b.expose(), &config.hashing))
+        .transpose()?;
+    let control = runtime()?;
+    let result = control.block_on(async {
+        let app = App::build(config, bootstrap).await?;
+        app.run(crate::lifecycle::signals()).await
+    });
+    control.shutdown_timeout(Duration::from_secs(1));
+    result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_hides_the_bootstrap_secret() {
+        let cli = Cli::parse_from([
+            "tollgate",
+            "serve",
+            "--bootstrap-token",
+            "admin:verysecretvalue1234",
+        ]);
+        assert!(!format!("{cli:?}").contains("verysecretvalue1234"));
+    }
+}

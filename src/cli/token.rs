@@ -1,0 +1,407 @@
+//! The `token` subcommands: create, list, show, regenerate, revoke, rename and modify tokens
+//! in the configured database, and `token hash` for token-file entries. Names are checked
+//! against every source the server reads (token files, database, bootstrap token).
+
+use std::io::{Read, Write};
+use std::path::Path;
+
+use anyhow::{anyhow, bail, Context};
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+
+use super::{
+    load_config, refused, runtime, ModifyArgs, NewTokenArgs, Output, RenameArgs, TargetArgs,
+    TokenCommand,
+};
+use crate::config::{Config, Overrides};
+use crate::store::db::{Database, RouteSpec};
+use crate::store::manage::{self, NewToken, Patch};
+use crate::store::yaml;
+use crate::token::{Access, Permission, RateLimitRule, Secret, Token};
+
+fn parse_route(s: &str) -> anyhow::Result<RouteSpec> {
+    let (path, access) = s
+        .rsplit_once('=')
+        .ok_or_else(|| anyhow!("--route {s:?} must be PATH=ACCESS, e.g. /p2/acme/*=read"))?;
+    let access = match access {
+        "read" => Access::Read,
+        "write" => Access::Write,
+        other => bail!("--route {s:?}: access {other:?} is not read or write"),
+    };
+    Ok(RouteSpec {
+        path: path.to_string(),
+        access,
+    })
+}
+
+/// `unlimited`, or REQUESTS/PERIOD (`100/1h`).
+fn parse_rate_limit(s: &str) -> anyhow::Result<RateLimitRule> {
+    if s == "unlimited" {
+        return Ok(RateLimitRule::Unlimited);
+    }
+    let (n, period) = s.split_once('/').ok_or_else(|| {
+        anyhow!("--rate-limit {s:?} must be unlimited or REQUESTS/PERIOD, e.g. 100/1h")
+    })?;
+    let requests: u32 = n
+        .parse()
+        .map_err(|_| anyhow!("--rate-limit {s:?}: {n:?} is not a number"))?;
+    let period =
+        humantime::parse_duration(period).map_err(|e| anyhow!("--rate-limit {s:?}: {e}"))?;
+    RateLimitRule::Limited { requests, period }
+        .validate()
+        .map_err(|e| anyhow!("--rate-limit {s:?}: {e}"))
+}
+
+fn read_secret(flag: Option<&str>) -> anyhow::Result<Option<Secret>> {
+    match flag {
+        None => Ok(None),
+        Some("-") => {
+            let mut s = String::new();
+            std::io::stdin()
+                .read_to_string(&mut s)
+                .context("reading the secret from stdin")?;
+            Ok(Some(Secret::new(s.trim_end_matches(['\r', '\n']))))
+        }
+        Some(_) => {
+            bail!("--secret takes only '-' (read from stdin): secrets never go in arguments")
+        }
+    }
+}
+
+fn new_token_request(args: &NewTokenArgs) -> anyhow::Result<NewToken> {
+    Ok(NewToken {
+        name: args.name.clone(),
+        description: args.description.clone(),
+        permission: args.permission.into(),
+        routes: args
+            .routes
+            .iter()
+            .map(|r| parse_route(r))
+            .collect::<anyhow::Result<_>>()?,
+        expires_in: Some(args.expires_in.clone()),
+        rate_limit: args
+            .rate_limit
+            .as_deref()
+            .map(parse_rate_limit)
+            .transpose()?,
+        secret: read_secret(args.secret.as_deref())?,
+    })
+}
+
+pub(super) fn run(explicit: Option<&Path>, cmd: TokenCommand) -> anyhow::Result<()> {
+    let config = load_config(explicit, &Overrides::default())?;
+    if let TokenCommand::Hash(args) = &cmd {
+        return token_hash(&config, args);
+    }
+    let url = config.tokens.database.clone().ok_or_else(|| {
+        anyhow!("no token database is configured (tokens.database: none): use `token hash` and a token file")
+    })?;
+    let rt = runtime()?;
+    rt.block_on(async {
+        let db = Database::open(&url).await?;
+        let result = db_command(&config, &db, cmd).await;
+        db.close().await;
+        result
+    })
+}
+
+/// A token-file entry as `token hash` prints it.
+#[derive(Serialize)]
+struct EntryOut {
+    id: String,
+    name: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    description: Option<String>,
+    hash: String,
+    permission: Permission,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    routes: Vec<RouteSpec>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    rate_limit: Option<RateLimitRule>,
+    created_at: DateTime<Utc>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    expires_at: Option<DateTime<Utc>>,
+}
+
+fn token_hash(config: &Config, args: &NewTokenArgs) -> anyhow::Result<()> {
+    let req = new_token_request(args)?;
+    let custom = req.secret.is_some();
+    let (t, secret) =
+        manage::build_new(req, &config.hashing, Utc::now()).map_err(|e| anyhow!(e))?;
+    let entry = EntryOut {
+        id: t.id.to_string(),
+        name: t.name.to_string(),
+        description: t.description.clone(),
+        hash: t.hash.as_str().to_string(),
+        permission: t.permission,
+        routes: crate::store::db::route_specs(&t.routes),
+        rate_limit: t.rate_limit,
+        created_at: t.created_at.unwrap_or_else(Utc::now),
+        expires_at: t.expires_at,
+    };
+    let yaml = serde_yaml_ng::to_string(&vec![entry]).context("rendering the entry")?;
+    let mut out = std::io::stdout().lock();
+    for line in yaml.lines() {
+        writeln!(out, "  {line}")?;
+    }
+    out.flush()?;
+    print_secret(&t, &secret, custom);
+    Ok(())
+}
+
+fn print_secret(t: &Token, secret: &Secret, custom: bool) {
+    if custom {
+        eprintln!(
+            "custom secret hashed; clients send Basic {}:<secret>",
+            t.name
+        );
+    } else {
+        eprintln!("token: {}", secret.expose());
+        eprintln!("(shown once: it cannot be read back)");
+    }
+}
+
+/// Tokens from the files, for name checks and listing.
+fn file_tokens(config: &Config) -> anyhow::Result<Vec<Token>> {
+    let mut all = Vec::new();
+    for f in &config.tokens.files {
+        match yaml::load_file(f) {
+            Ok(mut t) => all.append(&mut t),
+            Err(e) => return Err(refused("token file", e)),
+        }
+    }
+    Ok(all)
+}
+
+fn print_tokens(
+    tokens: &[Token],
+    usage: &std::collections::HashMap<String, DateTime<Utc>>,
+    output: Output,
+) {
+    let now = Utc::now();
+    match output {
+        Output::Json => {
+            let views: Vec<_> = tokens
+                .iter()
+                .map(|t| manage::token_view(t, usage.get(&*t.id).copied(), now))
+                .collect();
+            let v = if views.len() == 1 {
+                views.into_iter().next().unwrap_or_default()
+            } else {
+                serde_json::json!({ "tokens": views })
+            };
+            println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+        }
+        Output::Table => {
+            let day = |d: Option<DateTime<Utc>>| {
+                d.map(|d| d.format("%Y-%m-%d %H:%M").to_string())
+                    .unwrap_or_else(|| "-".into())
+            };
+            println!(
+                "{:<12}  {:<24}  {:<10}  {:<8}  {:<16}  {:<16}  ROUTES",
+                "ID", "NAME", "PERMISSION", "SOURCE", "EXPIRES", "LAST USED"
+            );
+            for t in tokens {
+                let expires = match t.expires_at {
+                    Some(_) if t.is_expired(now) => "expired".to_string(),
+                    e => day(e),
+                };
+                let routes: Vec<String> = t
+                    .routes
+                    .iter()
+                    .map(|r| {
+                        format!(
+                            "{}={}",
+                            r.pattern.as_str(),
+                            r.access.as_permission().as_str()
+                        )
+                    })
+                    .collect();
+                println!(
+                    "{:<12}  {:<24}  {:<10}  {:<8}  {:<16}  {:<16}  {}",
+                    t.id,
+                    t.name,
+                    t.permission.as_str(),
+                    t.source.kind(),
+                    expires,
+                    day(usage.get(&*t.id).copied()),
+                    if routes.is_empty() {
+                        "*".to_string()
+                    } else {
+                        routes.join(",")
+                    }
+                );
+            }
+        }
+    }
+}
+
+async fn db_command(config: &Config, db: &Database, cmd: TokenCommand) -> anyhow::Result<()> {
+    let usage = db.usage().await.unwrap_or_default();
+    // Names are unique across the token files, the database and the bootstrap token (the
+    // server refuses both records of a conflict), and never another token's id.
+    let stored = db
+        .tokens_with_problems()
+        .await
+        .map(|(tokens, _)| tokens)
+        .unwrap_or_default();
+    let name_taken = |name: &str, except: Option<&str>| -> anyhow::Result<()> {
+        let files = file_tokens(config)?;
+        for t in files.iter().chain(stored.iter()) {
+            if Some(&*t.id) == except {
+                continue;
+            }
+            if &*t.name == name {
+                bail!(
+                    "a token named {name:?} already exists in {}",
+                    t.source.describe()
+                );
+            }
+            if &*t.id == name {
+                bail!(
+                    "{name:?} is the id of a token in {}: a name cannot be another token's id",
+                    t.source.describe()
+                );
+            }
+        }
+        if let Some(boot) = bootstrap_name() {
+            if boot == name {
+                bail!("{name:?} is the name of the bootstrap token (TOLLGATE_BOOTSTRAP_TOKEN)");
+            }
+        }
+        Ok(())
+    };
+    let one = |t: &Token, output| print_tokens(std::slice::from_ref(t), &usage, output);
+    match cmd {
+        TokenCommand::Hash(_) => unreachable!("handled before opening the database"),
+        TokenCommand::Create(args) => {
+            let req = new_token_request(&args)?;
+            name_taken(&req.name, None)?;
+            let custom = req.secret.is_some();
+            let (t, secret) =
+                manage::build_new(req, &config.hashing, Utc::now()).map_err(|e| anyhow!(e))?;
+            db.insert(&t).await?;
+            audit_cli("token.create", &t);
+            one(&t, args.output);
+            print_secret(&t, &secret, custom);
+        }
+        TokenCommand::List(args) => {
+            let mut all = file_tokens(config)?;
+            all.extend(db.tokens().await.map_err(|e| {
+                anyhow!(e
+                    .iter()
+                    .map(|e| e.to_string())
+                    .collect::<Vec<_>>()
+                    .join("\n"))
+            })?);
+            all.sort_by(|a, b| a.name.cmp(&b.name));
+            if let Output::Json = args.output {
+                let now = Utc::now();
+                let views: Vec<_> = all
+                    .iter()
+                    .map(|t| manage::token_view(t, usage.get(&*t.id).copied(), now))
+                    .collect();
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&serde_json::json!({"tokens": views}))?
+                );
+            } else {
+                print_tokens(&all, &usage, Output::Table);
+            }
+        }
+        TokenCommand::Show(TargetArgs { token, output }) => {
+            let t = match db.find(&token).await {
+                Ok(t) => t,
+                Err(e) => file_tokens(config)?
+                    .into_iter()
+                    .find(|t| *t.id == *token || *t.name == *token)
+                    .ok_or(e)?,
+            };
+            one(&t, output);
+        }
+        TokenCommand::Revoke(TargetArgs { token, .. }) => {
+            let t = db.find(&token).await?;
+            db.delete(&t.id).await?;
+            audit_cli("token.revoke", &t);
+            eprintln!("revoked {} ({})", t.name, t.id);
+        }
+        TokenCommand::Regenerate(TargetArgs { token, output }) => {
+            let current = db.find(&token).await?;
+            let (t, secret) =
+                manage::regenerate(&current, &config.hashing).map_err(|e| anyhow!(e))?;
+            db.update(&t, current.generation).await?;
+            audit_cli("token.regenerate", &t);
+            one(&t, output);
+            print_secret(&t, &secret, false);
+        }
+        TokenCommand::Rename(RenameArgs {
+            token,
+            new_name,
+            output,
+        }) => {
+            let current = db.find(&token).await?;
+            name_taken(&new_name, Some(&current.id))?;
+            let patch = Patch {
+                name: Some(new_name),
+                ..Patch::default()
+            };
+            let t = manage::apply_patch(&current, patch).map_err(|e| anyhow!(e))?;
+            db.update(&t, current.generation).await?;
+            audit_cli("token.modify", &t);
+            one(&t, output);
+        }
+        TokenCommand::Modify(args) => {
+            let ModifyArgs {
+                token,
+                description,
+                permission,
+                routes,
+                no_routes,
+                rate_limit,
+                output,
+            } = args;
+            let current = db.find(&token).await?;
+            let patch = Patch {
+                name: None,
+                description: description.map(|d| (!d.is_empty()).then_some(d)),
+                permission: permission.map(Into::into),
+                routes: if no_routes {
+                    Some(Vec::new())
+                } else if routes.is_empty() {
+                    None
+                } else {
+                    Some(
+                        routes
+                            .iter()
+                            .map(|r| parse_route(r))
+                            .collect::<anyhow::Result<_>>()?,
+                    )
+                },
+                rate_limit: match rate_limit.as_deref() {
+                    None => None,
+                    Some("default") => Some(None),
+                    Some(r) => Some(Some(parse_rate_limit(r)?)),
+                },
+            };
+            let t = manage::apply_patch(&current, patch).map_err(|e| anyhow!(e))?;
+            db.update(&t, current.generation).await?;
+            audit_cli("token.modify", &t);
+            one(&t, output);
+        }
+    }
+    Ok(())
+}
+
+/// The bootstrap token's name, when this environment sets one for the server.
+fn bootstrap_name() -> Option<String> {
+    let spec = std::env::var("TOLLGATE_BOOTSTRAP_TOKEN").ok()?;
+    spec.split_once(':').map(|(name, _)| name.to_string())
+}
+
+fn audit_cli(action: &str, t: &Token) {
+    let user = std::env::var("USER").unwrap_or_default();
+    eprintln!(
+        "audit: {action} token_id={} token_name={} by cli user={user:?}",
+        t.id, t.name
+    );
+}
