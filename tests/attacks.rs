@@ -12,13 +12,6 @@ use common::*;
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-const BOOT_NAME: &str = "admin";
-const BOOT_SECRET: &str = "Bootstrap-S3cret-attacks-00001";
-
-fn boot() -> String {
-    basic(BOOT_NAME, BOOT_SECRET)
-}
-
 /// A token string with `token`'s id and another (valid-looking) secret.
 fn wrong_secret_for(token: &TestToken) -> String {
     tollgate::token::generate_with_id(&token.id)

@@ -12,69 +12,14 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use common::*;
 use serde_json::{json, Value};
 
-const BOOT_NAME: &str = "bootstrap-admin";
-const BOOT_SECRET: &str = "Bootstrap-S3cret-lifecycle-0001";
-
-/// Basic credentials of the bootstrap token.
-fn boot() -> String {
-    basic(BOOT_NAME, BOOT_SECRET)
-}
-
 /// A proxy with the bootstrap token and the given file tokens (default SQLite database in the
 /// temp dir).
 async fn start(upstream: &Upstream, files: &[&TestToken]) -> Tollgate {
     Setup::new(&upstream.url())
         .with_tokens(files)
-        .env(
-            "TOLLGATE_BOOTSTRAP_TOKEN",
-            &format!("{BOOT_NAME}:{BOOT_SECRET}"),
-        )
+        .with_bootstrap()
         .start()
         .await
-}
-
-/// `POST /api/v1/tokens` as the bootstrap token; checks the 201 answer and returns the record
-/// (without `token`) and the token.
-async fn create(proxy: &Tollgate, body: Value) -> (Value, String) {
-    create_as(proxy, &boot(), body).await
-}
-
-async fn create_as(proxy: &Tollgate, auth: &str, body: Value) -> (Value, String) {
-    let resp = proxy
-        .api("POST", "/api/v1/tokens", Some(auth), Some(&body))
-        .await;
-    let mut record = resp.expect(201);
-    let id = record["id"].as_str().expect("id in 201 body").to_owned();
-    assert_eq!(
-        resp.header("location").as_deref(),
-        Some(format!("/api/v1/tokens/{id}").as_str()),
-        "Location of the created token"
-    );
-    assert_no_hash("201 body", &resp.text);
-    let token = record["token"]
-        .as_str()
-        .unwrap_or_else(|| panic!("no token in the 201 body: {}", resp.text))
-        .to_owned();
-    assert!(
-        token.starts_with(&format!("tok_{id}_")) && token.len() == 55,
-        "token {token:?} does not have the form tok_<id>_<secret><check> for id {id}"
-    );
-    record
-        .as_object_mut()
-        .expect("record is an object")
-        .remove("token");
-    (record, token)
-}
-
-fn assert_no_hash(what: &str, text: &str) {
-    assert!(
-        !text.contains("$argon2") && !text.contains("\"hash\""),
-        "{what} contains a hash: {text}"
-    );
-}
-
-fn bearer(token: &str) -> String {
-    format!("Bearer {token}")
 }
 
 /// Poll `GET path` with `auth` until the status is `want`; returns how long it took.
@@ -93,15 +38,6 @@ async fn wait_status(
     .await
 }
 
-fn parse_time(v: &Value, what: &str) -> DateTime<Utc> {
-    let s = v
-        .as_str()
-        .unwrap_or_else(|| panic!("{what}: not a timestamp: {v}"));
-    DateTime::parse_from_rfc3339(s)
-        .unwrap_or_else(|e| panic!("{what}: {s:?} is not RFC 3339: {e}"))
-        .with_timezone(&Utc)
-}
-
 /// Two timestamps are the same instant at millisecond precision (the stored precision).
 fn assert_same_ms(a: &Value, b: &Value, what: &str) {
     assert_eq!(
@@ -111,16 +47,6 @@ fn assert_same_ms(a: &Value, b: &Value, what: &str) {
     );
 }
 
-/// The `token: tok_…` line the CLI prints on stderr.
-fn cli_token(out: &CliOutput) -> String {
-    out.stderr
-        .lines()
-        .find_map(|l| l.trim().strip_prefix("token: "))
-        .unwrap_or_else(|| panic!("no `token: …` line on stderr: {out:?}"))
-        .trim()
-        .to_owned()
-}
-
 #[tokio::test]
 async fn api_created_token_works_through_the_proxy_at_once() {
     let upstream = Upstream::start();
@@ -128,11 +54,12 @@ async fn api_created_token_works_through_the_proxy_at_once() {
     let client = client();
 
     let before = Utc::now();
-    let (record, token) = create(
-        &proxy,
-        json!({"name": "ci-reader", "description": "CI pipeline", "permission": "read"}),
-    )
-    .await;
+    let (record, token) = proxy
+        .create_token(
+            &boot(),
+            json!({"name": "ci-reader", "description": "CI pipeline", "permission": "read"}),
+        )
+        .await;
     let created = Instant::now();
     let resp = http_get(&client, &proxy.url("/pkg/one"), Some(&bearer(&token))).await;
     let first_use = created.elapsed();
@@ -224,11 +151,12 @@ async fn api_created_token_works_through_the_proxy_at_once() {
 async fn the_201_answer_is_the_stored_record() {
     let upstream = Upstream::start();
     let proxy = start(&upstream, &[]).await;
-    let (created, _) = create(
-        &proxy,
-        json!({"name": "consistent", "permission": "read", "expires_in": "30d"}),
-    )
-    .await;
+    let (created, _) = proxy
+        .create_token(
+            &boot(),
+            json!({"name": "consistent", "permission": "read", "expires_in": "30d"}),
+        )
+        .await;
     let id = created["id"].as_str().expect("id");
     let shown = proxy
         .api("GET", &format!("/api/v1/tokens/{id}"), Some(&boot()), None)
@@ -254,9 +182,7 @@ async fn expiry_choices_set_expires_at() {
     let proxy = start(&upstream, &[]).await;
     for (choice, days) in [("30d", Some(30)), ("90d", Some(90)), ("365d", Some(365))] {
         let now = Utc::now();
-        let (record, _) = create(
-            &proxy,
-            json!({"name": format!("exp-{choice}"), "permission": "read", "expires_in": choice}),
+        let (record, _) = proxy.create_token(&boot(), json!({"name": format!("exp-{choice}"), "permission": "read", "expires_in": choice}),
         )
         .await;
         let at = parse_time(&record["expires_at"], choice);
@@ -266,18 +192,20 @@ async fn expiry_choices_set_expires_at() {
             "expires_in {choice}: expires_at {at}, want about {want}"
         );
     }
-    let (record, _) = create(
-        &proxy,
-        json!({"name": "exp-never", "permission": "read", "expires_in": "never"}),
-    )
-    .await;
+    let (record, _) = proxy
+        .create_token(
+            &boot(),
+            json!({"name": "exp-never", "permission": "read", "expires_in": "never"}),
+        )
+        .await;
     assert_eq!(record["expires_at"], Value::Null);
     let date = "2099-06-01T12:00:00Z";
-    let (record, _) = create(
-        &proxy,
-        json!({"name": "exp-date", "permission": "read", "expires_in": date}),
-    )
-    .await;
+    let (record, _) = proxy
+        .create_token(
+            &boot(),
+            json!({"name": "exp-date", "permission": "read", "expires_in": date}),
+        )
+        .await;
     assert_eq!(
         parse_time(&record["expires_at"], "date"),
         parse_time(&json!(date), "want")
@@ -454,7 +382,9 @@ async fn regenerate_refuses_the_old_secret_on_the_next_request() {
     let upstream = Upstream::start();
     let proxy = start(&upstream, &[]).await;
     let client = client();
-    let (record, old) = create(&proxy, json!({"name": "rotating", "permission": "read"})).await;
+    let (record, old) = proxy
+        .create_token(&boot(), json!({"name": "rotating", "permission": "read"}))
+        .await;
     let id = record["id"].as_str().expect("id");
     for _ in 0..2 {
         // warm the verification cache
@@ -506,7 +436,9 @@ async fn delete_revokes_on_the_next_request_even_when_cached() {
     let upstream = Upstream::start();
     let proxy = start(&upstream, &[]).await;
     let client = client();
-    let (record, token) = create(&proxy, json!({"name": "doomed", "permission": "read"})).await;
+    let (record, token) = proxy
+        .create_token(&boot(), json!({"name": "doomed", "permission": "read"}))
+        .await;
     let id = record["id"].as_str().expect("id");
     for _ in 0..3 {
         let resp = http_get(&client, &proxy.url("/d"), Some(&bearer(&token))).await;
@@ -557,9 +489,7 @@ async fn patch_rights_apply_on_the_next_request() {
     let upstream = Upstream::start();
     let proxy = start(&upstream, &[]).await;
     let client = client();
-    let (record, token) = create(
-        &proxy,
-        json!({"name": "scoped", "permission": "read", "routes": [{"path": "/a/**", "access": "read"}]}),
+    let (record, token) = proxy.create_token(&boot(), json!({"name": "scoped", "permission": "read", "routes": [{"path": "/a/**", "access": "read"}]}),
     )
     .await;
     let id = record["id"].as_str().expect("id").to_owned();
@@ -637,9 +567,7 @@ async fn patch_renames_and_describes() {
     let upstream = Upstream::start();
     let proxy = start(&upstream, &[]).await;
     let client = client();
-    let (record, token) = create(
-        &proxy,
-        json!({"name": "old-name", "description": "first", "permission": "read", "expires_in": "30d"}),
+    let (record, token) = proxy.create_token(&boot(), json!({"name": "old-name", "description": "first", "permission": "read", "expires_in": "30d"}),
     )
     .await;
     let id = record["id"].as_str().expect("id").to_owned();
@@ -766,11 +694,12 @@ async fn a_short_expiry_turns_into_token_expired() {
         .parse::<DateTime<Utc>>()
         .expect("parse");
     let expires_text = expires.to_rfc3339_opts(SecondsFormat::Secs, true);
-    let (record, token) = create(
-        &proxy,
-        json!({"name": "short-lived", "permission": "read", "expires_in": expires_text}),
-    )
-    .await;
+    let (record, token) = proxy
+        .create_token(
+            &boot(),
+            json!({"name": "short-lived", "permission": "read", "expires_in": expires_text}),
+        )
+        .await;
     assert_eq!(parse_time(&record["expires_at"], "expires_at"), expires);
     let resp = http_get(&client, &proxy.url("/e"), Some(&bearer(&token))).await;
     assert_eq!(resp.status, 200, "before expiry: {}", resp.body);
@@ -819,7 +748,9 @@ async fn last_used_at_survives_a_graceful_restart() {
     let upstream = Upstream::start();
     let mut proxy = start(&upstream, &[]).await;
     let client = client();
-    let (record, token) = create(&proxy, json!({"name": "used", "permission": "read"})).await;
+    let (record, token) = proxy
+        .create_token(&boot(), json!({"name": "used", "permission": "read"}))
+        .await;
     assert_eq!(record["last_used_at"], Value::Null, "unused so far");
     let id = record["id"].as_str().expect("id").to_owned();
 
@@ -889,18 +820,19 @@ async fn bootstrap_token_manages_tokens_and_is_gone_after_a_restart_without_it()
     assert_eq!(boot_record["permission"], "manager");
     assert_eq!(boot_record["source"], "bootstrap");
 
-    let (mgr, mgr_token) = create(
-        &proxy,
-        json!({"name": "second-manager", "permission": "manager"}),
-    )
-    .await;
+    let (mgr, mgr_token) = proxy
+        .create_token(
+            &boot(),
+            json!({"name": "second-manager", "permission": "manager"}),
+        )
+        .await;
     assert_eq!(mgr["permission"], "manager");
-    let (_, reader) = create_as(
-        &proxy,
-        &bearer(&mgr_token),
-        json!({"name": "made-by-manager", "permission": "read"}),
-    )
-    .await;
+    let (_, reader) = proxy
+        .create_token(
+            &bearer(&mgr_token),
+            json!({"name": "made-by-manager", "permission": "read"}),
+        )
+        .await;
 
     let (status, _) = proxy.stop_gracefully(Duration::from_secs(15)).await;
     assert!(status.success(), "exit status: {status}");
@@ -1127,11 +1059,12 @@ async fn bad_admin_inputs_get_4xx_json_and_never_5xx() {
     let upstream = Upstream::start();
     let file_token = TestToken::read("file-tok");
     let proxy = start(&upstream, &[&file_token]).await;
-    let (taken, _) = create(
-        &proxy,
-        json!({"name": "taken", "description": "keep me", "permission": "read"}),
-    )
-    .await;
+    let (taken, _) = proxy
+        .create_token(
+            &boot(),
+            json!({"name": "taken", "description": "keep me", "permission": "read"}),
+        )
+        .await;
     let taken_path = format!("/api/v1/tokens/{}", taken["id"].as_str().expect("id"));
     let tp = taken_path.as_str();
     // The stored record (the 201 answer's timestamps are more precise than the stored ones).
@@ -1663,8 +1596,9 @@ async fn no_hash_or_secret_in_list_output_cli_output_or_logs() {
     let proxy = start(&upstream, &[&file_token]).await;
     let client = client();
 
-    let (api_rec, api_token) =
-        create(&proxy, json!({"name": "api-tok", "permission": "write"})).await;
+    let (api_rec, api_token) = proxy
+        .create_token(&boot(), json!({"name": "api-tok", "permission": "write"}))
+        .await;
     let api_id = api_rec["id"].as_str().expect("id").to_owned();
     let out = proxy
         .cli(

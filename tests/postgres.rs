@@ -17,44 +17,17 @@ use common::pg::PgCluster;
 use common::*;
 use serde_json::{json, Value};
 
-const BOOT_NAME: &str = "admin";
-/// 24 characters.
-const BOOT_SECRET: &str = "pg-replica-bootstrap-001";
 /// The promise: a change is effective on every replica within this.
 const PROPAGATION: Duration = Duration::from_secs(1);
 /// How long a poll for a propagation keeps going (so a miss reports how late it was).
 const GIVE_UP: Duration = Duration::from_secs(15);
-
-fn boot() -> String {
-    basic(BOOT_NAME, BOOT_SECRET)
-}
-
-fn bearer(token: &str) -> String {
-    format!("Bearer {token}")
-}
 
 /// A replica: no token files, the shared database, the bootstrap token.
 fn replica(upstream: &Upstream, database_url: &str) -> Setup {
     Setup::new(&upstream.url())
         .set("tokens.files", json!([]))
         .set("tokens.database", json!(database_url))
-        .env(
-            "TOLLGATE_BOOTSTRAP_TOKEN",
-            &format!("{BOOT_NAME}:{BOOT_SECRET}"),
-        )
-}
-
-/// `POST /api/v1/tokens` as the bootstrap token; returns the record and the token.
-async fn create(proxy: &Tollgate, body: Value) -> (Value, String) {
-    let resp = proxy
-        .api("POST", "/api/v1/tokens", Some(&boot()), Some(&body))
-        .await;
-    let record = resp.expect(201);
-    let token = record["token"]
-        .as_str()
-        .unwrap_or_else(|| panic!("no token in the 201 body: {}", resp.text))
-        .to_owned();
-    (record, token)
+        .with_bootstrap()
 }
 
 /// Status of `GET path` on `proxy`'s proxy listener with `auth`.
@@ -156,25 +129,6 @@ async fn assert_ready(proxy: &Tollgate, what: &str) {
     );
 }
 
-/// The `token: tok_…` line the CLI prints on stderr.
-fn cli_token(out: &CliOutput) -> String {
-    out.stderr
-        .lines()
-        .find_map(|l| l.trim().strip_prefix("token: "))
-        .unwrap_or_else(|| panic!("no `token: …` line on stderr: {out:?}"))
-        .trim()
-        .to_owned()
-}
-
-fn parse_time(v: &Value, what: &str) -> DateTime<Utc> {
-    let s = v
-        .as_str()
-        .unwrap_or_else(|| panic!("{what}: not a timestamp: {v}"));
-    DateTime::parse_from_rfc3339(s)
-        .unwrap_or_else(|e| panic!("{what}: {s:?} is not RFC 3339: {e}"))
-        .with_timezone(&Utc)
-}
-
 /// Log lines at WARN or ERROR level (JSON logs), plus anything mentioning a failed migration.
 fn bad_log_lines(logs: &str) -> Vec<String> {
     logs.lines()
@@ -221,7 +175,12 @@ async fn changes_through_one_replica_act_on_the_other_within_a_second() {
     let mut figures: Vec<(String, Duration)> = Vec::new();
 
     // Create on A → accepted by B.
-    let (_, created) = create(&a, json!({"name": "created-on-a", "permission": "read"})).await;
+    let (_, created) = a
+        .create_token(
+            &boot(),
+            json!({"name": "created-on-a", "permission": "read"}),
+        )
+        .await;
     let auth = bearer(&created);
     let what = "create on A → accepted by B";
     figures.push((
@@ -230,7 +189,12 @@ async fn changes_through_one_replica_act_on_the_other_within_a_second() {
     ));
 
     // And the other way round.
-    let (_, created_b) = create(&b, json!({"name": "created-on-b", "permission": "read"})).await;
+    let (_, created_b) = b
+        .create_token(
+            &boot(),
+            json!({"name": "created-on-b", "permission": "read"}),
+        )
+        .await;
     let auth_b = bearer(&created_b);
     let what = "create on B → accepted by A";
     figures.push((
@@ -245,7 +209,12 @@ async fn changes_through_one_replica_act_on_the_other_within_a_second() {
     ));
 
     // Revoke on A → refused by B, whose verification cache holds the token.
-    let (_, doomed) = create(&a, json!({"name": "revoked-on-a", "permission": "read"})).await;
+    let (_, doomed) = a
+        .create_token(
+            &boot(),
+            json!({"name": "revoked-on-a", "permission": "read"}),
+        )
+        .await;
     let doomed = bearer(&doomed);
     propagation(
         "revoke set-up: accepted by B",
@@ -289,11 +258,12 @@ async fn changes_through_one_replica_act_on_the_other_within_a_second() {
     ));
 
     // Regenerate on A → B refuses the old secret and accepts the new one.
-    let (_, old) = create(
-        &a,
-        json!({"name": "regenerated-on-a", "permission": "read"}),
-    )
-    .await;
+    let (_, old) = a
+        .create_token(
+            &boot(),
+            json!({"name": "regenerated-on-a", "permission": "read"}),
+        )
+        .await;
     let old = bearer(&old);
     propagation(
         "regenerate set-up: accepted by B",
@@ -327,7 +297,12 @@ async fn changes_through_one_replica_act_on_the_other_within_a_second() {
     ));
 
     // PATCH routes on A → B enforces them.
-    let (_, patched) = create(&a, json!({"name": "patched-on-a", "permission": "read"})).await;
+    let (_, patched) = a
+        .create_token(
+            &boot(),
+            json!({"name": "patched-on-a", "permission": "read"}),
+        )
+        .await;
     let patched = bearer(&patched);
     propagation(
         "patch set-up: accepted by B everywhere",
@@ -454,9 +429,15 @@ async fn replicas_serve_through_a_postgres_outage_and_catch_up_after() {
     let client = client();
 
     // Before the outage: `keep` used on both, `fresh` never presented, `gone` used then revoked.
-    let (_, keep) = create(&a, json!({"name": "keep", "permission": "read"})).await;
-    let (_, fresh) = create(&a, json!({"name": "fresh", "permission": "read"})).await;
-    let (_, gone) = create(&a, json!({"name": "gone", "permission": "read"})).await;
+    let (_, keep) = a
+        .create_token(&boot(), json!({"name": "keep", "permission": "read"}))
+        .await;
+    let (_, fresh) = a
+        .create_token(&boot(), json!({"name": "fresh", "permission": "read"}))
+        .await;
+    let (_, gone) = a
+        .create_token(&boot(), json!({"name": "gone", "permission": "read"}))
+        .await;
     let (keep, fresh, gone) = (bearer(&keep), bearer(&fresh), bearer(&gone));
     propagation(
         "outage set-up: tokens on B",
@@ -723,7 +704,9 @@ async fn replicas_started_together_migrate_once() {
 
     // All three share the token set.
     let client = client();
-    let (_, token) = create(&r1, json!({"name": "shared", "permission": "read"})).await;
+    let (_, token) = r1
+        .create_token(&boot(), json!({"name": "shared", "permission": "read"}))
+        .await;
     let auth = bearer(&token);
     propagation(
         "create on replica 0 → accepted by all three",
@@ -771,7 +754,9 @@ async fn last_used_at_from_two_replicas_keeps_the_latest_use() {
 
     let mut tokens = Vec::new();
     for name in ["used-a-then-b", "used-b-then-a", "used-on-a", "used-on-b"] {
-        let (_, token) = create(&a, json!({"name": name, "permission": "read"})).await;
+        let (_, token) = a
+            .create_token(&boot(), json!({"name": name, "permission": "read"}))
+            .await;
         tokens.push(bearer(&token));
     }
     let [ab, ba, only_a, only_b] = <[String; 4]>::try_from(tokens).expect("four tokens");
@@ -913,7 +898,9 @@ async fn a_token_file_edit_applies_during_a_postgres_outage() {
         .with_tokens(&[&keep, &compromised])
         .start()
         .await;
-    let (_, stored) = create(&proxy, json!({"name": "stored", "permission": "read"})).await;
+    let (_, stored) = proxy
+        .create_token(&boot(), json!({"name": "stored", "permission": "read"}))
+        .await;
     let stored = bearer(&stored);
     let client = client();
     propagation(

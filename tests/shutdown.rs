@@ -7,7 +7,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 use common::*;
 use serde_json::{json, Value};
 
@@ -40,15 +40,6 @@ fn create_db_token(setup: &Setup, name: &str) -> String {
         .unwrap_or_else(|| panic!("no token line: {out:?}"))
         .trim()
         .to_owned()
-}
-
-fn parse_time(v: &Value, what: &str) -> DateTime<Utc> {
-    let s = v
-        .as_str()
-        .unwrap_or_else(|| panic!("{what}: not a timestamp: {v}"));
-    DateTime::parse_from_rfc3339(s)
-        .unwrap_or_else(|e| panic!("{what}: {s:?}: {e}"))
-        .with_timezone(&Utc)
 }
 
 #[tokio::test]

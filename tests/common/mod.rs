@@ -634,6 +634,14 @@ impl Setup {
     }
 
     /// Pass `key=value` in the environment of `tollgate serve`.
+    /// Configures the bootstrap manager token [`BOOT_NAME`]:[`BOOT_SECRET`] (see [`boot`]).
+    pub fn with_bootstrap(self) -> Self {
+        self.env(
+            "TOLLGATE_BOOTSTRAP_TOKEN",
+            &format!("{BOOT_NAME}:{BOOT_SECRET}"),
+        )
+    }
+
     pub fn env(mut self, key: &str, value: &str) -> Self {
         self.env.push((key.to_owned(), value.to_owned()));
         self
@@ -1615,5 +1623,81 @@ pub fn run_tollgate_env(
         status,
         stdout,
         stderr,
+    }
+}
+
+// ---- shared helpers of the admin API and CLI suites ---------------------------------------
+
+/// Name of the bootstrap manager token that [`Setup::with_bootstrap`] configures.
+pub const BOOT_NAME: &str = "admin";
+/// Its secret (24+ characters, as the server requires).
+pub const BOOT_SECRET: &str = "Bootstrap-S3cret-tests-000001";
+
+/// Basic credentials of the bootstrap token.
+pub fn boot() -> String {
+    basic(BOOT_NAME, BOOT_SECRET)
+}
+
+/// `Authorization: Bearer <token>`.
+pub fn bearer(token: &str) -> String {
+    format!("Bearer {token}")
+}
+
+/// An RFC 3339 timestamp of a JSON answer.
+pub fn parse_time(v: &Value, what: &str) -> chrono::DateTime<chrono::Utc> {
+    let s = v
+        .as_str()
+        .unwrap_or_else(|| panic!("{what}: not a timestamp: {v}"));
+    chrono::DateTime::parse_from_rfc3339(s)
+        .unwrap_or_else(|e| panic!("{what}: {s:?} is not RFC 3339: {e}"))
+        .with_timezone(&chrono::Utc)
+}
+
+/// The `token: tok_…` line the CLI prints on stderr.
+pub fn cli_token(out: &CliOutput) -> String {
+    out.stderr
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("token: "))
+        .unwrap_or_else(|| panic!("no `token: …` line on stderr: {out:?}"))
+        .trim()
+        .to_owned()
+}
+
+/// Fails if an answer or output shows a password hash.
+pub fn assert_no_hash(what: &str, text: &str) {
+    assert!(
+        !text.contains("$argon2") && !text.contains("\"hash\""),
+        "{what} contains a hash: {text}"
+    );
+}
+
+impl Tollgate {
+    /// `POST /api/v1/tokens` with `auth`; checks the 201 answer (Location, no hash, the token's
+    /// form) and returns the record (without `token`) and the token.
+    pub async fn create_token(&self, auth: &str, body: Value) -> (Value, String) {
+        let resp = self
+            .api("POST", "/api/v1/tokens", Some(auth), Some(&body))
+            .await;
+        let mut record = resp.expect(201);
+        let id = record["id"].as_str().expect("id in 201 body").to_owned();
+        assert_eq!(
+            resp.header("location").as_deref(),
+            Some(format!("/api/v1/tokens/{id}").as_str()),
+            "Location of the created token"
+        );
+        assert_no_hash("201 body", &resp.text);
+        let token = record["token"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no token in the 201 body: {}", resp.text))
+            .to_owned();
+        assert!(
+            token.starts_with(&format!("tok_{id}_")) && token.len() == 55,
+            "token {token:?} does not have the form tok_<id>_<secret><check> for id {id}"
+        );
+        record
+            .as_object_mut()
+            .expect("record is an object")
+            .remove("token");
+        (record, token)
     }
 }
