@@ -62,15 +62,8 @@ pub fn default_max_connections(nofile: u64) -> usize {
 /// Raises the soft open-file limit (`RLIMIT_NOFILE`) to the hard limit; returns the limit in
 /// force afterwards.
 pub fn raise_open_file_limit() -> std::io::Result<u64> {
-    let mut r = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: `r` is a valid rlimit for getrlimit to fill.
-    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) } != 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    let mut target = r.rlim_max;
+    let (soft, hard) = crate::sys::open_file_limit()?;
+    let mut target = hard;
     if target == libc::RLIM_INFINITY {
         // Linux refuses an infinite NOFILE; its ceiling is fs.nr_open.
         target = std::fs::read_to_string("/proc/sys/fs/nr_open")
@@ -78,20 +71,14 @@ pub fn raise_open_file_limit() -> std::io::Result<u64> {
             .and_then(|s| s.trim().parse().ok())
             .unwrap_or(1 << 20);
     }
-    if target > r.rlim_cur {
-        let raised = libc::rlimit {
-            rlim_cur: target,
-            rlim_max: r.rlim_max,
-        };
-        // SAFETY: `raised` is a valid rlimit; the soft limit does not exceed the hard one.
-        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } != 0 {
-            let e = std::io::Error::last_os_error();
-            tracing::warn!(error = %e, soft = r.rlim_cur, hard = r.rlim_max, "cannot raise the open-file limit");
-            return Ok(r.rlim_cur);
+    if target > soft {
+        if let Err(e) = crate::sys::set_open_file_limit(target, hard) {
+            tracing::warn!(error = %e, soft, hard, "cannot raise the open-file limit");
+            return Ok(soft);
         }
         return Ok(target);
     }
-    Ok(r.rlim_cur)
+    Ok(soft)
 }
 
 /// Why a connection was refused (the `reason` label of `tollgate_connections_refused_total`).

@@ -401,15 +401,9 @@ async fn total_cap_refuses_counts_and_recovers() {
 
 /// The flood below holds 600 sockets in this process: raise its own soft limit to the hard one.
 fn raise_own_open_file_limit() {
-    let mut r = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: plain getrlimit/setrlimit on a valid struct.
-    unsafe {
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) == 0 && r.rlim_cur < r.rlim_max {
-            r.rlim_cur = r.rlim_max;
-            libc::setrlimit(libc::RLIMIT_NOFILE, &r);
+    if let Ok((soft, hard)) = tollgate::sys::open_file_limit() {
+        if soft < hard {
+            let _ = tollgate::sys::set_open_file_limit(hard, hard);
         }
     }
 }
@@ -435,6 +429,7 @@ impl Limited {
             .stdout(Stdio::from(file.try_clone().expect("clone")))
             .stderr(Stdio::from(file));
         // SAFETY: setrlimit is async-signal-safe; nothing else runs between fork and exec.
+        #[allow(unsafe_code)] // test-only: a child under a chosen limit
         unsafe {
             cmd.pre_exec(move || {
                 let r = libc::rlimit {

@@ -401,16 +401,8 @@ fn lower_priority(nice: i32) {
     if nice <= 0 {
         return;
     }
-    #[cfg(target_os = "linux")]
-    {
-        // SAFETY: plain syscalls on the calling thread, no memory is passed.
-        let rc = unsafe {
-            let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
-            libc::setpriority(libc::PRIO_PROCESS, tid, nice)
-        };
-        if rc != 0 {
-            tracing::debug!(nice, "could not lower the argon2 thread priority");
-        }
+    if !crate::sys::set_thread_nice(nice) {
+        tracing::debug!(nice, "could not lower the argon2 thread priority");
     }
 }
 

@@ -331,7 +331,7 @@ impl Store {
                 .inc();
             // The replaced set is freed by now (unless a request still holds it): give
             // its pages back instead of keeping them for the next reload.
-            drop(on_loader(crate::memory::release_free_memory));
+            drop(on_loader(crate::sys::release_free_memory));
             return Ok(true);
         }
         drop(fresh);

@@ -218,6 +218,7 @@ impl Drop for Store {
         // The group id is the child's pid (process_group(0)); it holds only the store.
         if let Ok(pgid) = i32::try_from(self.child.id()) {
             // SAFETY: kill(2) with a negative pid signals that process group; no memory involved.
+            #[allow(unsafe_code)] // test-only: stop the store's whole process group
             unsafe {
                 libc::kill(-pgid, libc::SIGKILL);
             }
