@@ -56,7 +56,7 @@ pub struct App {
 pub(crate) async fn load_store(store: &Store, strict: bool) -> anyhow::Result<()> {
     if let Err(e) = store.connect().await {
         if strict {
-            return Err(crate::cli::refused("token database", e));
+            return Err(refused("token database", e));
         }
         tracing::warn!(error = %e.join("; "), "token database unavailable at start; not ready until it connects");
     }
@@ -64,7 +64,25 @@ pub(crate) async fn load_store(store: &Store, strict: bool) -> anyhow::Result<()
         .reload_files(true)
         .await
         .map(|_| ())
-        .map_err(|e| crate::cli::refused("token set", e))
+        .map_err(|e| refused("token set", e))
+}
+
+pub(crate) fn plural(n: usize) -> &'static str {
+    if n == 1 {
+        ""
+    } else {
+        "s"
+    }
+}
+
+/// A refusal with every problem, one per line.
+pub(crate) fn refused(what: &str, errors: Vec<String>) -> anyhow::Error {
+    anyhow!(
+        "the {what} is refused ({} problem{}):\n{}",
+        errors.len(),
+        plural(errors.len()),
+        errors.join("\n")
+    )
 }
 
 /// Fails when `addr` cannot be bound now (pingora binds later, on its own thread).

@@ -11,7 +11,7 @@ use anyhow::{anyhow, bail, Context};
 use chrono::Utc;
 use clap::{Args, Parser, Subcommand};
 
-use crate::app::{App, ProxyStopped};
+use crate::app::{plural, refused, App, ProxyStopped};
 use crate::config::{self, Config, HashParams, Overrides};
 use crate::store::{manage, Store};
 use crate::token::{Source, Token};
@@ -234,14 +234,6 @@ fn config_path(explicit: Option<&Path>) -> Option<PathBuf> {
     }
 }
 
-fn plural(n: usize) -> &'static str {
-    if n == 1 {
-        ""
-    } else {
-        "s"
-    }
-}
-
 /// Loads and validates the configuration, printing warnings to stderr.
 pub(crate) fn load_config(
     explicit: Option<&Path>,
@@ -261,15 +253,6 @@ pub(crate) fn load_config(
             plural(errors.0.len())
         )),
     }
-}
-
-pub(crate) fn refused(what: &str, errors: Vec<String>) -> anyhow::Error {
-    anyhow!(
-        "the {what} is refused ({} problem{}):\n{}",
-        errors.len(),
-        plural(errors.len()),
-        errors.join("\n")
-    )
 }
 
 pub(crate) fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {

@@ -10,9 +10,9 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 use super::{
-    load_config, refused, runtime, ModifyArgs, NewTokenArgs, Output, RenameArgs, TargetArgs,
-    TokenCommand,
+    load_config, runtime, ModifyArgs, NewTokenArgs, Output, RenameArgs, TargetArgs, TokenCommand,
 };
+use crate::app::refused;
 use crate::config::{Config, Overrides};
 use crate::store::db::{Database, RouteSpec};
 use crate::store::manage::{self, NewToken, Patch};
