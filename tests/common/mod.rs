@@ -633,7 +633,6 @@ impl Setup {
         }
     }
 
-    /// Pass `key=value` in the environment of `tollgate serve`.
     /// Configures the bootstrap manager token [`BOOT_NAME`]:[`BOOT_SECRET`] (see [`boot`]).
     pub fn with_bootstrap(self) -> Self {
         self.env(
@@ -642,6 +641,7 @@ impl Setup {
         )
     }
 
+    /// Pass `key=value` in the environment of `tollgate serve`.
     pub fn env(mut self, key: &str, value: &str) -> Self {
         self.env.push((key.to_owned(), value.to_owned()));
         self
