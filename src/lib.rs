@@ -6,7 +6,6 @@
 
 pub mod admin;
 pub mod app;
-pub mod audit;
 pub mod auth;
 pub mod cli;
 pub mod config;

@@ -767,7 +767,7 @@ impl ProxyHttp for Proxy {
             .path
             .as_deref()
             .unwrap_or_else(|| session.req_header().uri.path());
-        crate::audit::write(&crate::audit::Record {
+        crate::logging::audit::write(&crate::logging::audit::Record {
             token_id,
             token_name,
             method: method.as_str(),

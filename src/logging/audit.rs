@@ -24,9 +24,9 @@ use std::net::IpAddr;
 use std::sync::OnceLock;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use crate::logging::LogWriter;
+use super::LogWriter;
 
-/// The writer JSON audit lines go to, set once by [`crate::logging::init`].
+/// The writer JSON audit lines go to, set once by [`super::init`].
 static SINK: OnceLock<LogWriter> = OnceLock::new();
 
 /// Sends JSON audit lines to `writer` from now on (the first call wins).

@@ -1,6 +1,6 @@
 //! Log output: tracing, JSON lines by default; pingora's `log` records are bridged in.
 //!
-//! Every line (tracing's and the hand-written audit lines, see [`crate::audit`]) is appended
+//! Every line (tracing's and the hand-written audit lines, see [`audit`]) is appended
 //! to one shared buffer under a mutex and written to stdout by a flusher thread, in batches:
 //! the first line into an empty buffer wakes the flusher, which lingers [`LINGER`] for more
 //! (at once for warnings and errors, early when [`FLUSH_AT`] bytes are waiting) and writes
@@ -10,6 +10,8 @@
 //! its worker thread spun on `sched_yield` waiting for the next: ~0.7 yields and ~0.5 extra
 //! write(2) per request, measured with `strace -c`.) Nothing is dropped: beyond
 //! [`MAX_PENDING`] bytes a writer waits for the flusher, as a blocking write to stdout would.
+
+pub mod audit;
 
 use std::io::Write;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
@@ -200,7 +202,7 @@ pub fn init(config: &LogConfig) -> LogGuard {
         .with_writer(writer.clone());
     let _ = match config.format {
         LogFormat::Json => {
-            crate::audit::install(writer);
+            audit::install(writer);
             builder
                 .json()
                 .flatten_event(true)
