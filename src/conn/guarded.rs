@@ -1,0 +1,290 @@
+//! [`Guarded`]: the [`ServerApp`] in front of pingora's HTTP application that admits each
+//! connection against the [`Limits`] and, for HTTP/1, reads every request head under the
+//! header and keep-alive deadlines before pingora sees it.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::BytesMut;
+use pingora::apps::{HttpPersistentSettings, HttpServerApp, ServerApp};
+use pingora::protocols::http::ServerSession;
+use pingora::protocols::{Stream, ALPN};
+use pingora::server::ShutdownWatch;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use super::limits::Limits;
+
+/// Pingora refuses a request head longer than this (its `MAX_HEADER_SIZE`); past it the bytes
+/// go to pingora, which answers 400.
+const MAX_HEAD: usize = 1_048_575;
+
+/// The client's address, IPv4-mapped IPv6 as IPv4.
+fn peer_ip(stream: &Stream) -> Option<IpAddr> {
+    let digest = stream.get_socket_digest()?;
+    let addr = digest.peer_addr()?.as_inet()?;
+    Some(addr.ip().to_canonical())
+}
+
+/// Where a request head read by [`read_head`] ended up.
+enum Head {
+    /// A complete head (or more than pingora accepts), with whatever followed it.
+    Read(BytesMut),
+    /// The client closed, or the read failed.
+    Closed,
+    /// No new request within the keep-alive timeout.
+    Idle,
+    /// The head was not complete within the header timeout; `partial` when bytes came.
+    TimedOut { partial: bool },
+    /// The server is shutting down.
+    Shutdown,
+}
+
+/// True once `buf` (scanned from `from` on) holds a whole request head: a line, then an empty
+/// line, CRLF or bare LF, after any empty lines before it (as pingora's parser, httparse, reads).
+fn head_complete(buf: &[u8], from: usize) -> bool {
+    let Some(start) = buf.iter().position(|&b| b != b'\r' && b != b'\n') else {
+        return false;
+    };
+    let from = from.saturating_sub(2).max(start);
+    let rest = &buf[from..];
+    rest.windows(2).enumerate().any(|(i, w)| {
+        w[0] == b'\n' && (w[1] == b'\n' || (w[1] == b'\r' && rest.get(i + 2) == Some(&b'\n')))
+    })
+}
+
+/// Resolves when the server starts shutting down.
+async fn shutting_down(watch: &mut ShutdownWatch) {
+    loop {
+        if *watch.borrow_and_update() {
+            return;
+        }
+        if watch.changed().await.is_err() {
+            return std::future::pending().await;
+        }
+    }
+}
+
+/// Reads one request head. On a kept-alive connection (`idle` set) the client has `idle` to
+/// start it and then the header timeout to finish it; on a new connection the header timeout
+/// runs from the start.
+async fn read_head(
+    stream: &mut Stream,
+    idle: Option<Duration>,
+    header_timeout: Duration,
+    watch: &mut ShutdownWatch,
+) -> Head {
+    let mut buf = BytesMut::with_capacity(4096);
+    let mut deadline = tokio::time::Instant::now() + idle.unwrap_or(header_timeout);
+    let mut scanned = 0;
+    loop {
+        if buf.capacity() - buf.len() < 1024 {
+            buf.reserve(4096);
+        }
+        let read = tokio::select! {
+            biased;
+            r = tokio::time::timeout_at(deadline, stream.read_buf(&mut buf)) => r,
+            _ = shutting_down(watch) => return Head::Shutdown,
+        };
+        match read {
+            Ok(Ok(0)) | Ok(Err(_)) => return Head::Closed,
+            Ok(Ok(_)) => {}
+            Err(_) if buf.is_empty() && idle.is_some() => return Head::Idle,
+            Err(_) => {
+                return Head::TimedOut {
+                    partial: !buf.is_empty(),
+                }
+            }
+        }
+        if scanned == 0 && idle.is_some() {
+            // The first bytes of a later request: the head's own deadline starts now.
+            deadline = tokio::time::Instant::now() + header_timeout;
+        }
+        if head_complete(&buf, scanned) || buf.len() > MAX_HEAD {
+            return Head::Read(buf);
+        }
+        scanned = buf.len();
+    }
+}
+
+/// A fixed answer written before closing (best effort, at most 1 s).
+async fn answer_and_close(mut stream: Stream, status: &str, code: &str, message: &str) {
+    let body = serde_json::json!({"error": code, "message": message}).to_string();
+    let response = format!(
+        "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\
+         Connection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let _ = tokio::time::timeout(Duration::from_secs(1), async {
+        stream.write_all(response.as_bytes()).await?;
+        stream.flush().await
+    })
+    .await;
+}
+
+/// Whole seconds, at least 1 (pingora's keep-alive takes seconds; 0 would mean "forever").
+fn whole_secs(d: Duration) -> u64 {
+    d.as_secs_f64().ceil().max(1.0) as u64
+}
+
+/// The proxy application behind the connection limits.
+pub struct Guarded<A> {
+    pub(super) inner: Arc<A>,
+    pub(super) limits: Arc<Limits>,
+}
+
+impl<A> Guarded<A>
+where
+    A: HttpServerApp + Send + Sync + 'static,
+{
+    /// The HTTP/1 keep-alive loop under the deadlines.
+    async fn serve_http1(&self, mut stream: Stream, shutdown: &ShutdownWatch) {
+        let limits = &self.limits;
+        let mut watch = shutdown.clone();
+        let mut persisted: Option<HttpPersistentSettings> = None;
+        let mut first = true;
+        loop {
+            let idle = (!first).then_some(limits.keepalive_timeout);
+            let head = match read_head(&mut stream, idle, limits.header_timeout, &mut watch).await {
+                Head::Read(head) => head,
+                Head::Closed | Head::Shutdown => return,
+                Head::Idle => {
+                    limits.keepalive_timeouts.inc();
+                    return;
+                }
+                Head::TimedOut { partial } => {
+                    limits.header_timeouts.inc();
+                    tracing::debug!(partial, "request head not complete within header_timeout");
+                    if partial {
+                        let message = format!(
+                            "the request head did not arrive within {}",
+                            humantime::format_duration(limits.header_timeout)
+                        );
+                        answer_and_close(
+                            stream,
+                            "408 Request Timeout",
+                            "request_timeout",
+                            &message,
+                        )
+                        .await;
+                    }
+                    return;
+                }
+            };
+            let mut session = ServerSession::new_http1(stream);
+            match persisted.take() {
+                Some(p) => p.apply_to_session(&mut session),
+                None => session.set_keepalive_reuses_remaining(
+                    self.inner
+                        .server_options()
+                        .and_then(|o| o.keepalive_request_limit),
+                ),
+            }
+            if first && *shutdown.borrow() {
+                session.set_keepalive(None);
+            } else {
+                // Bounds each read should pingora need more of the head than was found (it
+                // times reads by the keep-alive value until the head is parsed; after that the
+                // loop here times the wait for the next request).
+                session.set_keepalive(Some(whole_secs(limits.header_timeout)));
+            }
+            if let ServerSession::H1(h1) = &mut session {
+                // Tollgate never enables pipelining, so no earlier prefix is pending here.
+                h1.set_pipelined_prefix(head);
+            }
+            first = false;
+            match self.inner.process_new_http(session, shutdown).await {
+                Some(reused) => {
+                    let (s, p) = reused.consume();
+                    stream = s;
+                    persisted = p;
+                }
+                None => return,
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl<A> ServerApp for Guarded<A>
+where
+    A: HttpServerApp + Send + Sync + 'static,
+{
+    async fn process_new(
+        self: &Arc<Self>,
+        stream: Stream,
+        shutdown: &ShutdownWatch,
+    ) -> Option<Stream> {
+        let options = self.inner.server_options();
+        let pingora_handles = options.is_some_and(|o| o.h2c || o.force_custom)
+            || matches!(
+                stream.selected_alpn_proto(),
+                Some(ALPN::H2) | Some(ALPN::Custom(_))
+            );
+        let ip = peer_ip(&stream);
+        let _slot = match self.limits.admit(ip) {
+            Ok(slot) => slot,
+            Err(reason) => {
+                self.limits.note_refused(reason, ip);
+                if !pingora_handles {
+                    answer_and_close(
+                        stream,
+                        "503 Service Unavailable",
+                        "too_many_connections",
+                        "too many open connections; retry later",
+                    )
+                    .await;
+                }
+                return None;
+            }
+        };
+        if pingora_handles {
+            return ServerApp::process_new(&self.inner, stream, shutdown).await;
+        }
+        self.serve_http1(stream, shutdown).await;
+        None
+    }
+
+    async fn cleanup(&self) {
+        self.inner.http_cleanup().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn head_ends_like_httparse() {
+        let done = |s: &str| head_complete(s.as_bytes(), 0);
+        assert!(done("GET / HTTP/1.1\r\nHost: a\r\n\r\n"));
+        assert!(done("GET / HTTP/1.1\r\n\r\n"));
+        assert!(done("GET / HTTP/1.1\n\n"));
+        assert!(done("GET / HTTP/1.1\r\nHost: a\n\r\nbody"));
+        assert!(done("\r\n\r\nGET / HTTP/1.1\r\n\r\n"));
+        assert!(!done("\r\n\r\n\n"));
+        assert!(!done("GET / HTTP/1.1\r\nHost: a\r\n"));
+        assert!(!done("GET / HTTP/1.1\r\nHost: a\r\n\r"));
+        assert!(!done(""));
+        // Scanning on from an earlier point finds an end split across reads.
+        let full = b"GET / HTTP/1.1\r\nHost: a\r\n\r\n";
+        for cut in 1..full.len() {
+            assert!(
+                !head_complete(&full[..cut], 0) || cut == full.len(),
+                "{cut}"
+            );
+            let mut seen = false;
+            let mut scanned = 0;
+            for end in cut..=full.len() {
+                if head_complete(&full[..end], scanned) {
+                    seen = true;
+                    assert_eq!(end, full.len(), "cut {cut}");
+                    break;
+                }
+                scanned = end;
+            }
+            assert!(seen, "cut {cut}");
+        }
+    }
+}
