@@ -38,14 +38,21 @@ pub(crate) fn install(writer: LogWriter) {
 /// public id and name.
 #[derive(Debug, Clone, Copy)]
 pub struct Record<'a> {
+    /// The token's id (empty when no token verified).
     pub token_id: &'a str,
+    /// The token's name (empty when no token verified).
     pub token_name: &'a str,
+    /// The request method.
     pub method: &'a str,
+    /// The path as checked and forwarded (normalized).
     pub path: &'a str,
     /// 0 when no response was written (the client went away).
     pub status: u16,
+    /// `ok` or the refusal's code (`token_invalid`, `forbidden`, …).
     pub outcome: &'a str,
+    /// The client's address.
     pub client: Option<IpAddr>,
+    /// Time from the request head to the end of the response.
     pub duration: Duration,
 }
 
