@@ -330,7 +330,7 @@ async fn probe_listener(listen: std::net::SocketAddr, health: Arc<Health>) {
             return;
         }
         tokio::time::sleep(wait).await;
-        wait = (wait * 2).min(Duration::from_millis(200));
+        wait = (wait * 2).min(Duration::from_millis(50));
     }
 }
 
