@@ -290,8 +290,8 @@ new_token() {
 
 # Starts Tollgate with CONFIG, stdout+stderr appended to LOGFILE; sets TG_PID.
 start_tollgate() {
-    local config=$1 logfile=$2
-    "$TG" -c "$config" serve >> "$logfile" 2>&1 &
+    local config=$1 logfile=$2 bin=${3:-$TG}
+    "$bin" -c "$config" serve >> "$logfile" 2>&1 &
     TG_PID=$!
     started $TG_PID
 }

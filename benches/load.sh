@@ -14,6 +14,8 @@
 #   tollgate-warn Tollgate, argon2id token (warm verification cache), log level warn
 #   tollgate-info the same with the default log level info (one JSON audit line per request)
 #   tollgate-rl   tollgate-warn with a rate-limited token (GCRA + 6 rate-limit response headers)
+#   baseline-warn, baseline-rl   only with BASELINE_TG=/path/to/another/tollgate: the same two
+#                 rows for another build (e.g. the commit before a change), in the same run
 # Every target gets `Authorization: Bearer TOKEN` but Caddy, which takes Basic `token:TOKEN`.
 # Each round runs every target on each file in a rotated order; the table shows medians over
 # rounds, and the ratio is the median of each round's req/s over direct nginx's in that round.
@@ -32,8 +34,9 @@ build_release
 wait_quiet "${QUIET_WAIT:-240}"
 watchdog "${BENCH_TIME_LIMIT:-480}"
 
-mapfile -t P < <(free_ports 8)
+mapfile -t P < <(free_ports 10)
 UP=${P[0]} NGPROXY=${P[1]} PT=${P[2]} TGW=${P[3]} TGW_ADMIN=${P[4]} TGI=${P[5]} TGI_ADMIN=${P[6]} CADDY=${P[7]}
+BLW=${P[8]} BLW_ADMIN=${P[9]}
 
 log "starting nginx (upstream :$UP, proxy_pass :$NGPROXY)"
 start_nginx "$UP" "$NGPROXY"
@@ -56,6 +59,15 @@ start_tollgate "$WORK/tg-warn.yaml" "$WORK/tg-warn.log"; TGW_PID=$TG_PID
 start_tollgate "$WORK/tg-info.yaml" "$WORK/tg-info.log"; TGI_PID=$TG_PID
 wait_http "http://127.0.0.1:$TGW_ADMIN/readyz" 30
 wait_http "http://127.0.0.1:$TGI_ADMIN/readyz" 30
+if [ -n "${BASELINE_TG:-}" ]; then
+    [ -x "$BASELINE_TG" ] || die "BASELINE_TG=$BASELINE_TG is not an executable"
+    write_config "$WORK/bl-warn.yaml" "$BLW" "$BLW_ADMIN" "$UP" "$TOKENS" warn
+    log "starting the baseline Tollgate $BASELINE_TG log=warn (:$BLW)"
+    start_tollgate "$WORK/bl-warn.yaml" "$WORK/bl-warn.log" "$BASELINE_TG"; BLW_PID=$TG_PID
+    wait_http "http://127.0.0.1:$BLW_ADMIN/readyz" 30
+    wait_http "http://127.0.0.1:$BLW/small.bin" 10 -H "Authorization: Bearer $TOKEN"
+    wait_http "http://127.0.0.1:$BLW/small.bin" 10 -H "Authorization: Bearer $TOKEN_RL"
+fi
 
 # Warm the verification caches (the first use of a token runs argon2 once).
 for port in $TGW $TGI; do
@@ -84,6 +96,15 @@ NGINX_WORKERS=$(pgrep -P "$NGINX_PID" | tr '\n' ' ')
 declare -A PROCS=([direct]=$NGINX_WORKERS [nginx-proxy]=$NGINX_WORKERS [caddy]=$CADDY_PID [passthrough]=$PT_PID
     [tollgate-warn]=$TGW_PID [tollgate-info]=$TGI_PID [tollgate-rl]=$TGW_PID)
 TARGETS=(direct nginx-proxy caddy passthrough tollgate-warn tollgate-info tollgate-rl)
+if [ -n "${BASELINE_TG:-}" ]; then
+    URL[baseline-warn]=http://127.0.0.1:$BLW
+    URL[baseline-rl]=http://127.0.0.1:$BLW
+    AUTH[baseline-warn]="Bearer $TOKEN"
+    AUTH[baseline-rl]="Bearer $TOKEN_RL"
+    PROCS[baseline-warn]=$BLW_PID
+    PROCS[baseline-rl]=$BLW_PID
+    TARGETS+=(baseline-warn baseline-rl)
+fi
 FILES=(small.bin large.bin)
 
 # Every target answers 200 with the right size before anything is measured.
@@ -144,6 +165,8 @@ names = {
     "tollgate-warn": "Tollgate, log warn",
     "tollgate-info": "Tollgate, log info (audit)",
     "tollgate-rl": "Tollgate, log warn, rate-limited token",
+    "baseline-warn": "baseline Tollgate (BASELINE_TG), log warn",
+    "baseline-rl": "baseline Tollgate, log warn, rate-limited token",
 }
 order = [t for t in names if any(k[0] == t for k in data)]
 files = [("small.bin", "1 KiB"), ("large.bin", "1 MiB")]
