@@ -31,6 +31,9 @@ use crate::token::Token;
 /// connection accepted just before the listeners closed may not have sent its request yet).
 const DRAIN_SETTLE: Duration = Duration::from_millis(50);
 
+/// How often the control plane forgets limiter state that no longer decides anything.
+const MAINTENANCE_INTERVAL: Duration = Duration::from_secs(5);
+
 /// How long a fast shutdown waits for the proxy thread.
 const FAST_STOP: Duration = Duration::from_secs(1);
 
@@ -157,15 +160,22 @@ impl App {
 
         // ---- control plane, on this runtime
         let (stop_tx, stop_rx) = watch::channel(false);
+        let proxy = Proxy::new(&config, store.clone(), verifier.clone(), health.clone());
         {
-            // Verification budgets that are full again are forgotten off the request path.
+            // Verification budgets and rate-limit buckets that are full again, and buckets of
+            // tokens no longer in the set, are forgotten off the request path.
             let verifier = verifier.clone();
+            let rate_limits = proxy.rate_limits();
+            let store = store.clone();
             let mut stop = stop_rx.clone();
             tokio::spawn(async move {
-                let mut tick = tokio::time::interval(Duration::from_secs(5));
+                let mut tick = tokio::time::interval(MAINTENANCE_INTERVAL);
                 loop {
                     tokio::select! {
-                        _ = tick.tick() => verifier.maintain(),
+                        _ = tick.tick() => {
+                            verifier.maintain();
+                            rate_limits.maintain(&store.set.load());
+                        }
                         _ = stop.changed() => return,
                     }
                 }
@@ -183,6 +193,7 @@ impl App {
             verifier: verifier.clone(),
             token_usernames: config.tokens.token_usernames.clone().into(),
             hashing: config.hashing,
+            default_rate_limit: config.rate_limit,
             health: health.clone(),
         };
         let admin_task = tokio::spawn(admin::serve(
@@ -205,13 +216,7 @@ impl App {
 
         // ---- the proxy, on its own thread
         let (relay_tx, relay_rx) = watch::channel(None);
-        let mut proxy_done = start_proxy(
-            &config,
-            Proxy::new(&config, store.clone(), verifier, health.clone()),
-            limits,
-            certs,
-            Relay(relay_rx),
-        )?;
+        let mut proxy_done = start_proxy(&config, proxy, limits, certs, Relay(relay_rx))?;
 
         tokio::pin!(shutdown);
         let result = tokio::select! {

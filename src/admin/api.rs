@@ -234,7 +234,7 @@ fn find(s: &AdminState, id: &str) -> ApiResult<Arc<Token>> {
 
 /// Refuses `t` unless it is within the acting token's rights (see [`manage::check_within`]).
 fn within(s: &AdminState, actor: &Actor, t: &Token) -> ApiResult<()> {
-    manage::check_within(&actor.0, t, s.store.default_limit)
+    manage::check_within(&actor.0, t, s.default_rate_limit)
         .map_err(|m| ApiError::new(StatusCode::FORBIDDEN, "exceeds_actor", m))
 }
 

@@ -18,6 +18,7 @@ use crate::config::HashParams;
 use crate::lifecycle::Health;
 use crate::metrics::METRICS;
 use crate::store::Store;
+use crate::token::RateLimitRule;
 
 /// Shared state of the admin handlers.
 #[derive(Clone)]
@@ -30,6 +31,8 @@ pub struct AdminState {
     pub token_usernames: Arc<[String]>,
     /// argon2 parameters for new hashes.
     pub hashing: HashParams,
+    /// The configured default rate limit (what a token without its own limit gets).
+    pub default_rate_limit: RateLimitRule,
     /// Listener and shutdown state.
     pub health: Arc<Health>,
 }

@@ -3,6 +3,7 @@
 //! refusal is decided (and written) in `request_filter`, before anything reaches the upstream.
 
 mod cargo;
+mod limits;
 mod responses;
 
 use std::borrow::Cow;
@@ -19,6 +20,7 @@ use pingora::prelude::*;
 use pingora::protocols::l4::socket::SocketAddr as PingoraAddr;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 
+pub use limits::TokenLimits;
 pub use responses::{refusal_body, Refusal};
 
 use crate::auth::policy::allows;
@@ -63,6 +65,7 @@ fn unix_now() -> Duration {
 /// The proxy service.
 pub struct Proxy {
     store: Arc<Store>,
+    rate_limits: Arc<TokenLimits>,
     health: Arc<Health>,
     verifier: Arc<Verifier>,
     peer: HttpPeer,
@@ -93,6 +96,7 @@ impl Proxy {
         peer.options.idle_timeout = Some(Duration::from_secs(60));
         Proxy {
             store,
+            rate_limits: Arc::new(TokenLimits::new(config)),
             health,
             verifier,
             peer,
@@ -107,6 +111,11 @@ impl Proxy {
             cargo_config: up.cargo_index.as_deref().map(cargo::config_json_path),
             connector: Connector::new(None),
         }
+    }
+
+    /// The per-token rate-limit state this proxy applies (the application maintains it).
+    pub fn rate_limits(&self) -> Arc<TokenLimits> {
+        self.rate_limits.clone()
     }
 
     /// Answers the request with a refusal. Boxed, like every cold path awaited in
@@ -152,7 +161,7 @@ impl Proxy {
             .iter()
             .map(|r| serde_json::json!({"path": r.pattern.as_str(), "access": r.access}))
             .collect();
-        let rate = self.store.rate_peek(token).map(|d| {
+        let rate = self.rate_limits.peek(token).map(|d| {
             serde_json::json!({
                 "limit": d.limit,
                 "remaining": d.remaining,
@@ -172,7 +181,7 @@ impl Proxy {
             "source": token.source.kind(),
             "rate_limit": rate,
         });
-        ctx.rate = self.store.rate_peek(token);
+        ctx.rate = self.rate_limits.peek(token);
         let headers = ctx.rate_headers();
         responses::write_json(session, 200, &headers, Bytes::from(body.to_string())).await?;
         Ok(true)
@@ -589,7 +598,7 @@ impl ProxyHttp for Proxy {
         if path == self.whoami_path {
             return Box::pin(self.whoami(session, ctx, &token)).await;
         }
-        if let Some(decision) = self.store.rate_check(&token) {
+        if let Some(decision) = self.rate_limits.check(&token) {
             let allowed = decision.allowed;
             let retry = decision.retry_after_secs().unwrap_or(1);
             ctx.rate = Some(decision);

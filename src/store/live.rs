@@ -16,8 +16,7 @@ use super::db::{Database, DbError};
 use super::{yaml, Snapshot, TokenSet};
 use crate::config::Config;
 use crate::metrics::METRICS;
-use crate::ratelimit::{Decision, Limit, RateLimiter};
-use crate::token::{RateLimitRule, Source, Token};
+use crate::token::{Source, Token};
 
 /// How often the database change counter is polled.
 pub const POLL_INTERVAL: Duration = Duration::from_millis(500);
@@ -197,10 +196,6 @@ pub struct Store {
     seen_changes: AtomicI64,
     /// Last uses by token id (foldhash, seeded per process: looked up on every request).
     usage: DashMap<Arc<str>, Usage, foldhash::quality::RandomState>,
-    /// Per-token rate-limit state; entries of removed tokens are dropped on rebuild.
-    pub limiter: RateLimiter,
-    /// The configured default limit.
-    pub default_limit: RateLimitRule,
     rebuild_lock: tokio::sync::Mutex<()>,
     /// The database rows of the last good read: a token-file edit made while the database is
     /// unreachable is applied on top of them.
@@ -237,8 +232,6 @@ impl Store {
             generation: AtomicU64::new(0),
             seen_changes: AtomicI64::new(i64::MIN),
             usage: DashMap::default(),
-            limiter: RateLimiter::default(),
-            default_limit: config.rate_limit,
             rebuild_lock: tokio::sync::Mutex::new(()),
             db_rows: Mutex::new(None),
             refused: Mutex::new(Vec::new()),
@@ -473,8 +466,6 @@ impl Store {
             .last_reload
             .set(Utc::now().timestamp_millis() as f64 / 1000.0);
         self.set.store(snapshot);
-        let snap = self.set.load();
-        self.limiter.retain(|id| snap.by_id(id).is_some());
         self.prune_usage();
         Ok(())
     }
@@ -587,26 +578,6 @@ impl Store {
                 dirty: true,
             },
         );
-    }
-
-    /// The limit that applies to `token`, or `None` when it is unlimited.
-    pub fn limit_of(&self, token: &Token) -> Option<Limit> {
-        match token.rate_limit.unwrap_or(self.default_limit) {
-            RateLimitRule::Unlimited => None,
-            RateLimitRule::Limited { requests, period } => Some(Limit { requests, period }),
-        }
-    }
-
-    /// Counts one request of `token` against its limit (`None` when unlimited).
-    pub fn rate_check(&self, token: &Token) -> Option<Decision> {
-        self.limit_of(token)
-            .map(|limit| self.limiter.check(&token.id, &limit))
-    }
-
-    /// The current rate-limit state of `token` without counting a request.
-    pub fn rate_peek(&self, token: &Token) -> Option<Decision> {
-        self.limit_of(token)
-            .map(|limit| self.limiter.peek(&token.id, &limit))
     }
 
     /// The last use of a token, if known.
@@ -773,7 +744,6 @@ impl Store {
                         tracing::warn!(error = %e, "writing last-use times failed; will retry");
                     }
                     self.prune_usage();
-                    self.limiter.remove_full();
                 }
                 _ = stop.changed() => break,
             }
