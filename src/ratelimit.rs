@@ -1,8 +1,9 @@
-//! Per-token rate limiting: GCRA decisions and the header values they produce.
+//! Per-token rate limiting: GCRA decisions and the arithmetic behind them.
 //!
-//! Pure: no HTTP types and no I/O. Time comes from an injected [`Clock`], so tests advance a
-//! [`ManualClock`] instead of sleeping. State is one small bucket per token id in a sharded
-//! [`DashMap`]: a decision is O(1) and locks one shard only.
+//! Pure: no HTTP types and no I/O (the proxy renders a [`Decision`] as response header
+//! fields). Time comes from an injected [`Clock`], so tests advance a manual clock instead of
+//! sleeping. State is one small bucket per token id in a sharded [`DashMap`]: a decision is
+//! O(1) and locks one shard only.
 //!
 //! # Semantics
 //! A [`Limit`] of `requests` per `period` is a bucket of capacity `requests`, refilled
@@ -22,31 +23,14 @@
 //! `u32::MAX` (≈4.3e9) ≈ 7.9e37, fits a `u128` (≈3.4e38) with room for the sums made here;
 //! every operation saturates anyway, so no input panics.
 
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
+#[cfg(test)]
+use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use dashmap::DashMap;
-use http::{HeaderName, HeaderValue};
 
 const NANOS_PER_SEC: u128 = 1_000_000_000;
-
-// Header names are built once (`from_static`: no parsing or allocation per request); on the
-// wire they are lowercase, as in HTTP/2 (names are case-insensitive).
-
-/// `X-RateLimit-Limit`: requests allowed per period.
-pub static X_RATELIMIT_LIMIT: HeaderName = HeaderName::from_static("x-ratelimit-limit");
-/// `X-RateLimit-Remaining`: requests left right now.
-pub static X_RATELIMIT_REMAINING: HeaderName = HeaderName::from_static("x-ratelimit-remaining");
-/// `X-RateLimit-Used`: `limit - remaining`.
-pub static X_RATELIMIT_USED: HeaderName = HeaderName::from_static("x-ratelimit-used");
-/// `X-RateLimit-Reset`: Unix epoch seconds at which the budget is whole again.
-pub static X_RATELIMIT_RESET: HeaderName = HeaderName::from_static("x-ratelimit-reset");
-/// `RateLimit-Policy` (IETF httpapi draft): `"<name>";q=<requests>;w=<period seconds>`.
-pub static RATELIMIT_POLICY: HeaderName = HeaderName::from_static("ratelimit-policy");
-/// `RateLimit` (IETF httpapi draft): `"<name>";r=<remaining>;t=<seconds until whole>`.
-pub static RATELIMIT: HeaderName = HeaderName::from_static("ratelimit");
-/// `Retry-After`: seconds until one request is allowed; only on refusals.
-pub static RETRY_AFTER: HeaderName = http::header::RETRY_AFTER;
 
 /// A source of time. Injected into [`RateLimiter`] so tests never sleep.
 pub trait Clock: Send + Sync {
@@ -101,19 +85,21 @@ impl Clock for SystemClock {
     }
 }
 
-/// A clock that moves only when told to, for tests (of this module and of others).
+/// A clock that moves only when told to, for unit tests.
 ///
 /// `now` starts at zero; `unix_now` starts at the given wall-clock time; [`advance`] moves
 /// both together. Share it with a limiter through an `Arc`, or reach it via
 /// [`RateLimiter::clock`].
 ///
 /// [`advance`]: ManualClock::advance
+#[cfg(test)]
 #[derive(Debug)]
-pub struct ManualClock {
+pub(crate) struct ManualClock {
     unix_start: Duration,
     elapsed: Mutex<Duration>,
 }
 
+#[cfg(test)]
 impl ManualClock {
     /// The wall-clock start used by [`Default`]: 2023-11-14T22:13:20Z.
     pub const DEFAULT_UNIX_START: Duration = Duration::from_secs(1_700_000_000);
@@ -133,12 +119,14 @@ impl ManualClock {
     }
 }
 
+#[cfg(test)]
 impl Default for ManualClock {
     fn default() -> Self {
         Self::new(Self::DEFAULT_UNIX_START)
     }
 }
 
+#[cfg(test)]
 impl Clock for ManualClock {
     fn now(&self) -> Duration {
         *self.elapsed.lock().unwrap_or_else(PoisonError::into_inner)
@@ -244,80 +232,19 @@ impl Decision {
         u64::try_from(nanos.div_ceil(NANOS_PER_SEC)).unwrap_or(u64::MAX)
     }
 
-    /// The response header fields, in a fixed order: `X-RateLimit-Limit`, `-Remaining`,
-    /// `-Used`, `-Reset`, `RateLimit-Policy`, `RateLimit`, and `Retry-After` only when
-    /// refused. `unix_now` is the wall clock (see [`Clock::unix_now`]).
-    ///
-    /// Every response of a limited token carries these, so the values are written back to
-    /// back into one buffer and each is a slice of it: two allocations instead of one per
-    /// value (`HeaderValue::from(u64)` and `format!` each allocate).
-    pub fn headers(&self, unix_now: Duration) -> Vec<(HeaderName, HeaderValue)> {
-        // The policy name is the same for every limit; any limit yields it.
-        let name = Limit {
+    /// The policy window in whole seconds, rounded up and at least 1 (the `w` of
+    /// `RateLimit-Policy`).
+    pub fn window_secs(&self) -> u64 {
+        ceil_secs(self.period).max(1)
+    }
+
+    /// The policy name of this decision's limit (see [`Limit::policy_name`]).
+    pub fn policy_name(&self) -> &'static str {
+        Limit {
             requests: self.limit,
             period: self.period,
         }
-        .policy_name();
-        let mut num = itoa::Buffer::new();
-        let mut buf: Vec<u8> = Vec::with_capacity(128);
-        let mut ends = [0usize; 7];
-        let mut put = |buf: &mut Vec<u8>, i: usize, parts: &[&[u8]]| {
-            for p in parts {
-                buf.extend_from_slice(p);
-            }
-            ends[i] = buf.len();
-        };
-        put(&mut buf, 0, &[num.format(self.limit).as_bytes()]);
-        put(&mut buf, 1, &[num.format(self.remaining).as_bytes()]);
-        put(&mut buf, 2, &[num.format(self.used).as_bytes()]);
-        put(
-            &mut buf,
-            3,
-            &[num.format(self.reset_at(unix_now)).as_bytes()],
-        );
-        let limit = num.format(self.limit).as_bytes();
-        put(&mut buf, 4, &[b"\"", name.as_bytes(), b"\";q=", limit]);
-        put(
-            &mut buf,
-            4,
-            &[b";w=", num.format(ceil_secs(self.period).max(1)).as_bytes()],
-        );
-        put(&mut buf, 5, &[b"\"", name.as_bytes(), b"\";r="]);
-        put(
-            &mut buf,
-            5,
-            &[num.format(self.remaining).as_bytes(), b";t="],
-        );
-        put(
-            &mut buf,
-            5,
-            &[num.format(self.reset_after_secs()).as_bytes()],
-        );
-        let retry = self.retry_after_secs();
-        if let Some(secs) = retry {
-            put(&mut buf, 6, &[num.format(secs).as_bytes()]);
-        }
-        let buf = bytes::Bytes::from(buf);
-        let names = [
-            &X_RATELIMIT_LIMIT,
-            &X_RATELIMIT_REMAINING,
-            &X_RATELIMIT_USED,
-            &X_RATELIMIT_RESET,
-            &RATELIMIT_POLICY,
-            &RATELIMIT,
-            &RETRY_AFTER,
-        ];
-        let count = if retry.is_some() { 7 } else { 6 };
-        let mut h = Vec::with_capacity(count);
-        let mut start = 0;
-        for (name, &end) in names.iter().zip(&ends).take(count) {
-            // Digits, `;`, `=`, quotes and the policy name: always a valid value.
-            let value = HeaderValue::from_maybe_shared(buf.slice(start..end))
-                .unwrap_or_else(|_| HeaderValue::from_static(""));
-            h.push(((*name).clone(), value));
-            start = end;
-        }
-        h
+        .policy_name()
     }
 }
 
@@ -437,8 +364,7 @@ impl<C: Clock> RateLimiter<C> {
         }
     }
 
-    /// The injected clock (for the wall-clock time that [`Decision::headers`] needs, and for
-    /// tests to advance a [`ManualClock`]).
+    /// The injected clock (for its wall-clock time, and for tests to advance a manual one).
     pub fn clock(&self) -> &C {
         &self.clock
     }
@@ -519,22 +445,8 @@ mod tests {
         Arc::from(s)
     }
 
-    fn headers(l: &RateLimiter<ManualClock>, d: &Decision) -> Vec<(String, String)> {
-        d.headers(l.clock().unix_now())
-            .into_iter()
-            .map(|(k, v)| (k.as_str().to_string(), v.to_str().unwrap().to_string()))
-            .collect()
-    }
-
-    fn expect(pairs: &[(&'static str, &str)]) -> Vec<(String, String)> {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_ascii_lowercase(), v.to_string()))
-            .collect()
-    }
-
     #[test]
-    fn headers_after_first_request() {
+    fn first_request() {
         let l = limiter();
         let d = l.check(&id("a"), &per_minute(5));
         assert_eq!(
@@ -549,23 +461,14 @@ mod tests {
                 period: 60 * SEC,
             }
         );
-        let reset = (T0 + 13).to_string(); // 1_700_000_012.25 rounded up
-        assert_eq!(
-            headers(&l, &d),
-            expect(&[
-                ("X-RateLimit-Limit", "5"),
-                ("X-RateLimit-Remaining", "4"),
-                ("X-RateLimit-Used", "1"),
-                ("X-RateLimit-Reset", &reset),
-                ("RateLimit-Policy", "\"default\";q=5;w=60"),
-                ("RateLimit", "\"default\";r=4;t=12"),
-            ])
-        );
+        // 1_700_000_012.25 rounded up
+        assert_eq!(d.reset_at(l.clock().unix_now()), T0 + 13);
+        assert_eq!((d.reset_after_secs(), d.window_secs()), (12, 60));
         assert_eq!(d.retry_after_secs(), None);
     }
 
     #[test]
-    fn headers_mid_budget() {
+    fn mid_budget() {
         let l = limiter();
         let a = id("a");
         l.check(&a, &per_minute(5));
@@ -574,18 +477,8 @@ mod tests {
         let d = l.check(&a, &per_minute(5));
         assert_eq!((d.allowed, d.remaining, d.used), (true, 3, 2));
         assert_eq!(d.reset_after, 21 * SEC);
-        let reset = (T0 + 25).to_string(); // 1_700_000_003.25 + 21 rounded up
-        assert_eq!(
-            headers(&l, &d),
-            expect(&[
-                ("X-RateLimit-Limit", "5"),
-                ("X-RateLimit-Remaining", "3"),
-                ("X-RateLimit-Used", "2"),
-                ("X-RateLimit-Reset", &reset),
-                ("RateLimit-Policy", "\"default\";q=5;w=60"),
-                ("RateLimit", "\"default\";r=3;t=21"),
-            ])
-        );
+        // 1_700_000_003.25 + 21 rounded up
+        assert_eq!(d.reset_at(l.clock().unix_now()), T0 + 25);
     }
 
     #[test]
@@ -628,7 +521,7 @@ mod tests {
     }
 
     #[test]
-    fn refused_headers() {
+    fn refused_decision() {
         let l = limiter();
         let a = id("a");
         for _ in 0..5 {
@@ -637,19 +530,8 @@ mod tests {
         let d = l.check(&a, &per_minute(5));
         assert!(!d.allowed);
         assert_eq!(d.retry_after_secs(), Some(12));
-        let reset = (T0 + 61).to_string();
-        assert_eq!(
-            headers(&l, &d),
-            expect(&[
-                ("X-RateLimit-Limit", "5"),
-                ("X-RateLimit-Remaining", "0"),
-                ("X-RateLimit-Used", "5"),
-                ("X-RateLimit-Reset", &reset),
-                ("RateLimit-Policy", "\"default\";q=5;w=60"),
-                ("RateLimit", "\"default\";r=0;t=60"),
-                ("Retry-After", "12"),
-            ])
-        );
+        assert_eq!(d.reset_at(l.clock().unix_now()), T0 + 61);
+        assert_eq!(d.reset_after_secs(), 60);
         // A sub-second wait still says 1.
         l.clock().advance(11_500 * MS);
         let d = l.check(&a, &per_minute(5));
@@ -899,9 +781,12 @@ mod tests {
                     for _ in 0..3 {
                         let d = l.check(&key, limit);
                         assert_eq!(d.used, d.limit - d.remaining);
-                        let h = d.headers(l.clock().unix_now());
-                        assert!(h.len() == 6 || h.len() == 7);
-                        let _ = l.peek(&key, limit).headers(l.clock().unix_now());
+                        let p = l.peek(&key, limit);
+                        for d in [d, p] {
+                            let _ = d.reset_at(l.clock().unix_now());
+                            let _ = (d.reset_after_secs(), d.retry_after_secs());
+                            assert!(d.window_secs() >= 1);
+                        }
                     }
                 }
                 l.remove_full();
@@ -911,8 +796,7 @@ mod tests {
         let l = limiter();
         let d = l.check(&id("max"), &limits[0]);
         assert_eq!((d.allowed, d.remaining, d.used), (true, u32::MAX - 1, 1));
-        let h = d.headers(l.clock().unix_now());
-        assert_eq!(h[4].1, format!("\"default\";q={};w={}", u32::MAX, u64::MAX));
+        assert_eq!((d.limit, d.window_secs()), (u32::MAX, u64::MAX));
         let d = l.check(&id("one"), &limits[1]);
         assert_eq!((d.remaining, d.reset_after), (0, Duration::MAX));
         assert_eq!(d.reset_at(l.clock().unix_now()), u64::MAX);
@@ -925,7 +809,7 @@ mod tests {
             (d.allowed, d.limit, d.period),
             (true, 1, Duration::from_nanos(1))
         );
-        assert_eq!(d.headers(l.clock().unix_now())[4].1, "\"default\";q=1;w=1");
+        assert_eq!(d.window_secs(), 1);
     }
 
     #[test]
@@ -951,17 +835,10 @@ mod tests {
     #[test]
     fn policy_window_rounds_up() {
         let l = limiter();
-        let cases: &[(Duration, &str)] = &[
-            (3600 * SEC, "\"default\";q=2;w=3600"),
-            (1500 * MS, "\"default\";q=2;w=2"),
-            (MS, "\"default\";q=2;w=1"),
-        ];
+        let cases: &[(Duration, u64)] = &[(3600 * SEC, 3600), (1500 * MS, 2), (MS, 1)];
         for &(period, want) in cases {
             let d = l.check(&id("w"), &Limit::new(2, period).unwrap());
-            assert_eq!(
-                d.headers(l.clock().unix_now())[4],
-                (RATELIMIT_POLICY.clone(), HeaderValue::from_static(want))
-            );
+            assert_eq!((d.window_secs(), d.policy_name()), (want, "default"));
         }
     }
 

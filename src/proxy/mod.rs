@@ -4,6 +4,7 @@
 
 mod cargo;
 mod limits;
+mod rate_headers;
 mod responses;
 
 use std::borrow::Cow;
@@ -50,7 +51,7 @@ impl Ctx {
     /// Rate-limit header fields for the response, if the token is limited.
     fn rate_headers(&self) -> Vec<(http::HeaderName, HeaderValue)> {
         match &self.rate {
-            Some(d) => d.headers(unix_now()),
+            Some(d) => rate_headers::render(d, unix_now()),
             None => Vec::new(),
         }
     }
