@@ -13,6 +13,7 @@ pub mod conn;
 pub mod lifecycle;
 pub mod logging;
 pub mod metrics;
+pub mod net;
 pub mod proxy;
 pub mod ratelimit;
 pub mod store;

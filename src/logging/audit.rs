@@ -142,7 +142,7 @@ fn format_json(buf: &mut Vec<u8>, date: &[u8; 19], micros: u32, r: &Record<'_>) 
     if let Some(ip) = r.client {
         buf.extend_from_slice(b",\"client\":\"");
         let mut ip_buf = [0u8; 48];
-        buf.extend_from_slice(crate::proxy::format_ip(ip, &mut ip_buf));
+        buf.extend_from_slice(crate::net::format_ip(ip, &mut ip_buf));
         buf.push(b'"');
     }
     // Milliseconds with microsecond precision.
