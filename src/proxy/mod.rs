@@ -3,6 +3,7 @@
 //! refusal is decided (and written) in `request_filter`, before anything reaches the upstream.
 
 mod cargo;
+mod headers;
 mod limits;
 mod rate_headers;
 mod responses;
@@ -14,7 +15,7 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use bytes::Bytes;
 use chrono::Utc;
-use http::header::{HeaderValue, AUTHORIZATION, HOST};
+use http::header::{HeaderValue, AUTHORIZATION};
 use pingora::connectors::http::Connector;
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::prelude::*;
@@ -31,7 +32,6 @@ use crate::auth::{
 use crate::config::Config;
 use crate::lifecycle::{Health, InFlight};
 use crate::metrics::{method_label, METRICS};
-use crate::net::format_ip;
 use crate::ratelimit::Decision;
 use crate::store::Store;
 use crate::token::Token;
@@ -189,80 +189,15 @@ impl Proxy {
         Ok(true)
     }
 
-    /// Header hygiene for everything sent upstream: the client's credentials and any
-    /// `X-Tollgate-*` it sent go; identity, Host and `X-Forwarded-*` are set.
-    ///
-    /// This is most of Tollgate's own per-request cost, so it works on the plain
-    /// `http::request::Parts`: pingora's `RequestHeader` keeps a second map with each header
-    /// name's original case, and every `insert_header` parses the name again, allocates and
-    /// updates both maps (~1 300 instructions each). Upstream, header names are then written
-    /// in canonical case (`Content-Type`, `x-forwarded-for`): HTTP header names are
-    /// case-insensitive. The request target is the URI, which is what was checked.
-    fn prepare_upstream_request(
-        &self,
-        session: &Session,
-        req: &mut RequestHeader,
-        ctx: &Ctx,
-    ) -> Result<()> {
-        let send_end_stream = req.send_end_stream();
-        let mut parts: http::request::Parts = std::mem::replace(req, empty_request()).into();
-        let headers = &mut parts.headers;
-        headers.remove(AUTHORIZATION);
-        if headers.keys().any(is_reserved_header) {
-            let spoofed: Vec<http::HeaderName> = headers
-                .keys()
-                .filter(|k| is_reserved_header(k))
-                .cloned()
-                .collect();
-            for name in spoofed {
-                headers.remove(name);
-            }
-        }
-        headers.reserve(6);
-        if self.identity_headers {
-            if let Some(t) = &ctx.token {
-                for (name, value) in [
-                    (&X_TOLLGATE_TOKEN_ID, &t.id),
-                    (&X_TOLLGATE_TOKEN_NAME, &t.name),
-                ] {
-                    // Ids and names are validated ASCII: this cannot fail.
-                    if let Ok(v) = HeaderValue::from_str(value) {
-                        headers.insert(name.clone(), v);
-                    }
-                }
-            }
-        }
-        let original_host = match headers.get(HOST) {
-            Some(h) => Some(h.clone()),
-            None => parts
-                .uri
-                .authority()
-                .and_then(|a| HeaderValue::from_str(a.as_str()).ok()),
+    /// Header hygiene for everything sent upstream (see [`headers::rewrite`]).
+    fn prepare_upstream_request(&self, session: &Session, req: &mut RequestHeader, ctx: &Ctx) {
+        let forwarding = headers::Forwarding {
+            identity: ctx.token.as_deref().filter(|_| self.identity_headers),
+            host: &self.host_value,
+            client: client_ip(session),
+            https: session.digest().is_some_and(|d| d.ssl_digest.is_some()),
         };
-        headers.insert(HOST, self.host_value.clone());
-        if let Some(h) = original_host {
-            headers.insert(X_FORWARDED_HOST.clone(), h);
-        }
-        let https = session.digest().is_some_and(|d| d.ssl_digest.is_some());
-        if let Some(ip) = client_ip(session) {
-            let xff = forwarded_for(headers.get(&X_FORWARDED_FOR).map(HeaderValue::as_bytes), ip);
-            headers.insert(X_FORWARDED_FOR.clone(), xff);
-            let mut buf = [0u8; 48];
-            let addr = format_ip(ip, &mut buf);
-            if let Ok(v) = HeaderValue::from_bytes(addr) {
-                headers.insert(X_REAL_IP.clone(), v);
-            }
-            headers.insert(http::header::FORWARDED, forwarded(ip, addr, https));
-        }
-        headers.insert(
-            X_FORWARDED_PROTO.clone(),
-            HeaderValue::from_static(if https { "https" } else { "http" }),
-        );
-        *req = RequestHeader::from(parts);
-        if let Some(v) = send_end_stream {
-            req.set_send_end_stream(v);
-        }
-        Ok(())
+        headers::prepare(req, &forwarding);
     }
 
     /// Answers a cargo index `config.json` itself: fetches it from the upstream (identity
@@ -271,7 +206,7 @@ impl Proxy {
     async fn serve_cargo_config(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
         ctx.class = "cargo_config";
         let mut req = session.req_header().clone();
-        self.prepare_upstream_request(session, &mut req, ctx)?;
+        self.prepare_upstream_request(session, &mut req, ctx);
         for h in [
             "Accept-Encoding",
             "If-None-Match",
@@ -345,142 +280,6 @@ impl Proxy {
     }
 }
 
-static X_FORWARDED_FOR: http::HeaderName = http::HeaderName::from_static("x-forwarded-for");
-static X_FORWARDED_HOST: http::HeaderName = http::HeaderName::from_static("x-forwarded-host");
-static X_FORWARDED_PROTO: http::HeaderName = http::HeaderName::from_static("x-forwarded-proto");
-static X_REAL_IP: http::HeaderName = http::HeaderName::from_static("x-real-ip");
-static X_TOLLGATE_TOKEN_ID: http::HeaderName = http::HeaderName::from_static("x-tollgate-token-id");
-static X_TOLLGATE_TOKEN_NAME: http::HeaderName =
-    http::HeaderName::from_static("x-tollgate-token-name");
-
-/// Tollgate never upgrades a connection: after a `101` the connection would be a tunnel to
-/// the store that no later request on it passes the gate. `Upgrade` (and `HTTP2-Settings`,
-/// `Connection`, which name it) are removed, so the store answers the plain request (clients
-/// such as `curl --http2` on `http://` then simply stay on HTTP/1.1). A `Content-Length` that
-/// pingora accepted as several equal values (`5, 5`) is forwarded as the one number, never
-/// verbatim: a store might read the list differently. Two lookups when neither applies.
-fn fix_framing(req: &mut RequestHeader) {
-    let headers = &req.headers;
-    if headers.contains_key(http::header::UPGRADE) || headers.contains_key("http2-settings") {
-        req.remove_header(&http::header::UPGRADE);
-        req.remove_header("http2-settings");
-        req.remove_header(&http::header::CONNECTION);
-    }
-    let mut lengths = req.headers.get_all(http::header::CONTENT_LENGTH).iter();
-    let plain = match (lengths.next(), lengths.next()) {
-        (None, _) => true,
-        (Some(v), None) => v.as_bytes().iter().all(u8::is_ascii_digit),
-        (Some(_), Some(_)) => false,
-    };
-    if plain {
-        return;
-    }
-    let length = req
-        .headers
-        .get(http::header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split(',').next())
-        .and_then(|v| v.trim().parse::<u64>().ok());
-    if let Some(n) = length {
-        // pingora refuses unequal or unparsable lists before this runs.
-        let _ = req.insert_header(http::header::CONTENT_LENGTH, n);
-    }
-}
-
-/// Placeholders while a header is edited as plain parts (they allocate nothing).
-fn empty_request() -> RequestHeader {
-    RequestHeader::from(http::Request::new(()).into_parts().0)
-}
-
-fn empty_response() -> http::response::Parts {
-    http::Response::new(()).into_parts().0
-}
-
-/// Client headers that never reach the upstream: Tollgate's own `X-Tollgate-*`, the
-/// forwarding headers it sets itself (`X-Forwarded-For` is appended to, not dropped), method
-/// overrides (a read token must not turn a GET into a DELETE at a store that honours them) and
-/// path overrides (`X-Original-URL`, `X-Rewrite-URL`: some frameworks route by them, past the
-/// path Tollgate checked). Names are compared with `_` read as `-`: WSGI and CGI stores map
-/// both to `_`, so `X_Tollgate_Token_Name` would arrive as the identity header.
-fn is_reserved_header(name: &http::HeaderName) -> bool {
-    let n = name.as_str().as_bytes();
-    // Every reserved name starts with `x` or `f` (names are lower case): most headers stop here.
-    if !matches!(n.first(), Some(b'x' | b'f')) || n.len() < 9 {
-        return false;
-    }
-    let mut buf = [0u8; 32];
-    let Some(dst) = buf.get_mut(..n.len()) else {
-        return n.len() > 11
-            && n[..11]
-                .iter()
-                .map(|&b| if b == b'_' { b'-' } else { b })
-                .eq(*b"x-tollgate-");
-    };
-    for (d, &b) in dst.iter_mut().zip(n) {
-        *d = if b == b'_' { b'-' } else { b };
-    }
-    let folded: &[u8] = dst;
-    folded.starts_with(b"x-tollgate-")
-        || matches!(
-            folded,
-            b"x-forwarded-host"
-                | b"x-forwarded-proto"
-                | b"x-forwarded-port"
-                | b"x-forwarded-prefix"
-                | b"x-forwarded-server"
-                | b"x-forwarded-ssl"
-                | b"x-forwarded-scheme"
-                | b"forwarded"
-                | b"x-real-ip"
-                | b"x-http-method-override"
-                | b"x-http-method"
-                | b"x-method-override"
-                | b"x-original-url"
-                | b"x-rewrite-url"
-        )
-        // The underscore spelling of `X-Forwarded-For` (the dash one is appended to).
-        || (folded == b"x-forwarded-for" && n != b"x-forwarded-for")
-}
-
-/// `Forwarded` (RFC 7239) as Tollgate sees the request: the client's address (IPv6 quoted and
-/// bracketed) and the protocol. Replaces whatever the client sent.
-fn forwarded(ip: std::net::IpAddr, addr: &[u8], https: bool) -> HeaderValue {
-    let mut v = Vec::with_capacity(addr.len() + 24);
-    v.extend_from_slice(b"for=");
-    if ip.is_ipv6() {
-        v.extend_from_slice(b"\"[");
-        v.extend_from_slice(addr);
-        v.extend_from_slice(b"]\"");
-    } else {
-        v.extend_from_slice(addr);
-    }
-    v.extend_from_slice(if https {
-        b";proto=https"
-    } else {
-        b";proto=http"
-    });
-    HeaderValue::from_maybe_shared(Bytes::from(v)).unwrap_or_else(|_| HeaderValue::from_static(""))
-}
-
-/// `X-Forwarded-For`: the client's address appended to what the client sent, formatted into
-/// a stack buffer (no `String` on the hot path).
-fn forwarded_for(previous: Option<&[u8]>, ip: std::net::IpAddr) -> HeaderValue {
-    let mut buf = [0u8; 48];
-    let addr = format_ip(ip, &mut buf);
-    let value = match previous {
-        Some(prev) if !prev.is_empty() => {
-            let mut v = Vec::with_capacity(prev.len() + 2 + addr.len());
-            v.extend_from_slice(prev);
-            v.extend_from_slice(b", ");
-            v.extend_from_slice(addr);
-            HeaderValue::from_maybe_shared(Bytes::from(v))
-        }
-        _ => HeaderValue::from_bytes(addr),
-    };
-    // Both parts were valid header bytes (the previous value came in as one).
-    value.unwrap_or_else(|_| HeaderValue::from_static(""))
-}
-
 fn client_ip(session: &Session) -> Option<std::net::IpAddr> {
     match session.client_addr()? {
         PingoraAddr::Inet(a) => Some(a.ip()),
@@ -516,7 +315,7 @@ impl ProxyHttp for Proxy {
         if !self.store.set.is_ready() {
             return self.refuse(session, ctx, Refusal::NotReady).await;
         }
-        fix_framing(session.req_header_mut());
+        headers::fix_framing(session.req_header_mut());
         let headers = &session.req_header().headers;
         let mut values = headers.get_all(AUTHORIZATION).iter();
         let first = values.next().map(|v| v.as_bytes());
@@ -629,7 +428,7 @@ impl ProxyHttp for Proxy {
         req: &mut RequestHeader,
         ctx: &mut Ctx,
     ) -> Result<()> {
-        self.prepare_upstream_request(session, req, ctx)?;
+        self.prepare_upstream_request(session, req, ctx);
         ctx.upstream_sent = Some(Instant::now());
         Ok(())
     }
@@ -665,7 +464,7 @@ impl ProxyHttp for Proxy {
                 .filter(|r| Some(*r) != canonical)
                 .map(str::to_owned);
             let mut parts: http::response::Parts =
-                std::mem::replace(resp, ResponseHeader::from(empty_response())).into();
+                std::mem::replace(resp, ResponseHeader::from(headers::empty_response())).into();
             for (name, value) in ctx.rate_headers() {
                 parts.headers.insert(name, value);
             }
@@ -754,18 +553,5 @@ impl ProxyHttp for Proxy {
             client: client_ip(session),
             duration: elapsed,
         });
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn forwarded_for_appends_the_client() {
-        let ip = "10.0.0.1".parse().unwrap();
-        assert_eq!(forwarded_for(None, ip), "10.0.0.1");
-        assert_eq!(forwarded_for(Some(b""), ip), "10.0.0.1");
-        assert_eq!(forwarded_for(Some(b"1.2.3.4"), ip), "1.2.3.4, 10.0.0.1");
     }
 }
