@@ -7,6 +7,7 @@ mod headers;
 mod limits;
 mod rate_headers;
 mod responses;
+mod whoami;
 
 use std::borrow::Cow;
 use std::sync::Arc;
@@ -148,44 +149,6 @@ impl Proxy {
             session.set_keepalive(None);
         }
         responses::write_refusal(session, r, &self.challenge, ctx.rate_headers()).await?;
-        Ok(true)
-    }
-
-    async fn whoami(&self, session: &mut Session, ctx: &mut Ctx, token: &Token) -> Result<bool> {
-        let method = &session.req_header().method;
-        if method != http::Method::GET && method != http::Method::HEAD {
-            return self.refuse(session, ctx, Refusal::MethodNotAllowed).await;
-        }
-        ctx.outcome = "ok";
-        ctx.class = "whoami";
-        let routes: Vec<_> = token
-            .routes
-            .iter()
-            .map(|r| serde_json::json!({"path": r.pattern.as_str(), "access": r.access}))
-            .collect();
-        let rate = self.rate_limits.peek(token).map(|d| {
-            serde_json::json!({
-                "limit": d.limit,
-                "remaining": d.remaining,
-                "used": d.used,
-                "reset": d.reset_at(unix_now()),
-                "period_seconds": d.period.as_secs(),
-            })
-        });
-        let body = serde_json::json!({
-            "id": &*token.id,
-            "name": &*token.name,
-            "description": token.description,
-            "permission": token.permission,
-            "routes": routes,
-            "created_at": token.created_at,
-            "expires_at": token.expires_at,
-            "source": token.source.kind(),
-            "rate_limit": rate,
-        });
-        ctx.rate = self.rate_limits.peek(token);
-        let headers = ctx.rate_headers();
-        responses::write_json(session, 200, &headers, Bytes::from(body.to_string())).await?;
         Ok(true)
     }
 

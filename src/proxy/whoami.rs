@@ -1,0 +1,119 @@
+//! The whoami endpoint: the calling token as JSON (id, name, permission, routes, dates, source
+//! and rate-limit state), answered by the proxy itself; it counts no request against the limit.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use pingora::prelude::*;
+use pingora::proxy::Session;
+
+use super::{responses, unix_now, Ctx, Proxy, Refusal};
+use crate::ratelimit::Decision;
+use crate::token::Token;
+
+impl Proxy {
+    /// Answers `GET`/`HEAD` on the whoami path for `token`; other methods get 405.
+    pub(super) async fn whoami(
+        &self,
+        session: &mut Session,
+        ctx: &mut Ctx,
+        token: &Token,
+    ) -> Result<bool> {
+        let method = &session.req_header().method;
+        if method != http::Method::GET && method != http::Method::HEAD {
+            return self.refuse(session, ctx, Refusal::MethodNotAllowed).await;
+        }
+        ctx.outcome = "ok";
+        ctx.class = "whoami";
+        ctx.rate = self.rate_limits.peek(token);
+        let body = body(token, ctx.rate.as_ref(), unix_now());
+        let headers = ctx.rate_headers();
+        responses::write_json(session, 200, &headers, Bytes::from(body.to_string())).await?;
+        Ok(true)
+    }
+}
+
+/// The whoami document of `token`, whose rate-limit state is `rate` (`None`: unlimited);
+/// `unix_now` is the wall clock, for the reset time.
+fn body(token: &Token, rate: Option<&Decision>, unix_now: Duration) -> serde_json::Value {
+    let routes: Vec<_> = token
+        .routes
+        .iter()
+        .map(|r| serde_json::json!({"path": r.pattern.as_str(), "access": r.access}))
+        .collect();
+    let rate = rate.map(|d| {
+        serde_json::json!({
+            "limit": d.limit,
+            "remaining": d.remaining,
+            "used": d.used,
+            "reset": d.reset_at(unix_now),
+            "period_seconds": d.period.as_secs(),
+        })
+    });
+    serde_json::json!({
+        "id": &*token.id,
+        "name": &*token.name,
+        "description": token.description,
+        "permission": token.permission,
+        "routes": routes,
+        "created_at": token.created_at,
+        "expires_at": token.expires_at,
+        "source": token.source.kind(),
+        "rate_limit": rate,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::auth::RoutePattern;
+    use crate::token::{Access, Permission, Route, Source};
+
+    #[test]
+    fn document_names_the_token_and_its_rate_state() {
+        let t = Token {
+            id: "AAAAAAAAAAAA".into(),
+            name: "ci".into(),
+            description: Some("CI reader".into()),
+            hash: crate::token::validate_phc(
+                "$argon2id$v=19$m=64,t=1,p=1$c2FsdHNhbHQ$aGFzaGhhc2hoYXNoaGFzaA",
+            )
+            .expect("a valid PHC string"),
+            permission: Permission::Read,
+            routes: vec![Route {
+                pattern: RoutePattern::parse("/p2/acme/*").expect("a pattern"),
+                access: Access::Read,
+            }],
+            created_at: None,
+            expires_at: None,
+            rate_limit: None,
+            generation: 1,
+            source: Source::File("t.yaml".into()),
+        };
+        let d = Decision {
+            allowed: true,
+            limit: 5,
+            remaining: 4,
+            used: 1,
+            reset_after: Duration::from_secs(12),
+            retry_after: None,
+            period: Duration::from_secs(60),
+        };
+        let v = body(&t, Some(&d), Duration::from_secs(1_700_000_000));
+        assert_eq!(v["id"], "AAAAAAAAAAAA");
+        assert_eq!(v["name"], "ci");
+        assert_eq!(v["description"], "CI reader");
+        assert_eq!(v["routes"][0]["path"], "/p2/acme/*");
+        assert_eq!(v["source"], t.source.kind());
+        assert!(v.get("hash").is_none());
+        assert_eq!(
+            v["rate_limit"],
+            serde_json::json!({
+                "limit": 5, "remaining": 4, "used": 1,
+                "reset": 1_700_000_012u64, "period_seconds": 60,
+            })
+        );
+        let v = body(&t, None, Duration::ZERO);
+        assert!(v["rate_limit"].is_null());
+    }
+}
