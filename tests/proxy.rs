@@ -467,6 +467,154 @@ async fn whoami_answers_without_reaching_upstream() {
     assert_eq!(upstream.count(), 0, "whoami reached upstream");
 }
 
+/// A cargo `config.json` read whole: status, headers, body.
+async fn fetch_config(
+    client: &reqwest::Client,
+    proxy: &Tollgate,
+    method: reqwest::Method,
+    query: &str,
+    auth: &str,
+) -> (u16, reqwest::header::HeaderMap, Vec<u8>) {
+    let resp = client
+        .request(
+            method.clone(),
+            proxy.url(&format!("/index/config.json{query}")),
+        )
+        .header("authorization", auth)
+        .header("accept-encoding", "gzip, br")
+        .header("if-none-match", "\"v1\"")
+        .header("if-modified-since", "Wed, 21 Oct 2015 07:28:00 GMT")
+        .header("range", "bytes=0-9")
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{method} config.json{query}: {e}"));
+    let status = resp.status().as_u16();
+    let headers = resp.headers().clone();
+    let body = resp.bytes().await.expect("config.json body").to_vec();
+    (status, headers, body)
+}
+
+#[tokio::test]
+async fn cargo_config_json_says_auth_required_through_the_upstream_pool() {
+    let upstream = Upstream::start();
+    let reader = TestToken::read("cargo-reader");
+    let proxy = Setup::new(&upstream.url())
+        .set("upstream.cargo_index", json!("/index/"))
+        .with_tokens(&[&reader])
+        .start()
+        .await;
+    let client = client();
+    let auth = reader.bearer();
+    let mut want: Value = serde_json::from_str(CARGO_CONFIG).expect("test config");
+    want["auth-required"] = json!(true);
+
+    // Fetched twice, one after the other (a plain and a chunked upstream answer): rewritten,
+    // framed consistently, and over one upstream connection taken back into the pool.
+    for query in ["", "?chunked"] {
+        let (status, headers, body) =
+            fetch_config(&client, &proxy, reqwest::Method::GET, query, &auth).await;
+        assert_eq!(status, 200, "config.json{query}");
+        let got: Value = serde_json::from_slice(&body).expect("config.json is JSON");
+        assert_eq!(got, want, "config.json{query}");
+        // Fields keep their order; the flag comes last.
+        let text = String::from_utf8(body.clone()).expect("UTF-8");
+        assert!(text.starts_with(r#"{"dl":"#) && text.ends_with(r#""auth-required":true}"#));
+        // The rewritten length is not known when the head goes out: chunked, never the
+        // upstream's (shorter) Content-Length.
+        if let Some(length) = headers.get("content-length") {
+            assert_eq!(length.to_str().unwrap(), body.len().to_string(), "{query}");
+        }
+        assert_eq!(
+            headers
+                .get("transfer-encoding")
+                .map(|v| v.to_str().unwrap()),
+            Some("chunked"),
+            "config.json{query}"
+        );
+        assert!(headers.contains_key("x-ratelimit-limit"), "{query}");
+    }
+    let seen: Vec<Recorded> = upstream
+        .requests()
+        .into_iter()
+        .filter(|r| r.uri.starts_with("/index/config.json"))
+        .collect();
+    assert_eq!(seen.len(), 2);
+    for r in &seen {
+        for name in [
+            "accept-encoding",
+            "if-none-match",
+            "if-modified-since",
+            "range",
+        ] {
+            assert!(
+                r.header(name).is_none(),
+                "{name} reached the upstream: {r:?}"
+            );
+        }
+        assert!(r.header("authorization").is_none());
+        assert_eq!(
+            r.header("x-tollgate-token-id").as_deref(),
+            Some(reader.id.as_str())
+        );
+    }
+    assert!(seen[0].peer.is_some());
+    assert_eq!(
+        seen[0].peer, seen[1].peer,
+        "the second config.json did not reuse the upstream connection"
+    );
+
+    // HEAD: the upstream is asked for a HEAD; no body, no (wrong) length.
+    let (status, headers, body) =
+        fetch_config(&client, &proxy, reqwest::Method::HEAD, "", &auth).await;
+    assert_eq!(status, 200);
+    assert!(body.is_empty());
+    assert!(!headers.contains_key("content-length"), "{headers:?}");
+    assert_eq!(upstream.last().expect("forwarded").method, "HEAD");
+
+    // Not a plain 200: passed through as the upstream sent it.
+    let (status, _, body) =
+        fetch_config(&client, &proxy, reqwest::Method::GET, "?missing", &auth).await;
+    assert_eq!((status, &body[..]), (404, &b"no such index"[..]));
+    let (status, headers, body) =
+        fetch_config(&client, &proxy, reqwest::Method::GET, "?gzip", &auth).await;
+    assert_eq!(status, 200);
+    assert_eq!(headers["content-encoding"], "gzip");
+    assert_eq!(&body[..], b"\x1f\x8b not really gzip");
+
+    // Too large to rewrite, by its Content-Length: 502 before anything is sent.
+    let (status, _, body) =
+        fetch_config(&client, &proxy, reqwest::Method::GET, "?large", &auth).await;
+    assert_eq!(status, 502, "{}", String::from_utf8_lossy(&body));
+    let refusal: Value = serde_json::from_slice(&body).expect("a JSON refusal");
+    assert_eq!(refusal["error"], "upstream_unavailable");
+    // Chunked, past the limit: the same 502 while the head is not written yet, else the
+    // connection is closed without a complete answer.
+    let sent = client
+        .get(proxy.url("/index/config.json?large-chunked"))
+        .header("authorization", &auth)
+        .send()
+        .await;
+    if let Ok(resp) = sent {
+        let status = resp.status().as_u16();
+        let body = resp.bytes().await;
+        match status {
+            502 => {
+                let refusal: Value = serde_json::from_slice(&body.expect("a whole refusal"))
+                    .expect("a JSON refusal");
+                assert_eq!(refusal["error"], "upstream_unavailable");
+            }
+            200 => assert!(body.is_err(), "a cut-off body read as complete"),
+            other => panic!("large chunked config.json: {other}"),
+        }
+    }
+    proxy
+        .wait_for_audit("the large chunked config.json", |r| {
+            field_str(r, "path").as_deref() == Some("/index/config.json")
+                && field_str(r, "outcome").as_deref() == Some("upstream_unavailable")
+        })
+        .await;
+}
+
 /// RSS growth during a transfer: the peak (VmHWM) if it rose during the transfer, else the
 /// current RSS difference.
 fn rss_growth_kib(rss_before: u64, hwm_before: u64, proxy: &Tollgate) -> u64 {

@@ -17,7 +17,6 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use chrono::Utc;
 use http::header::{HeaderValue, AUTHORIZATION};
-use pingora::connectors::http::Connector;
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::prelude::*;
 use pingora::protocols::l4::socket::SocketAddr as PingoraAddr;
@@ -25,6 +24,8 @@ use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 
 pub use limits::TokenLimits;
 pub use responses::{refusal_body, Refusal};
+
+use cargo::ConfigJson;
 
 use crate::auth::policy::allows;
 use crate::auth::{
@@ -46,6 +47,8 @@ pub struct Ctx {
     class: &'static str,
     rate: Option<Decision>,
     upstream_sent: Option<Instant>,
+    /// A cargo `config.json` request, and its body while it is rewritten.
+    cargo: ConfigJson,
     _in_flight: InFlight,
 }
 
@@ -79,7 +82,6 @@ pub struct Proxy {
     host_value: HeaderValue,
     path_prefix: String,
     cargo_config: Option<String>,
-    connector: Connector,
 }
 
 impl Proxy {
@@ -112,7 +114,6 @@ impl Proxy {
                 .unwrap_or_else(|_| HeaderValue::from_static("")),
             path_prefix: up.path_prefix.clone(),
             cargo_config: up.cargo_index.as_deref().map(cargo::config_json_path),
-            connector: Connector::new(None),
         }
     }
 
@@ -162,87 +163,9 @@ impl Proxy {
         };
         headers::prepare(req, &forwarding);
     }
-
-    /// Answers a cargo index `config.json` itself: fetches it from the upstream (identity
-    /// encoding, no conditional headers), adds `"auth-required": true`, and sends it with an
-    /// exact Content-Length.
-    async fn serve_cargo_config(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
-        ctx.class = "cargo_config";
-        let mut req = session.req_header().clone();
-        self.prepare_upstream_request(session, &mut req, ctx);
-        for h in [
-            "Accept-Encoding",
-            "If-None-Match",
-            "If-Modified-Since",
-            "Range",
-        ] {
-            req.remove_header(h);
-        }
-        req.remove_header(&http::header::CONTENT_LENGTH);
-        req.remove_header(&http::header::TRANSFER_ENCODING);
-        let sent = Instant::now();
-        let fetched = async {
-            let (mut up, _reused) = self.connector.get_http_session(&self.peer).await?;
-            up.set_read_timeout(self.peer.options.read_timeout);
-            up.write_request_header(Box::new(req)).await?;
-            up.finish_request_body().await?;
-            up.read_response_header().await?;
-            let head = up
-                .response_header()
-                .cloned()
-                .ok_or_else(|| Error::new(ErrorType::InvalidHTTPHeader))?;
-            let mut body = Vec::new();
-            while let Some(chunk) = up.read_response_body().await? {
-                body.extend_from_slice(&chunk);
-                if body.len() > cargo::MAX_CONFIG_JSON {
-                    return Error::e_explain(ErrorType::InvalidHTTPHeader, "config.json too large");
-                }
-            }
-            Ok::<_, Box<Error>>((head, body))
-        }
-        .await;
-        let (head, body) = match fetched {
-            Ok(x) => x,
-            Err(mut e) => {
-                e.esource = ErrorSource::Upstream;
-                self.fail_to_proxy(session, &e, ctx).await;
-                return Ok(true);
-            }
-        };
-        METRICS
-            .upstream_duration
-            .observe(sent.elapsed().as_secs_f64());
-        let body = match (
-            head.status.as_u16(),
-            head.headers.get(http::header::CONTENT_ENCODING),
-        ) {
-            (200, None) => cargo::add_auth_required(&body).unwrap_or_else(|| Bytes::from(body)),
-            _ => Bytes::from(body),
-        };
-        let mut resp = ResponseHeader::build(head.status, Some(head.headers.len() + 8))?;
-        for (name, value) in head.headers.iter() {
-            if !matches!(
-                name.as_str(),
-                "content-length" | "transfer-encoding" | "connection" | "keep-alive"
-            ) {
-                resp.append_header(name.clone(), value.clone())?;
-            }
-        }
-        resp.insert_header("Content-Length", HeaderValue::from(body.len()))?;
-        for (name, value) in ctx.rate_headers() {
-            resp.insert_header(name, value)?;
-        }
-        let head_only = session.req_header().method == http::Method::HEAD;
-        session
-            .write_response_header(Box::new(resp), head_only)
-            .await?;
-        if !head_only {
-            session.write_response_body(Some(body), true).await?;
-        }
-        Ok(true)
-    }
 }
 
+/// The client's address as the connection shows it.
 fn client_ip(session: &Session) -> Option<std::net::IpAddr> {
     match session.client_addr()? {
         PingoraAddr::Inet(a) => Some(a.ip()),
@@ -270,6 +193,7 @@ impl ProxyHttp for Proxy {
             class: "proxied",
             rate: None,
             upstream_sent: None,
+            cargo: ConfigJson::No,
             _in_flight: InFlight::new(&self.health),
         }
     }
@@ -376,7 +300,8 @@ impl ProxyHttp for Proxy {
             ctx.path = Some(path);
         }
         if is_cargo_config {
-            return Box::pin(self.serve_cargo_config(session, ctx)).await;
+            ctx.class = "cargo_config";
+            ctx.cargo = ConfigJson::Requested;
         }
         Ok(false)
     }
@@ -392,16 +317,23 @@ impl ProxyHttp for Proxy {
         ctx: &mut Ctx,
     ) -> Result<()> {
         self.prepare_upstream_request(session, req, ctx);
+        if ctx.cargo.is_requested() {
+            cargo::prepare_request(req);
+        }
         ctx.upstream_sent = Some(Instant::now());
         Ok(())
     }
 
     async fn upstream_response_filter(
         &self,
-        _session: &mut Session,
-        _resp: &mut ResponseHeader,
+        session: &mut Session,
+        resp: &mut ResponseHeader,
         ctx: &mut Ctx,
     ) -> Result<()> {
+        if ctx.cargo.is_requested() {
+            let head_only = session.req_header().method == http::Method::HEAD;
+            ctx.cargo.on_response(resp, head_only)?;
+        }
         if let Some(sent) = ctx.upstream_sent.take() {
             METRICS
                 .upstream_duration
@@ -437,6 +369,17 @@ impl ProxyHttp for Proxy {
             }
         }
         Ok(())
+    }
+
+    fn response_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<Bytes>,
+        end_of_stream: bool,
+        ctx: &mut Ctx,
+    ) -> Result<Option<Duration>> {
+        ctx.cargo.on_body(body, end_of_stream)?;
+        Ok(None)
     }
 
     async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut Ctx) -> FailToProxy {

@@ -207,6 +207,8 @@ pub struct Recorded {
     pub headers: HeaderMap,
     pub body_len: u64,
     pub body_sha256: String,
+    /// The client end of the connection it came on (one port per upstream connection).
+    pub peer: Option<SocketAddr>,
 }
 
 impl Recorded {
@@ -231,7 +233,8 @@ impl Recorded {
 /// A real HTTP server (axum) on a free port that records every request and serves:
 /// `GET /big` → 50 MiB streamed pattern; `PUT`/`POST` anything → JSON `{len, sha256}` of the body
 /// (consumed streaming); `GET /slow?ms=N` → 200 `hello /slow` after N ms (recorded on arrival);
-/// anything else → 200 `hello <path>`.
+/// `GET`/`HEAD …/config.json` → a cargo index config (see [`CARGO_CONFIG`] and
+/// [`cargo_config`] for the variants its query picks); anything else → 200 `hello <path>`.
 pub struct Upstream {
     pub addr: SocketAddr,
     requests: Arc<Mutex<Vec<Recorded>>>,
@@ -249,6 +252,7 @@ impl Upstream {
                 let log = log.clone();
                 async move { upstream_handler(log, req).await }
             });
+            let app = app.into_make_service_with_connect_info::<SocketAddr>();
             let _ = axum::serve(listener, app).await;
         });
         Self {
@@ -301,6 +305,10 @@ impl Upstream {
 
 async fn upstream_handler(log: Arc<Mutex<Vec<Recorded>>>, req: Request) -> Response {
     let (parts, body) = req.into_parts();
+    let peer = parts
+        .extensions
+        .get::<axum::extract::ConnectInfo<SocketAddr>>()
+        .map(|c| c.0);
     let uri = parts
         .uri
         .path_and_query()
@@ -329,6 +337,7 @@ async fn upstream_handler(log: Arc<Mutex<Vec<Recorded>>>, req: Request) -> Respo
         headers: parts.headers.clone(),
         body_len,
         body_sha256: body_sha256.clone(),
+        peer,
     });
     if body_error {
         return (StatusCode::BAD_REQUEST, "body read failed").into_response();
@@ -349,6 +358,11 @@ async fn upstream_handler(log: Arc<Mutex<Vec<Recorded>>>, req: Request) -> Respo
     if parts.method == Method::PUT || parts.method == Method::POST {
         return axum::Json(json!({"len": body_len, "sha256": body_sha256})).into_response();
     }
+    if (parts.method == Method::GET || parts.method == Method::HEAD)
+        && path.ends_with("/config.json")
+    {
+        return cargo_config(parts.uri.query().unwrap_or_default());
+    }
     if parts.method == Method::GET && path == "/big" {
         return Response::builder()
             .status(StatusCode::OK)
@@ -358,6 +372,47 @@ async fn upstream_handler(log: Arc<Mutex<Vec<Recorded>>>, req: Request) -> Respo
             .expect("big response");
     }
     (StatusCode::OK, format!("hello {path}")).into_response()
+}
+
+/// The cargo index `config.json` the test upstream serves: no `auth-required`.
+pub const CARGO_CONFIG: &str =
+    r#"{"dl":"https://store.example/api/v1/crates","api":"https://store.example"}"#;
+
+/// A cargo `config.json` answer, by query: `chunked` (in two chunks, no Content-Length),
+/// `large` (a valid config of 70 KiB, with its Content-Length), `large-chunked` (the same,
+/// chunked), `gzip` (`Content-Encoding: gzip`, bytes that are not JSON), `missing` (404);
+/// anything else: [`CARGO_CONFIG`] with its Content-Length.
+pub fn cargo_config(query: &str) -> Response {
+    let json = |body: Body| {
+        (
+            StatusCode::OK,
+            [(header::CONTENT_TYPE, "application/json")],
+            body,
+        )
+            .into_response()
+    };
+    let large = || {
+        let padding = "x".repeat(70 * 1024);
+        format!(r#"{{"dl":"https://store.example/api/v1/crates","padding":"{padding}"}}"#)
+    };
+    let chunked = |text: String| {
+        let (a, b) = text.split_at(text.len() / 2);
+        let pieces = [Bytes::from(a.to_owned()), Bytes::from(b.to_owned())];
+        Body::from_stream(futures_util::stream::iter(pieces.map(Ok::<_, Infallible>)))
+    };
+    match query {
+        "chunked" => json(chunked(CARGO_CONFIG.to_owned())),
+        "large" => json(Body::from(large())),
+        "large-chunked" => json(chunked(large())),
+        "gzip" => (
+            StatusCode::OK,
+            [(header::CONTENT_ENCODING, "gzip")],
+            &b"\x1f\x8b not really gzip"[..],
+        )
+            .into_response(),
+        "missing" => (StatusCode::NOT_FOUND, "no such index").into_response(),
+        _ => json(Body::from(CARGO_CONFIG)),
+    }
 }
 
 /// An upstream URL nobody listens on (connections are refused).
