@@ -1,6 +1,10 @@
 //! The pingora `ProxyHttp` implementation: orchestration only. Each request goes
 //! credentials → verification → path normalization → authorization → upstream, and every
 //! refusal is decided (and written) in `request_filter`, before anything reaches the upstream.
+//!
+//! The pieces live beside it: header hygiene for the upstream (`headers`), per-token rate
+//! limits and their response fields (`limits`, `rate_headers`), the proxy's own answers
+//! (`responses`, `whoami`) and the cargo `config.json` rewrite (`cargo`).
 
 mod cargo;
 mod headers;
@@ -349,7 +353,7 @@ impl ProxyHttp for Proxy {
         ctx: &mut Ctx,
     ) -> Result<()> {
         if ctx.rate.is_some() {
-            // On plain parts, like the upstream request (see `prepare_upstream_request`): six
+            // On plain parts, like the upstream request (see `headers::prepare`): six
             // `insert_header`s on pingora's case-preserving header cost more than the rest of
             // the rate limiting. Names then go out in canonical case.
             // Only a non-canonical reason phrase needs carrying over (and allocating).
