@@ -1,5 +1,5 @@
-//! The server as a value: [`App::build`] loads the token set, checks the listen addresses and
-//! certificates; [`App::run`] starts the control plane (token store loops and the admin
+//! The server as a value: [`App::build`] resolves the upstream, loads the certificates and the
+//! token set, and checks the listen addresses; [`App::run`] starts the control plane (token store loops and the admin
 //! listener, on the caller's tokio runtime) and the pingora proxy (on its own thread and
 //! runtimes), then waits for whichever comes first: the `shutdown` future, or the proxy
 //! thread ending on its own — which is a failure (`/healthz` fails, `run` returns an error).
@@ -19,7 +19,7 @@ use tokio::sync::{oneshot, watch};
 
 use crate::admin::{self, AdminState};
 use crate::auth::Verifier;
-use crate::config::Config;
+use crate::config::{Config, ConfigErrors};
 use crate::conn::Limits;
 use crate::lifecycle::{Health, Shutdown};
 use crate::proxy::Proxy;
@@ -51,6 +51,48 @@ pub struct App {
     health: Arc<Health>,
     admin_listener: std::net::TcpListener,
     certs: Option<Arc<CertStore>>,
+    upstream_addrs: Vec<std::net::SocketAddr>,
+}
+
+/// What the configuration names outside itself, found before anything starts: the upstream's
+/// addresses and the HTTPS certificate pair.
+pub(crate) struct Preflight {
+    /// Every address the upstream host resolves to.
+    pub upstream_addrs: Vec<std::net::SocketAddr>,
+    /// The certificate pair of the HTTPS listener, when there is one.
+    pub certs: Option<Arc<CertStore>>,
+}
+
+/// Resolves the upstream host and loads the certificate pair. Problems are refused like the
+/// configuration's own (`FILE: upstream.url: cannot resolve …`, `FILE: tls.cert_file: …`),
+/// both at once; `serve` and `check-config` run the same checks.
+pub(crate) async fn preflight(config: &Config) -> anyhow::Result<Preflight> {
+    let mut problems = Vec::new();
+    let up = &config.upstream;
+    let upstream_addrs = match crate::upstream::resolve(&up.host, up.port).await {
+        Ok(addrs) => addrs,
+        Err(reason) => {
+            problems.push(config.origins.problem("upstream.url", reason));
+            Vec::new()
+        }
+    };
+    let certs = match &config.tls {
+        Some(t) => match CertStore::load(&t.cert_file, &t.key_file) {
+            Ok(certs) => Some(certs),
+            Err(reason) => {
+                problems.push(config.origins.problem("tls.cert_file", reason));
+                None
+            }
+        },
+        None => None,
+    };
+    if !problems.is_empty() {
+        return Err(config_refused(&ConfigErrors(problems)));
+    }
+    Ok(Preflight {
+        upstream_addrs,
+        certs,
+    })
 }
 
 /// Loads every source into `store` and builds the first snapshot. Bad token files (or a
@@ -78,6 +120,15 @@ pub(crate) fn plural(n: usize) -> &'static str {
     }
 }
 
+/// The configuration is refused, with every problem on a line of its own.
+pub(crate) fn config_refused(errors: &crate::config::ConfigErrors) -> anyhow::Error {
+    anyhow!(
+        "the configuration is refused ({} problem{}):\n{errors}",
+        errors.0.len(),
+        plural(errors.0.len())
+    )
+}
+
 /// A refusal with every problem, one per line.
 pub(crate) fn refused(what: &str, errors: Vec<String>) -> anyhow::Error {
     anyhow!(
@@ -100,20 +151,20 @@ impl App {
     /// readiness), binds the admin listener, and checks the proxy addresses and certificates.
     /// Runs on the caller's tokio runtime, which [`run`](App::run) must then use too.
     pub async fn build(config: Config, bootstrap: Option<Token>) -> anyhow::Result<App> {
-        // First: the connection cap is derived from the raised limit.
+        let Preflight {
+            upstream_addrs,
+            certs,
+        } = preflight(&config).await?;
+        // Then: the connection cap is derived from the raised limit.
         let limits = crate::conn::start(&config.limits);
         let store = Arc::new(Store::new(&config, bootstrap));
         load_store(&store, false).await?;
         let admin_listener = std::net::TcpListener::bind(config.admin_listen)
             .with_context(|| format!("cannot listen on admin_listen {}", config.admin_listen))?;
         check_bindable(config.listen, "listen")?;
-        let certs = match &config.tls {
-            Some(t) => {
-                check_bindable(t.listen, "tls.listen")?;
-                Some(CertStore::load(&t.cert_file, &t.key_file).map_err(|e| anyhow!("tls: {e}"))?)
-            }
-            None => None,
-        };
+        if let Some(t) = &config.tls {
+            check_bindable(t.listen, "tls.listen")?;
+        }
         let verifier = Arc::new(Verifier::new(&config));
         Ok(App {
             config,
@@ -123,6 +174,7 @@ impl App {
             health: Arc::new(Health::default()),
             admin_listener,
             certs,
+            upstream_addrs,
         })
     }
 
@@ -148,6 +200,7 @@ impl App {
             health,
             admin_listener,
             certs,
+            upstream_addrs,
         } = self;
         tracing::info!(
             tokens = store.set.load().len(),
@@ -160,7 +213,13 @@ impl App {
 
         // ---- control plane, on this runtime
         let (stop_tx, stop_rx) = watch::channel(false);
-        let proxy = Proxy::new(&config, store.clone(), verifier.clone(), health.clone());
+        let proxy = Proxy::new(
+            &config,
+            upstream_addrs[0],
+            store.clone(),
+            verifier.clone(),
+            health.clone(),
+        );
         {
             // Verification budgets and rate-limit buckets that are full again, and buckets of
             // tokens no longer in the set, are forgotten off the request path.

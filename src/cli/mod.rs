@@ -11,7 +11,7 @@ use anyhow::{anyhow, bail, Context};
 use chrono::Utc;
 use clap::{Args, Parser, Subcommand};
 
-use crate::app::{plural, refused, App, ProxyStopped};
+use crate::app::{config_refused, plural, refused, App, ProxyStopped};
 use crate::config::{self, Config, HashParams, Overrides};
 use crate::store::{manage, Store};
 use crate::token::{Source, Token};
@@ -247,11 +247,7 @@ pub(crate) fn load_config(
             }
             Ok(config)
         }
-        Err(errors) => Err(anyhow!(
-            "the configuration is refused ({} problem{}):\n{errors}",
-            errors.0.len(),
-            plural(errors.0.len())
-        )),
+        Err(errors) => Err(config_refused(&errors)),
     }
 }
 
@@ -264,10 +260,13 @@ pub(crate) fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .context("starting the control runtime")
 }
 
-/// Validates the configuration, token files and database rows without changing anything: no
+/// Validates the configuration, what it names outside itself (the upstream's name resolves,
+/// the certificate pair loads), token files and database rows without changing anything: no
 /// directory or database file is created and no migration runs.
 fn check_config(explicit: Option<&Path>) -> anyhow::Result<()> {
     let mut config = load_config(explicit, &Overrides::default())?;
+    let control = runtime()?;
+    control.block_on(crate::app::preflight(&config))?;
     if let Some(missing) = config
         .tokens
         .database
@@ -281,7 +280,7 @@ fn check_config(explicit: Option<&Path>) -> anyhow::Result<()> {
         config.tokens.database = None;
     }
     let store = Store::new(&config, None).read_only();
-    runtime()?.block_on(crate::app::load_store(&store, true))?;
+    control.block_on(crate::app::load_store(&store, true))?;
     let refused = store.refused();
     if !refused.is_empty() {
         return Err(self::refused("token set", refused));

@@ -45,40 +45,56 @@ impl fmt::Display for ConfigErrors {
     }
 }
 
+/// Which layer (file, environment variable, flag) set each field: kept in the [`Config`]
+/// (`crate::config::Config`) so that problems found after loading (a name that does not
+/// resolve, an unreadable certificate) name their origin like the loader's own.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Origins {
+    /// Default origin (the file, or `built-in defaults`).
+    pub default: String,
+    /// Field path → origin for values set by env or flags.
+    pub by_field: BTreeMap<String, String>,
+}
+
+impl Origins {
+    /// The origin of a field: the layer that set it or one of its parents, else the file.
+    pub fn of(&self, field: &str) -> String {
+        let mut probe = field;
+        loop {
+            if let Some(o) = self.by_field.get(probe) {
+                return o.clone();
+            }
+            match probe.rfind('.') {
+                Some(i) => probe = &probe[..i],
+                None => return self.default.clone(),
+            }
+        }
+    }
+
+    /// A problem with `field`, attributed to the layer that set it.
+    pub fn problem(&self, field: &str, reason: impl Into<String>) -> ConfigError {
+        ConfigError {
+            origin: self.of(field),
+            field: field.to_string(),
+            reason: reason.into(),
+        }
+    }
+}
+
 /// Collects errors and knows which layer (file, env, flag) set each field.
 #[derive(Debug, Default)]
 pub struct Collector {
-    /// Default origin (the file, or `built-in defaults`).
-    pub default_origin: String,
-    /// Field path → origin for values set by env or flags.
-    pub origins: BTreeMap<String, String>,
+    /// Where each field came from.
+    pub origins: Origins,
     /// Problems so far.
     pub errors: Vec<ConfigError>,
 }
 
 impl Collector {
-    /// The origin of a field: the layer that set it or one of its parents, else the file.
-    pub fn origin_of(&self, field: &str) -> String {
-        let mut probe = field;
-        loop {
-            if let Some(o) = self.origins.get(probe) {
-                return o.clone();
-            }
-            match probe.rfind('.') {
-                Some(i) => probe = &probe[..i],
-                None => return self.default_origin.clone(),
-            }
-        }
-    }
-
     /// Records a problem with `field`.
     pub fn error(&mut self, field: &str, reason: impl Into<String>) {
-        let origin = self.origin_of(field);
-        self.errors.push(ConfigError {
-            origin,
-            field: field.to_string(),
-            reason: reason.into(),
-        });
+        let e = self.origins.problem(field, reason);
+        self.errors.push(e);
     }
 }
 
@@ -228,10 +244,8 @@ mod tests {
     #[test]
     fn collects_every_problem() {
         let doc: Value = serde_yaml_ng::from_str("a: 1\nb: x\nc: {d: 2, e: 3}\nzzz: 1\n").unwrap();
-        let mut col = Collector {
-            default_origin: "f.yaml".into(),
-            ..Default::default()
-        };
+        let mut col = Collector::default();
+        col.origins.default = "f.yaml".into();
         let mut s = Section::new(&mut col, "", doc);
         let a: u32 = s.take("a", 0);
         let b: u32 = s.take("b", 7);

@@ -1,13 +1,13 @@
 //! Layering (defaults ← file ← `TOLLGATE_*` environment ← flags) and validation.
 
-use std::net::{SocketAddr, ToSocketAddrs};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde_yaml_ng::{Mapping, Value};
 
 use super::fields::{
-    as_duration, as_string, kind_of, Collector, ConfigError, ConfigErrors, Section,
+    as_duration, as_string, kind_of, Collector, ConfigError, ConfigErrors, Origins, Section,
 };
 use super::{
     CacheConfig, Config, HashParams, LimitsConfig, LogConfig, LogFormat, TlsConfig, TokensConfig,
@@ -92,7 +92,7 @@ pub fn load(
     let mut warnings = Vec::new();
     let mut root = match file {
         Some(path) => {
-            col.default_origin = path.display().to_string();
+            col.origins.default = path.display().to_string();
             let text = std::fs::read_to_string(path).map_err(|e| {
                 ConfigErrors(vec![ConfigError {
                     origin: path.display().to_string(),
@@ -109,7 +109,7 @@ pub fn load(
             })?
         }
         None => {
-            col.default_origin = "built-in defaults".into();
+            col.origins.default = "built-in defaults".into();
             Value::Null
         }
     };
@@ -131,22 +131,24 @@ pub fn load(
             continue;
         }
         let field = path.join(".");
-        col.origins.insert(field.clone(), format!("env {name}"));
+        col.origins
+            .by_field
+            .insert(field.clone(), format!("env {name}"));
         if let Err(reason) = set_path(&mut root, &path, scalar(&raw)) {
             col.error(&field, reason);
         }
     }
     for (flag, field, raw) in &overrides.values {
-        col.origins.insert(field.clone(), flag.clone());
+        col.origins.by_field.insert(field.clone(), flag.clone());
         let path: Vec<&str> = field.split('.').collect();
         if let Err(reason) = set_path(&mut root, &path, scalar(raw)) {
             col.error(field, reason);
         }
     }
 
-    let source = col.default_origin.clone();
-    let config = build(&mut col, root, source);
+    let mut config = build(&mut col, root);
     if col.errors.is_empty() {
+        config.origins = col.origins;
         Ok((config, warnings))
     } else {
         Err(ConfigErrors(col.errors))
@@ -174,7 +176,8 @@ fn url_path(v: Value) -> Result<String, String> {
     Ok(s)
 }
 
-fn build(col: &mut Collector, root: Value, source: String) -> Config {
+fn build(col: &mut Collector, root: Value) -> Config {
+    let source = col.origins.default.clone();
     let mut top = Section::new(col, "", root);
     let listen = top.take_with("listen", ([0, 0, 0, 0], 8080).into(), socket_addr);
     let admin_listen = top.take_with("admin_listen", ([127, 0, 0, 1], 9180).into(), socket_addr);
@@ -215,18 +218,12 @@ fn build(col: &mut Collector, root: Value, source: String) -> Config {
             s.collector().error(&f, "required when tls is set");
         };
         match (listen, cert_file, key_file) {
-            (Some(listen), Some(cert_file), Some(key_file)) => {
-                if let Err(e) = crate::tls::CertStore::load(&cert_file, &key_file) {
-                    let f = s.field("cert_file");
-                    s.collector().error(&f, e);
-                }
-                Some(TlsConfig {
-                    listen,
-                    cert_file,
-                    key_file,
-                    admin,
-                })
-            }
+            (Some(listen), Some(cert_file), Some(key_file)) => Some(TlsConfig {
+                listen,
+                cert_file,
+                key_file,
+                admin,
+            }),
             (l, c, k) => {
                 if l.is_none() {
                     missing("listen");
@@ -357,6 +354,7 @@ fn build(col: &mut Collector, root: Value, source: String) -> Config {
     top.finish();
     Config {
         source,
+        origins: Origins::default(),
         listen,
         admin_listen,
         upstream,
@@ -436,34 +434,42 @@ fn build_upstream(s: &mut Section<'_>) -> UpstreamConfig {
         }
     });
     let field = s.field("url");
-    let fallback = UpstreamConfig {
-        url: url.clone(),
-        tls: false,
-        address: ([127, 0, 0, 1], 80).into(),
-        host_header: String::new(),
-        sni: String::new(),
-        path_prefix: String::new(),
+    let parsed = parse_upstream(&url, host.as_deref()).unwrap_or_else(|reason| {
+        s.collector().error(&field, reason);
+        ParsedUpstream {
+            tls: false,
+            host: "127.0.0.1".into(),
+            port: 80,
+            host_header: String::new(),
+            sni: String::new(),
+            path_prefix: String::new(),
+        }
+    });
+    UpstreamConfig {
+        url,
+        tls: parsed.tls,
+        host: parsed.host,
+        port: parsed.port,
+        host_header: parsed.host_header,
+        sni: parsed.sni,
+        path_prefix: parsed.path_prefix,
         connect_timeout,
         read_timeout,
         cargo_index,
-    };
-    match parse_upstream(&url, host.as_deref()) {
-        Ok((tls, address, host_header, sni, path_prefix)) => UpstreamConfig {
-            tls,
-            address,
-            host_header,
-            sni,
-            path_prefix,
-            ..fallback
-        },
-        Err(reason) => {
-            s.collector().error(&field, reason);
-            fallback
-        }
     }
 }
 
-type ParsedUpstream = (bool, SocketAddr, String, String, String);
+/// The parts of an upstream URL (and `upstream.host`) the proxy needs. The host is kept as
+/// written: resolving it is not the loader's business (see `crate::upstream`).
+#[derive(Debug)]
+struct ParsedUpstream {
+    tls: bool,
+    host: String,
+    port: u16,
+    host_header: String,
+    sni: String,
+    path_prefix: String,
+}
 
 fn parse_upstream(url: &str, host_override: Option<&str>) -> Result<ParsedUpstream, String> {
     let uri: http::Uri = url
@@ -488,12 +494,10 @@ fn parse_upstream(url: &str, host_override: Option<&str>) -> Result<ParsedUpstre
         .host()
         .trim_start_matches('[')
         .trim_end_matches(']');
+    if host.is_empty() {
+        return Err(format!("{url:?} has no host"));
+    }
     let port = authority.port_u16().unwrap_or(if tls { 443 } else { 80 });
-    let address = (host, port)
-        .to_socket_addrs()
-        .map_err(|e| format!("cannot resolve {host}: {e}"))?
-        .next()
-        .ok_or_else(|| format!("{host} resolves to no address"))?;
     let path_prefix = uri.path().trim_end_matches('/').to_string();
     let (host_header, sni) = match host_override {
         Some(h) if h.is_empty() || http::HeaderValue::from_str(h).is_err() || h.contains(' ') => {
@@ -502,7 +506,14 @@ fn parse_upstream(url: &str, host_override: Option<&str>) -> Result<ParsedUpstre
         Some(h) => (h.to_string(), h.split(':').next().unwrap_or(h).to_string()),
         None => (authority.as_str().to_string(), host.to_string()),
     };
-    Ok((tls, address, host_header, sni, path_prefix))
+    Ok(ParsedUpstream {
+        tls,
+        host: host.to_string(),
+        port,
+        host_header,
+        sni,
+        path_prefix,
+    })
 }
 
 #[cfg(test)]
@@ -666,18 +677,42 @@ mod tests {
     #[test]
     fn upstream_url_forms() {
         let ok = |u: &str| parse_upstream(u, None).unwrap();
-        assert_eq!(ok("http://127.0.0.1").1.port(), 80);
-        assert_eq!(ok("https://127.0.0.1").1.port(), 443);
-        assert!(ok("https://127.0.0.1").0);
-        assert_eq!(ok("http://localhost:9000/").4, "");
-        let (_, _, host, sni, _) =
-            parse_upstream("http://127.0.0.1:9", Some("repo.example:8443")).unwrap();
+        assert_eq!(ok("http://127.0.0.1").port, 80);
+        assert_eq!(ok("https://127.0.0.1").port, 443);
+        assert!(ok("https://127.0.0.1").tls);
+        assert_eq!(ok("http://localhost:9000/").path_prefix, "");
+        assert_eq!(ok("http://[::1]:9000/").host, "::1");
+        let p = parse_upstream("http://127.0.0.1:9", Some("repo.example:8443")).unwrap();
         assert_eq!(
-            (host.as_str(), sni.as_str()),
+            (p.host_header.as_str(), p.sni.as_str()),
             ("repo.example:8443", "repo.example")
         );
         assert!(parse_upstream("127.0.0.1:80", None).is_err());
         assert!(parse_upstream("http://u:p@127.0.0.1", None).is_err());
-        assert!(parse_upstream("http://no-such-host.invalid", None).is_err());
+    }
+
+    /// Loading reads the file and the environment only: a name that does not resolve and
+    /// certificate files that do not exist are for start-up (and `check-config`) to find.
+    #[test]
+    fn loading_resolves_nothing_and_reads_no_certificate() {
+        let f = write(
+            "upstream: {url: 'https://no-such-host.invalid:8443/repo'}\n\
+             tls: {listen: 127.0.0.1:0, cert_file: /nonexistent/c.pem, key_file: /nonexistent/k.pem}\n",
+        );
+        let (c, _) = load(Some(f.path()), vec![], &Overrides::default()).unwrap();
+        assert_eq!(c.upstream.host, "no-such-host.invalid");
+        assert_eq!(c.upstream.port, 8443);
+        assert_eq!(c.tls.unwrap().cert_file, "/nonexistent/c.pem");
+        let p = f.path().display().to_string();
+        assert_eq!(c.origins.of("upstream.url"), p);
+        let env = vec![(
+            "TOLLGATE_UPSTREAM__URL".to_string(),
+            "http://no-such-host.invalid".to_string(),
+        )];
+        let (c, _) = load(Some(f.path()), env, &Overrides::default()).unwrap();
+        assert_eq!(
+            c.origins.problem("upstream.url", "x").to_string(),
+            "env TOLLGATE_UPSTREAM__URL: upstream.url: x"
+        );
     }
 }

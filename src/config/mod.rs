@@ -9,7 +9,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-pub use fields::{ConfigError, ConfigErrors};
+pub use fields::{ConfigError, ConfigErrors, Origins};
 pub use load::{load, Overrides, DEFAULT_CONFIG_PATH};
 
 /// argon2id cost parameters used when Tollgate creates a hash. Verification always uses the
@@ -52,8 +52,11 @@ pub struct UpstreamConfig {
     pub url: String,
     /// True for `https`.
     pub tls: bool,
-    /// The resolved address (resolved once, at load).
-    pub address: SocketAddr,
+    /// Host name or IP literal of the URL (IPv6 without brackets). Loading never resolves it:
+    /// `crate::upstream` does, at start and while running.
+    pub host: String,
+    /// Port of the URL (80 or 443 when it names none).
+    pub port: u16,
     /// `Host` header sent upstream: the URL's authority unless `upstream.host` is set.
     pub host_header: String,
     /// TLS server name: the URL's host unless `upstream.host` is set.
@@ -191,6 +194,8 @@ impl Default for LimitsConfig {
 pub struct Config {
     /// Where the configuration was read from (`built-in defaults` when no file).
     pub source: String,
+    /// Which layer set each field, for problems found after loading.
+    pub origins: Origins,
     /// Proxy listener.
     pub listen: SocketAddr,
     /// Admin listener (API, metrics, probes).

@@ -92,12 +92,13 @@ impl Proxy {
     /// Builds the proxy from a validated configuration.
     pub fn new(
         config: &Config,
+        address: std::net::SocketAddr,
         store: Arc<Store>,
         verifier: Arc<Verifier>,
         health: Arc<Health>,
     ) -> Self {
         let up = &config.upstream;
-        let mut peer = HttpPeer::new(up.address, up.tls, up.sni.clone());
+        let mut peer = HttpPeer::new(address, up.tls, up.sni.clone());
         peer.options.connection_timeout = Some(up.connect_timeout);
         peer.options.total_connection_timeout = Some(up.connect_timeout);
         peer.options.read_timeout = Some(up.read_timeout);
