@@ -26,6 +26,7 @@ use crate::proxy::Proxy;
 use crate::store::Store;
 use crate::tls::CertStore;
 use crate::token::Token;
+use crate::upstream::UpstreamPeers;
 
 /// After the last in-flight request ends, how long the drain waits for another to start (a
 /// connection accepted just before the listeners closed may not have sent its request yet).
@@ -208,14 +209,17 @@ impl App {
             listen = %config.listen,
             admin_listen = %config.admin_listen,
             upstream = %config.upstream.url,
+            upstream_addresses = ?upstream_addrs,
             "tollgate starting"
         );
 
         // ---- control plane, on this runtime
         let (stop_tx, stop_rx) = watch::channel(false);
+        let upstream = UpstreamPeers::new(&config.upstream, upstream_addrs);
+        tokio::spawn(upstream.clone().run(stop_rx.clone()));
         let proxy = Proxy::new(
             &config,
-            upstream_addrs[0],
+            upstream,
             store.clone(),
             verifier.clone(),
             health.clone(),

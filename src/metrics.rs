@@ -43,6 +43,10 @@ pub struct Metrics {
     pub upstream_duration: Histogram,
     /// Upstream failures by kind (`connect`, `timeout`, `tls`, `other`).
     pub upstream_errors: IntCounterVec,
+    /// Addresses the upstream host resolves to now.
+    pub upstream_addresses: IntGauge,
+    /// Resolutions of the upstream host after the start's, by result (`ok`, `error`).
+    pub upstream_resolutions: IntCounterVec,
     /// Open client connections on the proxy listeners.
     pub connections_open: IntGauge,
     /// The cap on open client connections (`limits.max_connections`, resolved).
@@ -72,7 +76,7 @@ impl Metrics {
         .expect("valid metric");
         build.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
         register(&r, build);
-        Metrics {
+        let metrics = Metrics {
             requests: register(
                 &r,
                 IntCounterVec::new(
@@ -196,6 +200,25 @@ impl Metrics {
                 )
                 .expect("valid metric"),
             ),
+            upstream_addresses: register(
+                &r,
+                IntGauge::new(
+                    "upstream_addresses",
+                    "Addresses the upstream host resolves to now",
+                )
+                .expect("valid metric"),
+            ),
+            upstream_resolutions: register(
+                &r,
+                IntCounterVec::new(
+                    Opts::new(
+                        "upstream_resolutions_total",
+                        "Resolutions of the upstream host after the start's, by result",
+                    ),
+                    &["result"],
+                )
+                .expect("valid metric"),
+            ),
             connections_open: register(
                 &r,
                 IntGauge::new(
@@ -235,7 +258,12 @@ impl Metrics {
                 .expect("valid metric"),
             ),
             registry: r,
+        };
+        for result in ["ok", "error"] {
+            // Present from the start, so that a rate over them is defined.
+            metrics.upstream_resolutions.with_label_values(&[result]);
         }
+        metrics
     }
 
     /// The Prometheus text exposition of every metric.

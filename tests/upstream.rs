@@ -69,3 +69,138 @@ fn unresolvable_upstream_and_unreadable_certificate_are_refused() {
         "{text}"
     );
 }
+
+/// Two recording upstreams on the same port of 127.0.0.2 and 127.0.0.3, so that one URL
+/// (`http://store.test:PORT`) reaches either, depending on what the name resolves to.
+fn two_upstreams() -> (Upstream, Upstream) {
+    for _ in 0..20 {
+        let a = Upstream::start_on("127.0.0.2:0".parse().unwrap());
+        let port = a.addr.port();
+        if std::net::TcpListener::bind(("127.0.0.3", port)).is_ok() {
+            let b = Upstream::start_on(std::net::SocketAddr::from(([127, 0, 0, 3], port)));
+            return (a, b);
+        }
+    }
+    panic!("no port free on both 127.0.0.2 and 127.0.0.3");
+}
+
+/// The test hosts file of `setup` (`TOLLGATE_TEST_HOSTS`), pointing `store.test` at `ips`.
+fn point_store_at(setup: &Setup, ips: &[&str]) {
+    let text: String = ips.iter().map(|ip| format!("{ip} store.test\n")).collect();
+    let path = setup.dir.path().join("hosts");
+    // Written whole and renamed: a resolution never reads half a file.
+    let tmp = setup.dir.path().join("hosts.tmp");
+    std::fs::write(&tmp, text).expect("write hosts");
+    std::fs::rename(&tmp, &path).expect("rename hosts");
+}
+
+/// A setup whose upstream is `http://store.test:PORT`, resolved through its own hosts file.
+fn store_setup(port: u16, token: &TestToken) -> Setup {
+    let setup = Setup::new(&format!("http://store.test:{port}"))
+        .with_tokens(&[token])
+        .set("tokens.database", json!("none"));
+    point_store_at(&setup, &["127.0.0.2"]);
+    let hosts = setup.dir.path().join("hosts");
+    setup.env("TOLLGATE_TEST_HOSTS", &hosts.to_string_lossy())
+}
+
+async fn get_ok(tg: &Tollgate, token: &TestToken, path: &str) {
+    let resp = client()
+        .get(tg.url(path))
+        .header("authorization", token.bearer())
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("GET {path}: {e:?}"));
+    let status = resp.status().as_u16();
+    let body = resp.text().await.expect("body");
+    assert_eq!(
+        (status, body.as_str()),
+        (200, format!("hello {path}").as_str()),
+        "GET {path}; log:\n{}",
+        tg.logs()
+    );
+}
+
+/// The store's name moves from 127.0.0.2 to 127.0.0.3 and the old store stops: the first
+/// request after that fails to connect, resolves the name again and is retried on the new
+/// address, so every request succeeds, without a restart (and long before the 30 s interval).
+#[tokio::test]
+async fn a_connect_failure_resolves_again_and_retries_on_the_new_address() {
+    let (old, new) = two_upstreams();
+    let token = TestToken::read("reader");
+    let tg = store_setup(old.addr.port(), &token).start().await;
+
+    get_ok(&tg, &token, "/before").await;
+    assert_eq!(old.count_path("/before"), 1);
+    assert_eq!(tg.metric("tollgate_upstream_addresses").await, 1.0);
+
+    point_store_at(&tg.setup, &["127.0.0.3"]);
+    drop(old);
+    for i in 0..5 {
+        let path = format!("/after/{i}");
+        get_ok(&tg, &token, &path).await;
+        assert_eq!(new.count_path(&path), 1, "{path} reached the new store");
+    }
+    let logs = tg.logs();
+    assert!(
+        logs.contains("the upstream's addresses changed"),
+        "the change is logged:\n{logs}"
+    );
+    assert!(
+        tg.metric(r#"tollgate_upstream_resolutions_total{result="ok"}"#)
+            .await
+            >= 1.0
+    );
+}
+
+/// With `upstream.resolve_interval` set, a name that gains and loses addresses is followed
+/// without any failure: every address is used in turn, the gauge counts them.
+#[tokio::test]
+async fn the_name_is_resolved_again_on_the_interval() {
+    let (a, b) = two_upstreams();
+    let token = TestToken::read("reader");
+    let tg = store_setup(a.addr.port(), &token)
+        .set("upstream.resolve_interval", json!("1s"))
+        .start()
+        .await;
+    get_ok(&tg, &token, "/one").await;
+    assert_eq!(a.count_path("/one"), 1);
+
+    point_store_at(&tg.setup, &["127.0.0.2", "127.0.0.3"]);
+    let seen = poll_until(Duration::from_secs(10), || async {
+        tg.metric("tollgate_upstream_addresses").await == 2.0
+    })
+    .await;
+    assert!(
+        seen.is_some(),
+        "both addresses were never taken; log:\n{}",
+        tg.logs()
+    );
+    for i in 0..4 {
+        get_ok(&tg, &token, &format!("/both/{i}")).await;
+    }
+    let on_a = (0..4)
+        .filter(|i| a.count_path(&format!("/both/{i}")) == 1)
+        .count();
+    let on_b = (0..4)
+        .filter(|i| b.count_path(&format!("/both/{i}")) == 1)
+        .count();
+    assert_eq!((on_a, on_b), (2, 2), "the addresses are taken in turn");
+
+    point_store_at(&tg.setup, &["127.0.0.3"]);
+    let seen = poll_until(Duration::from_secs(10), || async {
+        tg.metric("tollgate_upstream_addresses").await == 1.0
+    })
+    .await;
+    assert!(
+        seen.is_some(),
+        "the old address was never dropped; log:\n{}",
+        tg.logs()
+    );
+    for i in 0..3 {
+        let path = format!("/last/{i}");
+        get_ok(&tg, &token, &path).await;
+        assert_eq!(b.count_path(&path), 1, "{path} reached the remaining store");
+    }
+    assert_eq!(a.count(), 3, "nothing more reached the dropped address");
+}

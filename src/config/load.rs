@@ -426,6 +426,18 @@ fn build_upstream(s: &mut Section<'_>) -> UpstreamConfig {
     let host: Option<String> = s.take("host", None);
     let connect_timeout = s.take_with("connect_timeout", Duration::from_secs(2), as_duration);
     let read_timeout = s.take_with("read_timeout", Duration::from_secs(60), as_duration);
+    let resolve_interval = s.take_with("resolve_interval", Some(Duration::from_secs(30)), |v| {
+        if matches!(&v, Value::String(w) if w.trim() == "never") {
+            return Ok(None);
+        }
+        match as_duration(v)? {
+            Duration::ZERO => Ok(None),
+            d if d < Duration::from_secs(1) => {
+                Err("must be at least 1s, or 0 (never) to resolve only at start".into())
+            }
+            d => Ok(Some(d)),
+        }
+    });
     let cargo_index = s.take_with("cargo_index", None, |v| {
         let p = url_path(v)?;
         match crate::auth::normalize_path(&p) {
@@ -455,6 +467,7 @@ fn build_upstream(s: &mut Section<'_>) -> UpstreamConfig {
         path_prefix: parsed.path_prefix,
         connect_timeout,
         read_timeout,
+        resolve_interval,
         cargo_index,
     }
 }
@@ -658,6 +671,30 @@ mod tests {
             assert!(text.contains(&want), "missing {want:?} in:\n{text}");
         }
         assert_eq!(errs.0.len(), 5, "{text}");
+    }
+
+    #[test]
+    fn resolve_interval_forms() {
+        let interval = |v: &str| {
+            let env = vec![(
+                "TOLLGATE_UPSTREAM__RESOLVE_INTERVAL".to_string(),
+                v.to_string(),
+            )];
+            load(None, env, &Overrides::default()).map(|(c, _)| c.upstream.resolve_interval)
+        };
+        let (c, _) = load(None, vec![], &Overrides::default()).unwrap();
+        assert_eq!(c.upstream.resolve_interval, Some(Duration::from_secs(30)));
+        assert_eq!(interval("2m"), Ok(Some(Duration::from_secs(120))));
+        assert_eq!(interval("5"), Ok(Some(Duration::from_secs(5))));
+        assert_eq!(interval("0"), Ok(None));
+        assert_eq!(interval("0s"), Ok(None));
+        assert_eq!(interval("never"), Ok(None));
+        let e = interval("100ms").unwrap_err().to_string();
+        assert!(
+            e.contains("upstream.resolve_interval: must be at least 1s"),
+            "{e}"
+        );
+        assert!(interval("often").is_err());
     }
 
     #[test]

@@ -67,6 +67,8 @@ pub struct UpstreamConfig {
     pub connect_timeout: Duration,
     /// Longest wait for the next bytes from the upstream.
     pub read_timeout: Duration,
+    /// How often the host is resolved again (`None`: never; an IP literal never is).
+    pub resolve_interval: Option<Duration>,
     /// Client-side path of a cargo sparse index (`/index/`): its `config.json` gets
     /// `"auth-required": true`, without which cargo never sends its token.
     pub cargo_index: Option<String>,

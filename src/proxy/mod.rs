@@ -41,6 +41,7 @@ use crate::metrics::{method_label, METRICS};
 use crate::ratelimit::Decision;
 use crate::store::Store;
 use crate::token::Token;
+use crate::upstream::UpstreamPeers;
 
 /// Per-request state shared across the filters.
 pub struct Ctx {
@@ -53,6 +54,10 @@ pub struct Ctx {
     upstream_sent: Option<Instant>,
     /// A cargo `config.json` request, and its body while it is rewritten.
     cargo: ConfigJson,
+    /// Set when a connection to the upstream failed: the resolution to wait for before the
+    /// one retry (see `fail_to_connect`).
+    resolve_wait: Option<u64>,
+    connect_retried: bool,
     _in_flight: InFlight,
 }
 
@@ -78,7 +83,7 @@ pub struct Proxy {
     rate_limits: Arc<TokenLimits>,
     health: Arc<Health>,
     verifier: Arc<Verifier>,
-    peer: HttpPeer,
+    upstream: Arc<UpstreamPeers>,
     challenge: HeaderValue,
     whoami_path: String,
     token_usernames: Vec<String>,
@@ -92,24 +97,18 @@ impl Proxy {
     /// Builds the proxy from a validated configuration.
     pub fn new(
         config: &Config,
-        address: std::net::SocketAddr,
+        upstream: Arc<UpstreamPeers>,
         store: Arc<Store>,
         verifier: Arc<Verifier>,
         health: Arc<Health>,
     ) -> Self {
         let up = &config.upstream;
-        let mut peer = HttpPeer::new(address, up.tls, up.sni.clone());
-        peer.options.connection_timeout = Some(up.connect_timeout);
-        peer.options.total_connection_timeout = Some(up.connect_timeout);
-        peer.options.read_timeout = Some(up.read_timeout);
-        peer.options.write_timeout = Some(up.read_timeout);
-        peer.options.idle_timeout = Some(Duration::from_secs(60));
         Proxy {
             store,
             rate_limits: Arc::new(TokenLimits::new(config)),
             health,
             verifier,
-            peer,
+            upstream,
             challenge: HeaderValue::from_str(&format!("Basic realm=\"{}\"", config.realm))
                 .unwrap_or_else(|_| HeaderValue::from_static("Basic realm=\"tollgate\"")),
             whoami_path: config.whoami_path.clone(),
@@ -170,6 +169,17 @@ impl Proxy {
     }
 }
 
+/// Whether `e` is a failure to reach the upstream at all (before anything was sent).
+fn is_connect_failure(e: &Error) -> bool {
+    matches!(
+        e.etype(),
+        ErrorType::ConnectRefused
+            | ErrorType::ConnectNoRoute
+            | ErrorType::ConnectTimedout
+            | ErrorType::ConnectError
+    )
+}
+
 /// The client's address as the connection shows it.
 fn client_ip(session: &Session) -> Option<std::net::IpAddr> {
     match session.client_addr()? {
@@ -199,6 +209,8 @@ impl ProxyHttp for Proxy {
             rate: None,
             upstream_sent: None,
             cargo: ConfigJson::No,
+            resolve_wait: None,
+            connect_retried: false,
             _in_flight: InFlight::new(&self.health),
         }
     }
@@ -311,8 +323,30 @@ impl ProxyHttp for Proxy {
         Ok(false)
     }
 
-    async fn upstream_peer(&self, _session: &mut Session, _ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
-        Ok(Box::new(self.peer.clone()))
+    async fn upstream_peer(&self, _session: &mut Session, ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
+        if let Some(seen) = ctx.resolve_wait.take() {
+            // The retry after a failed connection: on the addresses found since.
+            Box::pin(self.upstream.wait_resolved(seen)).await;
+        }
+        Ok(Box::new(self.upstream.peer()))
+    }
+
+    /// A connection to the upstream failed (nothing was sent): the name may point elsewhere
+    /// now. Asks for a resolution (rate-limited) and retries once, on the addresses it finds
+    /// (and on the next address in turn, when the name has several).
+    fn fail_to_connect(
+        &self,
+        _session: &mut Session,
+        _peer: &HttpPeer,
+        ctx: &mut Ctx,
+        mut e: Box<Error>,
+    ) -> Box<Error> {
+        if !ctx.connect_retried && is_connect_failure(&e) {
+            ctx.connect_retried = true;
+            ctx.resolve_wait = self.upstream.connect_failed();
+            e.set_retry(true);
+        }
+        e
     }
 
     async fn upstream_request_filter(

@@ -192,7 +192,12 @@ impl Drop for Background {
 }
 
 fn bind_std() -> (std::net::TcpListener, SocketAddr) {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind upstream");
+    bind_std_on(SocketAddr::from(([127, 0, 0, 1], 0)))
+}
+
+fn bind_std_on(addr: SocketAddr) -> (std::net::TcpListener, SocketAddr) {
+    let listener =
+        std::net::TcpListener::bind(addr).unwrap_or_else(|e| panic!("bind upstream {addr}: {e}"));
     listener.set_nonblocking(true).expect("nonblocking");
     let addr = listener.local_addr().expect("local_addr");
     (listener, addr)
@@ -243,7 +248,13 @@ pub struct Upstream {
 
 impl Upstream {
     pub fn start() -> Self {
-        let (listener, addr) = bind_std();
+        Self::start_on(SocketAddr::from(([127, 0, 0, 1], 0)))
+    }
+
+    /// [`Upstream::start`] on `addr`: another loopback address (`127.0.0.2`…) and, unless 0,
+    /// a chosen port.
+    pub fn start_on(addr: SocketAddr) -> Self {
+        let (listener, addr) = bind_std_on(addr);
         let requests = Arc::new(Mutex::new(Vec::new()));
         let log = requests.clone();
         let server = Background::spawn(move || async move {
@@ -262,7 +273,7 @@ impl Upstream {
         }
     }
 
-    /// `http://127.0.0.1:<port>`.
+    /// `http://<address>:<port>`.
     pub fn url(&self) -> String {
         format!("http://{}", self.addr)
     }
