@@ -4,6 +4,7 @@
 
 mod fields;
 mod load;
+mod sections;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
