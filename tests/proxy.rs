@@ -1122,6 +1122,44 @@ fn check_config_reports_every_problem() {
     assert!(out.combined().contains("config OK"), "{out:?}");
 }
 
+/// Unknown keys are refused inside sections and rate-limit rules too, not only at the top.
+#[test]
+fn check_config_refuses_unknown_keys_in_sections() {
+    let setup = Setup::new("http://127.0.0.1:9")
+        .set("tokens.database", json!("none"))
+        .set(
+            "rate_limit",
+            json!({"requests": 5, "period": "1h", "backend": "x"}),
+        )
+        .set(
+            "verify.token_attempts",
+            json!({"requests": 5, "period": "1m", "colour": "red"}),
+        )
+        .set("log.colour", json!("red"));
+    setup.write();
+    let file = setup.config_str();
+    let out = run_tollgate(
+        &["check-config", "--config", &file],
+        None,
+        setup.dir.path(),
+        CLI_TIMEOUT,
+    );
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let text = out.combined();
+    assert!(
+        text.contains("the configuration is refused (3 problems)"),
+        "{text}"
+    );
+    for field in [
+        "rate_limit.backend",
+        "verify.token_attempts.colour",
+        "log.colour",
+    ] {
+        let want = format!("{file}: {field}: unknown field");
+        assert!(text.contains(&want), "missing {want:?} in:\n{text}");
+    }
+}
+
 #[test]
 fn serve_refuses_a_bad_config() {
     let dir = tempfile::tempdir().expect("tempdir");

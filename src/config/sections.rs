@@ -214,9 +214,45 @@ pub(super) fn build_log(s: &mut Section<'_>) -> LogConfig {
 }
 
 /// A rate-limit rule (`rate_limit`, `verify.token_attempts`, `verify.client_attempts`):
-/// `unlimited`, or `{requests: N, period: 1h}`.
+/// `unlimited`, or `{requests: N, period: 1h}` taken as a section of its own, so that a key
+/// other than those two is refused like anywhere else.
 pub(super) fn take_rule(s: &mut Section<'_>, key: &str, default: RateLimitRule) -> RateLimitRule {
-    s.take(key, default)
+    if !matches!(s.peek(key), Some(Value::Mapping(_))) {
+        return s.take(key, default);
+    }
+    s.section(key, |r| {
+        let given = |r: &Section<'_>, k: &str| r.peek(k).is_some_and(|v| !v.is_null());
+        let required = [
+            ("requests", given(r, "requests")),
+            ("period", given(r, "period")),
+        ];
+        let requests: Option<u32> = r.take_with("requests", None, |v| match count(v) {
+            Ok(0) => Err("must be at least 1".into()),
+            Ok(n) => u32::try_from(n)
+                .map(Some)
+                .map_err(|_| format!("{n} is more than {}", u32::MAX)),
+            Err(e) => Err(e),
+        });
+        let period = r.take_with("period", None, |v| match as_duration(v)? {
+            p if p < Duration::from_secs(1) || p > Duration::from_secs(366 * 86400) => {
+                Err("must be between 1s and 366d".into())
+            }
+            p => Ok(Some(p)),
+        });
+        match (requests, period) {
+            (Some(requests), Some(period)) => RateLimitRule::Limited { requests, period },
+            _ => {
+                for (name, present) in required {
+                    if !present {
+                        let f = r.field(name);
+                        r.collector()
+                            .error(&f, "required (or write `unlimited` for no limit)");
+                    }
+                }
+                default
+            }
+        }
+    })
 }
 
 /// `limits`: client connection deadlines and caps.
@@ -464,5 +500,108 @@ mod tests {
         );
         assert!(parse_upstream("127.0.0.1:80", None).is_err());
         assert!(parse_upstream("http://u:p@127.0.0.1", None).is_err());
+    }
+
+    /// Every section, the nested rate-limit rules included, refuses a key it does not know,
+    /// naming the file and the field.
+    #[test]
+    fn every_section_refuses_unknown_keys() {
+        let f = write(
+            "upstream: {colour: 1}\n\
+             tokens: {colour: 1}\n\
+             cache: {colour: 1}\n\
+             verify:\n  colour: 1\n  token_attempts: {requests: 1, period: 1m, colour: 1}\n  \
+             client_attempts: {requests: 1, period: 1m, colour: 1}\n\
+             hashing: {colour: 1}\n\
+             log: {colour: 1}\n\
+             shutdown: {colour: 1}\n\
+             tls: {listen: 127.0.0.1:0, cert_file: c, key_file: k, colour: 1}\n\
+             limits: {colour: 1}\n\
+             rate_limit: {requests: 5, period: 1h, backend: x, colour: red}\n\
+             colour: 1\n",
+        );
+        let errs = load(Some(f.path()), vec![], &Overrides::default()).unwrap_err();
+        let p = f.path().display().to_string();
+        let mut got: Vec<String> = errs.0.iter().map(ToString::to_string).collect();
+        got.sort();
+        let mut want: Vec<String> = [
+            "upstream.colour",
+            "tokens.colour",
+            "cache.colour",
+            "verify.colour",
+            "verify.token_attempts.colour",
+            "verify.client_attempts.colour",
+            "hashing.colour",
+            "log.colour",
+            "shutdown.colour",
+            "tls.colour",
+            "limits.colour",
+            "rate_limit.backend",
+            "rate_limit.colour",
+            "colour",
+        ]
+        .iter()
+        .map(|field| format!("{p}: {field}: unknown field"))
+        .collect();
+        want.sort();
+        assert_eq!(got, want);
+
+        // From the environment too.
+        let f = write("rate_limit: {requests: 5, period: 1h}\n");
+        let env = vec![("TOLLGATE_RATE_LIMIT__BACKEND".to_string(), "x".to_string())];
+        let errs = load(Some(f.path()), env, &Overrides::default()).unwrap_err();
+        assert_eq!(
+            errs.to_string(),
+            "env TOLLGATE_RATE_LIMIT__BACKEND: rate_limit.backend: unknown field"
+        );
+    }
+
+    #[test]
+    fn rate_limit_rule_forms() {
+        let rule = |yaml: &str| {
+            let f = write(yaml);
+            load(Some(f.path()), vec![], &Overrides::default())
+                .map(|(c, _)| c.rate_limit)
+                .map_err(|e| e.to_string())
+        };
+        let limited = |requests, secs| RateLimitRule::Limited {
+            requests,
+            period: Duration::from_secs(secs),
+        };
+        assert_eq!(
+            rule("rate_limit: unlimited\n"),
+            Ok(RateLimitRule::Unlimited)
+        );
+        assert_eq!(
+            rule("rate_limit: {requests: 5, period: 1m}\n"),
+            Ok(limited(5, 60))
+        );
+        assert_eq!(
+            rule("rate_limit: {requests: 5, period: 90}\n"),
+            Ok(limited(5, 90))
+        );
+        assert_eq!(rule("rate_limit:\n"), Ok(limited(1000, 3600)));
+        let refused = |yaml: &str, want: &str| {
+            let e = rule(yaml).unwrap_err();
+            assert!(e.contains(want), "{yaml}: want {want:?} in {e}");
+        };
+        refused(
+            "rate_limit: often\n",
+            "rate_limit: rate_limit \"often\" is not",
+        );
+        refused(
+            "rate_limit: {requests: 0, period: 1m}\n",
+            "rate_limit.requests: must be at least 1",
+        );
+        refused(
+            "rate_limit: {requests: 1, period: 0s}\n",
+            "rate_limit.period: must be between 1s and 366d",
+        );
+        refused("rate_limit: {requests: 1}\n", "rate_limit.period: required");
+        refused("rate_limit: {}\n", "rate_limit.requests: required");
+        refused(
+            "verify: {token_attempts: {period: soon, requests: -1}}\n",
+            "verify.token_attempts.period: not a duration",
+        );
     }
 }
