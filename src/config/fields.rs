@@ -88,6 +88,9 @@ pub struct Collector {
     pub origins: Origins,
     /// Problems so far.
     pub errors: Vec<ConfigError>,
+    /// Every field the loader asked for, in order (compared with the sample file).
+    #[cfg(test)]
+    pub taken: Vec<String>,
 }
 
 impl Collector {
@@ -157,6 +160,8 @@ impl<'c> Section<'c> {
         default: T,
         convert: impl FnOnce(Value) -> Result<T, String>,
     ) -> T {
+        #[cfg(test)]
+        self.col.taken.push(self.field(key));
         match self.map.remove(key) {
             None | Some(Value::Null) => default,
             Some(v) => match convert(v) {
@@ -182,6 +187,8 @@ impl<'c> Section<'c> {
     pub fn section<T>(&mut self, key: &str, f: impl FnOnce(&mut Section<'_>) -> T) -> T {
         let value = self.map.remove(key).unwrap_or(Value::Null);
         let path = self.field(key);
+        #[cfg(test)]
+        self.col.taken.push(path.clone());
         let mut sub = Section::new(self.col, &path, value);
         let out = f(&mut sub);
         sub.finish();

@@ -350,4 +350,72 @@ mod tests {
             "env TOLLGATE_UPSTREAM__URL: upstream.url: x"
         );
     }
+
+    /// `config/tollgate.yaml` with every commented-out field (`# key: value`) written in.
+    fn sample_with_every_field() -> String {
+        let text =
+            std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config/tollgate.yaml"))
+                .unwrap();
+        text.lines()
+            .map(|line| {
+                let indent = line.len() - line.trim_start().len();
+                match line.trim_start().strip_prefix("# ") {
+                    Some(rest)
+                        if rest.split_once(':').is_some_and(|(k, _)| {
+                            !k.is_empty() && k.chars().all(|c| c.is_ascii_lowercase() || c == '_')
+                        }) =>
+                    {
+                        format!("{}{rest}", &line[..indent])
+                    }
+                    _ => line.to_string(),
+                }
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    /// Every dotted path of a mapping and its nested mappings.
+    fn paths(prefix: &str, v: &Value, out: &mut Vec<String>) {
+        if let Value::Mapping(m) = v {
+            for (k, v) in m {
+                let k = k.as_str().unwrap();
+                let p = if prefix.is_empty() {
+                    k.to_string()
+                } else {
+                    format!("{prefix}.{k}")
+                };
+                paths(&p, v, out);
+                out.push(p);
+            }
+        }
+    }
+
+    /// The sample file documents every field the loader reads (some commented out), and,
+    /// written in, is a valid configuration.
+    #[test]
+    fn the_sample_file_names_every_field() {
+        let sample = sample_with_every_field();
+        let f = write(&sample);
+        if let Err(e) = load(Some(f.path()), vec![], &Overrides::default()) {
+            panic!("the sample, every field written in, is refused:\n{e}\n{sample}");
+        }
+        let mut documented = Vec::new();
+        paths(
+            "",
+            &serde_yaml_ng::from_str(&sample).unwrap(),
+            &mut documented,
+        );
+        let mut col = Collector::default();
+        build(&mut col, Value::Null);
+        let missing: Vec<&String> = col
+            .taken
+            .iter()
+            .filter(|f| !documented.contains(f))
+            .collect();
+        assert!(
+            missing.is_empty(),
+            "config/tollgate.yaml does not document {missing:?}"
+        );
+        assert!(col.taken.len() > 40, "{:?}", col.taken);
+    }
 }
