@@ -212,6 +212,9 @@ impl App {
             upstream_addresses = ?upstream_addrs,
             "tollgate starting"
         );
+        if store.set.is_ready() && store.set.load().is_empty() {
+            tracing::info!("{}", first_token_hint(store.has_database()));
+        }
 
         // ---- control plane, on this runtime
         let (stop_tx, stop_rx) = watch::channel(false);
@@ -316,6 +319,18 @@ impl App {
         let _ = tokio::time::timeout(Duration::from_secs(2), admin_task).await;
         tracing::info!("tollgate stopped");
         result
+    }
+}
+
+/// What to do when there is no token yet (every request is refused until one exists).
+fn first_token_hint(database: bool) -> &'static str {
+    if database {
+        "no tokens yet: create the first with `tollgate token create --name NAME --permission \
+         manager`, or start with --bootstrap-token NAME:SECRET (or TOLLGATE_BOOTSTRAP_TOKEN) \
+         and create tokens through the admin API"
+    } else {
+        "no tokens yet: add one to a token file (tokens.files); `tollgate token hash --name \
+         NAME --permission read` prints the entry"
     }
 }
 

@@ -88,6 +88,7 @@ pub(super) fn build_tls(s: &mut Section<'_>, given: bool) -> Option<TlsConfig> {
 
 /// `tokens`: token files, the database, and how tokens are presented.
 pub(super) fn build_tokens(s: &mut Section<'_>) -> TokensConfig {
+    let files_defaulted = matches!(s.peek("files"), None | Some(Value::Null));
     let files: Vec<PathBuf> = s.take("files", vec![PathBuf::from("config/tokens.yaml")]);
     let database = s.take_with(
         "database",
@@ -121,6 +122,7 @@ pub(super) fn build_tokens(s: &mut Section<'_>) -> TokensConfig {
     }
     TokensConfig {
         files,
+        files_defaulted,
         database,
         poll_interval,
         identity_headers,
@@ -603,5 +605,35 @@ mod tests {
             "verify: {token_attempts: {period: soon, requests: -1}}\n",
             "verify.token_attempts.period: not a duration",
         );
+    }
+
+    /// The default token file may be absent; a file the user named, even the same path,
+    /// may not.
+    #[test]
+    fn an_absent_default_token_file_is_skipped() {
+        let dir = tempfile::tempdir().unwrap();
+        let absent = dir.path().join("config/tokens.yaml");
+        let (c, _) = load(None, vec![], &Overrides::default()).unwrap();
+        assert!(c.tokens.files_defaulted);
+        let defaulted = crate::config::TokensConfig {
+            files: vec![absent.clone()],
+            ..c.tokens.clone()
+        };
+        assert!(defaulted.files_to_read().is_empty());
+        std::fs::create_dir_all(absent.parent().unwrap()).unwrap();
+        std::fs::write(&absent, "tokens: []\n").unwrap();
+        assert_eq!(defaulted.files_to_read(), [absent]);
+
+        let env = vec![(
+            "TOLLGATE_TOKENS__FILES".to_string(),
+            "[config/tokens.yaml]".to_string(),
+        )];
+        let (c, _) = load(None, env, &Overrides::default()).unwrap();
+        assert!(!c.tokens.files_defaulted);
+        let named = crate::config::TokensConfig {
+            files: vec![dir.path().join("nowhere.yaml")],
+            ..c.tokens
+        };
+        assert_eq!(named.files_to_read(), [dir.path().join("nowhere.yaml")]);
     }
 }

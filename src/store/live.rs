@@ -223,7 +223,7 @@ impl Store {
             db_url: config.tokens.database.clone(),
             db: OnceLock::new(),
             files: Mutex::new(Vec::new()),
-            file_paths: config.tokens.files.clone(),
+            file_paths: config.tokens.files_to_read(),
             files_digest: Mutex::new(None),
             entry_caches: Arc::default(),
             failed_digest: Mutex::new(None),
