@@ -195,6 +195,7 @@ fn each_layer_names_only_the_layers_below_it() {
         &["config", "token", "store", "ratelimit", "metrics", "sys"],
     );
     only(&c, "conn", &["config", "metrics", "sys"]);
+    only(&c, "upstream", &["config", "metrics"]);
     only(
         &c,
         "proxy",
@@ -208,6 +209,7 @@ fn each_layer_names_only_the_layers_below_it() {
             "ratelimit",
             "store",
             "token",
+            "upstream",
         ],
     );
     only(

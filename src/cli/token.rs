@@ -164,7 +164,7 @@ fn print_secret(t: &Token, secret: &Secret, custom: bool) {
 /// Tokens from the files, for name checks and listing.
 fn file_tokens(config: &Config) -> anyhow::Result<Vec<Token>> {
     let mut all = Vec::new();
-    for f in &config.tokens.files_to_read() {
+    for f in &crate::store::token_files(&config.tokens) {
         match yaml::load_file(f) {
             Ok(mut t) => all.append(&mut t),
             Err(e) => return Err(refused("token file", e)),

@@ -87,21 +87,35 @@ pub fn load(
     env: impl IntoIterator<Item = (String, String)>,
     overrides: &Overrides,
 ) -> Result<(Config, Vec<String>), ConfigErrors> {
+    let Some(path) = file else {
+        return load_text(None, env, overrides);
+    };
+    let origin = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        ConfigErrors(vec![ConfigError {
+            origin: origin.clone(),
+            field: String::new(),
+            reason: format!("cannot read file: {e}"),
+        }])
+    })?;
+    load_text(Some((&origin, &text)), env, overrides)
+}
+
+/// [`load`] on a file's text already read: `file` is `(origin, text)`, the origin naming the
+/// file in messages.
+pub fn load_text(
+    file: Option<(&str, &str)>,
+    env: impl IntoIterator<Item = (String, String)>,
+    overrides: &Overrides,
+) -> Result<(Config, Vec<String>), ConfigErrors> {
     let mut col = Collector::default();
     let mut warnings = Vec::new();
     let mut root = match file {
-        Some(path) => {
-            col.origins.default = path.display().to_string();
-            let text = std::fs::read_to_string(path).map_err(|e| {
+        Some((origin, text)) => {
+            col.origins.default = origin.to_string();
+            serde_yaml_ng::from_str::<Value>(text).map_err(|e| {
                 ConfigErrors(vec![ConfigError {
-                    origin: path.display().to_string(),
-                    field: String::new(),
-                    reason: format!("cannot read file: {e}"),
-                }])
-            })?;
-            serde_yaml_ng::from_str::<Value>(&text).map_err(|e| {
-                ConfigErrors(vec![ConfigError {
-                    origin: path.display().to_string(),
+                    origin: origin.to_string(),
                     field: String::new(),
                     reason: format!("not valid YAML: {e}"),
                 }])
@@ -224,10 +238,19 @@ mod tests {
     use crate::config::HashParams;
     use std::path::PathBuf;
 
-    fn write(text: &str) -> tempfile::NamedTempFile {
-        let f = tempfile::NamedTempFile::new().unwrap();
-        std::fs::write(f.path(), text).unwrap();
-        f
+    /// The origin of the test documents in messages.
+    const FILE: &str = "tollgate.yaml";
+
+    fn doc(text: &str) -> String {
+        text.to_string()
+    }
+
+    fn load_doc(
+        text: &str,
+        env: Vec<(String, String)>,
+        overrides: &Overrides,
+    ) -> Result<(Config, Vec<String>), ConfigErrors> {
+        load_text(Some((FILE, text)), env, overrides)
     }
 
     #[test]
@@ -259,7 +282,7 @@ mod tests {
 
     #[test]
     fn env_over_file_and_flags_over_env() {
-        let f = write(
+        let f = doc(
             "listen: 127.0.0.1:1000\nrealm: file\nupstream: {url: 'http://127.0.0.1:81/repo/'}\n",
         );
         let env = vec![
@@ -276,7 +299,7 @@ mod tests {
         let flags = Overrides {
             values: vec![("--listen".into(), "listen".into(), "127.0.0.1:3000".into())],
         };
-        let (c, w) = load(Some(f.path()), env, &flags).unwrap();
+        let (c, w) = load_doc(&f, env, &flags).unwrap();
         assert_eq!(c.listen, "127.0.0.1:3000".parse().unwrap());
         assert_eq!(c.realm, "env");
         assert_eq!(c.cache.ttl, Duration::from_secs(10));
@@ -291,13 +314,13 @@ mod tests {
 
     #[test]
     fn every_problem_at_once_with_origin() {
-        let f = write(
+        let f = doc(
             "listen: nowhere\nupstream:\n  url: ftp://x\n  connect_timeout: soon\n  colour: red\ncache: {capacity: -1}\nbogus: 1\n",
         );
         let env = vec![("TOLLGATE_REALM".to_string(), "a\"b".to_string())];
-        let errs = load(Some(f.path()), env, &Overrides::default()).unwrap_err();
+        let errs = load_doc(&f, env, &Overrides::default()).unwrap_err();
         let text = errs.to_string();
-        let p = f.path().display().to_string();
+        let p = FILE.to_string();
         for want in [
             format!("{p}: listen: "),
             format!("{p}: upstream.url: scheme \"ftp\""),
@@ -321,8 +344,7 @@ mod tests {
         )
         .unwrap_err();
         assert!(e.to_string().contains("cannot read file"));
-        let f = write("listen: [\n");
-        let e = load(Some(f.path()), vec![], &Overrides::default()).unwrap_err();
+        let e = load_doc("listen: [\n", vec![], &Overrides::default()).unwrap_err();
         assert!(e.to_string().contains("not valid YAML"), "{e}");
     }
 
@@ -330,21 +352,21 @@ mod tests {
     /// certificate files that do not exist are for start-up (and `check-config`) to find.
     #[test]
     fn loading_resolves_nothing_and_reads_no_certificate() {
-        let f = write(
+        let f = doc(
             "upstream: {url: 'https://no-such-host.invalid:8443/repo'}\n\
              tls: {listen: 127.0.0.1:0, cert_file: /nonexistent/c.pem, key_file: /nonexistent/k.pem}\n",
         );
-        let (c, _) = load(Some(f.path()), vec![], &Overrides::default()).unwrap();
+        let (c, _) = load_doc(&f, vec![], &Overrides::default()).unwrap();
         assert_eq!(c.upstream.host, "no-such-host.invalid");
         assert_eq!(c.upstream.port, 8443);
         assert_eq!(c.tls.unwrap().cert_file, "/nonexistent/c.pem");
-        let p = f.path().display().to_string();
+        let p = FILE.to_string();
         assert_eq!(c.origins.of("upstream.url"), p);
         let env = vec![(
             "TOLLGATE_UPSTREAM__URL".to_string(),
             "http://no-such-host.invalid".to_string(),
         )];
-        let (c, _) = load(Some(f.path()), env, &Overrides::default()).unwrap();
+        let (c, _) = load_doc(&f, env, &Overrides::default()).unwrap();
         assert_eq!(
             c.origins.problem("upstream.url", "x").to_string(),
             "env TOLLGATE_UPSTREAM__URL: upstream.url: x"
@@ -395,8 +417,11 @@ mod tests {
     #[test]
     fn the_sample_file_names_every_field() {
         let sample = sample_with_every_field();
-        let f = write(&sample);
-        if let Err(e) = load(Some(f.path()), vec![], &Overrides::default()) {
+        let real = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/config/tollgate.yaml"));
+        if let Err(e) = load(Some(real), vec![], &Overrides::default()) {
+            panic!("config/tollgate.yaml is refused:\n{e}");
+        }
+        if let Err(e) = load_doc(&sample, vec![], &Overrides::default()) {
             panic!("the sample, every field written in, is refused:\n{e}\n{sample}");
         }
         let mut documented = Vec::new();

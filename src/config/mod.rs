@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 pub use fields::{ConfigError, ConfigErrors, Origins};
-pub use load::{load, Overrides, DEFAULT_CONFIG_PATH};
+pub use load::{load, load_text, Overrides, DEFAULT_CONFIG_PATH};
 
 /// argon2id cost parameters used when Tollgate creates a hash. Verification always uses the
 /// parameters stored in the hash itself.
@@ -82,7 +82,7 @@ pub struct TokensConfig {
     /// YAML token files.
     pub files: Vec<PathBuf>,
     /// True when `files` is the built-in default, not written in the file, the environment or
-    /// a flag: an absent default file is no error (see [`TokensConfig::files_to_read`]).
+    /// a flag: an absent default file is no error (the store skips it).
     pub files_defaulted: bool,
     /// Token database URL (`sqlite://data/tollgate.db`, `postgres://…`); `None` when set to
     /// `none` (no API writes, last-use times in memory only).
@@ -108,31 +108,6 @@ impl std::fmt::Debug for TokensConfig {
             .field("identity_headers", &self.identity_headers)
             .field("token_usernames", &self.token_usernames)
             .finish()
-    }
-}
-
-impl TokensConfig {
-    /// The token files to read: every file named, less the default one when it was not named
-    /// and does not exist (a first run with only a database), which is logged at info. A
-    /// file the user named is always read, so an absent one is refused.
-    pub fn files_to_read(&self) -> Vec<PathBuf> {
-        if !self.files_defaulted {
-            return self.files.clone();
-        }
-        self.files
-            .iter()
-            .filter(|p| match std::fs::metadata(p) {
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                    tracing::info!(
-                        file = %p.display(),
-                        "the default token file does not exist; no token file is read"
-                    );
-                    false
-                }
-                _ => true,
-            })
-            .cloned()
-            .collect()
     }
 }
 

@@ -223,7 +223,7 @@ impl Store {
             db_url: config.tokens.database.clone(),
             db: OnceLock::new(),
             files: Mutex::new(Vec::new()),
-            file_paths: config.tokens.files_to_read(),
+            file_paths: super::token_files(&config.tokens),
             files_digest: Mutex::new(None),
             entry_caches: Arc::default(),
             failed_digest: Mutex::new(None),
