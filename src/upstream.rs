@@ -82,6 +82,16 @@ pub fn is_literal(host: &str) -> bool {
     host.parse::<IpAddr>().is_ok()
 }
 
+/// Whether `e` is a failure to reach the upstream at all: nothing was sent, so the request
+/// can be tried again elsewhere.
+pub fn is_connect_failure(e: &pingora::Error) -> bool {
+    use pingora::ErrorType::*;
+    matches!(
+        e.etype(),
+        ConnectRefused | ConnectNoRoute | ConnectTimedout | ConnectError
+    )
+}
+
 /// The pingora peer for `addr`: TLS, SNI and timeouts as configured.
 fn make_peer(up: &UpstreamConfig, addr: SocketAddr) -> HttpPeer {
     let mut peer = HttpPeer::new(addr, up.tls, up.sni.clone());

@@ -4,7 +4,8 @@
 //!
 //! The pieces live beside it: header hygiene for the upstream (`headers`), per-token rate
 //! limits and their response fields (`limits`, `rate_headers`), the proxy's own answers
-//! (`responses`, `whoami`) and the cargo `config.json` rewrite (`cargo`).
+//! (`responses`, `whoami`) and the cargo `config.json` rewrite (`cargo`). The upstream's
+//! addresses, and when they are resolved again, are `crate::upstream`'s.
 
 mod cargo;
 mod headers;
@@ -54,8 +55,7 @@ pub struct Ctx {
     upstream_sent: Option<Instant>,
     /// A cargo `config.json` request, and its body while it is rewritten.
     cargo: ConfigJson,
-    /// Set when a connection to the upstream failed: the resolution to wait for before the
-    /// one retry (see `fail_to_connect`).
+    /// The resolution to wait for before the one retry after a failed connection.
     resolve_wait: Option<u64>,
     connect_retried: bool,
     _in_flight: InFlight,
@@ -167,17 +167,6 @@ impl Proxy {
         };
         headers::prepare(req, &forwarding);
     }
-}
-
-/// Whether `e` is a failure to reach the upstream at all (before anything was sent).
-fn is_connect_failure(e: &Error) -> bool {
-    matches!(
-        e.etype(),
-        ErrorType::ConnectRefused
-            | ErrorType::ConnectNoRoute
-            | ErrorType::ConnectTimedout
-            | ErrorType::ConnectError
-    )
 }
 
 /// The client's address as the connection shows it.
@@ -341,7 +330,7 @@ impl ProxyHttp for Proxy {
         ctx: &mut Ctx,
         mut e: Box<Error>,
     ) -> Box<Error> {
-        if !ctx.connect_retried && is_connect_failure(&e) {
+        if !ctx.connect_retried && crate::upstream::is_connect_failure(&e) {
             ctx.connect_retried = true;
             ctx.resolve_wait = self.upstream.connect_failed();
             e.set_retry(true);
