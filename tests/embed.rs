@@ -38,7 +38,12 @@ async fn an_embedded_server_serves_and_stops_when_its_shutdown_future_resolves()
     let served = http_get(&client, &url, Some(&reader.auth())).await;
     assert_eq!(served.status, 200);
     assert!(upstream.find("/embedded/a.json").is_some());
-    assert!(health.ready(true).is_ok(), "ready while serving");
+    // Readiness follows the listener probe, which may see the listener a moment later.
+    let ready = poll_until(Duration::from_secs(5), || async {
+        health.ready(true).is_ok()
+    })
+    .await;
+    assert!(ready.is_some(), "ready while serving");
     let refused = http_get(&client, &url, None).await;
     assert_eq!(refused.status, 401, "the gate holds in-process too");
 
