@@ -13,13 +13,11 @@ use base64::Engine;
 use chrono::Utc;
 use criterion::{black_box, criterion_group, criterion_main, Criterion};
 use tollgate::auth::policy::allows;
-use tollgate::auth::{
-    normalize_path, parse_authorization, required_permission, Caller, RoutePattern, Verifier,
-};
+use tollgate::auth::{normalize_path, parse_authorization, required_permission, Caller, Verifier};
 use tollgate::config::{self, HashParams, Overrides};
 use tollgate::ratelimit::{Limit, RateLimiter};
 use tollgate::store::Snapshot;
-use tollgate::token::{self, Access, Permission, Route, Source, Token};
+use tollgate::token::{self, Access, Permission, Route, RoutePattern, Source, Token};
 
 fn token_with(params: &HashParams, routes: Vec<Route>) -> (Token, String) {
     let g = token::generate();

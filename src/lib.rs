@@ -1,7 +1,8 @@
 //! Tollgate: an authenticating reverse proxy for package repositories.
 //!
 //! The library holds everything; `main.rs` only parses the command line and calls [`app`].
-//! Pure parts (token format, credentials, policy, config merge) never see a pingora type;
+//! Pure parts (token format and routes, path normalization, credentials, policy, config merge)
+//! never see a pingora type;
 //! only `proxy`, `admin`, `store` and `app` do I/O.
 
 pub mod admin;
@@ -14,6 +15,7 @@ pub mod lifecycle;
 pub mod logging;
 pub mod metrics;
 pub mod net;
+pub mod path;
 pub mod proxy;
 pub mod ratelimit;
 pub mod store;

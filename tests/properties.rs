@@ -2,7 +2,8 @@
 //! parser and the token-file reader, on inputs built from the pieces attackers use.
 
 use proptest::prelude::*;
-use tollgate::auth::{normalize_path, parse_authorization, RoutePattern};
+use tollgate::auth::{normalize_path, parse_authorization};
+use tollgate::token::RoutePattern;
 
 /// Path pieces: names, dot segments in every spelling, separators, parameters, escapes.
 fn piece() -> impl Strategy<Value = &'static str> {

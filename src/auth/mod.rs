@@ -6,5 +6,5 @@ pub mod policy;
 pub mod verifier;
 
 pub use credentials::{parse_authorization, CredentialError, Presented};
-pub use policy::{normalize_path, required_permission, PathError, RoutePattern};
+pub use policy::{normalize_path, required_permission, PathError};
 pub use verifier::{AuthError, Caller, Verifier};

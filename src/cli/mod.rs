@@ -12,11 +12,9 @@ use chrono::Utc;
 use clap::{Args, Parser, Subcommand};
 
 use crate::app::{config_refused, plural, refused, App, ProxyStopped};
-use crate::config::{self, Config, HashParams, Overrides};
+use crate::config::{self, Config, Overrides};
 use crate::store::{manage, Store};
-use crate::token::{Source, Token};
-
-use crate::token::Permission;
+use crate::token::{HashParams, Permission, Source, Token};
 
 /// Tollgate: an authenticating reverse proxy for package repositories.
 #[derive(Debug, Parser)]
@@ -308,8 +306,11 @@ fn bootstrap_token(spec: &str, params: &HashParams) -> anyhow::Result<Token> {
     let (name, secret) = spec
         .split_once(':')
         .ok_or_else(|| anyhow!("the bootstrap token must be NAME:SECRET"))?;
-    if !crate::store::yaml::valid_name(name) {
-        bail!("the bootstrap token's name must be 1-64 letters, digits, '-', '_', '.' or '@'");
+    if !crate::token::valid_name(name) {
+        bail!(
+            "the bootstrap token's name must be {}",
+            crate::token::NAME_RULE
+        );
     }
     if secret.len() < manage::MIN_CUSTOM_SECRET {
         bail!(

@@ -14,10 +14,10 @@ use super::{
 };
 use crate::app::refused;
 use crate::config::{Config, Overrides};
-use crate::store::db::{Database, RouteSpec};
+use crate::store::db::Database;
 use crate::store::manage::{self, NewToken, Patch};
 use crate::store::yaml;
-use crate::token::{Access, Permission, RateLimitRule, Secret, Token};
+use crate::token::{route_specs, Access, Permission, RateLimitRule, RouteSpec, Secret, Token};
 
 fn parse_route(s: &str) -> anyhow::Result<RouteSpec> {
     let (path, access) = s
@@ -134,7 +134,7 @@ fn token_hash(config: &Config, args: &NewTokenArgs) -> anyhow::Result<()> {
         description: t.description.clone(),
         hash: t.hash.as_str().to_string(),
         permission: t.permission,
-        routes: crate::store::db::route_specs(&t.routes),
+        routes: route_specs(&t.routes),
         rate_limit: t.rate_limit,
         created_at: t.created_at.unwrap_or_else(Utc::now),
         expires_at: t.expires_at,

@@ -10,41 +10,10 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+/// The `hashing:` section: argon2id cost parameters (defined with the hashing itself).
+pub use crate::token::HashParams;
 pub use fields::{ConfigError, ConfigErrors, Origins};
 pub use load::{load, load_text, Overrides, DEFAULT_CONFIG_PATH};
-
-/// argon2id cost parameters used when Tollgate creates a hash. Verification always uses the
-/// parameters stored in the hash itself.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct HashParams {
-    /// Memory cost in KiB (default 19456 = 19 MiB, OWASP's minimum for argon2id).
-    pub memory_kib: u32,
-    /// Number of passes (default 2).
-    pub iterations: u32,
-    /// Lanes (default 1).
-    pub parallelism: u32,
-}
-
-impl Default for HashParams {
-    fn default() -> Self {
-        HashParams {
-            memory_kib: 19456,
-            iterations: 2,
-            parallelism: 1,
-        }
-    }
-}
-
-impl HashParams {
-    /// Very cheap parameters for tests only: never use them for real tokens.
-    pub fn cheap() -> Self {
-        HashParams {
-            memory_kib: 64,
-            iterations: 1,
-            parallelism: 1,
-        }
-    }
-}
 
 /// The package store Tollgate forwards to.
 #[derive(Debug, Clone, PartialEq, Eq)]

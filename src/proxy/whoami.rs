@@ -66,7 +66,7 @@ fn body(token: &Token, rate: Option<&Decision>, unix_now: Duration) -> serde_jso
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::auth::RoutePattern;
+    use crate::token::RoutePattern;
     use crate::token::{Access, Permission, Route, Source};
 
     #[test]

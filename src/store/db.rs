@@ -11,12 +11,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, TimeZone, Utc};
-use serde::{Deserialize, Serialize};
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions, AnyRow};
 use sqlx::{AnyPool, Row};
 
-use crate::auth::RoutePattern;
-use crate::token::{self, Access, Permission, RateLimitRule, Route, Source, Token};
+use crate::token::{
+    self, compile_routes, route_specs, Permission, RateLimitRule, Route, RouteSpec, Source, Token,
+};
 
 /// The database engine behind a URL.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -71,40 +71,6 @@ fn classify(e: sqlx::Error, name: &str, id: &str) -> DbError {
 
 fn unavailable(e: sqlx::Error) -> DbError {
     DbError::Unavailable(e.to_string())
-}
-
-/// A route as stored (JSON) and shown by the API.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RouteSpec {
-    /// Path pattern.
-    pub path: String,
-    /// Access granted.
-    pub access: Access,
-}
-
-/// Compiles route specs, naming the first bad one.
-pub fn compile_routes(specs: &[RouteSpec]) -> Result<Vec<Route>, String> {
-    specs
-        .iter()
-        .map(|r| {
-            Ok(Route {
-                pattern: RoutePattern::parse(&r.path)?,
-                access: r.access,
-            })
-        })
-        .collect()
-}
-
-/// The specs of compiled routes.
-pub fn route_specs(routes: &[Route]) -> Vec<RouteSpec> {
-    routes
-        .iter()
-        .map(|r| RouteSpec {
-            path: r.pattern.as_str().to_string(),
-            access: r.access,
-        })
-        .collect()
 }
 
 fn millis(t: DateTime<Utc>) -> i64 {
@@ -522,6 +488,7 @@ fn row_to_token(row: &AnyRow) -> Result<Token, DbError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::token::Access;
 
     #[test]
     fn urls() {
@@ -549,7 +516,7 @@ mod tests {
             name: Arc::from(name),
             description: Some("d".into()),
             hash: token::validate_phc(
-                &token::hash_secret(g.token.expose(), &crate::config::HashParams::cheap()).unwrap(),
+                &token::hash_secret(g.token.expose(), &token::HashParams::cheap()).unwrap(),
             )
             .unwrap(),
             permission: Permission::Write,

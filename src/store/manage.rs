@@ -7,10 +7,10 @@ use std::sync::Arc;
 use chrono::{DateTime, SubsecRound, Utc};
 use serde::Deserialize;
 
-use super::db::{compile_routes, RouteSpec};
-use super::yaml::valid_name;
-use crate::config::HashParams;
-use crate::token::{self, Permission, RateLimitRule, Secret, Source, Token};
+use crate::token::{
+    self, compile_routes, route_specs, valid_name, HashParams, Permission, RateLimitRule,
+    RouteSpec, Secret, Source, Token, NAME_RULE,
+};
 
 /// A token to create.
 #[derive(Debug, Clone, Deserialize)]
@@ -72,7 +72,7 @@ fn check_name(name: &str) -> Result<(), String> {
     if valid_name(name) {
         Ok(())
     } else {
-        Err("name must be 1-64 letters, digits, '-', '_', '.' or '@'".into())
+        Err(format!("name must be {NAME_RULE}"))
     }
 }
 
@@ -179,7 +179,7 @@ pub fn token_view(
         "name": &*t.name,
         "description": t.description,
         "permission": t.permission,
-        "routes": super::db::route_specs(&t.routes),
+        "routes": route_specs(&t.routes),
         "created_at": t.created_at,
         "expires_at": t.expires_at,
         "expired": t.is_expired(now),

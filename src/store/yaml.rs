@@ -24,8 +24,10 @@ use serde::Deserialize;
 use sha2::Digest;
 
 use super::yaml_events::{is_null, position, De, Ev, MAX_DEPTH};
-use crate::auth::RoutePattern;
-use crate::token::{self, Access, Permission, RateLimitRule, Route, Source, Token};
+use crate::token::{
+    self, valid_name, Access, Permission, RateLimitRule, Route, RoutePattern, Source, Token,
+    NAME_RULE,
+};
 
 /// A token record as written in a file; strings borrow from the file's text where they can.
 #[derive(Debug, Deserialize)]
@@ -56,15 +58,6 @@ struct RouteEntry<'a> {
     #[serde(borrow)]
     path: Cow<'a, str>,
     access: Access,
-}
-
-/// True if `name` is usable as a token name (and thus as a Basic username).
-pub fn valid_name(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= 64
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'@'))
 }
 
 /// A generation for a file record: changes whenever its secret hash or rights change.
@@ -417,10 +410,7 @@ fn validate(e: Entry, index: usize, source: &Source, errors: &mut Problems) -> O
         ));
     }
     if !valid_name(&e.name) {
-        errors.push(format_args!(
-            "{}: name must be 1-64 letters, digits, '-', '_', '.' or '@'",
-            at()
-        ));
+        errors.push(format_args!("{}: name must be {NAME_RULE}", at()));
     }
     let hash = token::validate_phc(&e.hash)
         .map_err(|err| errors.push(format_args!("{}: hash: {err}", at())))

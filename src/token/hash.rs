@@ -7,7 +7,38 @@ use argon2::password_hash::rand_core::OsRng;
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::{Algorithm, Argon2, Params, Version};
 
-use crate::config::HashParams;
+/// argon2id cost parameters used when Tollgate creates a hash. Verification always uses the
+/// parameters stored in the hash itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HashParams {
+    /// Memory cost in KiB (default 19456 = 19 MiB, OWASP's minimum for argon2id).
+    pub memory_kib: u32,
+    /// Number of passes (default 2).
+    pub iterations: u32,
+    /// Lanes (default 1).
+    pub parallelism: u32,
+}
+
+impl Default for HashParams {
+    fn default() -> Self {
+        HashParams {
+            memory_kib: 19456,
+            iterations: 2,
+            parallelism: 1,
+        }
+    }
+}
+
+impl HashParams {
+    /// Very cheap parameters for tests only: never use them for real tokens.
+    pub fn cheap() -> Self {
+        HashParams {
+            memory_kib: 64,
+            iterations: 1,
+            parallelism: 1,
+        }
+    }
+}
 
 /// Largest memory cost accepted in a stored hash (1 GiB): a hash is a request-path cost.
 const MAX_MEMORY_KIB: u32 = 1024 * 1024;

@@ -1,9 +1,11 @@
-//! Tokens: the generated format, argon2id hashing, and the token record. Pure, no I/O.
+//! Tokens: the generated format, argon2id hashing, the token record and its route rules. Pure,
+//! no I/O; depends on nothing else in the crate but path normalization ([`crate::path`]).
 
 mod expiry;
 mod format;
 mod hash;
 mod record;
+mod route;
 mod secret;
 
 pub use expiry::parse_expiry;
@@ -11,6 +13,10 @@ pub use format::{
     generate, generate_id, generate_with_id, is_valid_id, parse, Generated, ParseError,
     ParsedToken, ID_LEN, PREFIX, SECRET_LEN, TOKEN_LEN,
 };
-pub use hash::{hash_secret, validate_phc, verify_secret, HashError, PhcHash};
-pub use record::{Access, Permission, RateLimitRule, Route, Source, Token};
+pub use hash::{hash_secret, validate_phc, verify_secret, HashError, HashParams, PhcHash};
+pub use record::{valid_name, Access, Permission, RateLimitRule, Route, Source, Token, NAME_RULE};
+pub use route::{
+    compile_routes, route_specs, segments, RoutePattern, RouteSpec, MAX_ROUTE_LEN,
+    MAX_ROUTE_SEGMENTS,
+};
 pub use secret::Secret;

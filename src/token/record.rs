@@ -6,8 +6,19 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use super::PhcHash;
-use crate::auth::policy::RoutePattern;
+use super::{PhcHash, RoutePattern};
+
+/// What a valid token name is made of, as said in refusals.
+pub const NAME_RULE: &str = "1-64 letters, digits, '-', '_', '.' or '@'";
+
+/// True if `name` is usable as a token name (and thus as a Basic username): see [`NAME_RULE`].
+pub fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'@'))
+}
 
 /// What a token may do. Ordered: `Read < Write < Manager`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
