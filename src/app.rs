@@ -102,15 +102,15 @@ pub(crate) async fn preflight(config: &Config) -> anyhow::Result<Preflight> {
 pub(crate) async fn load_store(store: &Store, strict: bool) -> anyhow::Result<()> {
     if let Err(e) = store.connect().await {
         if strict {
-            return Err(refused("token database", e));
+            return Err(refused("token database", &[e]));
         }
-        tracing::warn!(error = %e.join("; "), "token database unavailable at start; not ready until it connects");
+        tracing::warn!(error = %e, "token database unavailable at start; not ready until it connects");
     }
     store
         .reload_files(true)
         .await
         .map(|_| ())
-        .map_err(|e| refused("token set", e))
+        .map_err(|e| refused("token set", &e.problems()))
 }
 
 pub(crate) fn plural(n: usize) -> &'static str {
@@ -130,13 +130,14 @@ pub(crate) fn config_refused(errors: &crate::config::ConfigErrors) -> anyhow::Er
     )
 }
 
-/// A refusal with every problem, one per line.
-pub(crate) fn refused(what: &str, errors: Vec<String>) -> anyhow::Error {
+/// "the WHAT is refused (N problems):" and the problems, one a line.
+pub(crate) fn refused<E: std::fmt::Display>(what: &str, errors: &[E]) -> anyhow::Error {
+    let lines: Vec<String> = errors.iter().map(ToString::to_string).collect();
     anyhow!(
         "the {what} is refused ({} problem{}):\n{}",
-        errors.len(),
-        plural(errors.len()),
-        errors.join("\n")
+        lines.len(),
+        plural(lines.len()),
+        lines.join("\n")
     )
 }
 

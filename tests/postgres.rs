@@ -883,7 +883,8 @@ async fn last_used_at_from_two_replicas_keeps_the_latest_use() {
 }
 
 /// A token-file edit (removing a compromised token) takes effect while the database is down,
-/// built on the database rows of the last good read.
+/// built on the database rows of the last good read; the admin API answers what needs the
+/// database (a change, a reload) with 503 `database_unavailable`, a name conflict with 409.
 #[tokio::test]
 async fn a_token_file_edit_applies_during_a_postgres_outage() {
     let mut pg = PgCluster::private();
@@ -930,6 +931,58 @@ async fn a_token_file_edit_applies_during_a_postgres_outage() {
         &[
             (&proxy, "/f", &keep.bearer(), 200),
             (&proxy, "/f", &stored, 200),
+        ],
+    )
+    .await;
+
+    // A change to a database token cannot be stored: 503, the database named as the cause.
+    let resp = proxy
+        .api(
+            "PATCH",
+            "/api/v1/tokens/stored",
+            Some(&boot()),
+            Some(&json!({"description": "during the outage"})),
+        )
+        .await;
+    resp.expect_error(503, "database_unavailable");
+    assert!(
+        resp.json()["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("database")),
+        "{}",
+        resp.text
+    );
+    // A name conflict is still a conflict, found without the database.
+    let resp = proxy
+        .api(
+            "POST",
+            "/api/v1/tokens",
+            Some(&boot()),
+            Some(&json!({"name": "file-keep", "permission": "read"})),
+        )
+        .await;
+    resp.expect_error(409, "conflict");
+    // A reload re-reads the (good) files but cannot read the database: 503, not a refusal of
+    // the token files (422), and the last good set keeps serving.
+    let resp = proxy
+        .api("POST", "/api/v1/reload", Some(&boot()), None)
+        .await;
+    resp.expect_error(503, "database_unavailable");
+    let problems = resp.json()["problems"].clone();
+    assert!(
+        problems.as_array().is_some_and(|p| !p.is_empty()
+            && p.iter()
+                .all(|p| p.as_str().is_some_and(|p| p.contains("database")))),
+        "{}",
+        resp.text
+    );
+    assert_statuses(
+        "after the refused reload",
+        &client,
+        &[
+            (&proxy, "/f", &keep.bearer(), 200),
+            (&proxy, "/f", &stored, 200),
+            (&proxy, "/f", &compromised.bearer(), 401),
         ],
     )
     .await;

@@ -20,14 +20,16 @@ use super::AdminState;
 use crate::auth::{parse_authorization, AuthError, Caller};
 use crate::store::db::DbError;
 use crate::store::manage::{self, NewToken, Patch};
+use crate::store::{ChangeError, StoreError};
 use crate::token::{Permission, Secret, Token};
 
-/// A JSON error answer `{error, message}`.
+/// A JSON error answer `{error, message}`, with the `problems` of a refused reload.
 #[derive(Debug)]
 pub struct ApiError {
     status: StatusCode,
     code: &'static str,
     message: String,
+    problems: Option<Vec<String>>,
 }
 
 impl ApiError {
@@ -36,6 +38,7 @@ impl ApiError {
             status,
             code,
             message: message.into(),
+            problems: None,
         }
     }
 
@@ -46,11 +49,11 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let mut r = (
-            self.status,
-            Json(json!({"error": self.code, "message": self.message})),
-        )
-            .into_response();
+        let mut body = json!({"error": self.code, "message": self.message});
+        if let Some(problems) = self.problems {
+            body["problems"] = json!(problems);
+        }
+        let mut r = (self.status, Json(body)).into_response();
         if self.status == StatusCode::UNAUTHORIZED {
             r.headers_mut().insert(
                 header::WWW_AUTHENTICATE,
@@ -79,6 +82,41 @@ impl From<DbError> for ApiError {
                 ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
             }
         }
+    }
+}
+
+impl From<ChangeError> for ApiError {
+    fn from(e: ChangeError) -> Self {
+        let (status, code) = match e {
+            ChangeError::Invalid(_) | ChangeError::Hash(_) => {
+                (StatusCode::BAD_REQUEST, "invalid_request")
+            }
+            ChangeError::ExceedsActor(_) => (StatusCode::FORBIDDEN, "exceeds_actor"),
+            ChangeError::ReadOnly { .. } => (StatusCode::CONFLICT, "read_only"),
+        };
+        ApiError::new(status, code, e.to_string())
+    }
+}
+
+/// A refused reload: 503 when the database is unreachable, else 422 (the token files, or the
+/// loader); either way with every problem, and the last good token set keeps serving.
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        let mut answer = if e.is_database_outage() {
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "database_unavailable",
+                format!("{e}; the last good token set keeps serving"),
+            )
+        } else {
+            ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "reload_failed",
+                "the token set was refused; the last good one keeps serving",
+            )
+        };
+        answer.problems = Some(e.problems());
+        answer
     }
 }
 
@@ -234,12 +272,11 @@ fn find(s: &AdminState, id: &str) -> ApiResult<Arc<Token>> {
 
 /// Refuses `t` unless it is within the acting token's rights (see [`manage::check_within`]).
 fn within(s: &AdminState, actor: &Actor, t: &Token) -> ApiResult<()> {
-    manage::check_within(&actor.0, t, s.default_rate_limit)
-        .map_err(|m| ApiError::new(StatusCode::FORBIDDEN, "exceeds_actor", m))
+    Ok(manage::check_within(&actor.0, t, s.default_rate_limit)?)
 }
 
 fn writable(t: &Token) -> ApiResult<()> {
-    manage::check_writable(t).map_err(|m| ApiError::new(StatusCode::CONFLICT, "read_only", m))
+    Ok(manage::check_writable(t)?)
 }
 
 fn db(s: &AdminState) -> ApiResult<&crate::store::db::Database> {
@@ -260,21 +297,18 @@ fn db(s: &AdminState) -> ApiResult<&crate::store::db::Database> {
 }
 
 async fn apply(s: &AdminState) -> ApiResult<()> {
-    s.store.rebuild().await.map_err(|errors| {
+    s.store.rebuild().await.map_err(|e| {
         ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "reload_failed",
-            format!(
-                "the change is stored but the token set could not be rebuilt: {}",
-                errors.join("; ")
-            ),
+            format!("the change is stored but the token set could not be rebuilt: {e}"),
         )
     })
 }
 
-/// Runs CPU-heavy record building (argon2) on a blocking thread; its errors are bad input.
+/// Runs CPU-heavy record building (argon2) on a blocking thread.
 async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T, String> + Send + 'static,
+    f: impl FnOnce() -> Result<T, ChangeError> + Send + 'static,
 ) -> ApiResult<T> {
     tokio::task::spawn_blocking(f)
         .await
@@ -285,7 +319,7 @@ async fn blocking<T: Send + 'static>(
                 "hashing failed",
             )
         })?
-        .map_err(ApiError::bad)
+        .map_err(ApiError::from)
 }
 
 /// Refuses a name another token (from any source) already has, or another token's id.
@@ -377,7 +411,7 @@ async fn modify(
     if let Some(name) = &patch.name {
         check_name_free(&s, name, Some(&current.id))?;
     }
-    let t = manage::apply_patch(&current, patch).map_err(ApiError::bad)?;
+    let t = manage::apply_patch(&current, patch)?;
     within(&s, &actor, &current)?;
     within(&s, &actor, &t)?;
     database.update(&t, current.generation).await?;
@@ -428,9 +462,8 @@ async fn revoke(
 /// Re-reads the token files and the database now.
 async fn reload(State(s): State<AdminState>, Extension(actor): Extension<Actor>) -> Response {
     tracing::info!(target: "audit", action = "reload", actor_id = &*actor.0.id, actor_name = &*actor.0.name, "admin reload");
-    let files = s.store.reload_files(true).await;
-    let result = match files {
-        Ok(_) => s.store.rebuild().await,
+    let result = match s.store.reload_files(true).await {
+        Ok(_) => s.store.rebuild().await.map_err(StoreError::from),
         Err(e) => Err(e),
     };
     match result {
@@ -438,14 +471,87 @@ async fn reload(State(s): State<AdminState>, Extension(actor): Extension<Actor>)
             let snap = s.store.set.load();
             Json(json!({"generation": snap.generation, "tokens": snap.len()})).into_response()
         }
-        Err(errors) => (
-            StatusCode::UNPROCESSABLE_ENTITY,
-            Json(json!({
-                "error": "reload_failed",
-                "message": "the token set was refused; the last good one keeps serving",
-                "problems": errors,
-            })),
-        )
-            .into_response(),
+        Err(e) => ApiError::from(e).into_response(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::FileRefused;
+    use crate::token::Source;
+
+    #[test]
+    fn errors_answer_by_kind() {
+        let down = || DbError::Unavailable("connection refused".into());
+        let files = StoreError::TokenFiles {
+            files: vec![FileRefused::one("t.yaml", "bad")],
+            conflicts: vec![],
+            rebuild: None,
+        };
+        let cases: Vec<(ApiError, StatusCode, &str)> = vec![
+            (
+                down().into(),
+                StatusCode::SERVICE_UNAVAILABLE,
+                "database_unavailable",
+            ),
+            (
+                DbError::DuplicateName("a".into()).into(),
+                StatusCode::CONFLICT,
+                "conflict",
+            ),
+            (
+                DbError::DuplicateId("a".into()).into(),
+                StatusCode::CONFLICT,
+                "conflict",
+            ),
+            (
+                DbError::NotFound("a".into()).into(),
+                StatusCode::NOT_FOUND,
+                "not_found",
+            ),
+            (
+                ChangeError::Invalid("name".into()).into(),
+                StatusCode::BAD_REQUEST,
+                "invalid_request",
+            ),
+            (
+                ChangeError::ExceedsActor("wider".into()).into(),
+                StatusCode::FORBIDDEN,
+                "exceeds_actor",
+            ),
+            (
+                ChangeError::ReadOnly {
+                    name: "f".into(),
+                    origin: Source::File("t.yaml".into()),
+                }
+                .into(),
+                StatusCode::CONFLICT,
+                "read_only",
+            ),
+            (
+                StoreError::from(down()).into(),
+                StatusCode::SERVICE_UNAVAILABLE,
+                "database_unavailable",
+            ),
+            (
+                files.into(),
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "reload_failed",
+            ),
+            (
+                StoreError::Loader("stopped").into(),
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "reload_failed",
+            ),
+        ];
+        for (e, status, code) in cases {
+            assert_eq!((e.status, e.code), (status, code), "{e:?}");
+        }
+        let refused = ApiError::from(StoreError::from(down()));
+        assert_eq!(
+            refused.problems.as_deref(),
+            Some(&["the token database is unavailable: connection refused".to_string()][..])
+        );
     }
 }

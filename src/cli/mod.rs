@@ -281,7 +281,7 @@ fn check_config(explicit: Option<&Path>) -> anyhow::Result<()> {
     control.block_on(crate::app::load_store(&store, true))?;
     let refused = store.refused();
     if !refused.is_empty() {
-        return Err(self::refused("token set", refused));
+        return Err(self::refused("token set", &refused));
     }
     let n = store.set.load().len();
     println!("config OK: {} ({n} token{})", config.source, plural(n));

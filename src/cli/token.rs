@@ -167,7 +167,7 @@ fn file_tokens(config: &Config) -> anyhow::Result<Vec<Token>> {
     for f in &crate::store::token_files(&config.tokens) {
         match yaml::load_file(f) {
             Ok(mut t) => all.append(&mut t),
-            Err(e) => return Err(refused("token file", e)),
+            Err(e) => return Err(refused("token file", &e.problems)),
         }
     }
     Ok(all)

@@ -13,7 +13,7 @@ use dashmap::DashMap;
 use sha2::{Digest, Sha256};
 
 use super::db::{Database, DbError};
-use super::{yaml, Snapshot, TokenSet};
+use super::{yaml, FileRefused, Refusal, Snapshot, StoreError, TokenSet};
 use crate::config::Config;
 use crate::metrics::METRICS;
 use crate::token::{Source, Token};
@@ -48,7 +48,7 @@ type LoaderJob = Box<dyn FnOnce() + Send>;
 /// once; the returned future only waits for its result.
 fn on_loader<R: Send + 'static>(
     job: impl FnOnce() -> R + Send + 'static,
-) -> impl std::future::Future<Output = Result<R, String>> {
+) -> impl std::future::Future<Output = Result<R, StoreError>> {
     static LOADER: OnceLock<Mutex<std::sync::mpsc::Sender<LoaderJob>>> = OnceLock::new();
     let sender = LOADER.get_or_init(|| {
         let (tx, rx) = std::sync::mpsc::channel::<LoaderJob>();
@@ -70,9 +70,9 @@ fn on_loader<R: Send + 'static>(
         let _ = tx.send(job());
     }));
     async move {
-        sent.map_err(|_| "the token loader thread is not running".to_string())?;
+        sent.map_err(|_| StoreError::Loader("the token loader thread is not running"))?;
         rx.await
-            .map_err(|_| "reading the token files failed (internal error)".to_string())
+            .map_err(|_| StoreError::Loader("reading the token files failed (internal error)"))
     }
 }
 
@@ -81,7 +81,7 @@ fn on_loader<R: Send + 'static>(
 struct LoadedFile {
     path: std::path::PathBuf,
     text: Option<String>,
-    parsed: Result<Vec<Arc<Token>>, Vec<String>>,
+    parsed: Result<Vec<Arc<Token>>, FileRefused>,
 }
 
 /// Token files read and parsed: the digest of their contents, and each file's result.
@@ -126,10 +126,7 @@ fn read_files(
                     yaml::parse_incremental(&name, &t, caches.entry(path.clone()).or_default());
                 (Some(t), parsed)
             }
-            Err(e) => (
-                None,
-                Err(vec![format!("{name}: cannot read token file: {e}")]),
-            ),
+            Err(e) => (None, Err(yaml::unreadable(&name, &e))),
         };
         files.push(LoadedFile {
             path: path.clone(),
@@ -164,6 +161,37 @@ fn survivors(
         .filter(|t| words.contains(&*t.id) && words.contains(t.hash.as_str()))
         .cloned()
         .collect()
+}
+
+/// Logs a refused token-file edit, each problem naming its source: the file (every problem line
+/// starts with its path), records of the files in conflict, or the database when the set could
+/// not be rebuilt without what the edit removed.
+fn log_refused_edit(error: &StoreError) {
+    const KEPT: &str = "token files refused; their last good tokens keep serving, less any the edit removed or regenerated";
+    let StoreError::TokenFiles {
+        files,
+        conflicts,
+        rebuild,
+    } = error
+    else {
+        tracing::error!(error = %error, "{KEPT}");
+        return;
+    };
+    for f in files {
+        for p in &f.problems {
+            tracing::error!(file = %f.path, problem = %p, "{KEPT}");
+        }
+    }
+    for c in conflicts {
+        tracing::error!(problem = %c, "{KEPT}");
+    }
+    if let Some(e) = rebuild {
+        tracing::error!(
+            source = "database",
+            error = %e,
+            "the token set could not be rebuilt without what the refused edit removed"
+        );
+    }
 }
 
 /// Whether an event in a watched directory may concern a token file: one of their names, a
@@ -202,7 +230,7 @@ pub struct Store {
     db_rows: Mutex<Option<Vec<Arc<Token>>>>,
     /// Problems that left records out of the current set (conflicts, invalid rows), as last
     /// reported.
-    refused: Mutex<Vec<String>>,
+    refused: Mutex<Vec<Refusal>>,
     /// Open the database without creating or migrating anything (`check-config`).
     read_only: bool,
 }
@@ -246,17 +274,26 @@ impl Store {
     }
 
     /// Problems that left token records out of the current set (empty when none).
-    pub fn refused(&self) -> Vec<String> {
+    pub fn refused(&self) -> Vec<Refusal> {
         lock(&self.refused).clone()
     }
 
     /// Records the problems of the set just built; logs them when they changed.
-    fn set_refused(&self, problems: Vec<String>) {
+    fn set_refused(&self, problems: Vec<Refusal>) {
         METRICS.tokens_refused.set(problems.len() as i64);
         let mut current = lock(&self.refused);
         if *current != problems {
             for p in problems.iter().take(100) {
-                tracing::error!(problem = %p, "token record left out of the token set");
+                match p {
+                    Refusal::Row(_) => tracing::error!(
+                        source = "database",
+                        problem = %p,
+                        "token record left out of the token set"
+                    ),
+                    Refusal::Conflict(_) => {
+                        tracing::error!(problem = %p, "token record left out of the token set")
+                    }
+                }
             }
             if problems.len() > 100 {
                 tracing::error!(
@@ -282,7 +319,7 @@ impl Store {
     /// same as at the last good load. A good set is swapped in with a new snapshot; a bad
     /// one changes nothing, and its problems are logged once per distinct content.
     /// Returns whether a new snapshot was built.
-    pub async fn reload_files(&self, force: bool) -> Result<bool, Vec<String>> {
+    pub async fn reload_files(&self, force: bool) -> Result<bool, StoreError> {
         let paths = self.file_paths.clone();
         let last_good = if force {
             None
@@ -292,29 +329,25 @@ impl Store {
         // Reading and parsing a large file takes a while: not on the control-plane runtime.
         let caches = self.entry_caches.clone();
         let loaded = on_loader(move || read_files(&paths, last_good, &mut lock(&caches))).await;
-        let (digest, files) = match loaded {
-            Ok(Some(loaded)) => loaded,
-            Ok(None) => return Ok(false),
-            Err(e) => return Err(vec![e]),
+        let Some((digest, mut files)) = loaded? else {
+            return Ok(false);
         };
-        let mut errors = Vec::new();
+        let mut refused = Vec::new();
         let mut fresh = Vec::new();
-        for f in &files {
-            match &f.parsed {
-                Ok(t) => fresh.extend(t.iter().cloned()),
-                Err(e) => errors.extend(e.iter().cloned()),
+        for f in &mut files {
+            match std::mem::replace(&mut f.parsed, Ok(Vec::new())) {
+                Ok(t) => fresh.extend(t),
+                Err(e) => refused.push(e),
             }
         }
-        if errors.is_empty() {
-            // Duplicates among the files are a problem of the edit, refused like a bad entry
-            // (conflicts with the database or the bootstrap token leave out only the records).
-            errors = super::snapshot::conflicts(&fresh)
-                .1
-                .iter()
-                .map(ToString::to_string)
-                .collect();
-        }
-        if errors.is_empty() {
+        // Duplicates among the files are a problem of the edit, refused like a bad entry
+        // (conflicts with the database or the bootstrap token leave out only the records).
+        let conflicts = if refused.is_empty() {
+            super::snapshot::conflicts(&fresh).1
+        } else {
+            Vec::new()
+        };
+        if refused.is_empty() && conflicts.is_empty() {
             self.rebuild_with(Some(fresh)).await?;
             *lock(&self.files_digest) = Some(digest);
             *lock(&self.failed_digest) = None;
@@ -335,11 +368,16 @@ impl Store {
             .iter()
             .flat_map(|f| survivors(&previous, &f.path, f.text.as_deref()))
             .collect();
-        if kept.len() != previous.len() {
-            if let Err(mut e) = self.rebuild_with(Some(kept)).await {
-                errors.append(&mut e);
-            }
-        }
+        let rebuild = if kept.len() != previous.len() {
+            self.rebuild_with(Some(kept)).await.err()
+        } else {
+            None
+        };
+        let error = StoreError::TokenFiles {
+            files: refused,
+            conflicts,
+            rebuild,
+        };
         let mut failed = lock(&self.failed_digest);
         // Counted and logged once per distinct broken content, not on every poll.
         if force || *failed != Some(digest) {
@@ -347,16 +385,14 @@ impl Store {
                 .reloads
                 .with_label_values(&["file", "failure"])
                 .inc();
-            for e in &errors {
-                tracing::error!(problem = %e, "token files refused; their last good tokens keep serving, less any the edit removed or regenerated");
-            }
+            log_refused_edit(&error);
         }
         *failed = Some(digest);
-        Err(errors)
+        Err(error)
     }
 
     /// Connects to the configured database (if any) and loads stored last-use times.
-    pub async fn connect(&self) -> Result<(), Vec<String>> {
+    pub async fn connect(&self) -> Result<(), DbError> {
         let Some(url) = &self.db_url else {
             return Ok(());
         };
@@ -367,8 +403,7 @@ impl Store {
             Database::open_read_only(url).await
         } else {
             Database::open(url).await
-        }
-        .map_err(|e| vec![e.to_string()])?;
+        }?;
         METRICS.database_up.set(1);
         if let Ok(usage) = db.usage().await {
             for (id, at) in usage {
@@ -383,13 +418,13 @@ impl Store {
 
     /// Builds a new snapshot from the file tokens, the database and the bootstrap token, and
     /// swaps it in. On any problem the current snapshot stays.
-    pub async fn rebuild(&self) -> Result<(), Vec<String>> {
+    pub async fn rebuild(&self) -> Result<(), DbError> {
         self.rebuild_with(None).await
     }
 
     /// Like [`Store::rebuild`], with `files` replacing the file tokens if the build succeeds.
     /// The file tokens are shared between `files` and the snapshots, never copied.
-    async fn rebuild_with(&self, files: Option<Vec<Arc<Token>>>) -> Result<(), Vec<String>> {
+    async fn rebuild_with(&self, files: Option<Vec<Arc<Token>>>) -> Result<(), DbError> {
         let _guard = self.rebuild_lock.lock().await;
         if self.db_url.is_some() && self.db.get().is_none() {
             // Keep good files for the first build, which follows the database connection.
@@ -416,7 +451,7 @@ impl Store {
             let rows = match read {
                 Ok((changes, rows, bad)) => {
                     changes_before = Some(changes);
-                    problems.extend(bad.iter().map(|e| format!("token database: {e}")));
+                    problems.extend(bad.into_iter().map(Refusal::Row));
                     let rows: Vec<Arc<Token>> = rows.into_iter().map(Arc::new).collect();
                     *lock(&self.db_rows) = Some(rows.clone());
                     rows
@@ -428,9 +463,9 @@ impl Store {
                         tracing::warn!(error = %e, "token database unavailable: token files applied with the last good database rows");
                         rows
                     }
-                    None => return Err(vec![e.to_string()]),
+                    None => return Err(e),
                 },
-                Err(e) => return Err(vec![e.to_string()]),
+                Err(e) => return Err(e),
             };
             from_db = rows.len();
             tokens.extend(rows);
@@ -440,7 +475,7 @@ impl Store {
         }
         let generation = self.generation.load(Ordering::Relaxed) + 1;
         let (snapshot, conflicts) = Snapshot::build_excluding_conflicts(tokens, generation);
-        problems.extend(conflicts.iter().map(ToString::to_string));
+        problems.extend(conflicts.into_iter().map(Refusal::Conflict));
         self.set_refused(problems);
         self.generation.store(generation, Ordering::Relaxed);
         if let Some(f) = files {
@@ -471,7 +506,7 @@ impl Store {
     }
 
     /// Rebuilds if another process changed the database since the last build.
-    pub async fn poll_database(&self) -> Result<bool, Vec<String>> {
+    pub async fn poll_database(&self) -> Result<bool, DbError> {
         let Some(db) = self.db.get() else {
             return Ok(false);
         };
@@ -485,7 +520,7 @@ impl Store {
             }
             Err(e) => {
                 self.database_state(false, Some(&e));
-                Err(vec![e.to_string()])
+                Err(e)
             }
         };
         let label = if result.is_ok() { "success" } else { "failure" };
@@ -723,20 +758,18 @@ impl Store {
                         match self.connect().await {
                             Ok(()) => match self.rebuild().await {
                                 Ok(()) => tracing::info!("token database connected; token set loaded"),
-                                Err(e) => tracing::error!(problems = %e.join("; "), "token set refused"),
+                                Err(e) => tracing::error!(source = "database", error = %e, "token set refused: reading the token database failed"),
                             },
                             Err(e) => {
-                                tracing::warn!(error = %e.join("; "), retry_in = ?backoff, "token database unavailable");
+                                tracing::warn!(error = %e, retry_in = ?backoff, "token database unavailable");
                                 tokio::time::sleep(backoff).await;
                                 backoff = (backoff * 2).min(Duration::from_secs(30));
                             }
                         }
                         continue;
                     }
-                    if let Err(errors) = self.poll_database().await {
-                        for e in errors {
-                            tracing::warn!(error = %e, "token database reload failed; the last good token set keeps serving");
-                        }
+                    if let Err(e) = self.poll_database().await {
+                        tracing::warn!(error = %e, "token database reload failed; the last good token set keeps serving");
                     }
                 }
                 _ = flush.tick() => {

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use chrono::{DateTime, SubsecRound, Utc};
 use serde::Deserialize;
 
+use super::ChangeError;
 use crate::token::{
     self, compile_routes, route_specs, valid_name, HashParams, Permission, RateLimitRule,
     RouteSpec, Secret, Source, Token, NAME_RULE,
@@ -68,24 +69,26 @@ pub struct Patch {
 /// Shortest custom secret accepted.
 pub const MIN_CUSTOM_SECRET: usize = 16;
 
-fn check_name(name: &str) -> Result<(), String> {
+fn check_name(name: &str) -> Result<(), ChangeError> {
     if valid_name(name) {
         Ok(())
     } else {
-        Err(format!("name must be {NAME_RULE}"))
+        Err(ChangeError::Invalid(format!("name must be {NAME_RULE}")))
     }
 }
 
-fn check_description(d: &Option<String>) -> Result<(), String> {
+fn check_description(d: &Option<String>) -> Result<(), ChangeError> {
     match d {
-        Some(d) if d.len() > 1024 => Err("description must be at most 1024 bytes".into()),
+        Some(d) if d.len() > 1024 => Err(ChangeError::Invalid(
+            "description must be at most 1024 bytes".into(),
+        )),
         _ => Ok(()),
     }
 }
 
-fn hash(secret: &Secret, params: &HashParams) -> Result<token::PhcHash, String> {
-    let phc = token::hash_secret(secret.expose(), params).map_err(|e| e.to_string())?;
-    token::validate_phc(&phc).map_err(|e| e.to_string())
+fn hash(secret: &Secret, params: &HashParams) -> Result<token::PhcHash, ChangeError> {
+    let phc = token::hash_secret(secret.expose(), params)?;
+    Ok(token::validate_phc(&phc)?)
 }
 
 /// Builds the record of a new database token and its secret (shown once).
@@ -93,25 +96,25 @@ pub fn build_new(
     req: NewToken,
     params: &HashParams,
     now: DateTime<Utc>,
-) -> Result<(Token, Secret), String> {
+) -> Result<(Token, Secret), ChangeError> {
     // Stored with millisecond precision: answer exactly what later reads will show.
     let now = now.trunc_subsecs(3);
     check_name(&req.name)?;
     check_description(&req.description)?;
-    let routes = compile_routes(&req.routes)?;
+    let routes = compile_routes(&req.routes).map_err(ChangeError::Invalid)?;
     let expires_at = token::parse_expiry(req.expires_in.as_deref().unwrap_or("never"), now)
-        .map_err(|e| format!("expires_in: {e}"))?;
+        .map_err(|e| ChangeError::Invalid(format!("expires_in: {e}")))?;
     let (id, secret) = match req.secret {
         Some(s) if s.expose().len() < MIN_CUSTOM_SECRET => {
-            return Err(format!(
+            return Err(ChangeError::Invalid(format!(
                 "a custom secret must be at least {MIN_CUSTOM_SECRET} characters"
-            ))
+            )))
         }
         Some(s) if s.expose().contains(':') || s.expose().starts_with(token::PREFIX) => {
-            return Err(format!(
+            return Err(ChangeError::Invalid(format!(
                 "a custom secret cannot contain ':' or start with {}",
                 token::PREFIX
-            ))
+            )))
         }
         Some(s) => (token::generate_id(), s),
         None => {
@@ -136,7 +139,7 @@ pub fn build_new(
 }
 
 /// The record after `patch`, one generation on (expiry and creation date never change).
-pub fn apply_patch(current: &Token, patch: Patch) -> Result<Token, String> {
+pub fn apply_patch(current: &Token, patch: Patch) -> Result<Token, ChangeError> {
     let mut t = current.clone();
     if let Some(name) = patch.name {
         check_name(&name)?;
@@ -150,7 +153,7 @@ pub fn apply_patch(current: &Token, patch: Patch) -> Result<Token, String> {
         t.permission = p;
     }
     if let Some(r) = patch.routes {
-        t.routes = compile_routes(&r)?;
+        t.routes = compile_routes(&r).map_err(ChangeError::Invalid)?;
     }
     if let Some(r) = patch.rate_limit {
         t.rate_limit = r;
@@ -160,7 +163,7 @@ pub fn apply_patch(current: &Token, patch: Patch) -> Result<Token, String> {
 }
 
 /// The record with a fresh generated secret for the same id, and that secret (shown once).
-pub fn regenerate(current: &Token, params: &HashParams) -> Result<(Token, Secret), String> {
+pub fn regenerate(current: &Token, params: &HashParams) -> Result<(Token, Secret), ChangeError> {
     let g = token::generate_with_id(&current.id);
     let mut t = current.clone();
     t.hash = hash(&g.token, params)?;
@@ -207,20 +210,20 @@ fn effective_limit(t: &Token, default: RateLimitRule) -> RateLimitRule {
 /// - expiry: when the actor expires, `t` expires no later;
 /// - rate limit: when the actor is limited (its own limit or the default), `t` is limited to
 ///   no more requests per period and no higher rate.
-pub fn check_within(actor: &Token, t: &Token, default: RateLimitRule) -> Result<(), String> {
+pub fn check_within(actor: &Token, t: &Token, default: RateLimitRule) -> Result<(), ChangeError> {
     let who = format!("the acting token {:?}", &*actor.name);
     if t.permission > actor.permission {
-        return Err(format!(
+        return Err(ChangeError::ExceedsActor(format!(
             "permission {} is above {who}'s ({})",
             t.permission.as_str(),
             actor.permission.as_str()
-        ));
+        )));
     }
     if !actor.routes.is_empty() {
         if t.routes.is_empty() {
-            return Err(format!(
+            return Err(ChangeError::ExceedsActor(format!(
                 "no routes means every path, more than {who} may reach: give routes inside its own"
-            ));
+            )));
         }
         for r in &t.routes {
             let access = r.access.as_permission().min(t.permission);
@@ -229,11 +232,11 @@ pub fn check_within(actor: &Token, t: &Token, default: RateLimitRule) -> Result<
                     && r.pattern.within(&a.pattern)
             });
             if !inside {
-                return Err(format!(
+                return Err(ChangeError::ExceedsActor(format!(
                     "route {}={} is not inside a route of {who}",
                     r.pattern.as_str(),
                     r.access.as_permission().as_str()
-                ));
+                )));
             }
         }
     }
@@ -241,9 +244,9 @@ pub fn check_within(actor: &Token, t: &Token, default: RateLimitRule) -> Result<
         match t.expires_at {
             Some(e) if e <= limit => {}
             _ => {
-                return Err(format!(
+                return Err(ChangeError::ExceedsActor(format!(
                     "{who} expires at {limit}: the token must expire no later"
-                ))
+                )))
             }
         }
     }
@@ -260,27 +263,23 @@ pub fn check_within(actor: &Token, t: &Token, default: RateLimitRule) -> Result<
             RateLimitRule::Unlimited => false,
         };
         if !ok {
-            return Err(format!(
+            return Err(ChangeError::ExceedsActor(format!(
                 "{who} is limited to {requests} requests per {}: the token's rate limit must be no higher",
                 humantime::format_duration(period)
-            ));
+            )));
         }
     }
     Ok(())
 }
 
 /// Refuses changes to tokens that do not live in the database.
-pub fn check_writable(t: &Token) -> Result<(), String> {
+pub fn check_writable(t: &Token) -> Result<(), ChangeError> {
     match &t.source {
         Source::Database => Ok(()),
-        Source::File(path) => Err(format!(
-            "token {:?} comes from the token file {path}: edit the file to change it",
-            &*t.name
-        )),
-        Source::Bootstrap => Err(
-            "the bootstrap token lives in memory only: change --bootstrap-token / TOLLGATE_BOOTSTRAP_TOKEN"
-                .into(),
-        ),
+        origin => Err(ChangeError::ReadOnly {
+            name: t.name.to_string(),
+            origin: origin.clone(),
+        }),
     }
 }
 

@@ -2,12 +2,14 @@
 //! from (YAML token files, the token database, the bootstrap token).
 
 pub mod db;
+mod error;
 mod live;
 pub mod manage;
 mod snapshot;
 pub mod yaml;
 mod yaml_events;
 
+pub use error::{ChangeError, FileRefused, Refusal, StoreError};
 pub use live::Store;
 pub use snapshot::{Snapshot, SnapshotError, TokenSet};
 

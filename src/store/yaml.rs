@@ -23,6 +23,7 @@ use saphyr_parser::{Event, Parser, ScalarStyle, StrInput};
 use serde::Deserialize;
 use sha2::Digest;
 
+use super::error::FileRefused;
 use super::yaml_events::{is_null, position, De, Ev, MAX_DEPTH};
 use crate::token::{
     self, valid_name, Access, Permission, RateLimitRule, Route, RoutePattern, Source, Token,
@@ -286,7 +287,7 @@ impl<'f> Problems<'f> {
         self.listed.len() + self.more
     }
 
-    fn into_lines(mut self) -> Vec<String> {
+    fn into_refused(mut self) -> FileRefused {
         if self.more > 0 {
             self.listed.push(format!(
                 "{}: … and {} more problem{} in this file",
@@ -295,7 +296,10 @@ impl<'f> Problems<'f> {
                 if self.more == 1 { "" } else { "s" }
             ));
         }
-        self.listed
+        FileRefused {
+            path: self.file.to_string(),
+            problems: self.listed,
+        }
     }
 }
 
@@ -463,21 +467,23 @@ fn validate(e: Entry, index: usize, source: &Source, errors: &mut Problems) -> O
 
 /// Parses the text of a token file. `file` names it in errors. Never panics: a failure inside
 /// the YAML parser is reported as a refusal of the file.
-pub fn parse(file: &str, text: &str) -> Result<Vec<Token>, Vec<String>> {
-    std::panic::catch_unwind(|| parse_events(file, text)).unwrap_or_else(|_| {
-        Err(vec![format!(
-            "{file}: the YAML parser failed on this file (internal error)"
-        )])
-    })
+pub fn parse(file: &str, text: &str) -> Result<Vec<Token>, FileRefused> {
+    std::panic::catch_unwind(|| parse_events(file, text))
+        .unwrap_or_else(|_| Err(parser_failed(file)))
 }
 
-fn parse_events(file: &str, text: &str) -> Result<Vec<Token>, Vec<String>> {
+/// The refusal of a file the YAML parser panicked on.
+fn parser_failed(file: &str) -> FileRefused {
+    FileRefused::one(file, "the YAML parser failed on this file (internal error)")
+}
+
+fn parse_events(file: &str, text: &str) -> Result<Vec<Token>, FileRefused> {
     parse_events_anchored(file, text).0
 }
 
 /// Like [`parse_events`], and whether the text defined any anchor (only then can an entry
 /// depend on another one).
-fn parse_events_anchored(file: &str, text: &str) -> (Result<Vec<Token>, Vec<String>>, bool) {
+fn parse_events_anchored(file: &str, text: &str) -> (Result<Vec<Token>, FileRefused>, bool) {
     if let Some(refused) = too_large(file, text) {
         return (Err(refused), false);
     }
@@ -495,22 +501,25 @@ fn parse_events_anchored(file: &str, text: &str) -> (Result<Vec<Token>, Vec<Stri
         Err(Fatal(e)) => {
             let mut fatal = Problems::new(file);
             fatal.push(e);
-            Err(fatal.into_lines())
+            Err(fatal.into_refused())
         }
         Ok(()) if errors.count() == 0 => Ok(tokens),
-        Ok(()) => Err(errors.into_lines()),
+        Ok(()) => Err(errors.into_refused()),
     };
     (result, anchored)
 }
 
 /// The refusal of a text larger than [`MAX_FILE_BYTES`].
-fn too_large(file: &str, text: &str) -> Option<Vec<String>> {
+fn too_large(file: &str, text: &str) -> Option<FileRefused> {
     (text.len() > MAX_FILE_BYTES).then(|| {
-        vec![format!(
-            "{file}: the token file is larger than {} MiB ({} bytes)",
-            MAX_FILE_BYTES >> 20,
-            text.len()
-        )]
+        FileRefused::one(
+            file,
+            format_args!(
+                "the token file is larger than {} MiB ({} bytes)",
+                MAX_FILE_BYTES >> 20,
+                text.len()
+            ),
+        )
     })
 }
 
@@ -581,7 +590,7 @@ pub fn parse_incremental(
     file: &str,
     text: &str,
     cache: &mut EntryCache,
-) -> Result<Vec<Arc<Token>>, Vec<String>> {
+) -> Result<Vec<Arc<Token>>, FileRefused> {
     if let Some(refused) = too_large(file, text) {
         return Err(refused);
     }
@@ -624,12 +633,9 @@ fn parse_whole(
     text: &str,
     entries: Option<&[&str]>,
     cache: &mut EntryCache,
-) -> Result<Vec<Arc<Token>>, Vec<String>> {
+) -> Result<Vec<Arc<Token>>, FileRefused> {
     let (result, anchored) = std::panic::catch_unwind(|| parse_events_anchored(file, text))
-        .unwrap_or_else(|_| {
-            let e = format!("{file}: the YAML parser failed on this file (internal error)");
-            (Err(vec![e]), true)
-        });
+        .unwrap_or_else(|_| (Err(parser_failed(file)), true));
     let tokens: Vec<Arc<Token>> = result?.into_iter().map(Arc::new).collect();
     let mut fresh = EntryCache::default();
     if let Some(entries) = entries.filter(|e| !anchored && e.len() == tokens.len()) {
@@ -778,11 +784,15 @@ pub fn read_token_file(path: &Path) -> std::io::Result<String> {
     Ok(text)
 }
 
+/// The refusal of a file that cannot be read.
+pub fn unreadable(file: &str, e: &std::io::Error) -> FileRefused {
+    FileRefused::one(file, format_args!("cannot read token file: {e}"))
+}
+
 /// Reads and parses one token file.
-pub fn load_file(path: &Path) -> Result<Vec<Token>, Vec<String>> {
+pub fn load_file(path: &Path) -> Result<Vec<Token>, FileRefused> {
     let name = path.display().to_string();
-    let text =
-        read_token_file(path).map_err(|e| vec![format!("{name}: cannot read token file: {e}")])?;
+    let text = read_token_file(path).map_err(|e| unreadable(&name, &e))?;
     parse(&name, &text)
 }
 
@@ -826,7 +836,7 @@ mod tests {
     }
 
     /// The incremental parse gives exactly what a whole parse gives, whatever the cache held.
-    fn check_same(text: &str, cache: &mut EntryCache) -> Result<Vec<Arc<Token>>, Vec<String>> {
+    fn check_same(text: &str, cache: &mut EntryCache) -> Result<Vec<Arc<Token>>, FileRefused> {
         let incremental = parse_incremental("t.yaml", text, cache);
         let whole = parse("t.yaml", text).map(|t| t.into_iter().map(Arc::new).collect::<Vec<_>>());
         match (&incremental, &whole) {
@@ -874,12 +884,12 @@ mod tests {
         let mut cache = EntryCache::default();
         check_same(&file(0..5, ""), &mut cache).unwrap();
         let bad = file(0..6, "").replace("name: tok-5\n", "name: 'bad name'\n");
-        let errs = check_same(&bad, &mut cache).unwrap_err();
+        let errs = check_same(&bad, &mut cache).unwrap_err().problems;
         assert!(errs[0].contains("tokens[5]"), "{errs:?}");
         assert_eq!(cache.entries.len(), 5);
         // Syntax errors carry the file's own line numbers.
         let broken = format!("{}  - id: [\n", file(0..5, "  "));
-        let errs = check_same(&broken, &mut cache).unwrap_err();
+        let errs = check_same(&broken, &mut cache).unwrap_err().problems;
         assert!(errs[0].starts_with("t.yaml: "), "{errs:?}");
     }
 
@@ -982,7 +992,9 @@ mod tests {
         let text = format!(
             "tokens:\n  - {{id: short, name: a, hash: '{HASH}', permission: read}}\n  - {{id: BBBBBBBBBBBB, name: 'b c', hash: nope, permission: read, routes: [{{path: x, access: read}}]}}\n"
         );
-        let errs = parse("t.yaml", &text).unwrap_err();
+        let refused = parse("t.yaml", &text).unwrap_err();
+        assert_eq!(refused.path, "t.yaml");
+        let errs = refused.problems;
         assert_eq!(errs.len(), 4, "{errs:#?}");
         assert!(errs[0].starts_with("t.yaml: tokens[0] (name \"a\"): id"));
         assert!(errs
@@ -995,10 +1007,12 @@ mod tests {
 
     #[test]
     fn reports_syntax_and_schema_errors_with_location() {
-        let errs = parse("t.yaml", "tokens:\n  - id: x\n    permission: admin\n").unwrap_err();
+        let errs = parse("t.yaml", "tokens:\n  - id: x\n    permission: admin\n")
+            .unwrap_err()
+            .problems;
         assert!(errs[0].starts_with("t.yaml: "), "{errs:?}");
         assert!(errs[0].contains("line"), "{errs:?}");
-        let errs = parse("t.yaml", "tokenz: []\n").unwrap_err();
+        let errs = parse("t.yaml", "tokenz: []\n").unwrap_err().problems;
         assert!(errs[0].contains("unknown field"), "{errs:?}");
     }
 
@@ -1064,7 +1078,9 @@ mod tests {
         assert_eq!(t[1].routes.len(), 2);
         assert_eq!(t[1].routes[1].pattern.as_str(), "/b/**");
         assert_eq!(t[0].generation, t[1].generation);
-        let errs = parse("a.yaml", "tokens:\n  - *nope\n").unwrap_err();
+        let errs = parse("a.yaml", "tokens:\n  - *nope\n")
+            .unwrap_err()
+            .problems;
         assert!(errs[0].contains("line 2"), "{errs:?}");
         // An alias bomb stops at a limit instead of filling the memory (here: the events of one
         // entry; see `alias_expansion_is_bounded_in_bytes` for the bytes copied).
@@ -1074,7 +1090,7 @@ mod tests {
             bomb += &format!(", {c}: &{c} [*{prev}, *{prev}, *{prev}, *{prev}, *{prev}, *{prev}, *{prev}, *{prev}, *{prev}, *{prev}]");
         }
         bomb += "}\n";
-        let errs = parse("bomb.yaml", &bomb).unwrap_err();
+        let errs = parse("bomb.yaml", &bomb).unwrap_err().problems;
         assert!(
             errs[0].contains("more than 100000 YAML nodes (aliases expanded), the one at line 2"),
             "{errs:?}"
@@ -1088,7 +1104,7 @@ mod tests {
             entry("AAAAAAAAAAAA", "a"),
             entry("FFFFFFFFFFFF", "f"),
         );
-        let errs = parse("t.yaml", &text).unwrap_err();
+        let errs = parse("t.yaml", &text).unwrap_err().problems;
         assert_eq!(errs.len(), 5, "{errs:#?}");
         assert!(
             errs[0]
@@ -1132,7 +1148,7 @@ mod tests {
             ("tokens:\n  - id: a\n   name: b\n", "line 3"),
             ("tokens: [{id: \"\\q\"}]\n", "line 1"),
         ] {
-            let errs = parse("t.yaml", text).unwrap_err();
+            let errs = parse("t.yaml", text).unwrap_err().problems;
             assert_eq!(errs.len(), 1, "{text:?}: {errs:?}");
             assert!(errs[0].starts_with("t.yaml: "), "{text:?}: {errs:?}");
             assert!(errs[0].contains(want), "{text:?}: {errs:?}");
@@ -1237,7 +1253,7 @@ mod tests {
     fn deep_nesting_is_refused_with_its_line() {
         for (what, text) in nesting_bombs() {
             assert!(text.len() < 40_000, "{what}: {} bytes", text.len());
-            let errs = parse("bomb.yaml", &text).unwrap_err();
+            let errs = parse("bomb.yaml", &text).unwrap_err().problems;
             assert_eq!(errs.len(), 1, "{what}: {errs:?}");
             assert!(
                 errs[0].starts_with("bomb.yaml: ")
@@ -1254,9 +1270,11 @@ mod tests {
         let nested = |levels: usize| {
             with_rate_limit(&format!("{}x{}", "[".repeat(levels), "]".repeat(levels)))
         };
-        let errs = parse("t.yaml", &nested(MAX_DEPTH - 1)).unwrap_err();
+        let errs = parse("t.yaml", &nested(MAX_DEPTH - 1))
+            .unwrap_err()
+            .problems;
         assert!(errs[0].contains("rate_limit must be"), "{errs:?}");
-        let errs = parse("t.yaml", &nested(MAX_DEPTH)).unwrap_err();
+        let errs = parse("t.yaml", &nested(MAX_DEPTH)).unwrap_err().problems;
         assert!(errs[0].contains("nested more than"), "{errs:?}");
     }
 
@@ -1296,7 +1314,7 @@ mod tests {
             bomb += &format!(", {c}: &{c} [*{prev}, *{prev}, *{prev}, *{prev}]");
         }
         bomb += "}\n";
-        let errs = parse("bomb.yaml", &bomb).unwrap_err();
+        let errs = parse("bomb.yaml", &bomb).unwrap_err().problems;
         assert_eq!(errs.len(), 1, "{errs:?}");
         assert!(
             errs[0].starts_with("bomb.yaml: anchors and aliases expand to too much data")
@@ -1314,7 +1332,7 @@ mod tests {
     #[test]
     fn an_entry_of_too_many_events_is_refused() {
         let text = format!("tokens:\n  - [{}x]\n", "x, ".repeat(MAX_ENTRY_EVENTS));
-        let errs = parse("big.yaml", &text).unwrap_err();
+        let errs = parse("big.yaml", &text).unwrap_err().problems;
         assert_eq!(errs.len(), 1, "{:?}", &errs[..errs.len().min(3)]);
         assert!(
             errs[0].starts_with("big.yaml: ")
@@ -1331,19 +1349,21 @@ mod tests {
         while text.len() <= MAX_FILE_BYTES {
             text.push_str("# padding padding padding padding padding padding padding\n");
         }
-        let errs = parse("huge.yaml", &text).unwrap_err();
+        let errs = parse("huge.yaml", &text).unwrap_err().problems;
         assert_eq!(errs.len(), 1);
         assert!(
             errs[0].starts_with("huge.yaml: ") && errs[0].contains("larger than"),
             "{errs:?}"
         );
-        let errs = parse_incremental("huge.yaml", &text, &mut EntryCache::default()).unwrap_err();
+        let errs = parse_incremental("huge.yaml", &text, &mut EntryCache::default())
+            .unwrap_err()
+            .problems;
         assert!(errs[0].contains("larger than"), "{errs:?}");
         // Reading stops at the limit too.
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("huge.yaml");
         std::fs::write(&path, &text).unwrap();
-        let errs = load_file(&path).unwrap_err();
+        let errs = load_file(&path).unwrap_err().problems;
         assert!(errs[0].contains("larger than"), "{errs:?}");
         let err = read_token_file(&path).unwrap_err();
         assert_eq!(err.kind(), std::io::ErrorKind::FileTooLarge, "{err}");
@@ -1386,7 +1406,7 @@ mod tests {
         ];
         for case in cases {
             let text = format!("tokens:\n{case}");
-            let errs = parse("t.yaml", &text).unwrap_err();
+            let errs = parse("t.yaml", &text).unwrap_err().problems;
             let all = errs.join("\n");
             assert!(
                 !all.contains(&tok[4..20]) && !all.contains("c2VjcmV0"),
@@ -1398,7 +1418,9 @@ mod tests {
                 "{case}: {all}"
             );
         }
-        let errs = parse("t.yaml", &format!("tok_{}: []\n", &tok[4..])).unwrap_err();
+        let errs = parse("t.yaml", &format!("tok_{}: []\n", &tok[4..]))
+            .unwrap_err()
+            .problems;
         assert!(!errs[0].contains(&tok[4..]), "{errs:?}");
         // A token as the name, the description or a route of an otherwise good entry: refused,
         // never taken into the token set (where lists and logs would show it).
@@ -1416,7 +1438,7 @@ mod tests {
                     ", name: a"
                 }
             );
-            let errs = parse("t.yaml", &text).unwrap_err();
+            let errs = parse("t.yaml", &text).unwrap_err().problems;
             assert_eq!(errs.len(), 1, "{fields}: {errs:?}");
             assert!(
                 errs[0].contains("a token file holds a token's hash, never the token")
@@ -1462,7 +1484,7 @@ mod tests {
             text +=
                 &format!("  - {{id: short{i}, name: n{i}, hash: '{HASH}', permission: read}}\n");
         }
-        let errs = parse("t.yaml", &text).unwrap_err();
+        let errs = parse("t.yaml", &text).unwrap_err().problems;
         assert_eq!(errs.len(), MAX_PROBLEMS + 1, "{:?}", errs.last());
         assert!(errs[MAX_PROBLEMS - 1].contains("tokens[99]"), "{errs:?}");
         assert_eq!(
@@ -1474,7 +1496,7 @@ mod tests {
         );
         let mut cache = EntryCache::default();
         assert_eq!(
-            check_same(&text, &mut cache).unwrap_err().len(),
+            check_same(&text, &mut cache).unwrap_err().problems.len(),
             MAX_PROBLEMS + 1
         );
         // Up to the limit, every problem is listed.
@@ -1483,7 +1505,7 @@ mod tests {
             .take(1 + MAX_PROBLEMS)
             .map(|l| format!("{l}\n"))
             .collect();
-        let errs = parse("t.yaml", &text).unwrap_err();
+        let errs = parse("t.yaml", &text).unwrap_err().problems;
         assert_eq!(errs.len(), MAX_PROBLEMS);
         assert!(!errs.iter().any(|e| e.contains("more problems")));
     }
