@@ -7,7 +7,6 @@ mod live;
 pub mod manage;
 mod snapshot;
 pub mod yaml;
-mod yaml_events;
 
 pub use error::{ChangeError, FileRefused, Refusal, StoreError};
 pub use live::Store;

@@ -1,174 +1,16 @@
 //! A serde `Deserializer` over a buffered run of YAML parser events: one node (a token entry),
 //! with aliases already expanded. Token files are read event by event and only one entry's
 //! events are held at a time, so memory stays proportional to the result, not to the file.
-//!
-//! Scalars resolve as `serde_yaml_ng` resolves them (YAML 1.2 core schema: `null`/`~`/empty,
-//! `true`/`false`, integers, floats; anything else, or anything quoted, is a string).
+//! Scalars resolve as [`super::scalar`] says.
 
 use std::borrow::Cow;
-use std::fmt;
 
-use saphyr_parser::{Event, ScalarStyle, Span, Tag};
+use saphyr_parser::{Event, ScalarStyle, Span};
 use serde::de::{self, DeserializeSeed, Unexpected, Visitor};
 
-/// An event and where it is.
-pub(crate) type Ev<'a> = (Event<'a>, Span);
-
-/// Deepest nesting of collections in one node (a token entry needs 3: the entry, `routes`, a
-/// route). Deserialization recurses once per level, so a deeper node would overflow the stack.
-pub(crate) const MAX_DEPTH: usize = 64;
-
-/// A deserialization problem: where in the node (`routes[0].access`), what, and the line.
-#[derive(Debug)]
-pub(crate) struct Error {
-    /// Path segments from the innermost outwards (`access`, `[0]`, `routes`).
-    path: Vec<PathSeg>,
-    msg: String,
-    at: Option<(usize, usize)>,
-}
-
-#[derive(Debug)]
-enum PathSeg {
-    Key(String),
-    Index(usize),
-}
-
-impl Error {
-    fn new(msg: impl Into<String>, span: &Span) -> Self {
-        Error {
-            path: Vec::new(),
-            msg: msg.into(),
-            at: Some(position(span)),
-        }
-    }
-
-    fn or_at(mut self, span: &Span) -> Self {
-        if self.at.is_none() {
-            self.at = Some(position(span));
-        }
-        self
-    }
-
-    fn within(mut self, seg: PathSeg) -> Self {
-        self.path.push(seg);
-        self
-    }
-}
-
-/// 1-based line and column of the start of `span`.
-pub(crate) fn position(span: &Span) -> (usize, usize) {
-    (span.start.line(), span.start.col() + 1)
-}
-
-impl fmt::Display for Error {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for (i, seg) in self.path.iter().rev().enumerate() {
-            match seg {
-                PathSeg::Key(k) if i == 0 => write!(f, "{k}")?,
-                PathSeg::Key(k) => write!(f, ".{k}")?,
-                PathSeg::Index(j) => write!(f, "[{j}]")?,
-            }
-        }
-        if !self.path.is_empty() {
-            f.write_str(": ")?;
-        }
-        f.write_str(&self.msg)?;
-        if let Some((line, col)) = self.at {
-            write!(f, " at line {line} column {col}")?;
-        }
-        Ok(())
-    }
-}
-
-impl std::error::Error for Error {}
-
-impl de::Error for Error {
-    fn custom<T: fmt::Display>(msg: T) -> Self {
-        Error {
-            path: Vec::new(),
-            msg: msg.to_string(),
-            at: None,
-        }
-    }
-}
-
-/// True for the plain scalars YAML reads as null.
-pub(crate) fn is_null(v: &str) -> bool {
-    matches!(v, "" | "~" | "null" | "Null" | "NULL")
-}
-
-fn parse_bool(v: &str) -> Option<bool> {
-    match v {
-        "true" | "True" | "TRUE" => Some(true),
-        "false" | "False" | "FALSE" => Some(false),
-        _ => None,
-    }
-}
-
-enum Int {
-    U(u64),
-    I(i64),
-}
-
-fn parse_int(v: &str) -> Option<Int> {
-    let (neg, digits) = match v.as_bytes().first() {
-        Some(b'-') => (true, &v[1..]),
-        Some(b'+') => (false, &v[1..]),
-        _ => (false, v),
-    };
-    if digits.starts_with(['+', '-']) || digits.is_empty() {
-        return None;
-    }
-    let (radix, digits) = if let Some(d) = digits.strip_prefix("0x") {
-        (16, d)
-    } else if let Some(d) = digits.strip_prefix("0o") {
-        (8, d)
-    } else {
-        (10, digits)
-    };
-    if digits.is_empty() || digits.starts_with(['+', '-']) {
-        return None;
-    }
-    let magnitude = u64::from_str_radix(digits, radix).ok()?;
-    if neg {
-        if magnitude <= i64::MAX as u64 + 1 {
-            Some(Int::I((magnitude as i64).wrapping_neg()))
-        } else {
-            None
-        }
-    } else {
-        Some(Int::U(magnitude))
-    }
-}
-
-fn parse_float(v: &str) -> Option<f64> {
-    let unsigned = v.trim_start_matches(['+', '-']);
-    let neg = v.starts_with('-');
-    let special = match unsigned {
-        ".inf" | ".Inf" | ".INF" => Some(f64::INFINITY),
-        ".nan" | ".NaN" | ".NAN" => return Some(f64::NAN),
-        _ => None,
-    };
-    if let Some(inf) = special {
-        return Some(if neg { -inf } else { inf });
-    }
-    // Only YAML's float syntax: digits, one sign, '.', 'e'. Rust would also take "inf", "NaN".
-    if !v.bytes().any(|b| b.is_ascii_digit())
-        || !v
-            .bytes()
-            .all(|b| b.is_ascii_digit() || matches!(b, b'+' | b'-' | b'.' | b'e' | b'E'))
-    {
-        return None;
-    }
-    v.parse().ok()
-}
-
-fn core_tag<'t>(tag: &'t Option<Cow<'_, Tag>>) -> Option<&'t str> {
-    match tag {
-        Some(t) if t.is_yaml_core_schema() => Some(t.suffix.as_str()),
-        _ => None,
-    }
-}
+use super::scalar::{
+    core_tag, is_null, parse_bool, parse_float, parse_int, Error, Ev, Int, PathSeg, MAX_DEPTH,
+};
 
 /// Deserializes from a complete, alias-free run of events holding exactly one node. Nesting
 /// deeper than [`MAX_DEPTH`] is an error (the token-file reader refuses it before this).
@@ -651,5 +493,37 @@ impl<'de> de::VariantAccess<'de> for &mut De<'_, 'de> {
         visitor: V,
     ) -> Result<V::Value, Error> {
         de::Deserializer::deserialize_map(self, visitor)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use saphyr_parser::Parser;
+    use serde::Deserialize;
+
+    /// The deserializer bounds its own recursion, whatever events it is given.
+    #[test]
+    fn the_deserializer_refuses_deep_nesting_by_itself() {
+        let nested = |levels: usize| format!("{}x", "- ".repeat(levels));
+        fn events(text: &str) -> Vec<Ev<'_>> {
+            Parser::new_from_str(text)
+                .map(Result::unwrap)
+                .skip_while(|(e, _)| !matches!(e, Event::SequenceStart(..)))
+                .take_while(|(e, _)| !matches!(e, Event::DocumentEnd))
+                .collect()
+        }
+        let text = nested(MAX_DEPTH);
+        let ok = serde_json::Value::deserialize(&mut De::new(&events(&text)));
+        assert!(ok.is_ok(), "{ok:?}");
+        let text = nested(10 * MAX_DEPTH);
+        let err = serde_json::Value::deserialize(&mut De::new(&events(&text))).unwrap_err();
+        assert!(
+            err.to_string().ends_with(&format!(
+                "nested more than {MAX_DEPTH} levels deep at line 1 column {}",
+                2 * MAX_DEPTH + 1
+            )),
+            "{err}"
+        );
     }
 }
