@@ -1,7 +1,7 @@
 //! Tollgate: an authenticating reverse proxy for package repositories.
 //!
 //! The library holds everything; `main.rs` only parses the command line and calls [`app`].
-//! Pure parts (token format and routes, path normalization, credentials, policy, config merge)
+//! Pure parts (token format, routes and path normalization, credentials, policy, config merge)
 //! never see a pingora type;
 //! only `proxy`, `admin`, `store` and `app` do I/O.
 
@@ -15,7 +15,6 @@ pub mod lifecycle;
 pub mod logging;
 pub mod metrics;
 pub mod net;
-pub mod path;
 pub mod proxy;
 pub mod ratelimit;
 pub mod store;

@@ -1,8 +1,9 @@
 //! The authorization check: the permission a method needs, and whether a token's permission
 //! and route rules allow it on a normalized path. Path normalization itself is
-//! [`crate::path`] (re-exported here); route patterns are [`crate::token::RoutePattern`].
+//! [`crate::token::normalize_path`] (re-exported here); route patterns are
+//! [`crate::token::RoutePattern`].
 
-pub use crate::path::{normalize_path, PathError};
+pub use crate::token::{normalize_path, PathError};
 use crate::token::{segments, Permission, Token};
 
 /// The permission a method needs: read for GET/HEAD/OPTIONS, write for PUT/POST/PATCH/DELETE,

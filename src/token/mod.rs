@@ -1,9 +1,10 @@
-//! Tokens: the generated format, argon2id hashing, the token record and its route rules. Pure,
-//! no I/O; depends on nothing else in the crate but path normalization ([`crate::path`]).
+//! Tokens: the generated format, argon2id hashing, the token record, its route rules and the
+//! path normalization they are written in. Pure, no I/O; names nothing else of the crate.
 
 mod expiry;
 mod format;
 mod hash;
+mod path;
 mod record;
 mod route;
 mod secret;
@@ -14,6 +15,7 @@ pub use format::{
     ParsedToken, ID_LEN, PREFIX, SECRET_LEN, TOKEN_LEN,
 };
 pub use hash::{hash_secret, validate_phc, verify_secret, HashError, HashParams, PhcHash};
+pub use path::{normalize_path, PathError};
 pub use record::{valid_name, Access, Permission, RateLimitRule, Route, Source, Token, NAME_RULE};
 pub use route::{
     compile_routes, route_specs, segments, RoutePattern, RouteSpec, MAX_ROUTE_LEN,

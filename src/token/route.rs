@@ -1,6 +1,6 @@
 //! Route rules: compiled path patterns, and the form routes take in the database and the API.
 //!
-//! Route patterns match the segments of a normalized path (see [`crate::path`]) as prefixes:
+//! Route patterns match the segments of a normalized path (see [`normalize_path`]) as prefixes:
 //! `/releases` covers `/releases/x` but not `/releases-old`; `*` is one segment (or a glob
 //! inside a segment), `**` any number of segments.
 
@@ -8,8 +8,8 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
+use super::normalize_path;
 use super::{Access, Route};
-use crate::path::normalize_path;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum SegKind {
