@@ -3,13 +3,12 @@
 //! events are held at a time, so memory stays proportional to the result, not to the file.
 //! Scalars resolve as [`super::scalar`] says.
 
-use std::borrow::Cow;
-
 use saphyr_parser::{Event, ScalarStyle, Span};
 use serde::de::{self, DeserializeSeed, Unexpected, Visitor};
 
 use super::scalar::{
-    core_tag, is_null, parse_bool, parse_float, parse_int, Error, Ev, Int, PathSeg, MAX_DEPTH,
+    core_tag, is_null, parse_bool, parse_float, parse_int, unexpected, visit_str, visit_untagged,
+    Error, Ev, Int, PathSeg, MAX_DEPTH,
 };
 
 /// Deserializes from a complete, alias-free run of events holding exactly one node. Nesting
@@ -89,40 +88,6 @@ impl<'s, 'a> De<'s, 'a> {
             }
         }
     }
-}
-
-fn unexpected<'e>(event: &'e Event<'_>) -> Unexpected<'e> {
-    match event {
-        Event::Scalar(v, ..) => Unexpected::Str(v),
-        Event::SequenceStart(..) => Unexpected::Seq,
-        Event::MappingStart(..) => Unexpected::Map,
-        _ => Unexpected::Other("end of a collection"),
-    }
-}
-
-fn visit_str<'a, V: Visitor<'a>>(v: &Cow<'a, str>, visitor: V) -> Result<V::Value, Error> {
-    match v {
-        Cow::Borrowed(s) => visitor.visit_borrowed_str(s),
-        Cow::Owned(s) => visitor.visit_str(s),
-    }
-}
-
-fn visit_untagged<'a, V: Visitor<'a>>(v: &Cow<'a, str>, visitor: V) -> Result<V::Value, Error> {
-    if is_null(v) {
-        return visitor.visit_unit();
-    }
-    if let Some(b) = parse_bool(v) {
-        return visitor.visit_bool(b);
-    }
-    match parse_int(v) {
-        Some(Int::U(u)) => return visitor.visit_u64(u),
-        Some(Int::I(i)) => return visitor.visit_i64(i),
-        None => {}
-    }
-    if let Some(f) = parse_float(v) {
-        return visitor.visit_f64(f);
-    }
-    visit_str(v, visitor)
 }
 
 impl<'de> de::Deserializer<'de> for &mut De<'_, 'de> {

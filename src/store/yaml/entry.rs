@@ -1,14 +1,17 @@
-//! One token-file entry: its fields as written (deserialized from the entry's events), and its
-//! checks, turning it into a token record or into problems naming the entry.
+//! One token-file entry: its fields as written (deserialized from the entry's events), its
+//! checks, turning it into a token record or into problems naming the entry, and its name
+//! found in the raw events when it does not deserialize.
 
 use std::borrow::Cow;
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
+use saphyr_parser::Event;
 use serde::Deserialize;
 
 use super::problems::Problems;
+use super::scalar::Ev;
 use crate::token::{
     self, valid_name, Access, Permission, RateLimitRule, Route, RoutePattern, Source, Token,
     NAME_RULE,
@@ -133,6 +136,39 @@ pub(super) fn validate(
         rate_limit: e.rate_limit,
         source: source.clone(),
     })
+}
+
+/// The `name:` of a buffered entry, if it has a plain one (for naming a refused entry).
+pub(super) fn name_in<'e>(events: &'e [Ev]) -> Option<&'e str> {
+    if !matches!(events.first(), Some((Event::MappingStart(..), _))) {
+        return None;
+    }
+    let mut depth = 0usize;
+    let mut is_key = true;
+    let mut want_value = false;
+    for (ev, _) in &events[1..] {
+        match ev {
+            Event::Scalar(v, ..) if depth == 0 => {
+                if is_key {
+                    want_value = v == "name";
+                } else if want_value {
+                    return Some(v);
+                }
+                is_key = !is_key;
+            }
+            Event::SequenceStart(..) | Event::MappingStart(..) => depth += 1,
+            Event::SequenceEnd | Event::MappingEnd if depth == 0 => return None,
+            Event::SequenceEnd | Event::MappingEnd => {
+                depth -= 1;
+                if depth == 0 {
+                    is_key = !is_key;
+                    want_value = false;
+                }
+            }
+            _ => {}
+        }
+    }
+    None
 }
 
 #[cfg(test)]

@@ -1,13 +1,14 @@
 //! What single YAML events mean for the token-file deserializer: an event with its position,
-//! the deserialization error (where in the entry, what, and the line), and how plain scalars
-//! resolve, as `serde_yaml_ng` resolves them (YAML 1.2 core schema: `null`/`~`/empty,
-//! `true`/`false`, integers, floats; anything else, or anything quoted, is a string).
+//! the deserialization error (where in the entry, what, and the line), and how scalars are
+//! handed to a visitor: plain ones resolve as `serde_yaml_ng` resolves them (YAML 1.2 core
+//! schema: `null`/`~`/empty, `true`/`false`, integers, floats; anything else, or anything
+//! quoted, is a string).
 
 use std::borrow::Cow;
 use std::fmt;
 
 use saphyr_parser::{Event, Span, Tag};
-use serde::de;
+use serde::de::{self, Unexpected, Visitor};
 
 /// An event and where it is.
 pub(crate) type Ev<'a> = (Event<'a>, Span);
@@ -166,4 +167,44 @@ pub(super) fn core_tag<'t>(tag: &'t Option<Cow<'_, Tag>>) -> Option<&'t str> {
         Some(t) if t.is_yaml_core_schema() => Some(t.suffix.as_str()),
         _ => None,
     }
+}
+
+pub(super) fn unexpected<'e>(event: &'e Event<'_>) -> Unexpected<'e> {
+    match event {
+        Event::Scalar(v, ..) => Unexpected::Str(v),
+        Event::SequenceStart(..) => Unexpected::Seq,
+        Event::MappingStart(..) => Unexpected::Map,
+        _ => Unexpected::Other("end of a collection"),
+    }
+}
+
+pub(super) fn visit_str<'a, V: Visitor<'a>>(
+    v: &Cow<'a, str>,
+    visitor: V,
+) -> Result<V::Value, Error> {
+    match v {
+        Cow::Borrowed(s) => visitor.visit_borrowed_str(s),
+        Cow::Owned(s) => visitor.visit_str(s),
+    }
+}
+
+pub(super) fn visit_untagged<'a, V: Visitor<'a>>(
+    v: &Cow<'a, str>,
+    visitor: V,
+) -> Result<V::Value, Error> {
+    if is_null(v) {
+        return visitor.visit_unit();
+    }
+    if let Some(b) = parse_bool(v) {
+        return visitor.visit_bool(b);
+    }
+    match parse_int(v) {
+        Some(Int::U(u)) => return visitor.visit_u64(u),
+        Some(Int::I(i)) => return visitor.visit_i64(i),
+        None => {}
+    }
+    if let Some(f) = parse_float(v) {
+        return visitor.visit_f64(f);
+    }
+    visit_str(v, visitor)
 }

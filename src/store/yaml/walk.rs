@@ -10,7 +10,7 @@ use saphyr_parser::{Event, Parser, ScalarStyle, StrInput};
 use serde::Deserialize;
 
 use super::de::De;
-use super::entry::{validate, Entry};
+use super::entry::{name_in, validate, Entry};
 use super::problems::Problems;
 use super::scalar::{is_null, position, Ev, MAX_DEPTH};
 use crate::token::{Source, Token};
@@ -204,39 +204,6 @@ impl<'a> Reader<'a> {
             ev = self.next()?;
         }
     }
-}
-
-/// The `name:` of a buffered entry, if it has a plain one (for naming a refused entry).
-fn name_in<'e>(events: &'e [Ev]) -> Option<&'e str> {
-    if !matches!(events.first(), Some((Event::MappingStart(..), _))) {
-        return None;
-    }
-    let mut depth = 0usize;
-    let mut is_key = true;
-    let mut want_value = false;
-    for (ev, _) in &events[1..] {
-        match ev {
-            Event::Scalar(v, ..) if depth == 0 => {
-                if is_key {
-                    want_value = v == "name";
-                } else if want_value {
-                    return Some(v);
-                }
-                is_key = !is_key;
-            }
-            Event::SequenceStart(..) | Event::MappingStart(..) => depth += 1,
-            Event::SequenceEnd | Event::MappingEnd if depth == 0 => return None,
-            Event::SequenceEnd | Event::MappingEnd => {
-                depth -= 1;
-                if depth == 0 {
-                    is_key = !is_key;
-                    want_value = false;
-                }
-            }
-            _ => {}
-        }
-    }
-    None
 }
 
 fn at_line(ev: &Ev) -> String {
