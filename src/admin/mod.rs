@@ -3,6 +3,7 @@
 //! on its own port (127.0.0.1 by default).
 
 pub mod api;
+mod error;
 pub mod ui;
 
 use std::sync::Arc;
