@@ -3,6 +3,12 @@
 //!
 //! Every token write bumps a change counter in the same transaction, so any process (the
 //! server, a replica, the CLI) can notice another's writes by polling one integer.
+//!
+//! Here: the connection pool and the queries; `url` handles database URLs, `row` turns rows
+//! into tokens and back.
+
+mod row;
+mod url;
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -10,22 +16,15 @@ use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::{DateTime, TimeZone, Utc};
-use sqlx::any::{AnyConnectOptions, AnyPoolOptions, AnyRow};
-use sqlx::{AnyPool, Row};
+use chrono::{DateTime, Utc};
+use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
+use sqlx::AnyPool;
+use sqlx::Row;
 
-use crate::token::{
-    self, compile_routes, route_specs, Permission, RateLimitRule, Route, RouteSpec, Source, Token,
-};
-
-/// The database engine behind a URL.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Backend {
-    /// Embedded SQLite file.
-    Sqlite,
-    /// PostgreSQL server.
-    Postgres,
-}
+use crate::token::Token;
+use row::{from_millis, millis, rate_limit_json, routes_json, row_to_token};
+pub use url::{backend_of, missing_sqlite_file, redact_url, Backend};
+use url::{create_private, sqlite_path};
 
 /// What went wrong with the database.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -69,88 +68,8 @@ fn classify(e: sqlx::Error, name: &str, id: &str) -> DbError {
     DbError::Unavailable(e.to_string())
 }
 
-fn unavailable(e: sqlx::Error) -> DbError {
+pub(super) fn unavailable(e: sqlx::Error) -> DbError {
     DbError::Unavailable(e.to_string())
-}
-
-fn millis(t: DateTime<Utc>) -> i64 {
-    t.timestamp_millis()
-}
-
-fn from_millis(ms: i64) -> Option<DateTime<Utc>> {
-    Utc.timestamp_millis_opt(ms).single()
-}
-
-/// The SQLite file path of a `sqlite:` URL (None for in-memory databases).
-fn sqlite_path(url: &str) -> Option<&str> {
-    let rest = url
-        .strip_prefix("sqlite://")
-        .or_else(|| url.strip_prefix("sqlite:"))?;
-    let path = rest.split('?').next().unwrap_or(rest);
-    (!path.is_empty() && !path.starts_with(":memory:")).then_some(path)
-}
-
-/// Shows a database URL without its password. The credentials end at the last `@` before
-/// the query (a password may hold an unencoded `@`: everything up to the last one is hidden).
-pub fn redact_url(url: &str) -> String {
-    let Some(s) = url.find("://") else {
-        return url.to_string();
-    };
-    let rest = &url[s + 3..];
-    let before_query = rest.find('?').map_or(rest, |q| &rest[..q]);
-    match before_query.rfind('@') {
-        Some(at) => match rest[..at].split_once(':') {
-            Some((user, _)) => format!("{}{user}:***{}", &url[..s + 3], &rest[at..]),
-            None => url.to_string(),
-        },
-        None => url.to_string(),
-    }
-}
-
-/// The SQLite file of `url` if it is one that does not exist yet.
-pub fn missing_sqlite_file(url: &str) -> Option<std::path::PathBuf> {
-    let path = Path::new(sqlite_path(url)?);
-    (!path.exists()).then(|| path.to_path_buf())
-}
-
-/// Creates the SQLite file (0600) and its directory (0700) when they do not exist: tokens'
-/// hashes and names are nobody else's business on the machine.
-fn create_private(path: &Path) -> Result<(), DbError> {
-    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        if !dir.exists() {
-            std::fs::DirBuilder::new()
-                .recursive(true)
-                .mode(0o700)
-                .create(dir)
-                .map_err(|e| {
-                    DbError::Unavailable(format!("cannot create {}: {e}", dir.display()))
-                })?;
-        }
-    }
-    if !path.exists() {
-        std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(path)
-            .map_err(|e| DbError::Unavailable(format!("cannot create {}: {e}", path.display())))?;
-    }
-    Ok(())
-}
-
-/// Which backend a URL selects.
-pub fn backend_of(url: &str) -> Result<Backend, DbError> {
-    if url.starts_with("sqlite:") {
-        Ok(Backend::Sqlite)
-    } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-        Ok(Backend::Postgres)
-    } else {
-        Err(DbError::Url(format!(
-            "{:?} is not sqlite://PATH or postgres://…",
-            redact_url(url)
-        )))
-    }
 }
 
 /// A connection pool to the token database.
@@ -434,80 +353,12 @@ impl Database {
     }
 }
 
-fn routes_json(routes: &[Route]) -> String {
-    serde_json::to_string(&route_specs(routes)).unwrap_or_else(|_| "[]".into())
-}
-
-fn rate_limit_json(r: Option<RateLimitRule>) -> Option<String> {
-    r.and_then(|r| serde_json::to_string(&r).ok())
-}
-
-fn row_to_token(row: &AnyRow) -> Result<Token, DbError> {
-    let id: String = row.try_get("id").map_err(unavailable)?;
-    let bad = |reason: String| DbError::Corrupt {
-        id: id.clone(),
-        reason,
-    };
-    let name: String = row.try_get("name").map_err(unavailable)?;
-    let description: Option<String> = row.try_get("description").map_err(unavailable)?;
-    let hash: String = row.try_get("hash").map_err(unavailable)?;
-    let permission: String = row.try_get("permission").map_err(unavailable)?;
-    let routes: String = row.try_get("routes").map_err(unavailable)?;
-    let rate_limit: Option<String> = row.try_get("rate_limit").map_err(unavailable)?;
-    let created_at: i64 = row.try_get("created_at").map_err(unavailable)?;
-    let expires_at: Option<i64> = row.try_get("expires_at").map_err(unavailable)?;
-    let generation: i64 = row.try_get("generation").map_err(unavailable)?;
-    let permission = match permission.as_str() {
-        "read" => Permission::Read,
-        "write" => Permission::Write,
-        "manager" => Permission::Manager,
-        other => return Err(bad(format!("permission {other:?}"))),
-    };
-    let specs: Vec<RouteSpec> =
-        serde_json::from_str(&routes).map_err(|e| bad(format!("routes: {e}")))?;
-    let routes = compile_routes(&specs).map_err(|e| bad(format!("routes: {e}")))?;
-    let rate_limit = rate_limit
-        .map(|r| serde_json::from_str::<RateLimitRule>(&r))
-        .transpose()
-        .map_err(|e| bad(format!("rate_limit: {e}")))?;
-    Ok(Token {
-        hash: token::validate_phc(&hash).map_err(|e| bad(format!("hash: {e}")))?,
-        id: Arc::from(id.as_str()),
-        name: Arc::from(name.as_str()),
-        description,
-        permission,
-        routes,
-        created_at: from_millis(created_at),
-        expires_at: expires_at.and_then(from_millis),
-        rate_limit,
-        generation: generation as u64,
-        source: Source::Database,
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::token::Access;
-
-    #[test]
-    fn urls() {
-        assert_eq!(sqlite_path("sqlite://data/t.db"), Some("data/t.db"));
-        assert_eq!(sqlite_path("sqlite:data/t.db?mode=rwc"), Some("data/t.db"));
-        assert_eq!(sqlite_path("sqlite::memory:"), None);
-        assert_eq!(backend_of("postgres://x/y"), Ok(Backend::Postgres));
-        assert!(backend_of("mysql://x").is_err());
-        assert_eq!(
-            redact_url("postgres://u:secret@h/db"),
-            "postgres://u:***@h/db"
-        );
-        assert_eq!(redact_url("sqlite://data/t.db"), "sqlite://data/t.db");
-        // An unencoded @ in the password: nothing of it shows.
-        assert_eq!(
-            redact_url("postgres://u:p@ss@w0rd@h/db?sslmode=require&x=a@b"),
-            "postgres://u:***@h/db?sslmode=require&x=a@b"
-        );
-    }
+    use crate::token::{
+        self, compile_routes, Access, Permission, RateLimitRule, RouteSpec, Source,
+    };
 
     fn sample(name: &str) -> Token {
         let g = token::generate();

@@ -1,0 +1,72 @@
+//! Token records as database rows: times as milliseconds, routes and rate limits as JSON, and
+//! a row read back into a token (or the reason it is invalid).
+
+use std::sync::Arc;
+
+use chrono::{DateTime, TimeZone, Utc};
+use sqlx::any::AnyRow;
+use sqlx::Row;
+
+use super::{unavailable, DbError};
+use crate::token::{
+    self, compile_routes, route_specs, Permission, RateLimitRule, Route, RouteSpec, Source, Token,
+};
+
+pub(super) fn millis(t: DateTime<Utc>) -> i64 {
+    t.timestamp_millis()
+}
+
+pub(super) fn from_millis(ms: i64) -> Option<DateTime<Utc>> {
+    Utc.timestamp_millis_opt(ms).single()
+}
+
+pub(super) fn routes_json(routes: &[Route]) -> String {
+    serde_json::to_string(&route_specs(routes)).unwrap_or_else(|_| "[]".into())
+}
+
+pub(super) fn rate_limit_json(r: Option<RateLimitRule>) -> Option<String> {
+    r.and_then(|r| serde_json::to_string(&r).ok())
+}
+
+pub(super) fn row_to_token(row: &AnyRow) -> Result<Token, DbError> {
+    let id: String = row.try_get("id").map_err(unavailable)?;
+    let bad = |reason: String| DbError::Corrupt {
+        id: id.clone(),
+        reason,
+    };
+    let name: String = row.try_get("name").map_err(unavailable)?;
+    let description: Option<String> = row.try_get("description").map_err(unavailable)?;
+    let hash: String = row.try_get("hash").map_err(unavailable)?;
+    let permission: String = row.try_get("permission").map_err(unavailable)?;
+    let routes: String = row.try_get("routes").map_err(unavailable)?;
+    let rate_limit: Option<String> = row.try_get("rate_limit").map_err(unavailable)?;
+    let created_at: i64 = row.try_get("created_at").map_err(unavailable)?;
+    let expires_at: Option<i64> = row.try_get("expires_at").map_err(unavailable)?;
+    let generation: i64 = row.try_get("generation").map_err(unavailable)?;
+    let permission = match permission.as_str() {
+        "read" => Permission::Read,
+        "write" => Permission::Write,
+        "manager" => Permission::Manager,
+        other => return Err(bad(format!("permission {other:?}"))),
+    };
+    let specs: Vec<RouteSpec> =
+        serde_json::from_str(&routes).map_err(|e| bad(format!("routes: {e}")))?;
+    let routes = compile_routes(&specs).map_err(|e| bad(format!("routes: {e}")))?;
+    let rate_limit = rate_limit
+        .map(|r| serde_json::from_str::<RateLimitRule>(&r))
+        .transpose()
+        .map_err(|e| bad(format!("rate_limit: {e}")))?;
+    Ok(Token {
+        hash: token::validate_phc(&hash).map_err(|e| bad(format!("hash: {e}")))?,
+        id: Arc::from(id.as_str()),
+        name: Arc::from(name.as_str()),
+        description,
+        permission,
+        routes,
+        created_at: from_millis(created_at),
+        expires_at: expires_at.and_then(from_millis),
+        rate_limit,
+        generation: generation as u64,
+        source: Source::Database,
+    })
+}
