@@ -2,6 +2,7 @@
 //! and validation into a typed [`Config`]. Every problem is collected and reported at once,
 //! each naming where the value came from (file, variable or flag), the field and the reason.
 
+mod database_url;
 mod fields;
 mod load;
 mod sections;
@@ -12,6 +13,7 @@ use std::time::Duration;
 
 /// The `hashing:` section: argon2id cost parameters (defined with the hashing itself).
 pub use crate::token::HashParams;
+pub use database_url::{backend_of, redact_url, Backend};
 pub use fields::{ConfigError, ConfigErrors, Origins};
 pub use load::{load, load_text, Overrides, DEFAULT_CONFIG_PATH};
 
@@ -69,10 +71,7 @@ impl std::fmt::Debug for TokensConfig {
         f.debug_struct("TokensConfig")
             .field("files", &self.files)
             .field("files_defaulted", &self.files_defaulted)
-            .field(
-                "database",
-                &self.database.as_deref().map(crate::store::db::redact_url),
-            )
+            .field("database", &self.database.as_deref().map(redact_url))
             .field("poll_interval", &self.poll_interval)
             .field("identity_headers", &self.identity_headers)
             .field("token_usernames", &self.token_usernames)

@@ -98,7 +98,7 @@ pub(super) fn build_tokens(s: &mut Section<'_>) -> TokensConfig {
             if url == "none" {
                 return Ok(None);
             }
-            crate::store::db::backend_of(&url).map_err(|e| e.to_string())?;
+            super::backend_of(&url).map_err(|e| format!("database URL: {e}"))?;
             Ok(Some(url))
         },
     );
@@ -311,7 +311,7 @@ pub(super) fn build_upstream(s: &mut Section<'_>) -> UpstreamConfig {
     });
     let cargo_index = s.take_with("cargo_index", None, |v| {
         let p = url_path(v)?;
-        match crate::auth::normalize_path(&p) {
+        match crate::token::normalize_path(&p) {
             Ok(n) if n.trim_end_matches('/') == p.trim_end_matches('/') => Ok(Some(p)),
             _ => Err(format!("{p:?} must be a normalized path such as /index/")),
         }
