@@ -628,6 +628,55 @@ fn rss_growth_kib(rss_before: u64, hwm_before: u64, proxy: &Tollgate) -> u64 {
 
 const MAX_RSS_GROWTH_KIB: u64 = 25 * 1024;
 
+/// A store (or a CDN in front of it) may send an informational answer (`103 Early Hints`)
+/// before the `200` of `config.json`: the `200` is still the one rewritten.
+#[tokio::test]
+async fn cargo_config_json_is_rewritten_after_an_informational_answer() {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind the raw upstream");
+    let addr = listener.local_addr().expect("its address");
+    tokio::spawn(async move {
+        while let Ok((mut conn, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut buf = [0u8; 1024];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match conn.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let answer = format!(
+                    "HTTP/1.1 103 Early Hints\r\nLink: </index/1/a>; rel=preload\r\n\r\n\
+                     HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n\
+                     Content-Length: {}\r\nConnection: close\r\n\r\n{CARGO_CONFIG}",
+                    CARGO_CONFIG.len()
+                );
+                let _ = conn.write_all(answer.as_bytes()).await;
+            });
+        }
+    });
+    let reader = TestToken::read("cargo-reader");
+    let proxy = Setup::new(&format!("http://{addr}"))
+        .set("upstream.cargo_index", json!("/index/"))
+        .with_tokens(&[&reader])
+        .start()
+        .await;
+    let (status, _, body) = fetch_config(
+        &client(),
+        &proxy,
+        reqwest::Method::GET,
+        "",
+        &reader.bearer(),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let got: Value = serde_json::from_slice(&body).expect("config.json is JSON");
+    assert_eq!(got["auth-required"], json!(true), "{got}");
+}
+
 #[tokio::test]
 async fn large_download_streams_intact_with_bounded_memory() {
     let upstream = Upstream::start();

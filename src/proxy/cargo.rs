@@ -63,9 +63,15 @@ impl ConfigJson {
     /// Takes the upstream's response head. A `200` without `Content-Encoding` and with a body
     /// of at most [`MAX_CONFIG_JSON`] bytes is rewritten: its `Content-Length` goes, and for a
     /// GET its body is collected. A bigger one (by its `Content-Length`) fails as an upstream
-    /// error before anything is sent; a HEAD of one passes through. Anything else (another
+    /// error before anything is sent; a HEAD of one passes through. An informational head
+    /// (`1xx`) passes through and the next one is taken in turn. Anything else (another
     /// status, an encoded or empty body) passes through unchanged.
     pub fn on_response(&mut self, resp: &mut ResponseHeader, head_only: bool) -> Result<()> {
+        // An informational answer (`100`, `103 Early Hints`) comes before the real one, which
+        // is still to be rewritten.
+        if resp.status.is_informational() {
+            return Ok(());
+        }
         *self = ConfigJson::No;
         if resp.status != http::StatusCode::OK || resp.headers.contains_key(CONTENT_ENCODING) {
             return Ok(());
@@ -228,6 +234,20 @@ mod tests {
             .on_response(&mut response(200, &[]), false)
             .expect("accepted");
         assert_eq!(body_out(&mut state, &[b"[1,", b"2]"]).unwrap(), b"[1,2]");
+    }
+
+    #[test]
+    fn an_informational_answer_waits_for_the_real_one() {
+        let mut state = ConfigJson::Requested;
+        let mut early = response(103, &[("Link", "</x>; rel=preload")]);
+        state.on_response(&mut early, false).expect("passed");
+        assert!(state.is_requested());
+        assert_eq!(early.headers.len(), 1);
+        let mut resp = response(200, &[("Content-Length", "2")]);
+        state.on_response(&mut resp, false).expect("accepted");
+        assert!(resp.headers.get(CONTENT_LENGTH).is_none());
+        let out = body_out(&mut state, &[b"{}"]).expect("rewritten");
+        assert_eq!(out, br#"{"auth-required":true}"#);
     }
 
     #[test]
