@@ -1,6 +1,7 @@
 //! A first run through the real binary: a configuration that names only a database starts
 //! although the default token file does not exist, says how to make the first token, and
-//! serves the token made with the CLI; a token file the configuration names is still required.
+//! serves the token made with the CLI, then the default file once it is created; a token file
+//! the configuration names is still required.
 
 mod common;
 
@@ -27,7 +28,7 @@ async fn a_database_only_configuration_starts_and_serves_the_first_token() {
     );
     let logs = tg.logs();
     assert!(
-        logs.contains("the default token file does not exist; no token file is read"),
+        logs.contains("the default token file does not exist (yet); it is read once created"),
         "the absent default file is logged:\n{logs}"
     );
     let hints: Vec<&str> = logs
@@ -77,6 +78,26 @@ async fn a_database_only_configuration_starts_and_serves_the_first_token() {
     let out = tg.cli(&["check-config"], None).await;
     assert!(out.status.success(), "check-config: {out:?}");
     assert!(out.stdout.contains("(1 token)"), "{out:?}");
+
+    // The default file, created later, is read without a restart.
+    let from_file = TestToken::read("from-file");
+    let dir = tg.setup.dir.path().join("config");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("tokens.yaml"), tokens_yaml(&[&from_file])).unwrap();
+    let served = poll_until(Duration::from_secs(10), || async {
+        client
+            .get(tg.url("/from-file"))
+            .header("authorization", from_file.auth())
+            .send()
+            .await
+            .is_ok_and(|r| r.status() == 200)
+    })
+    .await;
+    assert!(
+        served.is_some(),
+        "a default token file created after start was never read; log:\n{}",
+        tg.logs()
+    );
 }
 
 /// The same path, named by the user, must exist: `serve` and `check-config` refuse, naming it.

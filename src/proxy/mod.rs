@@ -330,10 +330,13 @@ impl ProxyHttp for Proxy {
         ctx: &mut Ctx,
         mut e: Box<Error>,
     ) -> Box<Error> {
+        // Only a name can lead elsewhere on a second try; an IP literal fails as before.
         if !ctx.connect_retried && crate::upstream::is_connect_failure(&e) {
-            ctx.connect_retried = true;
-            ctx.resolve_wait = self.upstream.connect_failed();
-            e.set_retry(true);
+            if let Some(wait) = self.upstream.connect_failed() {
+                ctx.connect_retried = true;
+                ctx.resolve_wait = Some(wait);
+                e.set_retry(true);
+            }
         }
         e
     }

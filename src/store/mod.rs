@@ -12,9 +12,10 @@ pub use error::{ChangeError, FileRefused, Refusal, StoreError};
 pub use live::Store;
 pub use snapshot::{Snapshot, SnapshotError, TokenSet};
 
-/// The token files to read: every file named, less the default one when the configuration
+/// The token files to read now: every file named, less the default one when the configuration
 /// did not name it and it does not exist (a first run with only a database), which is logged at
-/// info. A file the configuration names is always read, so an absent one is refused.
+/// info. A file the configuration names is always read, so an absent one is refused. (The
+/// server's store still watches an absent default file and reads it once it is created.)
 pub fn token_files(tokens: &crate::config::TokensConfig) -> Vec<std::path::PathBuf> {
     if !tokens.files_defaulted {
         return tokens.files.clone();
@@ -26,7 +27,7 @@ pub fn token_files(tokens: &crate::config::TokensConfig) -> Vec<std::path::PathB
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 tracing::info!(
                     file = %p.display(),
-                    "the default token file does not exist; no token file is read"
+                    "the default token file does not exist (yet); it is read once created"
                 );
                 false
             }

@@ -73,6 +73,7 @@ pub(super) type EntryCaches = HashMap<std::path::PathBuf, yaml::EntryCache>;
 /// Entries unchanged since a file's last good parse are taken from `caches`, not parsed again.
 fn read_files(
     paths: &[std::path::PathBuf],
+    missing_ok: bool,
     unchanged: Option<[u8; 32]>,
     caches: &mut EntryCaches,
 ) -> Option<LoadedFiles> {
@@ -81,6 +82,11 @@ fn read_files(
     for path in paths {
         let text = yaml::read_token_file(path);
         digest.update(path.as_os_str().as_encoded_bytes());
+        if missing_ok && matches!(&text, Err(e) if e.kind() == std::io::ErrorKind::NotFound) {
+            // A default file not created (yet): no tokens, no problem.
+            digest.update([2]);
+            continue;
+        }
         match &text {
             Ok(t) => {
                 digest.update([1]);
@@ -191,6 +197,7 @@ impl Store {
     /// Returns whether a new snapshot was built.
     pub async fn reload_files(&self, force: bool) -> Result<bool, StoreError> {
         let paths = self.file_paths.clone();
+        let missing_ok = self.files_optional;
         let last_good = if force {
             None
         } else {
@@ -198,7 +205,8 @@ impl Store {
         };
         // Reading and parsing a large file takes a while: not on the control-plane runtime.
         let caches = self.entry_caches.clone();
-        let loaded = on_loader(move || read_files(&paths, last_good, &mut lock(&caches))).await;
+        let loaded =
+            on_loader(move || read_files(&paths, missing_ok, last_good, &mut lock(&caches))).await;
         let Some((digest, mut files)) = loaded? else {
             return Ok(false);
         };

@@ -42,6 +42,9 @@ pub struct Store {
     db: OnceLock<Database>,
     files: Mutex<Vec<Arc<Token>>>,
     file_paths: Vec<std::path::PathBuf>,
+    /// The files are the default ones, which the configuration did not name: while absent
+    /// they hold no tokens (a first run with only a database); once created, they are read.
+    files_optional: bool,
     files_digest: Mutex<Option<[u8; 32]>>,
     /// Only used on the loader thread (a mutex to share it with the jobs sent there).
     entry_caches: Arc<Mutex<EntryCaches>>,
@@ -79,7 +82,12 @@ impl Store {
             db_url: config.tokens.database.clone(),
             db: OnceLock::new(),
             files: Mutex::new(Vec::new()),
-            file_paths: super::token_files(&config.tokens),
+            file_paths: {
+                // Logs an absent default file once at start.
+                super::token_files(&config.tokens);
+                config.tokens.files.clone()
+            },
+            files_optional: config.tokens.files_defaulted,
             files_digest: Mutex::new(None),
             entry_caches: Arc::default(),
             failed_digest: Mutex::new(None),
