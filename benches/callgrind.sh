@@ -13,7 +13,8 @@
 #
 # Targets: passthrough (examples/passthrough.rs), tollgate-warn (log warn, unlimited token),
 # tollgate-info (the default log level: one JSON audit line per request), tollgate-rl (log warn,
-# a rate-limited token: GCRA and six rate-limit headers per response).
+# a rate-limited token: GCRA and six rate-limit headers per response), tollgate-default (what
+# users run: log info and a rate-limited token, so the audit line, GCRA and every header).
 
 source "$(dirname "$0")/lib.sh"
 
@@ -79,6 +80,8 @@ log "tollgate-info"
 measure tollgate-info "$TGP" "$TOKEN" "$TG" -c "$WORK/tg-info.yaml" serve >> "$RESULTS"
 log "tollgate-rl"
 measure tollgate-rl "$TGP" "$TOKEN_RL" "$TG" -c "$WORK/tg-warn.yaml" serve >> "$RESULTS"
+log "tollgate-default"
+measure tollgate-default "$TGP" "$TOKEN_RL" "$TG" -c "$WORK/tg-info.yaml" serve >> "$RESULTS"
 
 echo
 echo "== Tollgate instructions per request (callgrind) =="

@@ -14,6 +14,7 @@
 #   tollgate-warn Tollgate, argon2id token (warm verification cache), log level warn
 #   tollgate-info the same with the default log level info (one JSON audit line per request)
 #   tollgate-rl   tollgate-warn with a rate-limited token (GCRA + 6 rate-limit response headers)
+#   tollgate-default  the configuration users run: log info (audit line) and a rate-limited token
 #   baseline-warn, baseline-rl   only with BASELINE_TG=/path/to/another/tollgate: the same two
 #                 rows for another build (e.g. the commit before a change), in the same run
 # Every target gets `Authorization: Bearer TOKEN` but Caddy, which takes Basic `token:TOKEN`.
@@ -74,6 +75,7 @@ for port in $TGW $TGI; do
     wait_http "http://127.0.0.1:$port/small.bin" 10 -H "Authorization: Bearer $TOKEN"
 done
 wait_http "http://127.0.0.1:$TGW/small.bin" 10 -H "Authorization: Bearer $TOKEN_RL"
+wait_http "http://127.0.0.1:$TGI/small.bin" 10 -H "Authorization: Bearer $TOKEN_RL"
 
 log "starting Caddy (:$CADDY)"
 start_caddy "$CADDY" "$UP" token "$TOKEN"
@@ -88,14 +90,16 @@ URL[passthrough]=http://127.0.0.1:$PT
 URL[tollgate-warn]=http://127.0.0.1:$TGW
 URL[tollgate-info]=http://127.0.0.1:$TGI
 URL[tollgate-rl]=http://127.0.0.1:$TGW
+URL[tollgate-default]=http://127.0.0.1:$TGI
 for t in direct nginx-proxy passthrough tollgate-warn tollgate-info; do AUTH[$t]="Bearer $TOKEN"; done
 AUTH[tollgate-rl]="Bearer $TOKEN_RL"
+AUTH[tollgate-default]="Bearer $TOKEN_RL"
 AUTH[caddy]=$CADDY_AUTH
 # Whose CPU time is charged to each target (nginx: its workers, which serve both hops).
 NGINX_WORKERS=$(pgrep -P "$NGINX_PID" | tr '\n' ' ')
 declare -A PROCS=([direct]=$NGINX_WORKERS [nginx-proxy]=$NGINX_WORKERS [caddy]=$CADDY_PID [passthrough]=$PT_PID
-    [tollgate-warn]=$TGW_PID [tollgate-info]=$TGI_PID [tollgate-rl]=$TGW_PID)
-TARGETS=(direct nginx-proxy caddy passthrough tollgate-warn tollgate-info tollgate-rl)
+    [tollgate-warn]=$TGW_PID [tollgate-info]=$TGI_PID [tollgate-rl]=$TGW_PID [tollgate-default]=$TGI_PID)
+TARGETS=(direct nginx-proxy caddy passthrough tollgate-warn tollgate-info tollgate-rl tollgate-default)
 if [ -n "${BASELINE_TG:-}" ]; then
     URL[baseline-warn]=http://127.0.0.1:$BLW
     URL[baseline-rl]=http://127.0.0.1:$BLW
@@ -165,6 +169,7 @@ names = {
     "tollgate-warn": "Tollgate, log warn",
     "tollgate-info": "Tollgate, log info (audit)",
     "tollgate-rl": "Tollgate, log warn, rate-limited token",
+    "tollgate-default": "Tollgate default: log info, rate-limited token",
     "baseline-warn": "baseline Tollgate (BASELINE_TG), log warn",
     "baseline-rl": "baseline Tollgate, log warn, rate-limited token",
 }

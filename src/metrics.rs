@@ -43,6 +43,9 @@ pub struct Metrics {
     pub upstream_duration: Histogram,
     /// Upstream failures by kind (`connect`, `timeout`, `tls`, `other`).
     pub upstream_errors: IntCounterVec,
+    /// Requests the client gave up on (closed or reset its connection) before the response was
+    /// complete: normal for package clients that cancel downloads; logged at debug only.
+    pub client_aborts: IntCounter,
     /// Addresses the upstream host resolves to now.
     pub upstream_addresses: IntGauge,
     /// Resolutions of the upstream host after the start's, by result (`ok`, `error`).
@@ -189,6 +192,14 @@ impl Metrics {
                         0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
                         5.0, 10.0, 30.0, 60.0,
                     ]),
+                )
+                .expect("valid metric"),
+            ),
+            client_aborts: register(
+                &r,
+                IntCounter::new(
+                    "client_aborts_total",
+                    "Requests whose client closed the connection before the response was complete",
                 )
                 .expect("valid metric"),
             ),

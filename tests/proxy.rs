@@ -1440,3 +1440,66 @@ async fn the_log_filter_can_turn_audit_lines_off() {
         proxy.logs()
     );
 }
+
+/// A client that gives up on a download is normal (cancelled installs, parallel fetches): it is
+/// counted in `tollgate_client_aborts_total`, and neither pingora's ERROR line (with its source
+/// path) nor any warning is logged for it.
+#[tokio::test]
+async fn a_client_that_aborts_a_download_is_counted_not_logged_as_an_error() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let upstream = Upstream::start();
+    let reader = TestToken::read("reader");
+    let tg = Setup::new(&upstream.url())
+        .with_tokens(&[&reader])
+        .start()
+        .await;
+    for _ in 0..3 {
+        let mut conn = tokio::net::TcpStream::connect(tg.setup.listen)
+            .await
+            .expect("connect");
+        let head = format!(
+            "GET /big HTTP/1.1\r\nHost: x\r\nAuthorization: {}\r\n\r\n",
+            reader.bearer()
+        );
+        conn.write_all(head.as_bytes()).await.expect("send");
+        let mut got = 0usize;
+        let mut buf = vec![0u8; 64 * 1024];
+        while got < 512 * 1024 {
+            let n = conn.read(&mut buf).await.expect("read");
+            assert!(n > 0, "the download ended early");
+            got += n;
+        }
+        drop(conn); // gone, 50 MiB not read
+    }
+    let counted = poll_until(Duration::from_secs(10), || async {
+        tg.metric("tollgate_client_aborts_total").await >= 3.0
+    })
+    .await;
+    assert!(
+        counted.is_some(),
+        "aborts counted: {}; log:\n{}",
+        tg.metric("tollgate_client_aborts_total").await,
+        tg.logs()
+    );
+    // The audit line still records each aborted request (info lines are written in batches).
+    let audited = |logs: &str| {
+        logs.lines()
+            .filter(|l| l.contains("\"path\":\"/big\"") && l.contains("client_error"))
+            .count()
+    };
+    let all_audited = poll_until(Duration::from_secs(5), || async {
+        audited(&tg.logs()) == 3
+    })
+    .await;
+    let logs = tg.logs();
+    assert!(all_audited.is_some(), "three audit lines:\n{logs}");
+    let loud: Vec<&str> = logs
+        .lines()
+        .filter(|l| l.contains("\"level\":\"ERROR\"") || l.contains("\"level\":\"WARN\""))
+        .collect();
+    assert!(loud.is_empty(), "client aborts logged loudly: {loud:#?}");
+    assert!(
+        !logs.contains("Fail to proxy"),
+        "pingora's own line:\n{logs}"
+    );
+}

@@ -8,6 +8,7 @@
 //! addresses, and when they are resolved again, are `crate::upstream`'s.
 
 mod cargo;
+mod failure;
 mod headers;
 mod limits;
 mod rate_headers;
@@ -58,6 +59,8 @@ pub struct Ctx {
     /// The resolution to wait for before the one retry after a failed connection.
     resolve_wait: Option<u64>,
     connect_retried: bool,
+    /// The status a failure was answered with (0: the client was gone), for its log line.
+    failure_status: u16,
     _in_flight: InFlight,
 }
 
@@ -200,6 +203,7 @@ impl ProxyHttp for Proxy {
             cargo: ConfigJson::No,
             resolve_wait: None,
             connect_retried: false,
+            failure_status: 0,
             _in_flight: InFlight::new(&self.health),
         }
     }
@@ -391,7 +395,10 @@ impl ProxyHttp for Proxy {
                 .map(str::to_owned);
             let mut parts: http::response::Parts =
                 std::mem::replace(resp, ResponseHeader::from(headers::empty_response())).into();
-            for (name, value) in ctx.rate_headers() {
+            let fields = ctx.rate_headers();
+            // Room for all of them at once: growing the map per insert costs more.
+            parts.headers.reserve(fields.len());
+            for (name, value) in fields {
                 parts.headers.insert(name, value);
             }
             *resp = ResponseHeader::from(parts);
@@ -414,29 +421,8 @@ impl ProxyHttp for Proxy {
     }
 
     async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut Ctx) -> FailToProxy {
-        let refusal = match e.etype() {
-            ErrorType::ConnectTimedout
-            | ErrorType::ReadTimedout
-            | ErrorType::WriteTimedout
-            | ErrorType::TLSHandshakeTimedout => Some(Refusal::UpstreamTimeout),
-            _ => match e.esource() {
-                ErrorSource::Upstream => Some(Refusal::UpstreamUnavailable),
-                ErrorSource::Downstream => None,
-                ErrorSource::Internal | ErrorSource::Unset => Some(Refusal::Internal),
-            },
-        };
-        if e.esource() == &ErrorSource::Upstream {
-            let kind = match e.etype() {
-                ErrorType::ConnectTimedout
-                | ErrorType::ReadTimedout
-                | ErrorType::WriteTimedout
-                | ErrorType::TLSHandshakeTimedout => "timeout",
-                ErrorType::ConnectRefused | ErrorType::ConnectNoRoute | ErrorType::ConnectError => {
-                    "connect"
-                }
-                ErrorType::TLSHandshakeFailure | ErrorType::InvalidCert => "tls",
-                _ => "other",
-            };
+        let refusal = failure::refusal_for(e);
+        if let Some(kind) = failure::upstream_kind(e) {
             METRICS.upstream_errors.with_label_values(&[kind]).inc();
         }
         let code = match refusal {
@@ -454,13 +440,31 @@ impl ProxyHttp for Proxy {
             }
             None => {
                 ctx.outcome = "client_error";
+                METRICS.client_aborts.inc();
                 0
             }
         };
+        ctx.failure_status = code;
         FailToProxy {
             error_code: code,
             can_reuse_downstream: false,
         }
+    }
+
+    fn suppress_error_log(&self, session: &Session, ctx: &Ctx, e: &Error) -> bool {
+        failure::log_final(session, e, ctx.failure_status);
+        true
+    }
+
+    fn suppress_proxy_warn_log(
+        &self,
+        session: &Session,
+        _ctx: &Ctx,
+        e: &Error,
+        _context: pingora::proxy::ProxyWarnLogContext,
+    ) -> bool {
+        failure::log_retry(session, e);
+        true
     }
 
     async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut Ctx) {
