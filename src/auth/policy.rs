@@ -19,6 +19,11 @@ pub fn required_permission(method: &http::Method) -> Permission {
 }
 
 /// Decides whether `token` may use `method` on the normalized `path`.
+///
+/// The permission must be enough; then a deny rule (a route with access `none`) matching the
+/// path refuses it, whatever the order of the routes; then, if the token has allow rules
+/// (`read`/`write` routes), one of them with enough access must match. A token with deny rules
+/// only allows everything its permission allows except the denied paths.
 pub fn allows(token: &Token, required: Permission, path: &str) -> bool {
     if token.permission < required {
         return false;
@@ -29,11 +34,23 @@ pub fn allows(token: &Token, required: Permission, path: &str) -> bool {
     // Split once for all routes.
     let segs: Vec<&str> = segments(path).collect();
     let segs = &segs[..];
-    token
-        .routes
-        .iter()
-        .filter(|r| r.access.as_permission() >= required)
-        .any(|r| r.pattern.matches_segments(segs))
+    let (mut has_allow, mut allowed) = (false, false);
+    for r in &token.routes {
+        match r.access.as_permission() {
+            None => {
+                if r.pattern.matches_segments(segs) {
+                    return false;
+                }
+            }
+            Some(access) => {
+                has_allow = true;
+                if !allowed && access >= required && r.pattern.matches_segments(segs) {
+                    allowed = true;
+                }
+            }
+        }
+    }
+    allowed || !has_allow
 }
 
 #[cfg(test)]
@@ -90,5 +107,33 @@ mod tests {
         assert_eq!(required_permission(&http::Method::GET), Read);
         assert_eq!(required_permission(&http::Method::DELETE), Write);
         assert_eq!(required_permission(&http::Method::TRACE), Manager);
+    }
+
+    #[test]
+    fn deny_rules_win_in_any_order() {
+        use Permission::*;
+        let allow = ("/p2/acme/*", Access::Read);
+        let deny = ("/p2/acme/internal-*", Access::None);
+        for routes in [[allow, deny], [deny, allow]] {
+            let t = token(Write, &routes);
+            assert!(allows(&t, Read, "/p2/acme/widget.json"));
+            assert!(!allows(&t, Read, "/p2/acme/internal-x.json"));
+            assert!(!allows(&t, Read, "/p2/acme/internal-x/deeper"));
+            assert!(!allows(&t, Write, "/p2/acme/widget.json"));
+            assert!(!allows(&t, Read, "/p2/other/a.json"));
+        }
+        // Deny rules only: everything the permission allows, less the denied paths.
+        let t = token(
+            Write,
+            &[("/secret", Access::None), ("/p2/*/private", Access::None)],
+        );
+        assert!(allows(&t, Read, "/anything"));
+        assert!(allows(&t, Write, "/p2/acme/public"));
+        assert!(!allows(&t, Read, "/secret/x"));
+        assert!(!allows(&t, Write, "/p2/acme/private/y"));
+        assert!(!allows(&t, Manager, "/anything"));
+        // A deny rule over everything.
+        let t = token(Read, &[("/", Access::None), ("/p2", Access::Read)]);
+        assert!(!allows(&t, Read, "/p2/x"));
     }
 }

@@ -130,7 +130,7 @@ pub struct ModifyArgs {
     /// New permission.
     #[arg(long, value_enum)]
     pub permission: Option<PermissionArg>,
-    /// Replace the routes, repeatable: --route /p2/acme/*=read
+    /// Replace the routes, repeatable: --route /p2/acme/*=read (access read, write or none)
     #[arg(long = "route")]
     pub routes: Vec<String>,
     /// Remove every route (the permission then applies to every path).
@@ -153,7 +153,8 @@ pub struct NewTokenArgs {
     /// read, write or manager.
     #[arg(long, value_enum)]
     pub permission: PermissionArg,
-    /// A route rule PATH=ACCESS (access read or write), repeatable: --route /p2/acme/*=read
+    /// A route rule PATH=ACCESS (access read, write or none: a deny rule), repeatable:
+    /// --route /p2/acme/*=read --route '/p2/acme/internal-*=none'
     #[arg(long = "route")]
     pub routes: Vec<String>,
     /// Free-text description.

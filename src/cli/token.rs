@@ -26,7 +26,8 @@ fn parse_route(s: &str) -> anyhow::Result<RouteSpec> {
     let access = match access {
         "read" => Access::Read,
         "write" => Access::Write,
-        other => bail!("--route {s:?}: access {other:?} is not read or write"),
+        "none" => Access::None,
+        other => bail!("--route {s:?}: access {other:?} is not read, write or none"),
     };
     Ok(RouteSpec {
         path: path.to_string(),
@@ -209,13 +210,7 @@ fn print_tokens(
                 let routes: Vec<String> = t
                     .routes
                     .iter()
-                    .map(|r| {
-                        format!(
-                            "{}={}",
-                            r.pattern.as_str(),
-                            r.access.as_permission().as_str()
-                        )
-                    })
+                    .map(|r| format!("{}={}", r.pattern.as_str(), r.access.as_str()))
                     .collect();
                 println!(
                     "{:<12}  {:<24}  {:<10}  {:<8}  {:<16}  {:<16}  {}",

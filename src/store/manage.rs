@@ -9,7 +9,7 @@ use serde::Deserialize;
 
 use super::ChangeError;
 use crate::token::{
-    self, compile_routes, route_specs, valid_name, HashParams, Permission, RateLimitRule,
+    self, compile_routes, route_specs, valid_name, HashParams, Permission, RateLimitRule, Route,
     RouteSpec, Secret, Source, Token, NAME_RULE,
 };
 
@@ -201,12 +201,24 @@ fn effective_limit(t: &Token, default: RateLimitRule) -> RateLimitRule {
     }
 }
 
+/// The allow routes (`read`/`write`) of `t`, each with the access it grants up to `t`'s
+/// permission.
+fn allow_routes(t: &Token) -> Vec<(&Route, Permission)> {
+    t.routes
+        .iter()
+        .filter_map(|r| Some((r, r.access.as_permission()?.min(t.permission))))
+        .collect()
+}
+
 /// Refuses `t` unless it grants nothing `actor` lacks: a manager creates, changes, regenerates
 /// or revokes only tokens within its own rights, and cannot widen itself. "Within" means:
 /// - permission: no higher than the actor's;
-/// - routes: when the actor has routes, `t` has routes too, and each of them lies inside one
-///   of the actor's ([`crate::token::RoutePattern::within`]) with no more access (read ≤
-///   write; a route's access counts only up to its token's permission);
+/// - allow routes (`read`/`write`): when the actor has allow routes, `t` has allow routes too,
+///   and each of them lies inside one of the actor's ([`crate::token::RoutePattern::within`])
+///   with no more access (read ≤ write; a route's access counts only up to its token's
+///   permission);
+/// - deny routes (`none`): every deny rule of the actor is kept by `t`, by a deny rule with the
+///   same pattern or one covering it (`t` may add deny rules of its own);
 /// - expiry: when the actor expires, `t` expires no later;
 /// - rate limit: when the actor is limited (its own limit or the default), `t` is limited to
 ///   no more requests per period and no higher rate.
@@ -219,25 +231,37 @@ pub fn check_within(actor: &Token, t: &Token, default: RateLimitRule) -> Result<
             actor.permission.as_str()
         )));
     }
-    if !actor.routes.is_empty() {
-        if t.routes.is_empty() {
+    let (actor_allow, t_allow) = (allow_routes(actor), allow_routes(t));
+    if !actor_allow.is_empty() {
+        if t_allow.is_empty() {
             return Err(ChangeError::ExceedsActor(format!(
-                "no routes means every path, more than {who} may reach: give routes inside its own"
+                "no allow routes means every path, more than {who} may reach: give routes inside its own"
             )));
         }
-        for r in &t.routes {
-            let access = r.access.as_permission().min(t.permission);
-            let inside = actor.routes.iter().any(|a| {
-                access <= a.access.as_permission().min(actor.permission)
-                    && r.pattern.within(&a.pattern)
-            });
+        for (r, access) in &t_allow {
+            let inside = actor_allow
+                .iter()
+                .any(|(a, limit)| access <= limit && r.pattern.within(&a.pattern));
             if !inside {
                 return Err(ChangeError::ExceedsActor(format!(
                     "route {}={} is not inside a route of {who}",
                     r.pattern.as_str(),
-                    r.access.as_permission().as_str()
+                    r.access.as_str()
                 )));
             }
+        }
+    }
+    for d in actor.routes.iter().filter(|r| r.access.is_deny()) {
+        let kept = t
+            .routes
+            .iter()
+            .any(|r| r.access.is_deny() && d.pattern.within(&r.pattern));
+        if !kept {
+            return Err(ChangeError::ExceedsActor(format!(
+                "{who} is denied {}: the token must keep that deny rule ({}=none)",
+                d.pattern.as_str(),
+                d.pattern.as_str()
+            )));
         }
     }
     if let Some(limit) = actor.expires_at {
@@ -347,5 +371,95 @@ mod tests {
             r#"{"name":"a","permission":"read","secret":"x"}"#
         )
         .is_err());
+    }
+
+    /// A database token with `permission` and `routes` (`(path, access)`), no expiry, unlimited.
+    fn with_routes(permission: Permission, routes: &[(&str, &str)]) -> Token {
+        let specs: Vec<RouteSpec> = routes
+            .iter()
+            .map(|(path, access)| {
+                serde_json::from_value(serde_json::json!({"path": path, "access": access})).unwrap()
+            })
+            .collect();
+        let mut r = req("t");
+        r.permission = permission;
+        r.routes = specs;
+        r.expires_in = None;
+        r.rate_limit = Some(RateLimitRule::Unlimited);
+        build_new(r, &HashParams::cheap(), Utc::now()).unwrap().0
+    }
+
+    fn within(actor: &Token, t: &Token) -> bool {
+        check_within(actor, t, RateLimitRule::Unlimited).is_ok()
+    }
+
+    #[test]
+    fn deny_rules_are_kept_by_what_a_manager_makes() {
+        use Permission::*;
+        let actor = with_routes(
+            Manager,
+            &[("/p2/acme/*", "write"), ("/p2/acme/internal-*", "none")],
+        );
+        // The same deny rule, or a wider one, kept: fine (also in another order).
+        for ok in [
+            vec![("/p2/acme/*", "read"), ("/p2/acme/internal-*", "none")],
+            vec![("/p2/acme/internal-*", "none"), ("/p2/acme/widget", "read")],
+            vec![("/p2/acme/*", "read"), ("/p2/acme/*", "none")],
+            vec![
+                ("/p2/acme/*", "write"),
+                ("/p2/acme/internal-*", "none"),
+                ("/p2/acme/old", "none"),
+            ],
+        ] {
+            assert!(within(&actor, &with_routes(Write, &ok)), "{ok:?}");
+        }
+        // The deny rule dropped or narrowed: refused.
+        for bad in [
+            vec![("/p2/acme/*", "read")],
+            vec![("/p2/acme/widget", "read")],
+            vec![("/p2/acme/*", "read"), ("/p2/acme/internal-x", "none")],
+            vec![("/p2/acme/*", "read"), ("/p2/other/*", "none")],
+        ] {
+            let err = check_within(&actor, &with_routes(Read, &bad), RateLimitRule::Unlimited)
+                .unwrap_err();
+            assert!(matches!(err, ChangeError::ExceedsActor(_)), "{bad:?}");
+        }
+        // Deny rules only in the child: every path less those, more than the actor's routes.
+        assert!(!within(
+            &actor,
+            &with_routes(Read, &[("/p2/acme/internal-*", "none")])
+        ));
+        // Allow routes still within the actor's, as without deny rules.
+        assert!(!within(
+            &actor,
+            &with_routes(Read, &[("/p2/*", "read"), ("/p2/acme/internal-*", "none")])
+        ));
+    }
+
+    #[test]
+    fn an_actor_with_deny_rules_only() {
+        use Permission::*;
+        let actor = with_routes(Manager, &[("/secret", "none")]);
+        assert!(within(&actor, &with_routes(Read, &[("/secret", "none")])));
+        assert!(within(
+            &actor,
+            &with_routes(
+                Write,
+                &[("/p2/*", "write"), ("/secret/**", "none"), ("/", "none")]
+            )
+        ));
+        assert!(!within(&actor, &with_routes(Read, &[])));
+        assert!(!within(&actor, &with_routes(Read, &[("/p2/*", "read")])));
+        assert!(!within(
+            &actor,
+            &with_routes(Read, &[("/secret/x", "none")])
+        ));
+        // Without deny rules of its own, the actor lets a child have any.
+        let plain = with_routes(Manager, &[("/p2/*", "read")]);
+        assert!(within(
+            &plain,
+            &with_routes(Read, &[("/p2/*", "read"), ("/p2/x", "none")])
+        ));
+        assert!(!within(&plain, &with_routes(Read, &[("/p2/x", "none")])));
     }
 }

@@ -43,10 +43,16 @@ impl Permission {
     }
 }
 
-/// The access a route grants: `write` implies `read`.
+/// The access a route grants: `write` implies `read`; `none` refuses the route's paths.
+///
+/// A `none` route is a deny rule: a path it matches is refused whatever the token's other
+/// routes grant, in any order. Deny rules subtract from what the token's other routes grant, or
+/// from its whole permission when it has no other routes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Access {
+    /// Nothing: the route's paths are refused (a deny rule).
+    None,
     /// Read methods only.
     Read,
     /// Read and write methods.
@@ -54,11 +60,26 @@ pub enum Access {
 }
 
 impl Access {
-    /// The permission level this access amounts to.
-    pub fn as_permission(self) -> Permission {
+    /// The permission level this access grants; `None` for a deny rule.
+    pub fn as_permission(self) -> Option<Permission> {
         match self {
-            Access::Read => Permission::Read,
-            Access::Write => Permission::Write,
+            Access::None => None,
+            Access::Read => Some(Permission::Read),
+            Access::Write => Some(Permission::Write),
+        }
+    }
+
+    /// True for a deny rule (`none`).
+    pub fn is_deny(self) -> bool {
+        self == Access::None
+    }
+
+    /// The lowercase name used in files, JSON and the CLI (`none`, `read`, `write`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Access::None => "none",
+            Access::Read => "read",
+            Access::Write => "write",
         }
     }
 }
@@ -199,7 +220,8 @@ pub struct Token {
     pub hash: PhcHash,
     /// What the token may do.
     pub permission: Permission,
-    /// Route rules narrowing the permission; empty means every path.
+    /// Route rules narrowing the permission; no allow rule (`read`/`write`) means every path,
+    /// less the paths of the deny rules (`none`).
     pub routes: Vec<Route>,
     /// When the token was made, if known.
     pub created_at: Option<DateTime<Utc>>,

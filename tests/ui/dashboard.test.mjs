@@ -372,12 +372,22 @@ async function run(w, t) {
   assert.ok(await form.getByLabel('Custom:').isChecked(), 'rate limit prefilled');
   assert.ok(await form.locator('#f-expiry-group').isHidden(), 'expiry not editable');
   await form.getByLabel('Description').fill('CI pipeline (nightly)');
+  // A deny rule under the broader route: access "none".
+  await form.getByRole('button', { name: 'Add route' }).click();
+  await form.getByLabel('Path', { exact: true }).last().fill('/p2/acme/internal-*');
+  await form.getByLabel('Access', { exact: true }).last().selectOption('none');
   await form.getByRole('button', { name: 'Save changes' }).click();
   await assertText(status, /Saved the changes to “ci-reader”/);
   await assertText(row.locator('td').first(), /CI pipeline \(nightly\)/);
   rec = (await apiTokens(w)).find((x) => x.name === 'ci-reader');
   assert.equal(rec.description, 'CI pipeline (nightly)');
   assert.deepEqual(rec.rate_limit, { requests: 100, period: '1h' }, 'rate limit kept');
+  assert.deepEqual(rec.routes, [
+    { path: '/p2/acme/*', access: 'read' },
+    { path: '/p2/acme/internal-*', access: 'none' },
+  ]);
+  assert.equal(await proxyStatus(`${w.proxy}/p2/acme/pkg.json`, token1), 200, 'allowed beside the deny rule');
+  assert.equal(await proxyStatus(`${w.proxy}/p2/acme/internal-x.json`, token1), 403, 'the deny rule');
 
   // ---- regenerate: confirmation names the token; the old secret stops working.
   await row.getByRole('button', { name: 'Regenerate ci-reader' }).click();

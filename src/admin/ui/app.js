@@ -585,6 +585,7 @@
       { id: `f-route-access-${n}`, class: 'route-access' },
       el('option', { value: 'read', text: 'read' }),
       el('option', { value: 'write', text: 'write' }),
+      el('option', { value: 'none', text: 'none (deny)' }),
     );
     accessSelect.value = access;
     const item = el(

@@ -163,14 +163,15 @@ mod tests {
     fn reads_any_yaml_style() {
         // Flow style throughout, comments, quoting, block scalars, explicit document markers.
         let flow = format!(
-            "# managed by hand\n---\n{{tokens: [{{id: AAAAAAAAAAAA, name: \"ci\", hash: \"{HASH}\", permission: write, routes: [{{path: '/p2/acme/*', access: read}}, {{path: /upload, access: write}}]}}, # first\n  {{id: BBBBBBBBBBBB, name: b, hash: '{HASH}', permission: read, rate_limit: {{requests: 5, period: 1m}}}}]}}\n...\n"
+            "# managed by hand\n---\n{{tokens: [{{id: AAAAAAAAAAAA, name: \"ci\", hash: \"{HASH}\", permission: write, routes: [{{path: '/p2/acme/*', access: read}}, {{path: /upload, access: write}}, {{path: /upload/private, access: none}}]}}, # first\n  {{id: BBBBBBBBBBBB, name: b, hash: '{HASH}', permission: read, rate_limit: {{requests: 5, period: 1m}}}}]}}\n...\n"
         );
         let t = parse("f.yaml", &flow).unwrap();
         assert_eq!(t.len(), 2);
         assert_eq!(&*t[0].name, "ci");
         assert_eq!(t[0].permission, Permission::Write);
-        assert_eq!(t[0].routes.len(), 2);
+        assert_eq!(t[0].routes.len(), 3);
         assert_eq!(t[0].routes[1].access, Access::Write);
+        assert_eq!(t[0].routes[2].access, Access::None);
         assert_eq!(
             t[1].rate_limit,
             Some(RateLimitRule::Limited {
