@@ -34,6 +34,9 @@ const DRAIN_SETTLE: Duration = Duration::from_millis(50);
 
 /// How often the control plane forgets limiter state that no longer decides anything.
 const MAINTENANCE_INTERVAL: Duration = Duration::from_secs(5);
+/// How often the expiry gauges are recomputed between snapshots (tokens cross into a window,
+/// or expire, with no change to the set).
+const EXPIRY_METRICS_INTERVAL: Duration = Duration::from_secs(60);
 
 /// How long a fast shutdown waits for the proxy thread.
 const FAST_STOP: Duration = Duration::from_secs(1);
@@ -230,19 +233,22 @@ impl App {
         );
         {
             // Verification budgets and rate-limit buckets that are full again, and buckets of
-            // tokens no longer in the set, are forgotten off the request path.
+            // tokens no longer in the set, are forgotten off the request path; the expiry gauges
+            // follow the clock.
             let verifier = verifier.clone();
             let rate_limits = proxy.rate_limits();
             let store = store.clone();
             let mut stop = stop_rx.clone();
             tokio::spawn(async move {
                 let mut tick = tokio::time::interval(MAINTENANCE_INTERVAL);
+                let mut expiry_tick = tokio::time::interval(EXPIRY_METRICS_INTERVAL);
                 loop {
                     tokio::select! {
                         _ = tick.tick() => {
                             verifier.maintain();
                             rate_limits.maintain(&store.set.load());
                         }
+                        _ = expiry_tick.tick() => store.set.load().record_expiry(chrono::Utc::now()),
                         _ = stop.changed() => return,
                     }
                 }

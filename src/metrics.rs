@@ -26,6 +26,11 @@ pub struct Metrics {
     pub verification_duration: Histogram,
     /// Tokens in the current snapshot, by source.
     pub tokens: IntGaugeVec,
+    /// Tokens of the current snapshot whose expiry falls within a window from now (`within`:
+    /// `7d`, `30d`) and that have not expired yet; updated with every snapshot and every minute.
+    pub tokens_expiring: IntGaugeVec,
+    /// Tokens of the current snapshot that have expired (still listed, refused by the proxy).
+    pub tokens_expired: IntGauge,
     /// Generation of the current snapshot.
     pub snapshot_generation: IntGauge,
     /// Token records left out of the current set: conflicts (duplicate ids or names), invalid
@@ -137,6 +142,22 @@ impl Metrics {
             tokens: register(
                 &r,
                 IntGaugeVec::new(Opts::new("tokens", "Tokens loaded, by source"), &["source"])
+                    .expect("valid metric"),
+            ),
+            tokens_expiring: register(
+                &r,
+                IntGaugeVec::new(
+                    Opts::new(
+                        "tokens_expiring",
+                        "Tokens expiring within the window from now, not yet expired",
+                    ),
+                    &["within"],
+                )
+                .expect("valid metric"),
+            ),
+            tokens_expired: register(
+                &r,
+                IntGauge::new("tokens_expired", "Tokens of the live set that have expired")
                     .expect("valid metric"),
             ),
             snapshot_generation: register(
@@ -274,6 +295,9 @@ impl Metrics {
             // Present from the start, so that a rate over them is defined.
             metrics.upstream_resolutions.with_label_values(&[result]);
         }
+        for (window, _) in EXPIRY_WINDOWS {
+            metrics.tokens_expiring.with_label_values(&[window]);
+        }
         metrics
     }
 
@@ -283,6 +307,22 @@ impl Metrics {
         // Encoding into a Vec cannot fail for well-formed metrics.
         let _ = TextEncoder::new().encode(&self.registry.gather(), &mut buf);
         String::from_utf8(buf).unwrap_or_default()
+    }
+}
+
+/// The windows of `tollgate_tokens_expiring`: the `within` label and its length in days.
+pub const EXPIRY_WINDOWS: [(&str, i64); 2] = [("7d", 7), ("30d", 30)];
+
+impl Metrics {
+    /// Sets the expiry gauges: `expiring[i]` tokens expire within [`EXPIRY_WINDOWS`]`[i]`,
+    /// `expired` have expired.
+    pub fn set_expiry(&self, expiring: [usize; EXPIRY_WINDOWS.len()], expired: usize) {
+        for ((window, _), n) in EXPIRY_WINDOWS.iter().zip(expiring) {
+            self.tokens_expiring
+                .with_label_values(&[window])
+                .set(n as i64);
+        }
+        self.tokens_expired.set(expired as i64);
     }
 }
 

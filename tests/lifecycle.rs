@@ -683,6 +683,65 @@ async fn file_and_bootstrap_tokens_are_read_only_through_the_api() {
     assert_eq!(resp.status, 200, "the bootstrap token still works");
 }
 
+/// The expiry gauges of `GET /metrics`: (7d, 30d, expired).
+async fn expiry_gauges(proxy: &Tollgate) -> (f64, f64, f64) {
+    let text = client()
+        .get(proxy.admin_url("/metrics"))
+        .send()
+        .await
+        .expect("GET /metrics")
+        .text()
+        .await
+        .expect("metrics body");
+    let get = |series: &str| {
+        metric_value(&text, series).unwrap_or_else(|| panic!("no {series} in:\n{text}"))
+    };
+    (
+        get(r#"tollgate_tokens_expiring{within="7d"}"#),
+        get(r#"tollgate_tokens_expiring{within="30d"}"#),
+        get("tollgate_tokens_expired"),
+    )
+}
+
+#[tokio::test]
+async fn expiring_and_expired_tokens_are_counted_in_metrics() {
+    let upstream = Upstream::start();
+    let at = |days: i64| {
+        (Utc::now() + chrono::Duration::days(days)).to_rfc3339_opts(SecondsFormat::Secs, true)
+    };
+    let tokens = [
+        TestToken::builder("in-3-days").expires_at(&at(3)).build(),
+        TestToken::builder("in-20-days").expires_at(&at(20)).build(),
+        TestToken::builder("in-100-days")
+            .expires_at(&at(100))
+            .build(),
+        TestToken::builder("expired").expires_at(&at(-1)).build(),
+        TestToken::read("never"),
+    ];
+    let proxy = start(&upstream, &tokens.iter().collect::<Vec<_>>()).await;
+    assert_eq!(expiry_gauges(&proxy).await, (1.0, 2.0, 1.0));
+
+    // A new snapshot (a token made through the API) updates them at once.
+    proxy
+        .create_token(
+            &boot(),
+            json!({"name": "in-5-days", "permission": "read", "expires_in": at(5)}),
+        )
+        .await;
+    assert_eq!(expiry_gauges(&proxy).await, (2.0, 3.0, 1.0));
+    let text = client()
+        .get(proxy.admin_url("/metrics"))
+        .send()
+        .await
+        .expect("GET /metrics")
+        .text()
+        .await
+        .expect("metrics body");
+    for t in &tokens {
+        assert!(!text.contains(&t.id), "a token id in the metrics");
+    }
+}
+
 #[tokio::test]
 async fn a_short_expiry_turns_into_token_expired() {
     let upstream = Upstream::start();

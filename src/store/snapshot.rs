@@ -5,7 +5,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
+use chrono::{DateTime, Utc};
 
+use crate::metrics::{EXPIRY_WINDOWS, METRICS};
 use crate::token::Token;
 
 /// Why a set of tokens cannot form a snapshot.
@@ -121,6 +123,32 @@ impl Snapshot {
     pub fn iter(&self) -> impl Iterator<Item = &Arc<Token>> {
         self.by_id.values()
     }
+
+    /// How many tokens expire within each of [`EXPIRY_WINDOWS`] from `now` (not expired yet),
+    /// and how many have expired.
+    pub fn expiry_counts(&self, now: DateTime<Utc>) -> ([usize; EXPIRY_WINDOWS.len()], usize) {
+        let ends = EXPIRY_WINDOWS.map(|(_, days)| now + chrono::Duration::days(days));
+        let (mut expiring, mut expired) = ([0; EXPIRY_WINDOWS.len()], 0);
+        for e in self.by_id.values().filter_map(|t| t.expires_at) {
+            if now >= e {
+                expired += 1;
+                continue;
+            }
+            for (n, end) in expiring.iter_mut().zip(ends) {
+                if e <= end {
+                    *n += 1;
+                }
+            }
+        }
+        (expiring, expired)
+    }
+
+    /// Sets the expiry gauges (`tollgate_tokens_expiring`, `tollgate_tokens_expired`) from
+    /// this snapshot at `now`.
+    pub fn record_expiry(&self, now: DateTime<Utc>) {
+        let (expiring, expired) = self.expiry_counts(now);
+        METRICS.set_expiry(expiring, expired);
+    }
 }
 
 /// The conflicts among `tokens` (see [`Snapshot::build_excluding_conflicts`]): which records
@@ -208,5 +236,56 @@ impl TokenSet {
     /// True once a first snapshot was stored.
     pub fn is_ready(&self) -> bool {
         self.ready.load(Ordering::Acquire)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::token::{Permission, Source};
+
+    fn token(id: &str, expires_at: Option<DateTime<Utc>>) -> Token {
+        Token {
+            id: id.into(),
+            name: format!("n{id}").into(),
+            description: None,
+            hash: crate::token::validate_phc(
+                "$argon2id$v=19$m=64,t=1,p=1$c2FsdHNhbHQ$aGFzaGhhc2hoYXNoaGFzaA",
+            )
+            .expect("a valid PHC string"),
+            permission: Permission::Read,
+            routes: Vec::new(),
+            created_at: None,
+            expires_at,
+            rate_limit: None,
+            generation: 1,
+            source: Source::File("t.yaml".into()),
+        }
+    }
+
+    #[test]
+    fn expiry_counts_by_window() {
+        let now = Utc::now();
+        let days = |d: i64| Some(now + chrono::Duration::days(d));
+        let snapshot = Snapshot::build(
+            vec![
+                token("a", days(3)),
+                token("b", days(20)),
+                token("c", days(100)),
+                token("d", days(-1)),
+                token("e", None),
+                // On the edges: expiring exactly now is expired; exactly 7 days ahead is inside.
+                token("f", Some(now)),
+                token("g", days(7)),
+            ],
+            1,
+        )
+        .expect("no conflicts");
+        assert_eq!(snapshot.expiry_counts(now), ([2, 3], 2));
+        // 99 days later only the 100-day token is left, a day from its expiry.
+        assert_eq!(
+            snapshot.expiry_counts(now + chrono::Duration::days(99)),
+            ([1, 1], 5)
+        );
     }
 }

@@ -50,7 +50,8 @@ for m in tollgate_requests_total tollgate_request_duration_seconds_bucket tollga
          tollgate_auth_cache_hits_total tollgate_auth_cache_misses_total tollgate_verifications_total \
          tollgate_verification_duration_seconds_bucket tollgate_rate_limited_total tollgate_tokens \
          tollgate_reloads_total tollgate_build_info tollgate_snapshot_generation \
-         tollgate_upstream_addresses tollgate_upstream_resolutions_total tollgate_client_aborts_total; do
+         tollgate_upstream_addresses tollgate_upstream_resolutions_total tollgate_client_aborts_total \
+         tollgate_tokens_expiring tollgate_tokens_expired; do
   grep -q "^$m" "$work/metrics" || { echo "metric $m missing from the scrape" >&2; exit 1; }
 done
 grep -q "$TOKEN" "$work/metrics" "$work/log" && { echo "a secret reached metrics or logs" >&2; exit 1; }

@@ -423,6 +423,21 @@ async function run(w, t) {
   assert.equal((await apiTokens(w)).find((x) => x.name === 'ci-reader'), undefined, 'gone from the API');
   assert.equal(await proxyStatus(`${w.proxy}/p2/acme/pkg.json`, token2), 401, 'revoked token');
 
+  // ---- a token expiring within 7 days is marked.
+  const soon = new Date(Date.now() + 3 * 86400000).toISOString().replace(/\.\d+Z$/, 'Z');
+  const made = await fetch(`${w.admin}/api/v1/tokens`, {
+    method: 'POST',
+    headers: { Authorization: w.adminAuth, 'Content-Type': 'application/json' },
+    body: JSON.stringify({ name: 'short-lived', permission: 'read', expires_in: soon }),
+  });
+  assert.equal(made.status, 201, 'POST /api/v1/tokens');
+  await page.getByRole('button', { name: 'Refresh' }).click();
+  const soonRow = rows.locator('tr[data-name="short-lived"]');
+  await soonRow.waitFor();
+  await assertText(soonRow.locator('.tag.expiring'), /expires soon/);
+  assert.equal(await soonRow.getAttribute('class'), 'expiring-soon');
+  assert.equal(await rows.locator('tr[data-name="admin"] .tag.expiring').count(), 0, 'no expiry: not marked');
+
   // ---- a reload keeps the session (this tab), sign out forgets it.
   await page.reload();
   await rows.locator('tr[data-name="admin"]').waitFor();

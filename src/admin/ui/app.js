@@ -388,6 +388,13 @@
     return `${days} day${days === 1 ? '' : 's'} ago`;
   }
 
+  /** True when the token expires within 7 days and has not expired yet. */
+  function expiresSoon(t) {
+    if (!t.expires_at || t.expired) return false;
+    const ms = new Date(t.expires_at).getTime() - Date.now();
+    return ms > 0 && ms < 7 * DAY;
+  }
+
   function expiresCell(t) {
     if (!t.expires_at) return [el('span', { text: 'never' })];
     const ms = new Date(t.expires_at).getTime() - Date.now();
@@ -456,11 +463,13 @@
 
   function row(t) {
     const you = isMe(t);
+    const soon = expiresSoon(t);
     const nameCell = el(
       'th',
       { scope: 'row' },
       el('span', { class: 'name', text: t.name }),
       you ? el('span', { class: 'tag', text: 'you' }) : null,
+      soon ? el('span', { class: 'tag expiring', text: 'expires soon' }) : null,
     );
     const routes = (t.routes || []).length
       ? el(
@@ -491,7 +500,7 @@
     }
     return el(
       'tr',
-      { 'data-id': t.id, 'data-name': t.name },
+      { 'data-id': t.id, 'data-name': t.name, class: soon ? 'expiring-soon' : '' },
       nameCell,
       el('td', { class: t.description ? 'description' : 'description muted', text: t.description || '—' }),
       el('td', { text: t.permission }),

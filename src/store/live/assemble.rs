@@ -98,6 +98,7 @@ impl Store {
         METRICS
             .last_reload
             .set(Utc::now().timestamp_millis() as f64 / 1000.0);
+        snapshot.record_expiry(Utc::now());
         self.set.store(snapshot);
         self.prune_usage();
         Ok(())
