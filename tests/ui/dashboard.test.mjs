@@ -321,7 +321,8 @@ async function run(w, t) {
   await page.screenshot({ path: path.join(OUT, 'create-modal.png') });
   await reveal.getByRole('button', { name: /I have copied it/ }).click();
   await reveal.waitFor({ state: 'hidden' });
-  assert.equal(await page.locator('#reveal-token').inputValue(), '', 'token forgotten once the modal closes');
+  // The dialog's `close` event (which forgets the token) is a task queued after it hides.
+  await until('the token forgotten once the modal closes', 2000, async () => (await page.locator('#reveal-token').inputValue()) === '');
 
   // ---- the table and the API show it.
   const row = rows.locator('tr[data-name="ci-reader"]');
