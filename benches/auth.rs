@@ -33,6 +33,7 @@ fn token_with(params: &HashParams, routes: Vec<Route>) -> (Token, String) {
         expires_at: None,
         rate_limit: None,
         generation: 1,
+        disabled: false,
         source: Source::Database,
     };
     (t, g.token.expose().to_string())

@@ -1805,3 +1805,218 @@ async fn no_hash_or_secret_in_list_output_cli_output_or_logs() {
         }
     }
 }
+
+/// `GET path` with `auth` on the proxy: status and error code.
+async fn refusal(
+    proxy: &Tollgate,
+    client: &reqwest::Client,
+    path: &str,
+    auth: &str,
+) -> (u16, Option<String>) {
+    let resp = http_get(client, &proxy.url(path), Some(auth)).await;
+    (resp.status, resp.error_code())
+}
+
+/// The same id with another (well-formed) secret.
+fn wrong_secret_for(id: &str) -> String {
+    bearer(tollgate::token::generate_with_id(id).token.expose())
+}
+
+#[tokio::test]
+async fn patch_disabled_refuses_on_the_next_request_and_enable_restores() {
+    let upstream = Upstream::start();
+    let proxy = start(&upstream, &[]).await;
+    let client = client();
+    let (record, token) = proxy
+        .create_token(
+            &boot(),
+            json!({"name": "pausable", "permission": "manager"}),
+        )
+        .await;
+    assert_eq!(record["disabled"], false);
+    let id = record["id"].as_str().expect("id").to_owned();
+    let auth = bearer(&token);
+    // Cached: several uses before the change.
+    for _ in 0..3 {
+        assert_eq!(refusal(&proxy, &client, "/p", &auth).await, (200, None));
+    }
+    let path = format!("/api/v1/tokens/{id}");
+    let off = proxy
+        .api(
+            "PATCH",
+            &path,
+            Some(&boot()),
+            Some(&json!({"disabled": true})),
+        )
+        .await
+        .expect(200);
+    assert_eq!(off["disabled"], true);
+    assert_eq!(
+        (off["id"].as_str(), off["name"].as_str()),
+        (Some(id.as_str()), Some("pausable"))
+    );
+    let disabled = (401, Some("token_disabled".to_string()));
+    assert_eq!(
+        refusal(&proxy, &client, "/p", &auth).await,
+        disabled,
+        "the very next request"
+    );
+    assert_eq!(
+        refusal(&proxy, &client, "/_tollgate/whoami", &auth).await,
+        disabled,
+        "whoami"
+    );
+    // No oracle: a wrong secret for the disabled token is just invalid.
+    assert_eq!(
+        refusal(&proxy, &client, "/p", &wrong_secret_for(&id)).await,
+        (401, Some("token_invalid".to_string()))
+    );
+    // The admin API refuses the disabled manager token too.
+    proxy
+        .api("GET", "/api/v1/tokens", Some(&auth), None)
+        .await
+        .expect_error(401, "token_disabled");
+    let shown = proxy
+        .api("GET", &path, Some(&boot()), None)
+        .await
+        .expect(200);
+    assert_eq!(shown["disabled"], true);
+    let counted = poll_until(Duration::from_secs(5), || async {
+        proxy
+            .metric(r#"tollgate_requests_total{outcome="token_disabled",method="GET"}"#)
+            .await
+            >= 2.0
+    })
+    .await;
+    assert!(counted.is_some(), "{}", proxy.metrics_text().await);
+
+    let on = proxy
+        .api(
+            "PATCH",
+            &path,
+            Some(&boot()),
+            Some(&json!({"disabled": false})),
+        )
+        .await
+        .expect(200);
+    assert_eq!(on["disabled"], false);
+    assert_eq!(
+        refusal(&proxy, &client, "/p", &auth).await,
+        (200, None),
+        "enabled again"
+    );
+    proxy
+        .api("GET", "/api/v1/tokens", Some(&auth), None)
+        .await
+        .expect(200);
+    proxy
+        .api(
+            "PATCH",
+            &path,
+            Some(&boot()),
+            Some(&json!({"disabled": "yes"})),
+        )
+        .await
+        .expect_error(400, "invalid_request");
+}
+
+#[tokio::test]
+async fn disabling_needs_the_acting_token_to_be_within_its_rights() {
+    let upstream = Upstream::start();
+    let proxy = start(&upstream, &[]).await;
+    let (_, narrow) = proxy
+        .create_token(
+            &boot(),
+            json!({"name": "narrow-mgr", "permission": "manager",
+                   "routes": [{"path": "/p2/acme/*", "access": "write"}]}),
+        )
+        .await;
+    let (wide, wide_token) = proxy
+        .create_token(&boot(), json!({"name": "wide", "permission": "read"}))
+        .await;
+    let id = wide["id"].as_str().expect("id");
+    proxy
+        .api(
+            "PATCH",
+            &format!("/api/v1/tokens/{id}"),
+            Some(&bearer(&narrow)),
+            Some(&json!({"disabled": true})),
+        )
+        .await
+        .expect_error(403, "exceeds_actor");
+    let client = client();
+    assert_eq!(
+        refusal(&proxy, &client, "/p", &bearer(&wide_token)).await,
+        (200, None)
+    );
+}
+
+#[tokio::test]
+async fn cli_disable_and_enable() {
+    let upstream = Upstream::start();
+    let proxy = start(&upstream, &[]).await;
+    let client = client();
+    let (record, token) = proxy
+        .create_token(&boot(), json!({"name": "cli-pause", "permission": "read"}))
+        .await;
+    let id = record["id"].as_str().expect("id").to_owned();
+    let auth = bearer(&token);
+    assert_eq!(refusal(&proxy, &client, "/c", &auth).await, (200, None));
+
+    let out = proxy
+        .cli(&["token", "disable", "cli-pause", "--output", "json"], None)
+        .await;
+    assert!(out.status.success(), "token disable: {out:?}");
+    let shown: Value = serde_json::from_str(&out.stdout).expect("JSON");
+    assert_eq!(
+        (shown["disabled"].as_bool(), shown["id"].as_str()),
+        (Some(true), Some(id.as_str()))
+    );
+    let disabled = (401, Some("token_disabled".to_string()));
+    let took = poll_until(Duration::from_secs(1), || async {
+        refusal(&proxy, &client, "/c", &auth).await == disabled
+    })
+    .await
+    .expect("a token disabled by the CLI is refused within 1 s");
+    println!("[lifecycle] CLI disable → first token_disabled: {took:?}");
+    assert_eq!(
+        refusal(&proxy, &client, "/c", &wrong_secret_for(&id)).await,
+        (401, Some("token_invalid".to_string()))
+    );
+    let table = proxy.cli(&["token", "list"], None).await;
+    let line = table
+        .stdout
+        .lines()
+        .find(|l| l.contains("cli-pause"))
+        .unwrap_or_else(|| panic!("{table:?}"));
+    assert!(line.contains("disabled"), "{line}");
+    let json = proxy
+        .cli(&["token", "list", "--output", "json"], None)
+        .await;
+    let listed: Value = serde_json::from_str(&json.stdout).expect("JSON");
+    assert!(listed["tokens"]
+        .as_array()
+        .expect("tokens")
+        .iter()
+        .any(|t| t["name"] == "cli-pause" && t["disabled"] == true));
+
+    let out = proxy.cli(&["token", "enable", &id], None).await;
+    assert!(out.status.success(), "token enable: {out:?}");
+    let line = out
+        .stdout
+        .lines()
+        .find(|l| l.contains("cli-pause"))
+        .unwrap_or_default()
+        .to_string();
+    assert!(line.contains("enabled"), "{out:?}");
+    poll_until(Duration::from_secs(1), || async {
+        refusal(&proxy, &client, "/c", &auth).await == (200, None)
+    })
+    .await
+    .expect("an enabled token works again within 1 s");
+
+    let out = proxy
+        .cli(&["token", "disable", "no-such-token"], None)
+        .await;
+    assert!(!out.status.success(), "{out:?}");
+}

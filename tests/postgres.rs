@@ -987,3 +987,76 @@ async fn a_token_file_edit_applies_during_a_postgres_outage() {
     )
     .await;
 }
+
+#[tokio::test]
+async fn disabling_through_one_replica_refuses_on_the_other_within_a_second() {
+    let mut pg = PgCluster::start();
+    let url = pg.create_database("disable");
+    let upstream = Upstream::start();
+    let a = replica(&upstream, &url).start().await;
+    let b = replica(&upstream, &url).start().await;
+    wait_listening(&a).await;
+    wait_listening(&b).await;
+    let client = client();
+
+    let (record, token) = a
+        .create_token(
+            &boot(),
+            json!({"name": "paused-on-a", "permission": "read"}),
+        )
+        .await;
+    let id = record["id"].as_str().expect("id").to_owned();
+    let auth = bearer(&token);
+    propagation(
+        "disable set-up: accepted by B",
+        GIVE_UP,
+        &client,
+        &[(&b, "/pkg/one", &auth, 200)],
+    )
+    .await;
+    // B's verification cache holds the token.
+    assert_statuses("B's cache warm", &client, &[(&b, "/pkg/one", &auth, 200)]).await;
+    a.api(
+        "PATCH",
+        &format!("/api/v1/tokens/{id}"),
+        Some(&boot()),
+        Some(&json!({"disabled": true})),
+    )
+    .await
+    .expect(200);
+    propagation(
+        "disable on A → refused by B",
+        PROPAGATION,
+        &client,
+        &[(&b, "/pkg/one", &auth, 401), (&a, "/pkg/one", &auth, 401)],
+    )
+    .await;
+    let resp = http_get(&client, &b.url("/pkg/one"), Some(&auth)).await;
+    assert_eq!(
+        resp.error_code().as_deref(),
+        Some("token_disabled"),
+        "{}",
+        resp.body
+    );
+    let shown = b
+        .api("GET", &format!("/api/v1/tokens/{id}"), Some(&boot()), None)
+        .await
+        .expect(200);
+    assert_eq!(shown["disabled"], true);
+
+    a.api(
+        "PATCH",
+        &format!("/api/v1/tokens/{id}"),
+        Some(&boot()),
+        Some(&json!({"disabled": false})),
+    )
+    .await
+    .expect(200);
+    propagation(
+        "enable on A → accepted by B",
+        PROPAGATION,
+        &client,
+        &[(&b, "/pkg/one", &auth, 200)],
+    )
+    .await;
+}

@@ -362,3 +362,46 @@ async fn the_problems_of_a_file_are_capped() {
     assert_eq!(problems.len(), LISTED + 1, "{}", resp.text);
     assert_eq!(problems[LISTED], Value::String(last(&file)));
 }
+
+#[tokio::test]
+async fn a_disabled_entry_is_refused_after_its_secret_verifies_and_enabled_by_an_edit() {
+    let upstream = Upstream::start();
+    let good = TestToken::read("good");
+    let mut paused = TestToken::read("paused");
+    paused.entry["disabled"] = json!(true);
+    let (out, _) = check_config(&upstream, &tokens_yaml(&[&good, &paused]));
+    assert!(out.status.success(), "check-config: {out:?}");
+    let proxy = Setup::new(&upstream.url())
+        .with_tokens(&[&good, &paused])
+        .start()
+        .await;
+    let client = client();
+    expect_served(&proxy, &client, &good, "beside a disabled entry").await;
+    let resp = http_get(&client, &proxy.url("/x"), Some(&paused.auth())).await;
+    assert_eq!(
+        (resp.status, resp.error_code().as_deref()),
+        (401, Some("token_disabled")),
+        "{}",
+        resp.body
+    );
+    let wrong = bearer(tollgate::token::generate_with_id(&paused.id).token.expose());
+    let resp = http_get(&client, &proxy.url("/x"), Some(&wrong)).await;
+    assert_eq!(
+        (resp.status, resp.error_code().as_deref()),
+        (401, Some("token_invalid")),
+        "a wrong secret for a disabled entry: {}",
+        resp.body
+    );
+
+    // Enabled by editing the file: served again after the reload.
+    paused.entry["disabled"] = json!(false);
+    std::fs::write(&proxy.setup.tokens_path, tokens_yaml(&[&good, &paused])).expect("write");
+    poll_until(RELOAD, || async {
+        http_get(&client, &proxy.url("/x"), Some(&paused.auth()))
+            .await
+            .status
+            == 200
+    })
+    .await
+    .expect("the entry enabled in the file is served after the reload");
+}

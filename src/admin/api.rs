@@ -98,6 +98,14 @@ async fn require_manager(State(s): State<AdminState>, mut req: Request, next: Ne
             )
             .into_response()
         }
+        Err(AuthError::Disabled) => {
+            return ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "token_disabled",
+                "the token is disabled",
+            )
+            .into_response()
+        }
         Err(_) => {
             return ApiError::new(
                 StatusCode::UNAUTHORIZED,

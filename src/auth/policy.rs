@@ -78,6 +78,7 @@ mod tests {
             created_at: None,
             expires_at: None,
             rate_limit: None,
+            disabled: false,
             generation: 1,
             source: Source::File("t.yaml".into()),
         }

@@ -15,7 +15,8 @@
 //! - at most `verify.max_concurrent` run at once and `verify.max_queue` wait; beyond that 503.
 //!
 //! A cached verification counts only while the snapshot still holds that id with that
-//! generation, so revocation, regeneration and rights changes act on the next request.
+//! generation, so revocation, regeneration and rights changes act on the next request; the
+//! disabled flag and the expiry are read from the snapshot's record after every verification.
 //! Concurrent misses for one credential share one argon2 run (`try_get_with`); failures are
 //! remembered briefly so a replayed wrong secret costs no argon2.
 //!
@@ -48,6 +49,9 @@ pub enum AuthError {
     /// The secret is right but the token has expired.
     #[error("token expired")]
     Expired,
+    /// The secret is right but the token is disabled.
+    #[error("token disabled")]
+    Disabled,
     /// Too many verifications are running or waiting.
     #[error("verification capacity exhausted")]
     Busy,
@@ -217,7 +221,7 @@ impl Verifier {
         if let Some(v) = self.positive.get(&digest).await {
             if v.generation == record.generation && v.id == record.id {
                 METRICS.cache_hits.inc();
-                return check_expiry(record.clone(), now);
+                return check_usable(record.clone(), now);
             }
         }
         Box::pin(self.authenticate_slow(presented, record.clone(), digest, now, caller)).await
@@ -267,7 +271,7 @@ impl Verifier {
             match self.positive.get(&digest).await {
                 Some(v) if current(&v) => {
                     METRICS.cache_hits.inc();
-                    return check_expiry(record, now);
+                    return check_usable(record, now);
                 }
                 Some(_) => self.positive.invalidate(&digest).await,
                 None => {}
@@ -301,7 +305,7 @@ impl Verifier {
                 })
                 .await;
             match verified {
-                Ok(v) if current(&v) => return check_expiry(record, now),
+                Ok(v) if current(&v) => return check_usable(record, now),
                 // Another request cached a verification of an older record: drop it, go again.
                 Ok(_) => continue,
                 Err(e) => {
@@ -425,13 +429,19 @@ fn dummy_token(config: &Config) -> Option<Token> {
         created_at: None,
         expires_at: None,
         rate_limit: None,
+        disabled: false,
         generation: UNKNOWN_GENERATION,
         source: crate::token::Source::Bootstrap,
     })
 }
 
-fn check_expiry(record: Arc<Token>, now: DateTime<Utc>) -> Result<Arc<Token>, AuthError> {
-    if record.is_expired(now) {
+/// A verified record that may still not be used: disabled, or expired. Checked on the
+/// snapshot's record after verification (cached or not), so the flag acts on the next request
+/// and a wrong secret is never told apart by it.
+fn check_usable(record: Arc<Token>, now: DateTime<Utc>) -> Result<Arc<Token>, AuthError> {
+    if record.disabled {
+        Err(AuthError::Disabled)
+    } else if record.is_expired(now) {
         Err(AuthError::Expired)
     } else {
         Ok(record)

@@ -77,6 +77,11 @@ pub enum TokenCommand {
     Rename(RenameArgs),
     /// Change description, permission, routes or rate limit of a database token.
     Modify(ModifyArgs),
+    /// Disable a database token: refused (401 token_disabled) from the next request on, but
+    /// kept with its id, secret and history until enabled.
+    Disable(TargetArgs),
+    /// Enable a disabled database token again.
+    Enable(TargetArgs),
 }
 
 /// Output format.
@@ -335,6 +340,7 @@ fn bootstrap_token(spec: &str, params: &HashParams) -> anyhow::Result<Token> {
         created_at: Some(Utc::now()),
         expires_at: None,
         rate_limit: None,
+        disabled: false,
         generation: 1,
         source: Source::Bootstrap,
     })

@@ -199,8 +199,8 @@ fn print_tokens(
                     .unwrap_or_else(|| "-".into())
             };
             println!(
-                "{:<12}  {:<24}  {:<10}  {:<8}  {:<16}  {:<16}  ROUTES",
-                "ID", "NAME", "PERMISSION", "SOURCE", "EXPIRES", "LAST USED"
+                "{:<12}  {:<24}  {:<10}  {:<8}  {:<8}  {:<16}  {:<16}  ROUTES",
+                "ID", "NAME", "PERMISSION", "SOURCE", "STATE", "EXPIRES", "LAST USED"
             );
             for t in tokens {
                 let expires = match t.expires_at {
@@ -213,11 +213,12 @@ fn print_tokens(
                     .map(|r| format!("{}={}", r.pattern.as_str(), r.access.as_str()))
                     .collect();
                 println!(
-                    "{:<12}  {:<24}  {:<10}  {:<8}  {:<16}  {:<16}  {}",
+                    "{:<12}  {:<24}  {:<10}  {:<8}  {:<8}  {:<16}  {:<16}  {}",
                     t.id,
                     t.name,
                     t.permission.as_str(),
                     t.source.kind(),
+                    if t.disabled { "disabled" } else { "enabled" },
                     expires,
                     day(usage.get(&*t.id).copied()),
                     if routes.is_empty() {
@@ -377,14 +378,40 @@ async fn db_command(config: &Config, db: &Database, cmd: TokenCommand) -> anyhow
                     Some("default") => Some(None),
                     Some(r) => Some(Some(parse_rate_limit(r)?)),
                 },
+                disabled: None,
             };
             let t = manage::apply_patch(&current, patch).map_err(|e| anyhow!(e))?;
             db.update(&t, current.generation).await?;
             audit_cli("token.modify", &t);
             one(&t, output);
         }
+        TokenCommand::Disable(target) => {
+            one(&set_disabled(db, &target.token, true).await?, target.output)
+        }
+        TokenCommand::Enable(target) => one(
+            &set_disabled(db, &target.token, false).await?,
+            target.output,
+        ),
     }
     Ok(())
+}
+
+/// `token disable` / `token enable`: the database token `token` (id or name) with its flag set.
+async fn set_disabled(db: &Database, token: &str, disabled: bool) -> anyhow::Result<Token> {
+    let current = db.find(token).await?;
+    let patch = Patch {
+        disabled: Some(disabled),
+        ..Patch::default()
+    };
+    let t = manage::apply_patch(&current, patch).map_err(|e| anyhow!(e))?;
+    db.update(&t, current.generation).await?;
+    let action = if disabled {
+        "token.disable"
+    } else {
+        "token.enable"
+    };
+    audit_cli(action, &t);
+    Ok(t)
 }
 
 /// The bootstrap token's name, when this environment sets one for the server.

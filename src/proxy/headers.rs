@@ -255,6 +255,7 @@ mod tests {
             expires_at: None,
             rate_limit: None,
             generation: 1,
+            disabled: false,
             source: Source::File("t.yaml".into()),
         }
     }

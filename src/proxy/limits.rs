@@ -86,6 +86,7 @@ mod tests {
             expires_at: None,
             rate_limit,
             generation: 1,
+            disabled: false,
             source: Source::File("t.yaml".into()),
         }
     }

@@ -242,6 +242,7 @@ impl ProxyHttp for Proxy {
                 let r = match e {
                     AuthError::Unknown | AuthError::WrongSecret => Refusal::TokenInvalid,
                     AuthError::Expired => Refusal::TokenExpired,
+                    AuthError::Disabled => Refusal::TokenDisabled,
                     AuthError::Busy => Refusal::Busy,
                     AuthError::Throttled(secs) => Refusal::Throttled(secs),
                     AuthError::Internal => Refusal::Internal,

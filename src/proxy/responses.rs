@@ -25,6 +25,8 @@ pub enum Refusal {
     TokenInvalid,
     /// 401: expired token.
     TokenExpired,
+    /// 401: disabled token (its secret verified: a wrong secret is `TokenInvalid`).
+    TokenDisabled,
     /// 403: the token lacks the permission or route.
     Forbidden,
     /// 400: the path cannot be normalized safely.
@@ -55,7 +57,8 @@ impl Refusal {
             Refusal::CredentialsMissing
             | Refusal::CredentialsMalformed(_)
             | Refusal::TokenInvalid
-            | Refusal::TokenExpired => 401,
+            | Refusal::TokenExpired
+            | Refusal::TokenDisabled => 401,
             Refusal::Forbidden => 403,
             Refusal::BadPath(_) => 400,
             Refusal::MethodNotAllowed => 405,
@@ -74,6 +77,7 @@ impl Refusal {
             Refusal::CredentialsMalformed(_) => "credentials_malformed",
             Refusal::TokenInvalid => "token_invalid",
             Refusal::TokenExpired => "token_expired",
+            Refusal::TokenDisabled => "token_disabled",
             Refusal::Forbidden => "forbidden",
             Refusal::BadPath(_) => "bad_path",
             Refusal::MethodNotAllowed => "method_not_allowed",
@@ -96,6 +100,7 @@ impl Refusal {
             Refusal::CredentialsMalformed(why) => format!("credentials are malformed: {why}").into(),
             Refusal::TokenInvalid => "the token is unknown, revoked, or its secret is wrong".into(),
             Refusal::TokenExpired => "the token has expired".into(),
+            Refusal::TokenDisabled => "the token is disabled".into(),
             Refusal::Forbidden => "the token does not allow this method on this path".into(),
             Refusal::BadPath(e) => format!("the request path is refused: {e}").into(),
             Refusal::MethodNotAllowed => "this endpoint answers GET only".into(),
@@ -192,6 +197,7 @@ mod tests {
             Refusal::CredentialsMalformed("x"),
             Refusal::TokenInvalid,
             Refusal::TokenExpired,
+            Refusal::TokenDisabled,
             Refusal::Forbidden,
             Refusal::BadPath(PathError::Nul),
             Refusal::MethodNotAllowed,

@@ -88,6 +88,7 @@ mod tests {
             expires_at: None,
             rate_limit: None,
             generation: 1,
+            disabled: false,
             source: Source::File("t.yaml".into()),
         };
         let d = Decision {

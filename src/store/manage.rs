@@ -64,6 +64,9 @@ pub struct Patch {
     /// New rate limit (`null` = back to the default).
     #[serde(default, deserialize_with = "nullable")]
     pub rate_limit: Option<Option<RateLimitRule>>,
+    /// Disable (`true`: refused after its secret verifies) or enable (`false`) the token.
+    #[serde(default)]
+    pub disabled: Option<bool>,
 }
 
 /// Shortest custom secret accepted.
@@ -132,6 +135,7 @@ pub fn build_new(
         created_at: Some(now),
         expires_at,
         rate_limit: req.rate_limit,
+        disabled: false,
         generation: 1,
         source: Source::Database,
     };
@@ -157,6 +161,9 @@ pub fn apply_patch(current: &Token, patch: Patch) -> Result<Token, ChangeError> 
     }
     if let Some(r) = patch.rate_limit {
         t.rate_limit = r;
+    }
+    if let Some(d) = patch.disabled {
+        t.disabled = d;
     }
     t.generation = current.generation + 1;
     Ok(t)
@@ -188,6 +195,7 @@ pub fn token_view(
         "expired": t.is_expired(now),
         "last_used_at": last_used,
         "rate_limit": t.rate_limit,
+        "disabled": t.disabled,
         "source": t.source.kind(),
     })
 }
@@ -342,6 +350,11 @@ mod tests {
             ("ci2", Permission::Write, 2)
         );
         assert_eq!(t2.expires_at, t.expires_at);
+        assert!(!t2.disabled);
+        let off = apply_patch(&t2, serde_json::from_str(r#"{"disabled":true}"#).unwrap()).unwrap();
+        assert!(off.disabled && off.name == t2.name && off.hash.as_str() == t2.hash.as_str());
+        let on = apply_patch(&off, serde_json::from_str(r#"{"disabled":false}"#).unwrap()).unwrap();
+        assert!(!on.disabled);
         let (t3, s3) = regenerate(&t2, &HashParams::cheap()).unwrap();
         assert_eq!(t3.id, t.id);
         assert!(!token::verify_secret(secret.expose(), &t3.hash));

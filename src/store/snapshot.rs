@@ -259,6 +259,7 @@ mod tests {
             expires_at,
             rate_limit: None,
             generation: 1,
+            disabled: false,
             source: Source::File("t.yaml".into()),
         }
     }

@@ -229,6 +229,9 @@ pub struct Token {
     pub expires_at: Option<DateTime<Utc>>,
     /// Own rate limit; `None` means the configured default.
     pub rate_limit: Option<RateLimitRule>,
+    /// Refused (after its secret verifies) until enabled again; keeps its id, secret and
+    /// history meanwhile.
+    pub disabled: bool,
     /// Changes whenever the secret or the rights change; cached verifications of another
     /// generation do not count.
     pub generation: u64,

@@ -406,6 +406,17 @@ async function run(w, t) {
   assert.equal(await proxyStatus(`${w.proxy}/p2/acme/pkg.json`, token1), 401, 'old secret after regenerate');
   assert.equal(await proxyStatus(`${w.proxy}/p2/acme/pkg.json`, token2), 200, 'new secret after regenerate');
 
+  // ---- disable / enable: one click each; refused meanwhile, the same secret works after.
+  await row.getByRole('button', { name: 'Disable ci-reader' }).click();
+  await assertText(status, /Disabled “ci-reader”/);
+  await assertText(row.locator('th'), /disabled/);
+  assert.equal((await apiTokens(w)).find((x) => x.name === 'ci-reader').disabled, true);
+  assert.equal(await proxyStatus(`${w.proxy}/p2/acme/pkg.json`, token2), 401, 'disabled');
+  await row.getByRole('button', { name: 'Enable ci-reader' }).click();
+  await assertText(status, /Enabled “ci-reader”/);
+  assert.equal((await apiTokens(w)).find((x) => x.name === 'ci-reader').disabled, false);
+  assert.equal(await proxyStatus(`${w.proxy}/p2/acme/pkg.json`, token2), 200, 'enabled again');
+
   // ---- a duplicate name: the API's refusal shows next to the name field, in plain words.
   await page.getByRole('button', { name: 'New token' }).click();
   await form.getByLabel('Name', { exact: true }).fill('ci-reader');

@@ -154,6 +154,8 @@
         return 'The token was refused: it is unknown, revoked, or its secret is wrong.';
       case 'token_expired':
         return 'The token has expired. Sign in with another manager token.';
+      case 'token_disabled':
+        return 'The token is disabled. Sign in with another manager token, or have it enabled again.';
       case 'forbidden':
         return 'This is not a manager token. The dashboard needs a token with the manager permission.';
       case 'conflict': {
@@ -470,6 +472,7 @@
       el('span', { class: 'name', text: t.name }),
       you ? el('span', { class: 'tag', text: 'you' }) : null,
       soon ? el('span', { class: 'tag expiring', text: 'expires soon' }) : null,
+      t.disabled ? el('span', { class: 'tag disabled', text: 'disabled' }) : null,
     );
     const routes = (t.routes || []).length
       ? el(
@@ -484,6 +487,7 @@
     if (t.source === 'database') {
       actions.append(
         actionButton('Edit', t.name, () => openForm(t)),
+        actionButton(t.disabled ? 'Enable' : 'Disable', t.name, (ev) => toggleDisabled(t, ev.currentTarget)),
         actionButton('Regenerate', t.name, () => openConfirm('regenerate', t)),
         actionButton('Revoke', t.name, () => openConfirm('revoke', t), 'danger'),
       );
@@ -775,6 +779,37 @@
       if (e.code === 'not_found') load();
       const field = fieldOf(e);
       showFormProblems([[field, plain(e)]]);
+    } finally {
+      busy(button, false);
+    }
+  }
+
+  // ---------------------------------------------------------------------------------------
+  // Disable / enable: one PATCH, no confirmation (it is undone the same way)
+  // ---------------------------------------------------------------------------------------
+
+  async function toggleDisabled(token, button) {
+    const disabled = !token.disabled;
+    busy(button, true);
+    try {
+      await api('PATCH', `${API}/${encodeURIComponent(token.id)}`, { disabled });
+      if (disabled && isMe(token)) {
+        signOut(`You disabled “${token.name}”, the token you were signed in with.`);
+        return;
+      }
+      await load();
+      announce(
+        disabled
+          ? `Disabled “${token.name}”. It is refused until enabled again.`
+          : `Enabled “${token.name}”. It works again.`,
+      );
+    } catch (e) {
+      if (isAuthError(e)) {
+        sessionEnded(e);
+        return;
+      }
+      announce(plain(e));
+      if (e.code === 'not_found') load();
     } finally {
       busy(button, false);
     }

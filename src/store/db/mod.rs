@@ -89,7 +89,7 @@ impl std::fmt::Debug for Database {
 }
 
 const TOKEN_COLUMNS: &str =
-    "id, name, description, hash, permission, routes, rate_limit, created_at, expires_at, generation";
+    "id, name, description, hash, permission, routes, rate_limit, created_at, expires_at, generation, disabled";
 
 impl Database {
     /// Opens (creating the SQLite file and its directory if needed, private to the user) and
@@ -244,7 +244,7 @@ impl Database {
         let c = |e| classify(e, &t.name, &t.id);
         let mut tx = self.pool.begin().await.map_err(unavailable)?;
         sqlx::query(&format!(
-            "INSERT INTO tokens ({TOKEN_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
+            "INSERT INTO tokens ({TOKEN_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
         ))
         .bind(&*t.id)
         .bind(&*t.name)
@@ -260,6 +260,7 @@ impl Database {
         )
         .bind(t.expires_at.map(millis))
         .bind(t.generation as i64)
+        .bind(i64::from(t.disabled))
         .execute(&mut *tx)
         .await
         .map_err(c)?;
@@ -268,13 +269,13 @@ impl Database {
     }
 
     /// Rewrites a token's mutable fields (name, description, hash, permission, routes, rate
-    /// limit), if it is still at generation `expected`; its generation becomes `t.generation`.
+    /// limit, disabled), if it is still at generation `expected`; its generation becomes `t.generation`.
     pub async fn update(&self, t: &Token, expected: u64) -> Result<(), DbError> {
         let c = |e| classify(e, &t.name, &t.id);
         let mut tx = self.pool.begin().await.map_err(unavailable)?;
         let done = sqlx::query(
             "UPDATE tokens SET name = $1, description = $2, hash = $3, permission = $4, routes = $5, \
-             rate_limit = $6, generation = $7 WHERE id = $8 AND generation = $9",
+             rate_limit = $6, generation = $7, disabled = $8 WHERE id = $9 AND generation = $10",
         )
         .bind(&*t.name)
         .bind(t.description.clone())
@@ -283,6 +284,7 @@ impl Database {
         .bind(routes_json(&t.routes))
         .bind(rate_limit_json(t.rate_limit))
         .bind(t.generation as i64)
+        .bind(i64::from(t.disabled))
         .bind(&*t.id)
         .bind(expected as i64)
         .execute(&mut *tx)
@@ -383,6 +385,7 @@ mod tests {
                 period: Duration::from_secs(60),
             }),
             generation: 1,
+            disabled: false,
             source: Source::Database,
         }
     }
@@ -413,6 +416,12 @@ mod tests {
             Err(DbError::NotFound(t.id.to_string()))
         );
         assert_eq!(&*db.tokens().await.unwrap()[0].name, "b");
+        assert!(!db.token(&t.id).await.unwrap().disabled);
+        let mut off = renamed.clone();
+        off.disabled = true;
+        off.generation = 3;
+        db.update(&off, 2).await.unwrap();
+        assert!(db.token(&t.id).await.unwrap().disabled);
         let now = Utc::now();
         db.record_usage(&[(t.id.clone(), now)]).await.unwrap();
         db.record_usage(&[(t.id.clone(), now - chrono::Duration::hours(1))])

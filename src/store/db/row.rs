@@ -1,4 +1,4 @@
-//! Token records as database rows: times as milliseconds, routes and rate limits as JSON, and
+//! Token records as database rows: times as milliseconds, the disabled flag as 0 or 1, routes and rate limits as JSON, and
 //! a row read back into a token (or the reason it is invalid).
 
 use std::sync::Arc;
@@ -43,6 +43,7 @@ pub(super) fn row_to_token(row: &AnyRow) -> Result<Token, DbError> {
     let created_at: i64 = row.try_get("created_at").map_err(unavailable)?;
     let expires_at: Option<i64> = row.try_get("expires_at").map_err(unavailable)?;
     let generation: i64 = row.try_get("generation").map_err(unavailable)?;
+    let disabled: i64 = row.try_get("disabled").map_err(unavailable)?;
     let permission = match permission.as_str() {
         "read" => Permission::Read,
         "write" => Permission::Write,
@@ -67,6 +68,7 @@ pub(super) fn row_to_token(row: &AnyRow) -> Result<Token, DbError> {
         expires_at: expires_at.and_then(from_millis),
         rate_limit,
         generation: generation as u64,
+        disabled: disabled != 0,
         source: Source::Database,
     })
 }

@@ -38,6 +38,8 @@ pub(super) struct Entry<'a> {
     description: Option<String>,
     #[serde(default)]
     rate_limit: Option<RateLimitRule>,
+    #[serde(default)]
+    disabled: bool,
 }
 
 #[derive(Debug, Deserialize)]
@@ -134,6 +136,7 @@ pub(super) fn validate(
         created_at: e.created_at,
         expires_at: e.expires_at,
         rate_limit: e.rate_limit,
+        disabled: e.disabled,
         source: source.clone(),
     })
 }
@@ -245,6 +248,21 @@ mod tests {
         let ga = parse("t", &a).unwrap()[0].generation;
         assert_eq!(ga, parse("t", &a).unwrap()[0].generation);
         assert_ne!(ga, parse("t", &b).unwrap()[0].generation);
+    }
+
+    #[test]
+    fn disabled_flag() {
+        let on = format!(
+            "tokens:\n  - {{id: AAAAAAAAAAAA, name: a, hash: '{HASH}', permission: read}}\n"
+        );
+        let off = on.replace("permission: read", "permission: read, disabled: true");
+        assert!(!parse("t", &on).unwrap()[0].disabled);
+        let t = &parse("t", &off).unwrap()[0];
+        // The flag is checked after verification: it leaves the generation (the cache) alone.
+        assert!(t.disabled);
+        assert_eq!(t.generation, parse("t", &on).unwrap()[0].generation);
+        let bad = on.replace("permission: read", "permission: read, disabled: maybe");
+        assert!(parse("t", &bad).is_err());
     }
 
     /// A generated token (valid checksum), as someone would paste it.
