@@ -267,6 +267,7 @@ impl App {
             token_usernames: config.tokens.token_usernames.clone().into(),
             hashing: config.hashing,
             default_rate_limit: config.rate_limit,
+            max_lifetime: config.tokens.max_lifetime,
             health: health.clone(),
         };
         let admin_task = tokio::spawn(admin::serve(

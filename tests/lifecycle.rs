@@ -2020,3 +2020,94 @@ async fn cli_disable_and_enable() {
         .await;
     assert!(!out.status.success(), "{out:?}");
 }
+
+#[tokio::test]
+async fn tokens_max_lifetime_refuses_longer_or_endless_tokens() {
+    let upstream = Upstream::start();
+    let proxy = Setup::new(&upstream.url())
+        .set("tokens.max_lifetime", json!("365d"))
+        .with_bootstrap()
+        .start()
+        .await;
+    for expires in [
+        json!("366d"),
+        json!("never"),
+        json!("2099-01-01"),
+        Value::Null,
+    ] {
+        let resp = proxy
+            .api(
+                "POST",
+                "/api/v1/tokens",
+                Some(&boot()),
+                Some(&json!({"name": "too-long", "permission": "read", "expires_in": expires})),
+            )
+            .await;
+        resp.expect_error(400, "invalid_request");
+        let message = resp.json()["message"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        assert!(
+            message.starts_with("tokens.max_lifetime is 365d: "),
+            "{expires}: {message}"
+        );
+    }
+    for (name, expires) in [("year", "365d"), ("month", "30d")] {
+        let (record, token) = proxy
+            .create_token(
+                &boot(),
+                json!({"name": name, "permission": "read", "expires_in": expires}),
+            )
+            .await;
+        assert!(record["expires_at"].is_string(), "{record}");
+        let resp = http_get(&client(), &proxy.url("/p"), Some(&bearer(&token))).await;
+        assert_eq!(resp.status, 200, "{name}: {}", resp.body);
+    }
+    proxy
+        .api(
+            "POST",
+            "/api/v1/tokens/year/regenerate",
+            Some(&boot()),
+            None,
+        )
+        .await
+        .expect(200);
+
+    let out = proxy
+        .cli(
+            &[
+                "token",
+                "create",
+                "--name",
+                "cli-forever",
+                "--permission",
+                "read",
+                "--expires-in",
+                "never",
+            ],
+            None,
+        )
+        .await;
+    assert!(!out.status.success(), "{out:?}");
+    assert!(
+        out.stderr.contains("tokens.max_lifetime is 365d: "),
+        "{out:?}"
+    );
+    let out = proxy
+        .cli(
+            &[
+                "token",
+                "create",
+                "--name",
+                "cli-year",
+                "--permission",
+                "read",
+                "--expires-in",
+                "365d",
+            ],
+            None,
+        )
+        .await;
+    assert!(out.status.success(), "{out:?}");
+}

@@ -405,3 +405,64 @@ async fn a_disabled_entry_is_refused_after_its_secret_verifies_and_enabled_by_an
     .await
     .expect("the entry enabled in the file is served after the reload");
 }
+
+#[tokio::test]
+async fn entries_beyond_tokens_max_lifetime_are_refused_by_check_config_and_at_reload() {
+    let upstream = Upstream::start();
+    let soon = (chrono::Utc::now() + chrono::Duration::days(30)).to_rfc3339();
+    let late = (chrono::Utc::now() + chrono::Duration::days(400)).to_rfc3339();
+    let good = TestToken::builder("within").expires_at(&soon).build();
+    let forever = TestToken::read("forever");
+    let far = TestToken::builder("far").expires_at(&late).build();
+    let check = |tokens: &[&TestToken]| {
+        let setup = Setup::new(&upstream.url())
+            .set("tokens.max_lifetime", json!("365d"))
+            .with_tokens(tokens);
+        setup.write();
+        let out = run_tollgate(
+            &["check-config", "--config", &setup.config_str()],
+            None,
+            setup.dir.path(),
+            CLI_TIMEOUT,
+        );
+        (out, setup.tokens_path.to_string_lossy().into_owned())
+    };
+    let (out, _) = check(&[&good]);
+    assert!(out.status.success(), "check-config: {out:?}");
+    for bad in [&forever, &far] {
+        let (out, file) = check(&[&good, bad]);
+        assert_eq!(out.status.code(), Some(2), "{}: {out:?}", bad.name);
+        let line = out
+            .stderr
+            .lines()
+            .find(|l| l.starts_with(&format!("{file}: ")))
+            .unwrap_or_else(|| panic!("no line naming {file}:\n{}", out.stderr));
+        assert!(
+            line.contains(&format!("token {:?}", bad.name))
+                && line.contains("tokens.max_lifetime is 365d: "),
+            "{line}"
+        );
+    }
+    // Without the policy the same entries are fine.
+    let (out, _) = check_config(&upstream, &tokens_yaml(&[&good, &forever, &far]));
+    assert!(out.status.success(), "check-config: {out:?}");
+
+    // A running server refuses the edit and keeps serving its last good tokens.
+    let mut proxy = Setup::new(&upstream.url())
+        .set("tokens.max_lifetime", json!("365d"))
+        .set("tokens.poll_interval", json!("60s"))
+        .with_tokens(&[&good])
+        .start()
+        .await;
+    let client = client();
+    expect_served(&proxy, &client, &good, "before the edit").await;
+    replace_and_wait_refused(&mut proxy, &tokens_yaml(&[&good, &forever]), "max_lifetime").await;
+    let log = wait_log(&proxy, "tokens.max_lifetime is 365d", "max_lifetime").await;
+    assert!(log.contains("forever"), "{}", tail(&log));
+    expect_served(&proxy, &client, &good, "after the refused edit").await;
+    let resp = http_get(&client, &proxy.url("/x"), Some(&forever.auth())).await;
+    assert_eq!(
+        resp.status, 401,
+        "the entry beyond the policy is not taken in"
+    );
+}

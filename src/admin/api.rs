@@ -292,7 +292,8 @@ async fn create(
     let database = db(&s)?;
     check_name_free(&s, &req.name, None)?;
     let params = s.hashing;
-    let (t, secret) = blocking(move || manage::build_new(req, &params, Utc::now())).await?;
+    let max = s.max_lifetime;
+    let (t, secret) = blocking(move || manage::build_new(req, &params, Utc::now(), max)).await?;
     within(&s, &actor, &t)?;
     database.insert(&t).await?;
     apply(&s).await?;
@@ -342,7 +343,8 @@ async fn regenerate(
     let database = db(&s)?;
     let params = s.hashing;
     let cur = current.clone();
-    let (t, secret) = blocking(move || manage::regenerate(&cur, &params)).await?;
+    let max = s.max_lifetime;
+    let (t, secret) = blocking(move || manage::regenerate(&cur, &params, Utc::now(), max)).await?;
     database.update(&t, current.generation).await?;
     apply(&s).await?;
     audit(&actor, "token.regenerate", &t);

@@ -34,6 +34,8 @@ pub struct AdminState {
     pub hashing: HashParams,
     /// The configured default rate limit (what a token without its own limit gets).
     pub default_rate_limit: RateLimitRule,
+    /// `tokens.max_lifetime`: the latest expiry a created or regenerated token may have.
+    pub max_lifetime: Option<std::time::Duration>,
     /// Listener and shutdown state.
     pub health: Arc<Health>,
 }

@@ -128,7 +128,8 @@ fn token_hash(config: &Config, args: &NewTokenArgs) -> anyhow::Result<()> {
     let req = new_token_request(args)?;
     let custom = req.secret.is_some();
     let (t, secret) =
-        manage::build_new(req, &config.hashing, Utc::now()).map_err(|e| anyhow!(e))?;
+        manage::build_new(req, &config.hashing, Utc::now(), config.tokens.max_lifetime)
+            .map_err(|e| anyhow!(e))?;
     let entry = EntryOut {
         id: t.id.to_string(),
         name: t.name.to_string(),
@@ -275,7 +276,8 @@ async fn db_command(config: &Config, db: &Database, cmd: TokenCommand) -> anyhow
             name_taken(&req.name, None)?;
             let custom = req.secret.is_some();
             let (t, secret) =
-                manage::build_new(req, &config.hashing, Utc::now()).map_err(|e| anyhow!(e))?;
+                manage::build_new(req, &config.hashing, Utc::now(), config.tokens.max_lifetime)
+                    .map_err(|e| anyhow!(e))?;
             db.insert(&t).await?;
             audit_cli("token.create", &t);
             one(&t, args.output);
@@ -323,8 +325,13 @@ async fn db_command(config: &Config, db: &Database, cmd: TokenCommand) -> anyhow
         }
         TokenCommand::Regenerate(TargetArgs { token, output }) => {
             let current = db.find(&token).await?;
-            let (t, secret) =
-                manage::regenerate(&current, &config.hashing).map_err(|e| anyhow!(e))?;
+            let (t, secret) = manage::regenerate(
+                &current,
+                &config.hashing,
+                Utc::now(),
+                config.tokens.max_lifetime,
+            )
+            .map_err(|e| anyhow!(e))?;
             db.update(&t, current.generation).await?;
             audit_cli("token.regenerate", &t);
             one(&t, output);

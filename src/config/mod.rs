@@ -64,6 +64,10 @@ pub struct TokensConfig {
     pub identity_headers: bool,
     /// Basic usernames meaning "the password is the token" (`token`, `__token__`).
     pub token_usernames: Vec<String>,
+    /// The longest a token may live (`tokens.max_lifetime`): creating or regenerating a token
+    /// that expires later, or never, is refused, and so is a token-file entry that does.
+    /// `None` (`none`, the default): no limit.
+    pub max_lifetime: Option<Duration>,
 }
 
 impl std::fmt::Debug for TokensConfig {
@@ -75,6 +79,7 @@ impl std::fmt::Debug for TokensConfig {
             .field("poll_interval", &self.poll_interval)
             .field("identity_headers", &self.identity_headers)
             .field("token_usernames", &self.token_usernames)
+            .field("max_lifetime", &self.max_lifetime)
             .finish()
     }
 }

@@ -120,6 +120,15 @@ pub(super) fn build_tokens(s: &mut Section<'_>) -> TokensConfig {
         s.collector()
             .error(&f, "usernames must be non-empty and contain no ':'");
     }
+    let max_lifetime = s.take_with("max_lifetime", None, |v| {
+        if matches!(&v, Value::String(w) if w.trim() == "none") {
+            return Ok(None);
+        }
+        match as_duration(v)? {
+            d if d < Duration::from_secs(1) => Err("must be at least 1s, or none".to_string()),
+            d => Ok(Some(d)),
+        }
+    });
     TokensConfig {
         files,
         files_defaulted,
@@ -127,6 +136,7 @@ pub(super) fn build_tokens(s: &mut Section<'_>) -> TokensConfig {
         poll_interval,
         identity_headers,
         token_usernames,
+        max_lifetime,
     }
 }
 

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use chrono::{DateTime, SubsecRound, Utc};
 use serde::Deserialize;
 
+use super::lifetime::check_lifetime;
 use super::ChangeError;
 use crate::token::{
     self, compile_routes, route_specs, valid_name, HashParams, Permission, RateLimitRule, Route,
@@ -94,11 +95,13 @@ fn hash(secret: &Secret, params: &HashParams) -> Result<token::PhcHash, ChangeEr
     Ok(token::validate_phc(&phc)?)
 }
 
-/// Builds the record of a new database token and its secret (shown once).
+/// Builds the record of a new database token and its secret (shown once); an expiry beyond
+/// `max_lifetime` (`tokens.max_lifetime`), or none, is refused.
 pub fn build_new(
     req: NewToken,
     params: &HashParams,
     now: DateTime<Utc>,
+    max_lifetime: Option<std::time::Duration>,
 ) -> Result<(Token, Secret), ChangeError> {
     // Stored with millisecond precision: answer exactly what later reads will show.
     let now = now.trunc_subsecs(3);
@@ -107,6 +110,7 @@ pub fn build_new(
     let routes = compile_routes(&req.routes).map_err(ChangeError::Invalid)?;
     let expires_at = token::parse_expiry(req.expires_in.as_deref().unwrap_or("never"), now)
         .map_err(|e| ChangeError::Invalid(format!("expires_in: {e}")))?;
+    check_lifetime(expires_at, now, max_lifetime).map_err(ChangeError::Invalid)?;
     let (id, secret) = match req.secret {
         Some(s) if s.expose().len() < MIN_CUSTOM_SECRET => {
             return Err(ChangeError::Invalid(format!(
@@ -170,7 +174,16 @@ pub fn apply_patch(current: &Token, patch: Patch) -> Result<Token, ChangeError> 
 }
 
 /// The record with a fresh generated secret for the same id, and that secret (shown once).
-pub fn regenerate(current: &Token, params: &HashParams) -> Result<(Token, Secret), ChangeError> {
+/// The expiry stays: a token expiring later than `max_lifetime` from `now`, or never, is
+/// refused (create a new one instead).
+pub fn regenerate(
+    current: &Token,
+    params: &HashParams,
+    now: DateTime<Utc>,
+    max_lifetime: Option<std::time::Duration>,
+) -> Result<(Token, Secret), ChangeError> {
+    check_lifetime(current.expires_at, now, max_lifetime)
+        .map_err(|e| ChangeError::Invalid(format!("{e}; create a new token instead")))?;
     let g = token::generate_with_id(&current.id);
     let mut t = current.clone();
     t.hash = hash(&g.token, params)?;
@@ -334,7 +347,7 @@ mod tests {
     #[test]
     fn create_modify_regenerate() {
         let now = Utc::now();
-        let (t, secret) = build_new(req("ci"), &HashParams::cheap(), now).unwrap();
+        let (t, secret) = build_new(req("ci"), &HashParams::cheap(), now, None).unwrap();
         assert!(token::verify_secret(secret.expose(), &t.hash));
         assert_eq!(token::parse(secret.expose()).unwrap().id, &*t.id);
         assert_eq!(
@@ -355,7 +368,7 @@ mod tests {
         assert!(off.disabled && off.name == t2.name && off.hash.as_str() == t2.hash.as_str());
         let on = apply_patch(&off, serde_json::from_str(r#"{"disabled":false}"#).unwrap()).unwrap();
         assert!(!on.disabled);
-        let (t3, s3) = regenerate(&t2, &HashParams::cheap()).unwrap();
+        let (t3, s3) = regenerate(&t2, &HashParams::cheap(), now, None).unwrap();
         assert_eq!(t3.id, t.id);
         assert!(!token::verify_secret(secret.expose(), &t3.hash));
         assert!(token::verify_secret(s3.expose(), &t3.hash));
@@ -365,19 +378,19 @@ mod tests {
     fn refusals() {
         let p = HashParams::cheap();
         let now = Utc::now();
-        assert!(build_new(req("bad name"), &p, now).is_err());
+        assert!(build_new(req("bad name"), &p, now, None).is_err());
         let mut r = req("x");
         r.expires_in = Some("yesterday".into());
-        assert!(build_new(r, &p, now).is_err());
+        assert!(build_new(r, &p, now, None).is_err());
         let mut r = req("x");
         r.routes = vec![RouteSpec {
             path: "nope".into(),
             access: crate::token::Access::Read,
         }];
-        assert!(build_new(r, &p, now).is_err());
+        assert!(build_new(r, &p, now, None).is_err());
         let mut r = req("x");
         r.secret = Some(Secret::new("short"));
-        assert!(build_new(r, &p, now).is_err());
+        assert!(build_new(r, &p, now, None).is_err());
         assert!(serde_json::from_str::<Patch>(r#"{"expires_in":"30d"}"#).is_err());
         assert!(serde_json::from_str::<NewToken>(r#"{"name":"a","permission":"admin"}"#).is_err());
         assert!(serde_json::from_str::<NewToken>(
@@ -399,7 +412,9 @@ mod tests {
         r.routes = specs;
         r.expires_in = None;
         r.rate_limit = Some(RateLimitRule::Unlimited);
-        build_new(r, &HashParams::cheap(), Utc::now()).unwrap().0
+        build_new(r, &HashParams::cheap(), Utc::now(), None)
+            .unwrap()
+            .0
     }
 
     fn within(actor: &Token, t: &Token) -> bool {

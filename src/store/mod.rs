@@ -3,6 +3,7 @@
 
 pub mod db;
 mod error;
+pub mod lifetime;
 mod live;
 pub mod manage;
 mod snapshot;

@@ -226,3 +226,24 @@ fn token_files_defaulted_or_named() {
     let (c, _) = load_doc("tokens: {files: []}\n", vec![], &Overrides::default()).unwrap();
     assert!(!c.tokens.files_defaulted && c.tokens.files.is_empty());
 }
+
+#[test]
+fn tokens_max_lifetime() {
+    let (c, _) = load(None, vec![], &Overrides::default()).unwrap();
+    assert_eq!(c.tokens.max_lifetime, None, "no limit by default");
+    let lifetime = |text: &str| {
+        load_doc(&doc(text), vec![], &Overrides::default()).map(|(c, _)| c.tokens.max_lifetime)
+    };
+    assert_eq!(
+        lifetime("tokens: {max_lifetime: 365d}\n").unwrap(),
+        Some(Duration::from_secs(365 * 86_400))
+    );
+    assert_eq!(lifetime("tokens: {max_lifetime: none}\n").unwrap(), None);
+    for bad in [
+        "tokens: {max_lifetime: 0s}\n",
+        "tokens: {max_lifetime: forever}\n",
+    ] {
+        let e = lifetime(bad).unwrap_err().to_string();
+        assert!(e.contains("tokens.max_lifetime"), "{e}");
+    }
+}

@@ -147,6 +147,31 @@ fn survivors(
         .collect()
 }
 
+/// The problems of the entries of `path` that break `tokens.max_lifetime` (`max`), if any: an
+/// entry must expire, at most `max` after its `created_at` (or, without one, after `now`).
+/// They refuse the file like any invalid entry.
+fn beyond_lifetime(
+    path: &Path,
+    tokens: &[Arc<Token>],
+    max: Option<Duration>,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Option<FileRefused> {
+    max?;
+    let file = path.display().to_string();
+    let problems: Vec<String> = tokens
+        .iter()
+        .filter_map(|t| {
+            crate::store::lifetime::check_lifetime(t.expires_at, t.created_at.unwrap_or(now), max)
+                .err()
+                .map(|e| format!("{file}: token {:?} (id {}): {e}", &*t.name, t.id))
+        })
+        .collect();
+    (!problems.is_empty()).then_some(FileRefused {
+        path: file,
+        problems,
+    })
+}
+
 /// Logs a refused token-file edit, each problem naming its source: the file (every problem line
 /// starts with its path), records of the files in conflict, or the database when the set could
 /// not be rebuilt without what the edit removed.
@@ -212,9 +237,13 @@ impl Store {
         };
         let mut refused = Vec::new();
         let mut fresh = Vec::new();
+        let now = chrono::Utc::now();
         for f in &mut files {
             match std::mem::replace(&mut f.parsed, Ok(Vec::new())) {
-                Ok(t) => fresh.extend(t),
+                Ok(t) => match beyond_lifetime(&f.path, &t, self.max_lifetime, now) {
+                    None => fresh.extend(t),
+                    Some(e) => refused.push(e),
+                },
                 Err(e) => refused.push(e),
             }
         }

@@ -50,6 +50,8 @@ pub struct Store {
     entry_caches: Arc<Mutex<EntryCaches>>,
     failed_digest: Mutex<Option<[u8; 32]>>,
     poll_interval: Duration,
+    /// `tokens.max_lifetime`: a token-file entry expiring later, or never, refuses its file.
+    max_lifetime: Option<Duration>,
     bootstrap: Option<Token>,
     generation: AtomicU64,
     seen_changes: AtomicI64,
@@ -92,6 +94,7 @@ impl Store {
             entry_caches: Arc::default(),
             failed_digest: Mutex::new(None),
             poll_interval: config.tokens.poll_interval,
+            max_lifetime: config.tokens.max_lifetime,
             bootstrap,
             generation: AtomicU64::new(0),
             seen_changes: AtomicI64::new(i64::MIN),
