@@ -319,7 +319,9 @@ mod tests {
         assert_eq!(literal.connect_failed(), None);
 
         let up = UpstreamPeers::new(&config("localhost"), vec!["127.0.0.9:80".parse().unwrap()]);
-        let task = tokio::spawn(up.clone().run(watch::channel(false).1));
+        // The sender stays alive: a dropped one reads as "stop" to the task.
+        let (_stop_tx, stop_rx) = watch::channel(false);
+        let task = tokio::spawn(up.clone().run(stop_rx));
         let seen = up.connect_failed().unwrap();
         assert_eq!(seen, 0);
         up.wait_resolved(seen).await;
