@@ -12,7 +12,8 @@ use prometheus::{
 /// The metric set.
 pub struct Metrics {
     registry: Registry,
-    /// Requests by outcome (`ok`, an error code) and method.
+    /// Requests by outcome (`ok`; `public` for an anonymous request to a public path; an
+    /// error code) and method.
     pub requests: IntCounterVec,
     /// Whole request time, as seen by the proxy.
     pub request_duration: HistogramVec,

@@ -26,6 +26,7 @@
 //! Over 500 lines: more than half of it is the unit tests, which pin every decision of the
 //! arithmetic above to exact values (tables of steps, rounding, extremes, concurrency).
 
+use std::hash::Hash;
 use std::sync::Arc;
 #[cfg(test)]
 use std::sync::{Mutex, PoisonError};
@@ -344,21 +345,23 @@ impl Bucket {
     }
 }
 
-/// Per-token GCRA limiter: one bucket per token id, in a sharded map.
+/// GCRA limiter: one bucket per key (a token id by default, or a client address), in a
+/// sharded map.
 #[derive(Debug)]
-pub struct RateLimiter<C: Clock = SystemClock> {
-    /// Keyed by ids of known tokens; foldhash (seeded per process) rather than SipHash.
-    buckets: DashMap<Arc<str>, Bucket, foldhash::quality::RandomState>,
+pub struct RateLimiter<C: Clock = SystemClock, K: Eq + Hash = Arc<str>> {
+    /// Keyed by ids of known tokens (or addresses); foldhash (seeded per process) rather
+    /// than SipHash.
+    buckets: DashMap<K, Bucket, foldhash::quality::RandomState>,
     clock: C,
 }
 
-impl Default for RateLimiter<SystemClock> {
+impl<K: Eq + Hash + Clone> Default for RateLimiter<SystemClock, K> {
     fn default() -> Self {
         Self::new(SystemClock::new())
     }
 }
 
-impl<C: Clock> RateLimiter<C> {
+impl<C: Clock, K: Eq + Hash + Clone> RateLimiter<C, K> {
     /// An empty limiter reading time from `clock`.
     pub fn new(clock: C) -> Self {
         RateLimiter {
@@ -374,37 +377,18 @@ impl<C: Clock> RateLimiter<C> {
 
     /// Decides one request of token `id` under `limit`, consuming one unit of budget if it
     /// is allowed; a refused request consumes nothing.
-    pub fn check(&self, id: &Arc<str>, limit: &Limit) -> Decision {
+    pub fn check(&self, id: &K, limit: &Limit) -> Decision {
         let rates = Rates::of(limit);
         let now = rates.scaled(self.clock.now());
         // The common case, a known token, neither clones the id nor takes the entry path.
-        if let Some(mut bucket) = self.buckets.get_mut(&**id) {
+        if let Some(mut bucket) = self.buckets.get_mut(id) {
             return rates.consume(&mut bucket, limit, now);
         }
         let mut bucket = self
             .buckets
-            .entry(Arc::clone(id))
+            .entry(id.clone())
             .or_insert_with(|| Bucket::full(*limit, now));
         rates.consume(&mut bucket, limit, now)
-    }
-
-    /// The state of token `id` under `limit` without consuming anything (for whoami).
-    /// `allowed` says whether a request now would be allowed. Creates no state.
-    pub fn peek(&self, id: &str, limit: &Limit) -> Decision {
-        let rates = Rates::of(limit);
-        let now = rates.scaled(self.clock.now());
-        let debt = match self.buckets.get(id) {
-            Some(bucket) if bucket.limit == *limit => bucket.tat.saturating_sub(now),
-            // Unknown token, or a changed limit (which `check` would reset): full.
-            _ => 0,
-        };
-        let allowed = debt.saturating_add(rates.period) <= rates.window;
-        rates.decision(allowed, debt)
-    }
-
-    /// Keeps only the buckets whose token id satisfies `keep` (drops deleted tokens).
-    pub fn retain(&self, keep: impl Fn(&str) -> bool) {
-        self.buckets.retain(|id, _| keep(id));
     }
 
     /// Drops the buckets that are full again: they behave exactly like absent ones, so this
@@ -423,6 +407,27 @@ impl<C: Clock> RateLimiter<C> {
     /// True if no token has state.
     pub fn is_empty(&self) -> bool {
         self.buckets.is_empty()
+    }
+}
+
+impl<C: Clock> RateLimiter<C> {
+    /// The state of token `id` under `limit` without consuming anything (for whoami).
+    /// `allowed` says whether a request now would be allowed. Creates no state.
+    pub fn peek(&self, id: &str, limit: &Limit) -> Decision {
+        let rates = Rates::of(limit);
+        let now = rates.scaled(self.clock.now());
+        let debt = match self.buckets.get(id) {
+            Some(bucket) if bucket.limit == *limit => bucket.tat.saturating_sub(now),
+            // Unknown token, or a changed limit (which `check` would reset): full.
+            _ => 0,
+        };
+        let allowed = debt.saturating_add(rates.period) <= rates.window;
+        rates.decision(allowed, debt)
+    }
+
+    /// Keeps only the buckets whose token id satisfies `keep` (drops deleted tokens).
+    pub fn retain(&self, keep: impl Fn(&str) -> bool) {
+        self.buckets.retain(|id, _| keep(id));
     }
 }
 

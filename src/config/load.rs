@@ -7,8 +7,8 @@ use serde_yaml_ng::{Mapping, Value};
 
 use super::fields::{as_string, kind_of, Collector, ConfigError, ConfigErrors, Origins, Section};
 use super::sections::{
-    build_cache, build_hashing, build_limits, build_log, build_shutdown, build_tls, build_tokens,
-    build_upstream, build_verify, socket_addr, take_rule, url_path,
+    build_cache, build_hashing, build_limits, build_log, build_public, build_shutdown, build_tls,
+    build_tokens, build_upstream, build_verify, socket_addr, take_rule, url_path,
 };
 use super::Config;
 use crate::token::RateLimitRule;
@@ -31,6 +31,8 @@ const TOP_LEVEL: &[&str] = &[
     "log",
     "threads",
     "rate_limit",
+    "public",
+    "public_rate_limit",
     "shutdown",
     "tls",
     "limits",
@@ -196,6 +198,15 @@ fn build(col: &mut Collector, root: Value) -> Config {
             period: Duration::from_secs(3600),
         },
     );
+    let public = build_public(&mut top);
+    let public_rate_limit = take_rule(
+        &mut top,
+        "public_rate_limit",
+        RateLimitRule::Limited {
+            requests: 600,
+            period: Duration::from_secs(60),
+        },
+    );
     let shutdown_grace = top.section("shutdown", build_shutdown);
     let tls_given = !matches!(top.peek("tls"), None | Some(Value::Null));
     let tls = top.section("tls", |s| build_tls(s, tls_given));
@@ -226,6 +237,8 @@ fn build(col: &mut Collector, root: Value) -> Config {
             threads
         },
         rate_limit,
+        public,
+        public_rate_limit,
         shutdown_grace,
         tls,
         limits,

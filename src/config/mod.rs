@@ -169,6 +169,17 @@ impl Default for LimitsConfig {
     }
 }
 
+/// A path served without credentials (`public:`): a request that carries none, on a
+/// normalized path the pattern matches, with a method its access allows, is forwarded
+/// anonymously.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PublicPath {
+    /// The paths, written like a token's route (`/packages.json`, `/simple/**`).
+    pub pattern: crate::token::RoutePattern,
+    /// `Read` (GET, HEAD, OPTIONS) or `Write` (also PUT, POST, PATCH, DELETE).
+    pub access: crate::token::Permission,
+}
+
 /// The whole, validated configuration.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
@@ -200,6 +211,10 @@ pub struct Config {
     pub threads: usize,
     /// Default per-token rate limit (a token's own `rate_limit` overrides it).
     pub rate_limit: crate::token::RateLimitRule,
+    /// Paths served without a token (empty: every request needs one).
+    pub public: Vec<PublicPath>,
+    /// Rate limit of anonymous requests to public paths, per client address (IPv6 by /64).
+    pub public_rate_limit: crate::token::RateLimitRule,
     /// Longest wait for in-flight requests after SIGTERM (pingora's own default, 300 s, outlasts
     /// Kubernetes' 30 s termination grace).
     pub shutdown_grace: Duration,

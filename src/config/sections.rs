@@ -10,10 +10,10 @@ use serde_yaml_ng::Value;
 
 use super::fields::{as_duration, as_string, kind_of, Section};
 use super::{
-    CacheConfig, HashParams, LimitsConfig, LogConfig, LogFormat, TlsConfig, TokensConfig,
-    UpstreamConfig, VerifyConfig,
+    CacheConfig, HashParams, LimitsConfig, LogConfig, LogFormat, PublicPath, TlsConfig,
+    TokensConfig, UpstreamConfig, VerifyConfig,
 };
-use crate::token::RateLimitRule;
+use crate::token::{Permission, RateLimitRule, RoutePattern};
 
 /// A listen address such as `0.0.0.0:8080`.
 pub(super) fn socket_addr(v: Value) -> Result<SocketAddr, String> {
@@ -265,6 +265,43 @@ pub(super) fn take_rule(s: &mut Section<'_>, key: &str, default: RateLimitRule) 
             }
         }
     })
+}
+
+/// `public`: a list of `{path, access}`, paths served without a token. Each entry is a section
+/// of its own (`public[0].path`), so that an unknown key is refused like anywhere else.
+pub(super) fn build_public(top: &mut Section<'_>) -> Vec<PublicPath> {
+    let field = top.field("public");
+    let items = top.take_with("public", Vec::new(), |v| match v {
+        Value::Sequence(items) => Ok(items),
+        other => Err(format!(
+            "expected a list of {{path, access}}, found {}",
+            kind_of(&other)
+        )),
+    });
+    let col = top.collector();
+    let mut out = Vec::with_capacity(items.len());
+    for (i, item) in items.into_iter().enumerate() {
+        let mut s = Section::new(col, &format!("{field}[{i}]"), item);
+        let given = s.peek("path").is_some_and(|v| !v.is_null());
+        let pattern = s.take_with("path", None, |v| {
+            RoutePattern::parse(&as_string(v)?).map(Some)
+        });
+        let access = s.take_with("access", Permission::Read, |v| match as_string(v)?.trim() {
+            "read" => Ok(Permission::Read),
+            "write" => Ok(Permission::Write),
+            other => Err(format!("{other:?} is not one of read, write")),
+        });
+        match pattern {
+            Some(pattern) => out.push(PublicPath { pattern, access }),
+            None if !given => {
+                let f = s.field("path");
+                s.collector().error(&f, "required");
+            }
+            None => {}
+        }
+        s.finish();
+    }
+    out
 }
 
 /// `limits`: client connection deadlines and caps.

@@ -1,8 +1,11 @@
 //! Per-token rate limits as the proxy applies them: which limit a token has (its own, or the
-//! configured default) and the GCRA state of recently active tokens.
+//! configured default) and the GCRA state of recently active tokens; and the limit of
+//! anonymous requests to public paths, per client address.
 //!
 //! Nothing here runs on a timer of its own: the application calls [`TokenLimits::maintain`]
 //! every few seconds on the control plane to forget state that no longer decides anything.
+
+use std::net::{IpAddr, Ipv6Addr};
 
 use crate::config::Config;
 use crate::ratelimit::{Decision, Limit, RateLimiter};
@@ -14,20 +17,37 @@ use crate::token::{RateLimitRule, Token};
 pub struct TokenLimits {
     limiter: RateLimiter,
     default_limit: RateLimitRule,
+    /// The limit of anonymous requests and their state per client address (`None`:
+    /// unlimited).
+    anonymous: Option<(Limit, RateLimiter<crate::ratelimit::SystemClock, IpAddr>)>,
 }
 
 impl TokenLimits {
-    /// Empty state under the configured default limit.
+    /// Empty state under the configured default limit and anonymous limit.
     pub fn new(config: &Config) -> Self {
-        Self::with_default(config.rate_limit)
+        let mut limits = Self::with_default(config.rate_limit);
+        if let RateLimitRule::Limited { requests, period } = config.public_rate_limit {
+            limits.anonymous = Some((Limit { requests, period }, RateLimiter::default()));
+        }
+        limits
     }
 
-    /// Empty state under `default_limit` (for tokens without a limit of their own).
+    /// Empty state under `default_limit` (for tokens without a limit of their own); anonymous
+    /// requests unlimited.
     pub fn with_default(default_limit: RateLimitRule) -> Self {
         TokenLimits {
             limiter: RateLimiter::default(),
             default_limit,
+            anonymous: None,
         }
+    }
+
+    /// Counts one anonymous request from `client` (`None` when unlimited). Addresses share a
+    /// budget as the verification budgets do: IPv4 (and IPv4-mapped IPv6) by address, IPv6 by
+    /// its /64; an unknown address shares one budget with every other unknown one.
+    pub fn check_anonymous(&self, client: Option<IpAddr>) -> Option<Decision> {
+        let (limit, limiter) = self.anonymous.as_ref()?;
+        Some(limiter.check(&anonymous_key(client), limit))
     }
 
     /// The limit that applies to `token`, or `None` when it is unlimited.
@@ -56,11 +76,29 @@ impl TokenLimits {
     pub fn maintain(&self, current: &Snapshot) {
         self.limiter.retain(|id| current.by_id(id).is_some());
         self.limiter.remove_full();
+        if let Some((_, anonymous)) = &self.anonymous {
+            anonymous.remove_full();
+        }
     }
 
     /// Number of tokens with state.
     pub fn tracked(&self) -> usize {
         self.limiter.len()
+    }
+}
+
+/// The budget an address spends: see [`TokenLimits::check_anonymous`].
+fn anonymous_key(client: Option<IpAddr>) -> IpAddr {
+    match client {
+        None => IpAddr::V6(Ipv6Addr::UNSPECIFIED),
+        Some(IpAddr::V6(v6)) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => {
+                let s = v6.segments();
+                IpAddr::V6(Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0))
+            }
+        },
+        Some(v4) => v4,
     }
 }
 
@@ -118,6 +156,35 @@ mod tests {
         let unlimited = TokenLimits::with_default(RateLimitRule::Unlimited);
         assert_eq!(unlimited.check(&plain), None);
         assert_eq!(unlimited.tracked(), 0);
+    }
+
+    #[test]
+    fn anonymous_requests_are_limited_per_address() {
+        let mut limits = TokenLimits::with_default(RateLimitRule::Unlimited);
+        assert_eq!(limits.check_anonymous(None), None);
+        limits.anonymous = Some((
+            Limit {
+                requests: 1,
+                period: Duration::from_secs(3600),
+            },
+            RateLimiter::default(),
+        ));
+        let a: IpAddr = "10.0.0.1".parse().unwrap();
+        let b: IpAddr = "10.0.0.2".parse().unwrap();
+        assert!(limits.check_anonymous(Some(a)).is_some_and(|d| d.allowed));
+        assert!(limits.check_anonymous(Some(a)).is_some_and(|d| !d.allowed));
+        assert!(limits.check_anonymous(Some(b)).is_some_and(|d| d.allowed));
+        // The same address mapped into IPv6, and one /64, share a budget.
+        let mapped: IpAddr = "::ffff:10.0.0.1".parse().unwrap();
+        assert!(limits
+            .check_anonymous(Some(mapped))
+            .is_some_and(|d| !d.allowed));
+        let v6a: IpAddr = "2001:db8::1".parse().unwrap();
+        let v6b: IpAddr = "2001:db8::2".parse().unwrap();
+        assert!(limits.check_anonymous(Some(v6a)).is_some_and(|d| d.allowed));
+        assert!(limits
+            .check_anonymous(Some(v6b))
+            .is_some_and(|d| !d.allowed));
     }
 
     #[test]

@@ -1,16 +1,24 @@
 //! The pingora `ProxyHttp` implementation: orchestration only. Each request goes
 //! credentials → verification → path normalization → authorization → upstream, and every
 //! refusal is decided (and written) in `request_filter`, before anything reaches the upstream.
+//! A request without credentials on a public path (`public:`) skips verification: it is
+//! normalized, matched against the public rules, limited per client address and forwarded
+//! without an identity.
 //!
 //! The pieces live beside it: header hygiene for the upstream (`headers`), per-token rate
 //! limits and their response fields (`limits`, `rate_headers`), the proxy's own answers
 //! (`responses`, `whoami`) and the cargo `config.json` rewrite (`cargo`). The upstream's
 //! addresses, and when they are resolved again, are `crate::upstream`'s.
+//!
+//! Over 500 lines: `request_filter` decides a request top to bottom in one function (its
+//! borrows of the request's path cannot cross a helper without a copy), and every pingora
+//! hook is here beside it.
 
 mod cargo;
 mod failure;
 mod headers;
 mod limits;
+mod public;
 mod rate_headers;
 mod responses;
 mod whoami;
@@ -35,9 +43,9 @@ use cargo::ConfigJson;
 
 use crate::auth::policy::allows;
 use crate::auth::{
-    normalize_path, parse_authorization, required_permission, AuthError, Caller, Verifier,
+    normalize_path, parse_authorization, required_permission, Caller, CredentialError, Verifier,
 };
-use crate::config::Config;
+use crate::config::{Config, PublicPath};
 use crate::lifecycle::{Health, InFlight};
 use crate::metrics::{method_label, METRICS};
 use crate::ratelimit::Decision;
@@ -94,6 +102,8 @@ pub struct Proxy {
     host_value: HeaderValue,
     path_prefix: String,
     cargo_config: Option<String>,
+    /// Paths served without credentials (empty: none, and a missing token is refused at once).
+    public: Box<[PublicPath]>,
 }
 
 impl Proxy {
@@ -121,6 +131,7 @@ impl Proxy {
                 .unwrap_or_else(|_| HeaderValue::from_static("")),
             path_prefix: up.path_prefix.clone(),
             cargo_config: up.cargo_index.as_deref().map(cargo::config_json_path),
+            public: config.public.clone().into_boxed_slice(),
         }
     }
 
@@ -226,33 +237,31 @@ impl ProxyHttp for Proxy {
                 .await;
         }
         let presented = match parse_authorization(first, &self.token_usernames) {
-            Ok(p) => p,
+            Ok(p) => Some(p),
+            // No credentials at all: perhaps a public path (decided once the path is normal).
+            Err(CredentialError::Missing) if !self.public.is_empty() => None,
             Err(e) => return self.refuse(session, ctx, e.into()).await,
         };
-        let snapshot = self.store.set.load();
-        let now = Utc::now();
-        let caller = Caller::proxy(client_ip(session));
-        let token = match self
-            .verifier
-            .authenticate(&presented, &snapshot, now, caller)
-            .await
-        {
-            Ok(t) => t,
-            Err(e) => {
-                let r = match e {
-                    AuthError::Unknown | AuthError::WrongSecret => Refusal::TokenInvalid,
-                    AuthError::Expired => Refusal::TokenExpired,
-                    AuthError::Disabled => Refusal::TokenDisabled,
-                    AuthError::Busy => Refusal::Busy,
-                    AuthError::Throttled(secs) => Refusal::Throttled(secs),
-                    AuthError::Internal => Refusal::Internal,
+        let token = match presented {
+            Some(presented) => {
+                let snapshot = self.store.set.load();
+                let now = Utc::now();
+                let caller = Caller::proxy(client_ip(session));
+                let token = match self
+                    .verifier
+                    .authenticate(&presented, &snapshot, now, caller)
+                    .await
+                {
+                    Ok(t) => t,
+                    Err(e) => return self.refuse(session, ctx, e.into()).await,
                 };
-                return self.refuse(session, ctx, r).await;
+                drop(snapshot);
+                self.store.touch(&token, now);
+                ctx.token = Some(token.clone());
+                Some(token)
             }
+            None => None,
         };
-        drop(snapshot);
-        self.store.touch(&token, now);
-        ctx.token = Some(token.clone());
 
         let raw_path = session.req_header().uri.path();
         // Borrowed from the request when it is already normal (no copy).
@@ -260,23 +269,33 @@ impl ProxyHttp for Proxy {
             Ok(p) => p,
             Err(e) => return self.refuse(session, ctx, Refusal::BadPath(e)).await,
         };
-        if path == self.whoami_path {
-            return Box::pin(self.whoami(session, ctx, &token)).await;
-        }
-        if let Some(decision) = self.rate_limits.check(&token) {
-            let allowed = decision.allowed;
-            let retry = decision.retry_after_secs().unwrap_or(1);
-            ctx.rate = Some(decision);
-            if !allowed {
-                METRICS.rate_limited.inc();
-                ctx.path = Some(path.into_owned());
-                return self.refuse(session, ctx, Refusal::RateLimited(retry)).await;
-            }
-        }
         let required = required_permission(&session.req_header().method);
-        if !allows(&token, required, &path) {
-            ctx.path = Some(path.into_owned());
-            return self.refuse(session, ctx, Refusal::Forbidden).await;
+        match &token {
+            Some(token) => {
+                if path == self.whoami_path {
+                    return Box::pin(self.whoami(session, ctx, token)).await;
+                }
+                if let Some(decision) = self.rate_limits.check(token) {
+                    let allowed = decision.allowed;
+                    let retry = decision.retry_after_secs().unwrap_or(1);
+                    ctx.rate = Some(decision);
+                    if !allowed {
+                        METRICS.rate_limited.inc();
+                        ctx.path = Some(path.into_owned());
+                        return self.refuse(session, ctx, Refusal::RateLimited(retry)).await;
+                    }
+                }
+                if !allows(token, required, &path) {
+                    ctx.path = Some(path.into_owned());
+                    return self.refuse(session, ctx, Refusal::Forbidden).await;
+                }
+            }
+            None => {
+                if let Err(r) = self.admit_anonymous(session, ctx, required, &path) {
+                    ctx.path = Some(path.into_owned());
+                    return self.refuse(session, ctx, r).await;
+                }
+            }
         }
 
         // Forward exactly what was checked. An unchanged target needs no `ctx.path`: the

@@ -12,7 +12,7 @@ use pingora::http::ResponseHeader;
 use pingora::prelude::*;
 use pingora::proxy::Session;
 
-use crate::auth::{CredentialError, PathError};
+use crate::auth::{AuthError, CredentialError, PathError};
 
 /// Why the proxy answers a request itself instead of forwarding it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -125,6 +125,19 @@ impl From<CredentialError> for Refusal {
         match e {
             CredentialError::Missing => Refusal::CredentialsMissing,
             CredentialError::Malformed(why) => Refusal::CredentialsMalformed(why),
+        }
+    }
+}
+
+impl From<AuthError> for Refusal {
+    fn from(e: AuthError) -> Self {
+        match e {
+            AuthError::Unknown | AuthError::WrongSecret => Refusal::TokenInvalid,
+            AuthError::Expired => Refusal::TokenExpired,
+            AuthError::Disabled => Refusal::TokenDisabled,
+            AuthError::Busy => Refusal::Busy,
+            AuthError::Throttled(secs) => Refusal::Throttled(secs),
+            AuthError::Internal => Refusal::Internal,
         }
     }
 }

@@ -247,3 +247,63 @@ fn tokens_max_lifetime() {
         assert!(e.contains("tokens.max_lifetime"), "{e}");
     }
 }
+
+#[test]
+fn public_paths_defaults_values_and_refusals() {
+    let (c, _) = load(None, vec![], &Overrides::default()).unwrap();
+    assert!(c.public.is_empty());
+    assert_eq!(
+        c.public_rate_limit,
+        RateLimitRule::Limited {
+            requests: 600,
+            period: Duration::from_secs(60)
+        }
+    );
+
+    let f = doc("public: [{path: /packages.json, access: read}, {path: /health}, {path: '/drop/**', access: write}]\npublic_rate_limit: unlimited\n");
+    let (c, _) = load_doc(&f, vec![], &Overrides::default()).unwrap();
+    let got: Vec<(&str, Permission)> = c
+        .public
+        .iter()
+        .map(|p| (p.pattern.as_str(), p.access))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            ("/packages.json", Permission::Read),
+            ("/health", Permission::Read),
+            ("/drop/**", Permission::Write)
+        ]
+    );
+    assert_eq!(c.public_rate_limit, RateLimitRule::Unlimited);
+
+    let env = vec![(
+        "TOLLGATE_PUBLIC".to_string(),
+        "[{path: /simple}]".to_string(),
+    )];
+    let (c, _) = load(None, env, &Overrides::default()).unwrap();
+    assert_eq!(c.public.len(), 1);
+
+    let f = doc(concat!(
+        "public: [{path: /a, acces: read}, {access: read}, {path: a}, {path: /b, access: none},",
+        " {path: '/x/../y'}]\n",
+        "public_rate_limit: {requests: 0, period: 1m}\n"
+    ));
+    let e = load_doc(&f, vec![], &Overrides::default())
+        .unwrap_err()
+        .to_string();
+    for expected in [
+        "public[0].acces: unknown field",
+        "public[1].path: required",
+        "public[2].path",
+        "public[3].access: \"none\" is not one of read, write",
+        "public[4].path",
+        "public_rate_limit.requests",
+    ] {
+        assert!(e.contains(expected), "{expected} in {e}");
+    }
+    let e = load_doc("public: /health\n", vec![], &Overrides::default())
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("public: expected a list"), "{e}");
+}
