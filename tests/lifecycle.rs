@@ -2111,3 +2111,63 @@ async fn tokens_max_lifetime_refuses_longer_or_endless_tokens() {
         .await;
     assert!(out.status.success(), "{out:?}");
 }
+
+#[tokio::test]
+async fn last_used_ip_and_user_agent_are_shown_and_stored() {
+    let upstream = Upstream::start();
+    let proxy = start(&upstream, &[]).await;
+    let (record, token) = proxy
+        .create_token(&boot(), json!({"name": "pip-user", "permission": "read"}))
+        .await;
+    assert_eq!(record["last_used_ip"], Value::Null, "unused so far");
+    assert_eq!(record["last_used_user_agent"], Value::Null, "unused so far");
+    let id = record["id"].as_str().expect("id").to_owned();
+
+    let from_2 = reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(30))
+        .local_address(std::net::IpAddr::from([127, 0, 0, 2]))
+        .build()
+        .expect("reqwest client");
+    let resp = from_2
+        .get(proxy.url("/simple/"))
+        .header("authorization", bearer(&token))
+        .header("user-agent", "pip/24.0")
+        .send()
+        .await
+        .expect("GET through the proxy");
+    assert_eq!(resp.status().as_u16(), 200);
+
+    let shown = proxy
+        .api("GET", &format!("/api/v1/tokens/{id}"), Some(&boot()), None)
+        .await
+        .expect(200);
+    assert_eq!(shown["last_used_ip"], "127.0.0.2", "{shown}");
+    assert_eq!(shown["last_used_user_agent"], "pip/24.0", "{shown}");
+    let listed = proxy
+        .api("GET", "/api/v1/tokens", Some(&boot()), None)
+        .await
+        .expect(200);
+    let entry = listed["tokens"]
+        .as_array()
+        .and_then(|ts| ts.iter().find(|t| t["id"] == id.as_str()).cloned())
+        .unwrap_or_else(|| panic!("token listed: {listed}"));
+    assert_eq!(entry["last_used_ip"], "127.0.0.2", "{entry}");
+    assert_eq!(entry["last_used_user_agent"], "pip/24.0", "{entry}");
+
+    // Written behind: the database (read by the CLI) has both after the next flush.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let out = proxy
+            .cli(&["token", "show", &id, "--output", "json"], None)
+            .await;
+        assert!(out.status.success(), "token show: {out:?}");
+        let stored: Value = serde_json::from_str(&out.stdout).expect("show JSON");
+        if stored["last_used_ip"] == "127.0.0.2" {
+            assert_eq!(stored["last_used_user_agent"], "pip/24.0", "{stored}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "never flushed: {stored}");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}

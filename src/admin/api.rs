@@ -123,7 +123,9 @@ async fn require_manager(State(s): State<AdminState>, mut req: Request, next: Ne
         )
         .into_response();
     }
-    s.store.touch(&token, Utc::now());
+    let agent = req.headers().get(header::USER_AGENT);
+    s.store
+        .touch(&token, Utc::now(), addr, agent.map(HeaderValue::as_bytes));
     req.extensions_mut().insert(Actor(token));
     next.run(req).await
 }
@@ -152,7 +154,7 @@ fn parse_body<T: DeserializeOwned>(body: &Body) -> ApiResult<T> {
 
 /// The public view of a token: never the hash.
 pub fn view(s: &AdminState, t: &Token) -> Value {
-    manage::token_view(t, s.store.last_used(&t.id), Utc::now())
+    manage::token_view(t, s.store.last_used(&t.id).as_ref(), Utc::now())
 }
 
 fn audit(actor: &Actor, action: &str, t: &Token) {

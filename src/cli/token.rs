@@ -177,7 +177,7 @@ fn file_tokens(config: &Config) -> anyhow::Result<Vec<Token>> {
 
 fn print_tokens(
     tokens: &[Token],
-    usage: &std::collections::HashMap<String, DateTime<Utc>>,
+    usage: &std::collections::HashMap<String, crate::store::LastUse>,
     output: Output,
 ) {
     let now = Utc::now();
@@ -185,7 +185,7 @@ fn print_tokens(
         Output::Json => {
             let views: Vec<_> = tokens
                 .iter()
-                .map(|t| manage::token_view(t, usage.get(&*t.id).copied(), now))
+                .map(|t| manage::token_view(t, usage.get(&*t.id), now))
                 .collect();
             let v = if views.len() == 1 {
                 views.into_iter().next().unwrap_or_default()
@@ -221,7 +221,7 @@ fn print_tokens(
                     t.source.kind(),
                     if t.disabled { "disabled" } else { "enabled" },
                     expires,
-                    day(usage.get(&*t.id).copied()),
+                    day(usage.get(&*t.id).map(|u| u.at)),
                     if routes.is_empty() {
                         "*".to_string()
                     } else {
@@ -297,7 +297,7 @@ async fn db_command(config: &Config, db: &Database, cmd: TokenCommand) -> anyhow
                 let now = Utc::now();
                 let views: Vec<_> = all
                     .iter()
-                    .map(|t| manage::token_view(t, usage.get(&*t.id).copied(), now))
+                    .map(|t| manage::token_view(t, usage.get(&*t.id), now))
                     .collect();
                 println!(
                     "{}",

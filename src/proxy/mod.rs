@@ -256,7 +256,9 @@ impl ProxyHttp for Proxy {
                     Err(e) => return self.refuse(session, ctx, e.into()).await,
                 };
                 drop(snapshot);
-                self.store.touch(&token, now);
+                let agent = session.req_header().headers.get(http::header::USER_AGENT);
+                self.store
+                    .touch(&token, now, caller.addr, agent.map(HeaderValue::as_bytes));
                 ctx.token = Some(token.clone());
                 Some(token)
             }

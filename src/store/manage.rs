@@ -194,7 +194,7 @@ pub fn regenerate(
 /// The public view of a token (admin API, CLI JSON): never the hash.
 pub fn token_view(
     t: &Token,
-    last_used: Option<DateTime<Utc>>,
+    last_used: Option<&crate::store::LastUse>,
     now: DateTime<Utc>,
 ) -> serde_json::Value {
     serde_json::json!({
@@ -206,7 +206,9 @@ pub fn token_view(
         "created_at": t.created_at,
         "expires_at": t.expires_at,
         "expired": t.is_expired(now),
-        "last_used_at": last_used,
+        "last_used_at": last_used.map(|u| u.at),
+        "last_used_ip": last_used.and_then(|u| u.ip).map(|ip| ip.to_string()),
+        "last_used_user_agent": last_used.and_then(|u| u.user_agent.as_deref()),
         "rate_limit": t.rate_limit,
         "disabled": t.disabled,
         "source": t.source.kind(),

@@ -9,6 +9,7 @@ pub mod manage;
 mod snapshot;
 pub mod yaml;
 
+pub use db::LastUse;
 pub use error::{ChangeError, FileRefused, Refusal, StoreError};
 pub use live::Store;
 pub use snapshot::{Snapshot, SnapshotError, TokenSet};

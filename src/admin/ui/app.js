@@ -515,13 +515,25 @@
         'td',
         null,
         ...(t.last_used_at
-          ? [timeEl(t.last_used_at), el('span', { class: 'mark', text: agoText(t.last_used_at) })]
+          ? [
+              timeEl(t.last_used_at),
+              el('span', { class: 'mark', text: agoText(t.last_used_at) }),
+              ...lastClient(t),
+            ]
           : [el('span', { class: 'muted', text: 'never' })]),
       ),
       el('td', null, ...expiresCell(t)),
       el('td', { text: t.source }),
       actions,
     );
+  }
+
+  /** The address and user agent of the last use, as text (never HTML), when known. */
+  function lastClient(t) {
+    const parts = [t.last_used_ip, t.last_used_user_agent].filter(Boolean);
+    return parts.length
+      ? [el('div', { class: 'muted last-client', title: parts.join(' · '), text: parts.join(' · ') })]
+      : [];
   }
 
   function render() {

@@ -22,6 +22,18 @@ use sqlx::AnyPool;
 use sqlx::Row;
 
 use crate::token::Token;
+
+/// A token's last use: when, from which client address, with which user agent (control
+/// characters dropped, at most 256 bytes).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LastUse {
+    /// When (to about a second).
+    pub at: DateTime<Utc>,
+    /// The client's address, when known.
+    pub ip: Option<std::net::IpAddr>,
+    /// The `User-Agent` it sent, if any.
+    pub user_agent: Option<Arc<str>>,
+}
 use row::{from_millis, millis, rate_limit_json, routes_json, row_to_token};
 pub use url::{backend_of, missing_sqlite_file, redact_url, Backend};
 use url::{create_private, sqlite_path};
@@ -316,20 +328,28 @@ impl Database {
         Ok(done.rows_affected() > 0)
     }
 
-    /// Writes a batch of last-use times (never moving one backwards).
-    pub async fn record_usage(&self, batch: &[(Arc<str>, DateTime<Utc>)]) -> Result<(), DbError> {
+    /// Writes a batch of last uses, one row per token (never moving one backwards: an older
+    /// use leaves the row, its address and user agent as they are).
+    pub async fn record_usage(&self, batch: &[(Arc<str>, LastUse)]) -> Result<(), DbError> {
         if batch.is_empty() {
             return Ok(());
         }
         let mut tx = self.pool.begin().await.map_err(unavailable)?;
-        for (id, at) in batch {
+        for (id, last) in batch {
             sqlx::query(
-                "INSERT INTO token_usage (id, last_used_at) VALUES ($1, $2) ON CONFLICT (id) DO UPDATE SET \
+                "INSERT INTO token_usage (id, last_used_at, last_used_ip, last_used_user_agent) \
+                 VALUES ($1, $2, $3, $4) ON CONFLICT (id) DO UPDATE SET \
+                 last_used_ip = CASE WHEN excluded.last_used_at >= token_usage.last_used_at \
+                 THEN excluded.last_used_ip ELSE token_usage.last_used_ip END, \
+                 last_used_user_agent = CASE WHEN excluded.last_used_at >= token_usage.last_used_at \
+                 THEN excluded.last_used_user_agent ELSE token_usage.last_used_user_agent END, \
                  last_used_at = CASE WHEN excluded.last_used_at > token_usage.last_used_at \
                  THEN excluded.last_used_at ELSE token_usage.last_used_at END",
             )
             .bind(&**id)
-            .bind(millis(*at))
+            .bind(millis(last.at))
+            .bind(last.ip.map(|ip| ip.to_string()))
+            .bind(last.user_agent.as_deref().map(str::to_owned))
             .execute(&mut *tx)
             .await
             .map_err(unavailable)?;
@@ -337,18 +357,27 @@ impl Database {
         tx.commit().await.map_err(unavailable)
     }
 
-    /// Last-use times of every token that has one.
-    pub async fn usage(&self) -> Result<HashMap<String, DateTime<Utc>>, DbError> {
-        let rows = sqlx::query("SELECT id, last_used_at FROM token_usage")
-            .fetch_all(&self.pool)
-            .await
-            .map_err(unavailable)?;
+    /// Last uses of every token that has one.
+    pub async fn usage(&self) -> Result<HashMap<String, LastUse>, DbError> {
+        let rows = sqlx::query(
+            "SELECT id, last_used_at, last_used_ip, last_used_user_agent FROM token_usage",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(unavailable)?;
         let mut out = HashMap::with_capacity(rows.len());
         for r in rows {
             let id: String = r.try_get(0).map_err(unavailable)?;
             let at: i64 = r.try_get(1).map_err(unavailable)?;
-            if let Some(t) = from_millis(at) {
-                out.insert(id, t);
+            let ip: Option<String> = r.try_get(2).map_err(unavailable)?;
+            let user_agent: Option<String> = r.try_get(3).map_err(unavailable)?;
+            if let Some(at) = from_millis(at) {
+                let last = LastUse {
+                    at,
+                    ip: ip.and_then(|ip| ip.parse().ok()),
+                    user_agent: user_agent.map(Arc::from),
+                };
+                out.insert(id, last);
             }
         }
         Ok(out)
@@ -423,14 +452,24 @@ mod tests {
         db.update(&off, 2).await.unwrap();
         assert!(db.token(&t.id).await.unwrap().disabled);
         let now = Utc::now();
-        db.record_usage(&[(t.id.clone(), now)]).await.unwrap();
-        db.record_usage(&[(t.id.clone(), now - chrono::Duration::hours(1))])
+        let use_at = |at, ip: &str, agent: &str| LastUse {
+            at,
+            ip: Some(ip.parse().unwrap()),
+            user_agent: Some(Arc::from(agent)),
+        };
+        db.record_usage(&[(t.id.clone(), use_at(now, "127.0.0.2", "pip/24.0"))])
             .await
             .unwrap();
-        assert_eq!(
-            db.usage().await.unwrap()[&*t.id].timestamp_millis(),
-            now.timestamp_millis()
-        );
+        db.record_usage(&[(
+            t.id.clone(),
+            use_at(now - chrono::Duration::hours(1), "10.0.0.9", "old"),
+        )])
+        .await
+        .unwrap();
+        let last = &db.usage().await.unwrap()[&*t.id];
+        assert_eq!(last.at.timestamp_millis(), now.timestamp_millis());
+        assert_eq!(last.ip, Some("127.0.0.2".parse().unwrap()));
+        assert_eq!(last.user_agent.as_deref(), Some("pip/24.0"));
         assert!(db.delete(&t.id).await.unwrap());
         assert!(!db.delete(&t.id).await.unwrap());
         assert!(db.tokens().await.unwrap().is_empty());

@@ -29,10 +29,10 @@ impl Store {
         }?;
         METRICS.database_up.set(1);
         if let Ok(usage) = db.usage().await {
-            for (id, at) in usage {
+            for (id, last) in usage {
                 self.usage
                     .entry(Arc::from(id.as_str()))
-                    .or_insert(Usage { at, dirty: false });
+                    .or_insert(Usage { last, dirty: false });
             }
         }
         let _ = self.db.set(db);
