@@ -6,6 +6,9 @@
 //! limits and their response fields (`limits`, `rate_headers`), the proxy's own answers
 //! (`responses`, `whoami`) and the cargo `config.json` rewrite (`cargo`). The upstream's
 //! addresses, and when they are resolved again, are `crate::upstream`'s.
+//!
+//! Over 500 lines: it is the one `ProxyHttp` implementation, whose hooks share `Ctx` and read
+//! best in order in one place; everything they call lives in the modules above.
 
 mod cargo;
 mod failure;
@@ -40,6 +43,7 @@ use crate::auth::{
 use crate::config::Config;
 use crate::lifecycle::{Health, InFlight};
 use crate::metrics::{method_label, METRICS};
+use crate::net::TrustedProxies;
 use crate::ratelimit::Decision;
 use crate::store::Store;
 use crate::token::Token;
@@ -48,6 +52,9 @@ use crate::upstream::UpstreamPeers;
 /// Per-request state shared across the filters.
 pub struct Ctx {
     started: Instant,
+    /// The client's address: the TCP peer, or behind a trusted proxy what `X-Forwarded-For`
+    /// says (set first thing in `request_filter`).
+    client: Option<std::net::IpAddr>,
     token: Option<Arc<Token>>,
     outcome: &'static str,
     path: Option<String>,
@@ -94,6 +101,7 @@ pub struct Proxy {
     host_value: HeaderValue,
     path_prefix: String,
     cargo_config: Option<String>,
+    trusted_proxies: TrustedProxies,
 }
 
 impl Proxy {
@@ -121,6 +129,7 @@ impl Proxy {
                 .unwrap_or_else(|_| HeaderValue::from_static("")),
             path_prefix: up.path_prefix.clone(),
             cargo_config: up.cargo_index.as_deref().map(cargo::config_json_path),
+            trusted_proxies: config.trusted_proxies.clone(),
         }
     }
 
@@ -165,15 +174,16 @@ impl Proxy {
         let forwarding = headers::Forwarding {
             identity: ctx.token.as_deref().filter(|_| self.identity_headers),
             host: &self.host_value,
-            client: client_ip(session),
+            client: ctx.client,
+            peer: peer_ip(session),
             https: session.digest().is_some_and(|d| d.ssl_digest.is_some()),
         };
         headers::prepare(req, &forwarding);
     }
 }
 
-/// The client's address as the connection shows it.
-fn client_ip(session: &Session) -> Option<std::net::IpAddr> {
+/// The TCP peer's address (the client, unless it is a trusted proxy).
+fn peer_ip(session: &Session) -> Option<std::net::IpAddr> {
     match session.client_addr()? {
         PingoraAddr::Inet(a) => Some(a.ip()),
         #[allow(unreachable_patterns)]
@@ -194,6 +204,7 @@ impl ProxyHttp for Proxy {
     fn new_ctx(&self) -> Ctx {
         Ctx {
             started: Instant::now(),
+            client: None,
             token: None,
             outcome: "ok",
             path: None,
@@ -209,6 +220,17 @@ impl ProxyHttp for Proxy {
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
+        // With no trusted proxy the peer, without looking at any header.
+        ctx.client = if self.trusted_proxies.is_empty() {
+            peer_ip(session)
+        } else {
+            let xff = session
+                .req_header()
+                .headers
+                .get_all(&headers::X_FORWARDED_FOR);
+            self.trusted_proxies
+                .client(peer_ip(session), || xff.iter().map(HeaderValue::as_bytes))
+        };
         if !self.store.set.is_ready() {
             return self.refuse(session, ctx, Refusal::NotReady).await;
         }
@@ -231,7 +253,7 @@ impl ProxyHttp for Proxy {
         };
         let snapshot = self.store.set.load();
         let now = Utc::now();
-        let caller = Caller::proxy(client_ip(session));
+        let caller = Caller::proxy(ctx.client);
         let token = match self
             .verifier
             .authenticate(&presented, &snapshot, now, caller)
@@ -243,6 +265,7 @@ impl ProxyHttp for Proxy {
                     AuthError::Unknown | AuthError::WrongSecret => Refusal::TokenInvalid,
                     AuthError::Expired => Refusal::TokenExpired,
                     AuthError::Disabled => Refusal::TokenDisabled,
+                    AuthError::IpNotAllowed => Refusal::IpNotAllowed,
                     AuthError::Busy => Refusal::Busy,
                     AuthError::Throttled(secs) => Refusal::Throttled(secs),
                     AuthError::Internal => Refusal::Internal,
@@ -492,7 +515,8 @@ impl ProxyHttp for Proxy {
             path,
             status,
             outcome: ctx.outcome,
-            client: client_ip(session),
+            // Set by `request_filter`; a request refused before it (a bad head) by the peer.
+            client: ctx.client.or_else(|| peer_ip(session)),
             duration: elapsed,
         });
     }
