@@ -34,6 +34,7 @@ fn token_with(params: &HashParams, routes: Vec<Route>) -> (Token, String) {
         rate_limit: None,
         generation: 1,
         disabled: false,
+        allowed_ips: Default::default(),
         source: Source::Database,
     };
     (t, g.token.expose().to_string())

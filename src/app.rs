@@ -268,6 +268,7 @@ impl App {
             hashing: config.hashing,
             default_rate_limit: config.rate_limit,
             max_lifetime: config.tokens.max_lifetime,
+            trusted_proxies: Arc::new(config.trusted_proxies.clone()),
             health: health.clone(),
         };
         let admin_task = tokio::spawn(admin::serve(

@@ -1060,3 +1060,59 @@ async fn disabling_through_one_replica_refuses_on_the_other_within_a_second() {
     )
     .await;
 }
+
+#[tokio::test]
+async fn allowed_ips_are_stored_and_enforced_across_replicas() {
+    let mut pg = PgCluster::start();
+    let url = pg.create_database("allowlist");
+    let upstream = Upstream::start();
+    let a = replica(&upstream, &url).start().await;
+    let b = replica(&upstream, &url).start().await;
+    wait_listening(&a).await;
+    wait_listening(&b).await;
+    let client = client();
+
+    // The test client connects from 127.0.0.1: outside this list.
+    let (record, token) = a
+        .create_token(
+            &boot(),
+            json!({"name": "fenced-on-a", "permission": "read",
+                   "allowed_ips": ["127.0.0.2/32", "2001:db8::/32"]}),
+        )
+        .await;
+    let id = record["id"].as_str().expect("id").to_owned();
+    let auth = bearer(&token);
+    propagation(
+        "allowlist set-up: refused by B",
+        GIVE_UP,
+        &client,
+        &[(&b, "/pkg/one", &auth, 403)],
+    )
+    .await;
+    let resp = http_get(&client, &b.url("/pkg/one"), Some(&auth)).await;
+    assert_eq!(resp.error_code().as_deref(), Some("ip_not_allowed"));
+    let shown = b
+        .api("GET", &format!("/api/v1/tokens/{id}"), Some(&boot()), None)
+        .await
+        .expect(200);
+    assert_eq!(
+        shown["allowed_ips"],
+        json!(["127.0.0.2/32", "2001:db8::/32"])
+    );
+
+    a.api(
+        "PATCH",
+        &format!("/api/v1/tokens/{id}"),
+        Some(&boot()),
+        Some(&json!({"allowed_ips": ["127.0.0.0/8"]})),
+    )
+    .await
+    .expect(200);
+    propagation(
+        "widened on A → accepted by B",
+        PROPAGATION,
+        &client,
+        &[(&b, "/pkg/one", &auth, 200)],
+    )
+    .await;
+}

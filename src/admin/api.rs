@@ -59,10 +59,16 @@ async fn require_manager(State(s): State<AdminState>, mut req: Request, next: Ne
         }
     };
     let snapshot = s.store.set.load();
-    let addr = req
+    let peer = req
         .extensions()
         .get::<axum::extract::ConnectInfo<super::ClientAddr>>()
         .map(|c| c.0 .0.ip());
+    let addr = s.trusted_proxies.client(peer, || {
+        req.headers()
+            .get_all("x-forwarded-for")
+            .iter()
+            .map(|v| v.as_bytes())
+    });
     let token = match s
         .verifier
         .authenticate(&presented, &snapshot, Utc::now(), Caller::admin(addr))
@@ -95,6 +101,14 @@ async fn require_manager(State(s): State<AdminState>, mut req: Request, next: Ne
                 StatusCode::UNAUTHORIZED,
                 "token_expired",
                 "the token has expired",
+            )
+            .into_response()
+        }
+        Err(AuthError::IpNotAllowed) => {
+            return ApiError::new(
+                StatusCode::FORBIDDEN,
+                "ip_not_allowed",
+                "the token may not be used from this client address",
             )
             .into_response()
         }

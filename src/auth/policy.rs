@@ -79,6 +79,7 @@ mod tests {
             expires_at: None,
             rate_limit: None,
             disabled: false,
+            allowed_ips: Default::default(),
             generation: 1,
             source: Source::File("t.yaml".into()),
         }

@@ -16,7 +16,7 @@
 //!
 //! A cached verification counts only while the snapshot still holds that id with that
 //! generation, so revocation, regeneration and rights changes act on the next request; the
-//! disabled flag and the expiry are read from the snapshot's record after every verification.
+//! disabled flag, the expiry and the client allowlist are read from the snapshot's record after every verification.
 //! Concurrent misses for one credential share one argon2 run (`try_get_with`); failures are
 //! remembered briefly so a replayed wrong secret costs no argon2.
 //!
@@ -52,6 +52,9 @@ pub enum AuthError {
     /// The secret is right but the token is disabled.
     #[error("token disabled")]
     Disabled,
+    /// The secret is right but the client's address is outside the token's `allowed_ips`.
+    #[error("client address not allowed for this token")]
+    IpNotAllowed,
     /// Too many verifications are running or waiting.
     #[error("verification capacity exhausted")]
     Busy,
@@ -221,7 +224,7 @@ impl Verifier {
         if let Some(v) = self.positive.get(&digest).await {
             if v.generation == record.generation && v.id == record.id {
                 METRICS.cache_hits.inc();
-                return check_usable(record.clone(), now);
+                return check_usable(record.clone(), now, caller.addr);
             }
         }
         Box::pin(self.authenticate_slow(presented, record.clone(), digest, now, caller)).await
@@ -271,7 +274,7 @@ impl Verifier {
             match self.positive.get(&digest).await {
                 Some(v) if current(&v) => {
                     METRICS.cache_hits.inc();
-                    return check_usable(record, now);
+                    return check_usable(record, now, caller.addr);
                 }
                 Some(_) => self.positive.invalidate(&digest).await,
                 None => {}
@@ -305,7 +308,7 @@ impl Verifier {
                 })
                 .await;
             match verified {
-                Ok(v) if current(&v) => return check_usable(record, now),
+                Ok(v) if current(&v) => return check_usable(record, now, caller.addr),
                 // Another request cached a verification of an older record: drop it, go again.
                 Ok(_) => continue,
                 Err(e) => {
@@ -430,19 +433,26 @@ fn dummy_token(config: &Config) -> Option<Token> {
         expires_at: None,
         rate_limit: None,
         disabled: false,
+        allowed_ips: Default::default(),
         generation: UNKNOWN_GENERATION,
         source: crate::token::Source::Bootstrap,
     })
 }
 
-/// A verified record that may still not be used: disabled, or expired. Checked on the
-/// snapshot's record after verification (cached or not), so the flag acts on the next request
-/// and a wrong secret is never told apart by it.
-fn check_usable(record: Arc<Token>, now: DateTime<Utc>) -> Result<Arc<Token>, AuthError> {
+/// A verified record that may still not be used: disabled, expired, or used from an address
+/// outside its allowlist. Checked on the snapshot's record after verification (cached or
+/// not), so these act on the next request and a wrong secret is never told apart by them.
+fn check_usable(
+    record: Arc<Token>,
+    now: DateTime<Utc>,
+    client: Option<std::net::IpAddr>,
+) -> Result<Arc<Token>, AuthError> {
     if record.disabled {
         Err(AuthError::Disabled)
     } else if record.is_expired(now) {
         Err(AuthError::Expired)
+    } else if !record.allowed_ips.allows(client) {
+        Err(AuthError::IpNotAllowed)
     } else {
         Ok(record)
     }

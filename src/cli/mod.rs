@@ -144,6 +144,12 @@ pub struct ModifyArgs {
     /// `unlimited`, `default`, or REQUESTS/PERIOD such as 100/1h.
     #[arg(long)]
     pub rate_limit: Option<String>,
+    /// Replace the client allowlist, repeatable: --allow-ip 10.0.0.0/8 --allow-ip 2001:db8::/32
+    #[arg(long = "allow-ip", value_name = "CIDR")]
+    pub allow_ips: Vec<String>,
+    /// Remove the client allowlist (the token works from any address).
+    #[arg(long, conflicts_with = "allow_ips")]
+    pub no_allow_ip: bool,
     /// table or json.
     #[arg(long, short = 'o', value_enum, default_value_t = Output::Table)]
     pub output: Output,
@@ -171,6 +177,10 @@ pub struct NewTokenArgs {
     /// `unlimited`, or REQUESTS/PERIOD such as 100/1h (default: the configured limit).
     #[arg(long)]
     pub rate_limit: Option<String>,
+    /// A client network (CIDR) or address the token may be used from, repeatable:
+    /// --allow-ip 10.0.0.0/8 --allow-ip 203.0.113.7 (default: any address).
+    #[arg(long = "allow-ip", value_name = "CIDR")]
+    pub allow_ips: Vec<String>,
     /// Read a custom secret from stdin (`-`) instead of generating a token; the client then
     /// sends Basic NAME:SECRET.
     #[arg(long)]
@@ -341,6 +351,7 @@ fn bootstrap_token(spec: &str, params: &HashParams) -> anyhow::Result<Token> {
         expires_at: None,
         rate_limit: None,
         disabled: false,
+        allowed_ips: Default::default(),
         generation: 1,
         source: Source::Bootstrap,
     })

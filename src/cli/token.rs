@@ -17,7 +17,9 @@ use crate::config::{Config, Overrides};
 use crate::store::db::Database;
 use crate::store::manage::{self, NewToken, Patch};
 use crate::store::yaml;
-use crate::token::{route_specs, Access, Permission, RateLimitRule, RouteSpec, Secret, Token};
+use crate::token::{
+    route_specs, Access, AllowedIps, Permission, RateLimitRule, RouteSpec, Secret, Token,
+};
 
 fn parse_route(s: &str) -> anyhow::Result<RouteSpec> {
     let (path, access) = s
@@ -85,8 +87,13 @@ fn new_token_request(args: &NewTokenArgs) -> anyhow::Result<NewToken> {
             .as_deref()
             .map(parse_rate_limit)
             .transpose()?,
+        allowed_ips: parse_allow_ips(&args.allow_ips)?,
         secret: read_secret(args.secret.as_deref())?,
     })
+}
+
+fn parse_allow_ips(items: &[String]) -> anyhow::Result<AllowedIps> {
+    AllowedIps::parse(items).map_err(|e| anyhow!("--allow-ip: {e}"))
 }
 
 pub(super) fn run(explicit: Option<&Path>, cmd: TokenCommand) -> anyhow::Result<()> {
@@ -119,6 +126,8 @@ struct EntryOut {
     routes: Vec<RouteSpec>,
     #[serde(skip_serializing_if = "Option::is_none")]
     rate_limit: Option<RateLimitRule>,
+    #[serde(skip_serializing_if = "AllowedIps::is_empty")]
+    allowed_ips: AllowedIps,
     created_at: DateTime<Utc>,
     #[serde(skip_serializing_if = "Option::is_none")]
     expires_at: Option<DateTime<Utc>>,
@@ -138,6 +147,7 @@ fn token_hash(config: &Config, args: &NewTokenArgs) -> anyhow::Result<()> {
         permission: t.permission,
         routes: route_specs(&t.routes),
         rate_limit: t.rate_limit,
+        allowed_ips: t.allowed_ips.clone(),
         created_at: t.created_at.unwrap_or_else(Utc::now),
         expires_at: t.expires_at,
     };
@@ -200,8 +210,8 @@ fn print_tokens(
                     .unwrap_or_else(|| "-".into())
             };
             println!(
-                "{:<12}  {:<24}  {:<10}  {:<8}  {:<8}  {:<16}  {:<16}  ROUTES",
-                "ID", "NAME", "PERMISSION", "SOURCE", "STATE", "EXPIRES", "LAST USED"
+                "{:<12}  {:<24}  {:<10}  {:<8}  {:<8}  {:<16}  {:<16}  {:<18}  ROUTES",
+                "ID", "NAME", "PERMISSION", "SOURCE", "STATE", "EXPIRES", "LAST USED", "CLIENTS"
             );
             for t in tokens {
                 let expires = match t.expires_at {
@@ -214,7 +224,7 @@ fn print_tokens(
                     .map(|r| format!("{}={}", r.pattern.as_str(), r.access.as_str()))
                     .collect();
                 println!(
-                    "{:<12}  {:<24}  {:<10}  {:<8}  {:<8}  {:<16}  {:<16}  {}",
+                    "{:<12}  {:<24}  {:<10}  {:<8}  {:<8}  {:<16}  {:<16}  {:<18}  {}",
                     t.id,
                     t.name,
                     t.permission.as_str(),
@@ -222,6 +232,11 @@ fn print_tokens(
                     if t.disabled { "disabled" } else { "enabled" },
                     expires,
                     day(usage.get(&*t.id).map(|u| u.at)),
+                    if t.allowed_ips.is_empty() {
+                        "*".to_string()
+                    } else {
+                        t.allowed_ips.to_string()
+                    },
                     if routes.is_empty() {
                         "*".to_string()
                     } else {
@@ -361,6 +376,8 @@ async fn db_command(config: &Config, db: &Database, cmd: TokenCommand) -> anyhow
                 routes,
                 no_routes,
                 rate_limit,
+                allow_ips,
+                no_allow_ip,
                 output,
             } = args;
             let current = db.find(&token).await?;
@@ -386,6 +403,13 @@ async fn db_command(config: &Config, db: &Database, cmd: TokenCommand) -> anyhow
                     Some(r) => Some(Some(parse_rate_limit(r)?)),
                 },
                 disabled: None,
+                allowed_ips: if no_allow_ip {
+                    Some(None)
+                } else if allow_ips.is_empty() {
+                    None
+                } else {
+                    Some(Some(parse_allow_ips(&allow_ips)?))
+                },
             };
             let t = manage::apply_patch(&current, patch).map_err(|e| anyhow!(e))?;
             db.update(&t, current.generation).await?;

@@ -36,6 +36,7 @@ const TOP_LEVEL: &[&str] = &[
     "shutdown",
     "tls",
     "limits",
+    "trusted_proxies",
 ];
 
 /// Values given on the command line, as `(dotted.field, value)` pairs with the flag's name.
@@ -207,6 +208,11 @@ fn build(col: &mut Collector, root: Value) -> Config {
             period: Duration::from_secs(60),
         },
     );
+    let trusted_proxies = top.take_with(
+        "trusted_proxies",
+        crate::net::TrustedProxies::default(),
+        trusted_proxies,
+    );
     let shutdown_grace = top.section("shutdown", build_shutdown);
     let tls_given = !matches!(top.peek("tls"), None | Some(Value::Null));
     let tls = top.section("tls", |s| build_tls(s, tls_given));
@@ -242,7 +248,34 @@ fn build(col: &mut Collector, root: Value) -> Config {
         shutdown_grace,
         tls,
         limits,
+        trusted_proxies,
     }
+}
+
+/// `trusted_proxies`: a list of networks or addresses, or (from the environment) one string of
+/// them separated by commas.
+fn trusted_proxies(v: Value) -> Result<crate::net::TrustedProxies, String> {
+    let items: Vec<String> = match v {
+        Value::Null => Vec::new(),
+        Value::String(s) => s
+            .split(',')
+            .map(str::trim)
+            .filter(|p| !p.is_empty())
+            .map(str::to_owned)
+            .collect(),
+        Value::Sequence(seq) => seq.into_iter().map(as_string).collect::<Result<_, _>>()?,
+        other => {
+            return Err(format!(
+                "must be a list of networks, not {}",
+                kind_of(&other)
+            ))
+        }
+    };
+    items
+        .iter()
+        .map(|i| crate::token::parse_network(i))
+        .collect::<Result<Vec<_>, _>>()
+        .map(crate::net::TrustedProxies::new)
 }
 
 #[cfg(test)]

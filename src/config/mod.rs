@@ -11,6 +11,8 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+/// The `trusted_proxies` setting (defined with the address handling it drives).
+pub use crate::net::TrustedProxies;
 /// The `hashing:` section: argon2id cost parameters (defined with the hashing itself).
 pub use crate::token::HashParams;
 pub use database_url::{backend_of, redact_url, Backend};
@@ -222,4 +224,7 @@ pub struct Config {
     pub tls: Option<TlsConfig>,
     /// Client connection deadlines and caps.
     pub limits: LimitsConfig,
+    /// Proxies whose `X-Forwarded-For` names the client (`trusted_proxies`; default none):
+    /// see [`crate::net::TrustedProxies`].
+    pub trusted_proxies: crate::net::TrustedProxies,
 }

@@ -14,7 +14,9 @@ use pingora::http::RequestHeader;
 use crate::net::format_ip;
 use crate::token::Token;
 
-static X_FORWARDED_FOR: http::HeaderName = http::HeaderName::from_static("x-forwarded-for");
+/// `X-Forwarded-For` (also read for the client's address behind trusted proxies).
+pub(super) static X_FORWARDED_FOR: http::HeaderName =
+    http::HeaderName::from_static("x-forwarded-for");
 static X_FORWARDED_HOST: http::HeaderName = http::HeaderName::from_static("x-forwarded-host");
 static X_FORWARDED_PROTO: http::HeaderName = http::HeaderName::from_static("x-forwarded-proto");
 static X_REAL_IP: http::HeaderName = http::HeaderName::from_static("x-real-ip");
@@ -28,8 +30,12 @@ pub(super) struct Forwarding<'a> {
     pub identity: Option<&'a Token>,
     /// The `Host` the upstream is sent.
     pub host: &'a HeaderValue,
-    /// The client's address, when known.
+    /// The client's address, when known: the TCP peer, or behind a trusted proxy the address
+    /// `X-Forwarded-For` names (`crate::net::TrustedProxies`). `X-Real-IP` and `Forwarded`
+    /// say it.
     pub client: Option<IpAddr>,
+    /// The TCP peer, when known: appended to `X-Forwarded-For` (the hop this proxy saw).
+    pub peer: Option<IpAddr>,
     /// The client came over TLS.
     pub https: bool,
 }
@@ -54,7 +60,9 @@ pub(super) fn prepare(req: &mut RequestHeader, f: &Forwarding<'_>) {
 
 /// The client's credentials and any reserved header it sent (see [`is_reserved_header`]) go;
 /// identity, Host and `X-Forwarded-*` are set, the original Host kept as `X-Forwarded-Host`
-/// and the client's address appended to `X-Forwarded-For`.
+/// and the TCP peer appended to `X-Forwarded-For` (so the chain the upstream sees ends with the
+/// hop Tollgate saw, trusted proxy or not); `X-Real-IP` and `Forwarded` name the client
+/// (behind a trusted proxy, the address resolved from the chain; otherwise the peer).
 pub(super) fn rewrite(parts: &mut http::request::Parts, f: &Forwarding<'_>) {
     let headers = &mut parts.headers;
     headers.remove(AUTHORIZATION);
@@ -91,9 +99,14 @@ pub(super) fn rewrite(parts: &mut http::request::Parts, f: &Forwarding<'_>) {
     if let Some(h) = original_host {
         headers.insert(X_FORWARDED_HOST.clone(), h);
     }
-    if let Some(ip) = f.client {
-        let xff = forwarded_for(headers.get(&X_FORWARDED_FOR).map(HeaderValue::as_bytes), ip);
+    if let Some(peer) = f.peer {
+        let xff = forwarded_for(
+            headers.get(&X_FORWARDED_FOR).map(HeaderValue::as_bytes),
+            peer,
+        );
         headers.insert(X_FORWARDED_FOR.clone(), xff);
+    }
+    if let Some(ip) = f.client {
         let mut buf = [0u8; 48];
         let addr = format_ip(ip, &mut buf);
         if let Ok(v) = HeaderValue::from_bytes(addr) {
@@ -256,6 +269,7 @@ mod tests {
             rate_limit: None,
             generation: 1,
             disabled: false,
+            allowed_ips: Default::default(),
             source: Source::File("t.yaml".into()),
         }
     }
@@ -278,8 +292,21 @@ mod tests {
             identity,
             host,
             client: client.map(|c| c.parse().expect("an address")),
+            peer: client.map(|c| c.parse().expect("an address")),
             https,
         }
+    }
+
+    #[test]
+    fn behind_a_trusted_proxy_the_chain_ends_with_the_peer_and_names_the_client() {
+        let host = HeaderValue::from_static("store");
+        let mut parts = request("/p", &[("x-forwarded-for", "192.0.2.1")]);
+        let mut f = forwarding(None, &host, Some("192.0.2.1"), false);
+        f.peer = Some("10.0.0.3".parse().expect("an address"));
+        rewrite(&mut parts, &f);
+        assert_eq!(all(&parts, "x-forwarded-for"), ["192.0.2.1, 10.0.0.3"]);
+        assert_eq!(all(&parts, "x-real-ip"), ["192.0.2.1"]);
+        assert_eq!(all(&parts, "forwarded"), ["for=192.0.2.1;proto=http"]);
     }
 
     fn all(parts: &http::request::Parts, name: &str) -> Vec<String> {

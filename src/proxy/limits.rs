@@ -125,6 +125,7 @@ mod tests {
             rate_limit,
             generation: 1,
             disabled: false,
+            allowed_ips: Default::default(),
             source: Source::File("t.yaml".into()),
         }
     }

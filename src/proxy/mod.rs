@@ -10,9 +10,8 @@
 //! (`responses`, `whoami`) and the cargo `config.json` rewrite (`cargo`). The upstream's
 //! addresses, and when they are resolved again, are `crate::upstream`'s.
 //!
-//! Over 500 lines: `request_filter` decides a request top to bottom in one function (its
-//! borrows of the request's path cannot cross a helper without a copy), and every pingora
-//! hook is here beside it.
+//! Over 500 lines: it is the one `ProxyHttp` implementation, whose hooks share `Ctx` and read
+//! best in order in one place; everything they call lives in the modules above.
 
 mod cargo;
 mod failure;
@@ -48,6 +47,7 @@ use crate::auth::{
 use crate::config::{Config, PublicPath};
 use crate::lifecycle::{Health, InFlight};
 use crate::metrics::{method_label, METRICS};
+use crate::net::TrustedProxies;
 use crate::ratelimit::Decision;
 use crate::store::Store;
 use crate::token::Token;
@@ -56,6 +56,9 @@ use crate::upstream::UpstreamPeers;
 /// Per-request state shared across the filters.
 pub struct Ctx {
     started: Instant,
+    /// The client's address: the TCP peer, or behind a trusted proxy what `X-Forwarded-For`
+    /// says (set first thing in `request_filter`).
+    client: Option<std::net::IpAddr>,
     token: Option<Arc<Token>>,
     outcome: &'static str,
     path: Option<String>,
@@ -104,6 +107,7 @@ pub struct Proxy {
     cargo_config: Option<String>,
     /// Paths served without credentials (empty: none, and a missing token is refused at once).
     public: Box<[PublicPath]>,
+    trusted_proxies: TrustedProxies,
 }
 
 impl Proxy {
@@ -132,6 +136,7 @@ impl Proxy {
             path_prefix: up.path_prefix.clone(),
             cargo_config: up.cargo_index.as_deref().map(cargo::config_json_path),
             public: config.public.clone().into_boxed_slice(),
+            trusted_proxies: config.trusted_proxies.clone(),
         }
     }
 
@@ -176,15 +181,16 @@ impl Proxy {
         let forwarding = headers::Forwarding {
             identity: ctx.token.as_deref().filter(|_| self.identity_headers),
             host: &self.host_value,
-            client: client_ip(session),
+            client: ctx.client,
+            peer: peer_ip(session),
             https: session.digest().is_some_and(|d| d.ssl_digest.is_some()),
         };
         headers::prepare(req, &forwarding);
     }
 }
 
-/// The client's address as the connection shows it.
-fn client_ip(session: &Session) -> Option<std::net::IpAddr> {
+/// The TCP peer's address (the client, unless it is a trusted proxy).
+fn peer_ip(session: &Session) -> Option<std::net::IpAddr> {
     match session.client_addr()? {
         PingoraAddr::Inet(a) => Some(a.ip()),
         #[allow(unreachable_patterns)]
@@ -205,6 +211,7 @@ impl ProxyHttp for Proxy {
     fn new_ctx(&self) -> Ctx {
         Ctx {
             started: Instant::now(),
+            client: None,
             token: None,
             outcome: "ok",
             path: None,
@@ -220,6 +227,17 @@ impl ProxyHttp for Proxy {
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
+        // With no trusted proxy the peer, without looking at any header.
+        ctx.client = if self.trusted_proxies.is_empty() {
+            peer_ip(session)
+        } else {
+            let xff = session
+                .req_header()
+                .headers
+                .get_all(&headers::X_FORWARDED_FOR);
+            self.trusted_proxies
+                .client(peer_ip(session), || xff.iter().map(HeaderValue::as_bytes))
+        };
         if !self.store.set.is_ready() {
             return self.refuse(session, ctx, Refusal::NotReady).await;
         }
@@ -246,7 +264,7 @@ impl ProxyHttp for Proxy {
             Some(presented) => {
                 let snapshot = self.store.set.load();
                 let now = Utc::now();
-                let caller = Caller::proxy(client_ip(session));
+                let caller = Caller::proxy(ctx.client);
                 let token = match self
                     .verifier
                     .authenticate(&presented, &snapshot, now, caller)
@@ -293,7 +311,7 @@ impl ProxyHttp for Proxy {
                 }
             }
             None => {
-                if let Err(r) = self.admit_anonymous(session, ctx, required, &path) {
+                if let Err(r) = self.admit_anonymous(ctx, required, &path) {
                     ctx.path = Some(path.into_owned());
                     return self.refuse(session, ctx, r).await;
                 }
@@ -513,7 +531,8 @@ impl ProxyHttp for Proxy {
             path,
             status,
             outcome: ctx.outcome,
-            client: client_ip(session),
+            // Set by `request_filter`; a request refused before it (a bad head) by the peer.
+            client: ctx.client.or_else(|| peer_ip(session)),
             duration: elapsed,
         });
     }

@@ -1,10 +1,10 @@
 //! Public paths: whether a request without credentials may be forwarded anonymously (a
 //! public rule matches its normalized path with enough access for its method, and its client
-//! address's anonymous budget allows it).
+//! address's anonymous budget allows it). The address is the resolved client (behind a
+//! trusted proxy, from `X-Forwarded-For`), so anonymous users behind a load balancer do not
+//! share one budget.
 
-use pingora::proxy::Session;
-
-use super::{client_ip, Ctx, Proxy, Refusal};
+use super::{Ctx, Proxy, Refusal};
 use crate::metrics::METRICS;
 use crate::token::Permission;
 
@@ -14,7 +14,6 @@ impl Proxy {
     /// public paths), and the client address's anonymous budget must allow it (else 429).
     pub(super) fn admit_anonymous(
         &self,
-        session: &Session,
         ctx: &mut Ctx,
         required: Permission,
         path: &str,
@@ -28,7 +27,7 @@ impl Proxy {
             return Err(Refusal::CredentialsMissing);
         }
         ctx.outcome = "public";
-        if let Some(decision) = self.rate_limits.check_anonymous(client_ip(session)) {
+        if let Some(decision) = self.rate_limits.check_anonymous(ctx.client) {
             let allowed = decision.allowed;
             let retry = decision.retry_after_secs().unwrap_or(1);
             ctx.rate = Some(decision);

@@ -27,6 +27,9 @@ pub enum Refusal {
     TokenExpired,
     /// 401: disabled token (its secret verified: a wrong secret is `TokenInvalid`).
     TokenDisabled,
+    /// 403: the client's address is outside the token's `allowed_ips` (its secret verified:
+    /// a wrong secret is `TokenInvalid`).
+    IpNotAllowed,
     /// 403: the token lacks the permission or route.
     Forbidden,
     /// 400: the path cannot be normalized safely.
@@ -59,7 +62,7 @@ impl Refusal {
             | Refusal::TokenInvalid
             | Refusal::TokenExpired
             | Refusal::TokenDisabled => 401,
-            Refusal::Forbidden => 403,
+            Refusal::Forbidden | Refusal::IpNotAllowed => 403,
             Refusal::BadPath(_) => 400,
             Refusal::MethodNotAllowed => 405,
             Refusal::RateLimited(_) | Refusal::Throttled(_) => 429,
@@ -78,6 +81,7 @@ impl Refusal {
             Refusal::TokenInvalid => "token_invalid",
             Refusal::TokenExpired => "token_expired",
             Refusal::TokenDisabled => "token_disabled",
+            Refusal::IpNotAllowed => "ip_not_allowed",
             Refusal::Forbidden => "forbidden",
             Refusal::BadPath(_) => "bad_path",
             Refusal::MethodNotAllowed => "method_not_allowed",
@@ -101,6 +105,9 @@ impl Refusal {
             Refusal::TokenInvalid => "the token is unknown, revoked, or its secret is wrong".into(),
             Refusal::TokenExpired => "the token has expired".into(),
             Refusal::TokenDisabled => "the token is disabled".into(),
+            Refusal::IpNotAllowed => {
+                "the token may not be used from this client address".into()
+            }
             Refusal::Forbidden => "the token does not allow this method on this path".into(),
             Refusal::BadPath(e) => format!("the request path is refused: {e}").into(),
             Refusal::MethodNotAllowed => "this endpoint answers GET only".into(),
@@ -135,6 +142,7 @@ impl From<AuthError> for Refusal {
             AuthError::Unknown | AuthError::WrongSecret => Refusal::TokenInvalid,
             AuthError::Expired => Refusal::TokenExpired,
             AuthError::Disabled => Refusal::TokenDisabled,
+            AuthError::IpNotAllowed => Refusal::IpNotAllowed,
             AuthError::Busy => Refusal::Busy,
             AuthError::Throttled(secs) => Refusal::Throttled(secs),
             AuthError::Internal => Refusal::Internal,
@@ -211,6 +219,7 @@ mod tests {
             Refusal::TokenInvalid,
             Refusal::TokenExpired,
             Refusal::TokenDisabled,
+            Refusal::IpNotAllowed,
             Refusal::Forbidden,
             Refusal::BadPath(PathError::Nul),
             Refusal::MethodNotAllowed,

@@ -1,5 +1,6 @@
 //! The whoami endpoint: the calling token as JSON (id, name, permission, routes, dates, source
-//! and rate-limit state), answered by the proxy itself; it counts no request against the limit.
+//! rate-limit state, client allowlist and the client address it was checked against), answered
+//! by the proxy itself; it counts no request against the limit.
 
 use std::time::Duration;
 
@@ -26,7 +27,7 @@ impl Proxy {
         ctx.outcome = "ok";
         ctx.class = "whoami";
         ctx.rate = self.rate_limits.peek(token);
-        let body = body(token, ctx.rate.as_ref(), unix_now());
+        let body = body(token, ctx.rate.as_ref(), unix_now(), ctx.client);
         let headers = ctx.rate_headers();
         responses::write_json(session, 200, &headers, Bytes::from(body.to_string())).await?;
         Ok(true)
@@ -34,8 +35,14 @@ impl Proxy {
 }
 
 /// The whoami document of `token`, whose rate-limit state is `rate` (`None`: unlimited);
-/// `unix_now` is the wall clock, for the reset time.
-fn body(token: &Token, rate: Option<&Decision>, unix_now: Duration) -> serde_json::Value {
+/// `unix_now` is the wall clock, for the reset time; `client` is the client's address as
+/// resolved (behind trusted proxies, from `X-Forwarded-For`).
+fn body(
+    token: &Token,
+    rate: Option<&Decision>,
+    unix_now: Duration,
+    client: Option<std::net::IpAddr>,
+) -> serde_json::Value {
     let routes: Vec<_> = token
         .routes
         .iter()
@@ -60,6 +67,8 @@ fn body(token: &Token, rate: Option<&Decision>, unix_now: Duration) -> serde_jso
         "expires_at": token.expires_at,
         "source": token.source.kind(),
         "rate_limit": rate,
+        "allowed_ips": token.allowed_ips,
+        "client": client,
     })
 }
 
@@ -89,6 +98,7 @@ mod tests {
             rate_limit: None,
             generation: 1,
             disabled: false,
+            allowed_ips: Default::default(),
             source: Source::File("t.yaml".into()),
         };
         let d = Decision {
@@ -100,7 +110,14 @@ mod tests {
             retry_after: None,
             period: Duration::from_secs(60),
         };
-        let v = body(&t, Some(&d), Duration::from_secs(1_700_000_000));
+        let v = body(
+            &t,
+            Some(&d),
+            Duration::from_secs(1_700_000_000),
+            Some([10, 1, 2, 3].into()),
+        );
+        assert_eq!(v["client"], "10.1.2.3");
+        assert_eq!(v["allowed_ips"], serde_json::json!([]));
         assert_eq!(v["id"], "AAAAAAAAAAAA");
         assert_eq!(v["name"], "ci");
         assert_eq!(v["description"], "CI reader");
@@ -114,7 +131,7 @@ mod tests {
                 "reset": 1_700_000_012u64, "period_seconds": 60,
             })
         );
-        let v = body(&t, None, Duration::ZERO);
+        let v = body(&t, None, Duration::ZERO, None);
         assert!(v["rate_limit"].is_null());
     }
 }

@@ -64,6 +64,7 @@ mod tests {
             routes: vec![],
             expires_in: expires_in.map(Into::into),
             rate_limit: None,
+            allowed_ips: Default::default(),
             secret: None,
         };
         let with = |expires: &str| build_new(req("x", Some(expires)), &p, now, year);

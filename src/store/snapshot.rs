@@ -260,6 +260,7 @@ mod tests {
             rate_limit: None,
             generation: 1,
             disabled: false,
+            allowed_ips: Default::default(),
             source: Source::File("t.yaml".into()),
         }
     }

@@ -4,6 +4,7 @@
 mod expiry;
 mod format;
 mod hash;
+mod ips;
 mod path;
 mod record;
 mod route;
@@ -15,6 +16,7 @@ pub use format::{
     ParsedToken, ID_LEN, PREFIX, SECRET_LEN, TOKEN_LEN,
 };
 pub use hash::{hash_secret, validate_phc, verify_secret, HashError, HashParams, PhcHash};
+pub use ips::{canonical_ip, parse_network, AllowedIps, MAX_ALLOWED_IPS};
 pub use path::{normalize_path, PathError};
 pub use record::{valid_name, Access, Permission, RateLimitRule, Route, Source, Token, NAME_RULE};
 pub use route::{

@@ -232,6 +232,9 @@ pub struct Token {
     /// Refused (after its secret verifies) until enabled again; keeps its id, secret and
     /// history meanwhile.
     pub disabled: bool,
+    /// The client networks the token may be used from (empty: any). Checked after the secret
+    /// verifies, like `disabled`.
+    pub allowed_ips: super::AllowedIps,
     /// Changes whenever the secret or the rights change; cached verifications of another
     /// generation do not count.
     pub generation: u64,

@@ -328,7 +328,7 @@ async function run(w, t) {
   const row = rows.locator('tr[data-name="ci-reader"]');
   await row.waitFor();
   const rowText = await row.innerText();
-  for (const want of [/CI pipeline/, /\bread\b/, /\/p2\/acme\/\*/, /100 per hour/, /expires in 30 days/, /never/, /database/]) {
+  for (const want of [/CI pipeline/, /\bread\b/, /\/p2\/acme\/\*/, /any address/, /100 per hour/, /expires in 30 days/, /never/, /database/]) {
     assert.match(rowText, want, `row shows ${want}`);
   }
   await page.screenshot({ path: path.join(OUT, 'token-list.png'), fullPage: true });
@@ -373,6 +373,7 @@ async function run(w, t) {
   assert.ok(await form.getByLabel('Custom:').isChecked(), 'rate limit prefilled');
   assert.ok(await form.locator('#f-expiry-group').isHidden(), 'expiry not editable');
   await form.getByLabel('Description').fill('CI pipeline (nightly)');
+  await form.getByLabel('Allowed client networks').fill('127.0.0.1, ::1');
   // A deny rule under the broader route: access "none".
   await form.getByRole('button', { name: 'Add route' }).click();
   await form.getByLabel('Path', { exact: true }).last().fill('/p2/acme/internal-*');
@@ -383,6 +384,8 @@ async function run(w, t) {
   rec = (await apiTokens(w)).find((x) => x.name === 'ci-reader');
   assert.equal(rec.description, 'CI pipeline (nightly)');
   assert.deepEqual(rec.rate_limit, { requests: 100, period: '1h' }, 'rate limit kept');
+  assert.deepEqual(rec.allowed_ips, ['127.0.0.1/32', '::1/128'], 'client allowlist saved');
+  await assertText(row, /127\.0\.0\.1\/32/);
   assert.deepEqual(rec.routes, [
     { path: '/p2/acme/*', access: 'read' },
     { path: '/p2/acme/internal-*', access: 'none' },

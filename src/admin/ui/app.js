@@ -196,6 +196,7 @@
     if (/^route\b|routes/.test(m)) return 'routes';
     if (/expires_in|expires_at|expiry/.test(m)) return 'expiry';
     if (/rate_limit/.test(m)) return 'rate';
+    if (/allowed_ips/.test(m)) return 'ips';
     if (/permission|unknown variant/.test(m)) return 'permission';
     return 'form';
   }
@@ -483,6 +484,9 @@
           ),
         )
       : el('span', { class: 'muted', text: 'all paths' });
+    const clients = (t.allowed_ips || []).length
+      ? el('ul', { class: 'plain' }, ...t.allowed_ips.map((n) => el('li', null, el('code', { text: n }))))
+      : el('span', { class: 'muted', text: 'any address' });
     const actions = el('td', { class: 'row-actions' });
     if (t.source === 'database') {
       actions.append(
@@ -509,6 +513,7 @@
       el('td', { class: t.description ? 'description' : 'description muted', text: t.description || '—' }),
       el('td', { text: t.permission }),
       el('td', null, routes),
+      el('td', null, clients),
       el('td', { text: rateText(t.rate_limit) }),
       el('td', null, t.created_at ? timeEl(t.created_at) : el('span', { class: 'muted', text: 'unknown' })),
       el(
@@ -576,6 +581,7 @@
     routes: 'f-routes-error',
     expiry: 'f-expiry-error',
     rate: 'f-rate-error',
+    ips: 'f-allowed-ips-error',
     form: 'f-form-error',
   };
   const FORM_FOCUS = {
@@ -585,6 +591,7 @@
     routes: 'f-add-route',
     expiry: 'f-expiry',
     rate: 'f-rate-requests',
+    ips: 'f-allowed-ips',
     form: 'f-submit',
   };
 
@@ -689,6 +696,7 @@
         ? `Expires ${dateTimeFmt.format(new Date(t.expires_at))}. The expiry is chosen at creation and cannot be changed; create a new token instead.`
         : 'Never expires. The expiry is chosen at creation and cannot be changed.';
       setRate(t.rate_limit);
+      $('f-allowed-ips').value = (t.allowed_ips || []).join(', ');
     } else {
       setRate(null);
     }
@@ -734,7 +742,17 @@
       }
       rate = { requests: n, period: Number($('f-rate-period').value) };
     }
-    const body = { name, permission: $('f-permission').value, routes, rate_limit: rate };
+    // Checked by the server (400 names the entry); here only split into a list.
+    const allowedIps = $('f-allowed-ips')
+      .value.split(/[\s,]+/)
+      .filter((s) => s !== '');
+    const body = {
+      name,
+      permission: $('f-permission').value,
+      routes,
+      rate_limit: rate,
+      allowed_ips: allowedIps,
+    };
     if (state.editing) {
       body.description = description || null;
     } else {

@@ -101,7 +101,7 @@ impl std::fmt::Debug for Database {
 }
 
 const TOKEN_COLUMNS: &str =
-    "id, name, description, hash, permission, routes, rate_limit, created_at, expires_at, generation, disabled";
+    "id, name, description, hash, permission, routes, rate_limit, created_at, expires_at, generation, disabled, allowed_ips";
 
 impl Database {
     /// Opens (creating the SQLite file and its directory if needed, private to the user) and
@@ -256,7 +256,7 @@ impl Database {
         let c = |e| classify(e, &t.name, &t.id);
         let mut tx = self.pool.begin().await.map_err(unavailable)?;
         sqlx::query(&format!(
-            "INSERT INTO tokens ({TOKEN_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
+            "INSERT INTO tokens ({TOKEN_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"
         ))
         .bind(&*t.id)
         .bind(&*t.name)
@@ -273,6 +273,7 @@ impl Database {
         .bind(t.expires_at.map(millis))
         .bind(t.generation as i64)
         .bind(i64::from(t.disabled))
+        .bind(t.allowed_ips.to_string())
         .execute(&mut *tx)
         .await
         .map_err(c)?;
@@ -281,13 +282,14 @@ impl Database {
     }
 
     /// Rewrites a token's mutable fields (name, description, hash, permission, routes, rate
-    /// limit, disabled), if it is still at generation `expected`; its generation becomes `t.generation`.
+    /// limit, disabled, allowed IPs), if it is still at generation `expected`; its generation becomes `t.generation`.
     pub async fn update(&self, t: &Token, expected: u64) -> Result<(), DbError> {
         let c = |e| classify(e, &t.name, &t.id);
         let mut tx = self.pool.begin().await.map_err(unavailable)?;
         let done = sqlx::query(
             "UPDATE tokens SET name = $1, description = $2, hash = $3, permission = $4, routes = $5, \
-             rate_limit = $6, generation = $7, disabled = $8 WHERE id = $9 AND generation = $10",
+             rate_limit = $6, generation = $7, disabled = $8, allowed_ips = $9 \
+             WHERE id = $10 AND generation = $11",
         )
         .bind(&*t.name)
         .bind(t.description.clone())
@@ -297,6 +299,7 @@ impl Database {
         .bind(rate_limit_json(t.rate_limit))
         .bind(t.generation as i64)
         .bind(i64::from(t.disabled))
+        .bind(t.allowed_ips.to_string())
         .bind(&*t.id)
         .bind(expected as i64)
         .execute(&mut *tx)
@@ -415,6 +418,7 @@ mod tests {
             }),
             generation: 1,
             disabled: false,
+            allowed_ips: Default::default(),
             source: Source::Database,
         }
     }
@@ -451,6 +455,14 @@ mod tests {
         off.generation = 3;
         db.update(&off, 2).await.unwrap();
         assert!(db.token(&t.id).await.unwrap().disabled);
+        let mut fenced = off.clone();
+        fenced.allowed_ips = crate::token::AllowedIps::parse(&["10.0.0.0/8", "::1"]).unwrap();
+        fenced.generation = 4;
+        db.update(&fenced, 3).await.unwrap();
+        assert_eq!(
+            db.token(&t.id).await.unwrap().allowed_ips,
+            fenced.allowed_ips
+        );
         let now = Utc::now();
         let use_at = |at, ip: &str, agent: &str| LastUse {
             at,

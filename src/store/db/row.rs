@@ -1,4 +1,4 @@
-//! Token records as database rows: times as milliseconds, the disabled flag as 0 or 1, routes and rate limits as JSON, and
+//! Token records as database rows: times as milliseconds, the disabled flag as 0 or 1, allowed IPs joined by commas, routes and rate limits as JSON, and
 //! a row read back into a token (or the reason it is invalid).
 
 use std::sync::Arc;
@@ -44,6 +44,8 @@ pub(super) fn row_to_token(row: &AnyRow) -> Result<Token, DbError> {
     let expires_at: Option<i64> = row.try_get("expires_at").map_err(unavailable)?;
     let generation: i64 = row.try_get("generation").map_err(unavailable)?;
     let disabled: i64 = row.try_get("disabled").map_err(unavailable)?;
+    let allowed_ips: String = row.try_get("allowed_ips").map_err(unavailable)?;
+    let allowed_ips = token::AllowedIps::parse_stored(&allowed_ips).map_err(bad)?;
     let permission = match permission.as_str() {
         "read" => Permission::Read,
         "write" => Permission::Write,
@@ -69,6 +71,7 @@ pub(super) fn row_to_token(row: &AnyRow) -> Result<Token, DbError> {
         rate_limit,
         generation: generation as u64,
         disabled: disabled != 0,
+        allowed_ips,
         source: Source::Database,
     })
 }

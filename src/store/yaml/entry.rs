@@ -13,8 +13,8 @@ use serde::Deserialize;
 use super::problems::Problems;
 use super::scalar::Ev;
 use crate::token::{
-    self, valid_name, Access, Permission, RateLimitRule, Route, RoutePattern, Source, Token,
-    NAME_RULE,
+    self, valid_name, Access, AllowedIps, Permission, RateLimitRule, Route, RoutePattern, Source,
+    Token, NAME_RULE,
 };
 
 /// A token record as written in a file; strings borrow from the file's text where they can.
@@ -40,6 +40,8 @@ pub(super) struct Entry<'a> {
     rate_limit: Option<RateLimitRule>,
     #[serde(default)]
     disabled: bool,
+    #[serde(default)]
+    allowed_ips: AllowedIps,
 }
 
 #[derive(Debug, Deserialize)]
@@ -137,6 +139,7 @@ pub(super) fn validate(
         expires_at: e.expires_at,
         rate_limit: e.rate_limit,
         disabled: e.disabled,
+        allowed_ips: e.allowed_ips,
         source: source.clone(),
     })
 }
@@ -262,6 +265,28 @@ mod tests {
         assert!(t.disabled);
         assert_eq!(t.generation, parse("t", &on).unwrap()[0].generation);
         let bad = on.replace("permission: read", "permission: read, disabled: maybe");
+        assert!(parse("t", &bad).is_err());
+    }
+
+    #[test]
+    fn allowed_ips() {
+        let any = format!(
+            "tokens:\n  - {{id: AAAAAAAAAAAA, name: a, hash: '{HASH}', permission: read}}\n"
+        );
+        assert!(parse("t", &any).unwrap()[0].allowed_ips.is_empty());
+        let some = any.replace(
+            "permission: read",
+            "permission: read, allowed_ips: [10.0.0.0/8, '2001:db8::/32', 203.0.113.7]",
+        );
+        let t = &parse("t", &some).unwrap()[0];
+        assert_eq!(
+            t.allowed_ips.to_strings(),
+            ["10.0.0.0/8", "2001:db8::/32", "203.0.113.7/32"]
+        );
+        let bad = any.replace(
+            "permission: read",
+            "permission: read, allowed_ips: [10.0.0.0/33]",
+        );
         assert!(parse("t", &bad).is_err());
     }
 
