@@ -431,27 +431,34 @@ impl<C: Clock> RateLimiter<C> {
     }
 }
 
+/// Fixtures shared by the limiter's tests and the rate-limit header tests.
 #[cfg(test)]
-mod tests {
+pub(crate) mod testing {
     use super::*;
 
-    const SEC: Duration = Duration::from_secs(1);
-    const MS: Duration = Duration::from_millis(1);
+    pub const SEC: Duration = Duration::from_secs(1);
+    pub const MS: Duration = Duration::from_millis(1);
     /// 1_700_000_000.25: a fractional start, so rounding up is visible in Reset.
-    const UNIX_START: Duration = Duration::new(1_700_000_000, 250_000_000);
-    const T0: u64 = 1_700_000_000;
+    pub const UNIX_START: Duration = Duration::new(1_700_000_000, 250_000_000);
+    pub const T0: u64 = 1_700_000_000;
 
-    fn per_minute(requests: u32) -> Limit {
+    pub fn per_minute(requests: u32) -> Limit {
         Limit::new(requests, Duration::from_secs(60)).unwrap()
     }
 
-    fn limiter() -> RateLimiter<ManualClock> {
+    pub fn limiter() -> RateLimiter<ManualClock> {
         RateLimiter::new(ManualClock::new(UNIX_START))
     }
 
-    fn id(s: &str) -> Arc<str> {
+    pub fn id(s: &str) -> Arc<str> {
         Arc::from(s)
     }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::testing::*;
+    use super::*;
 
     #[test]
     fn first_request() {

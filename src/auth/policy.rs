@@ -56,17 +56,10 @@ pub fn allows(token: &Token, required: Permission, path: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::token::{Access, PhcHash, Route, RoutePattern, Source};
+    use crate::token::{Access, Route, RoutePattern};
 
     fn token(permission: Permission, routes: &[(&str, Access)]) -> Token {
         Token {
-            id: "AAAAAAAAAAAA".into(),
-            name: "t".into(),
-            description: None,
-            hash: crate::token::validate_phc(
-                "$argon2id$v=19$m=64,t=1,p=1$c2FsdHNhbHQ$aGFzaGhhc2hoYXNoaGFzaA",
-            )
-            .unwrap_or_else(|_| -> PhcHash { unreachable!() }),
             permission,
             routes: routes
                 .iter()
@@ -75,13 +68,7 @@ mod tests {
                     access: *a,
                 })
                 .collect(),
-            created_at: None,
-            expires_at: None,
-            rate_limit: None,
-            disabled: false,
-            allowed_ips: Default::default(),
-            generation: 1,
-            source: Source::File("t.yaml".into()),
+            ..Token::for_tests("AAAAAAAAAAAA", "t")
         }
     }
 

@@ -251,27 +251,9 @@ fn forwarded_for(previous: Option<&[u8]>, ip: IpAddr) -> HeaderValue {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::token::{Permission, Source};
 
     fn token() -> Token {
-        Token {
-            id: "AAAAAAAAAAAA".into(),
-            name: "ci-reader".into(),
-            description: None,
-            hash: crate::token::validate_phc(
-                "$argon2id$v=19$m=64,t=1,p=1$c2FsdHNhbHQ$aGFzaGhhc2hoYXNoaGFzaA",
-            )
-            .expect("a valid PHC string"),
-            permission: Permission::Read,
-            routes: Vec::new(),
-            created_at: None,
-            expires_at: None,
-            rate_limit: None,
-            generation: 1,
-            disabled: false,
-            allowed_ips: Default::default(),
-            source: Source::File("t.yaml".into()),
-        }
+        Token::for_tests("AAAAAAAAAAAA", "ci-reader")
     }
 
     fn request(uri: &str, headers: &[(&str, &str)]) -> http::request::Parts {

@@ -86,28 +86,9 @@ pub(crate) fn render(d: &Decision, unix_now: Duration) -> Vec<(HeaderName, Heade
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
-
     use super::*;
+    use crate::ratelimit::testing::*;
     use crate::ratelimit::{Clock, Limit, ManualClock, RateLimiter};
-
-    const SEC: Duration = Duration::from_secs(1);
-    const MS: Duration = Duration::from_millis(1);
-    /// 1_700_000_000.25: a fractional start, so rounding up is visible in Reset.
-    const UNIX_START: Duration = Duration::new(1_700_000_000, 250_000_000);
-    const T0: u64 = 1_700_000_000;
-
-    fn per_minute(requests: u32) -> Limit {
-        Limit::new(requests, Duration::from_secs(60)).unwrap()
-    }
-
-    fn limiter() -> RateLimiter<ManualClock> {
-        RateLimiter::new(ManualClock::new(UNIX_START))
-    }
-
-    fn id(s: &str) -> Arc<str> {
-        Arc::from(s)
-    }
 
     fn headers(l: &RateLimiter<ManualClock>, d: &Decision) -> Vec<(String, String)> {
         render(d, l.clock().unix_now())

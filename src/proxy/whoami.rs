@@ -76,30 +76,17 @@ fn body(
 mod tests {
     use super::*;
     use crate::token::RoutePattern;
-    use crate::token::{Access, Permission, Route, Source};
+    use crate::token::{Access, Route};
 
     #[test]
     fn document_names_the_token_and_its_rate_state() {
         let t = Token {
-            id: "AAAAAAAAAAAA".into(),
-            name: "ci".into(),
             description: Some("CI reader".into()),
-            hash: crate::token::validate_phc(
-                "$argon2id$v=19$m=64,t=1,p=1$c2FsdHNhbHQ$aGFzaGhhc2hoYXNoaGFzaA",
-            )
-            .expect("a valid PHC string"),
-            permission: Permission::Read,
             routes: vec![Route {
                 pattern: RoutePattern::parse("/p2/acme/*").expect("a pattern"),
                 access: Access::Read,
             }],
-            created_at: None,
-            expires_at: None,
-            rate_limit: None,
-            generation: 1,
-            disabled: false,
-            allowed_ips: Default::default(),
-            source: Source::File("t.yaml".into()),
+            ..Token::for_tests("AAAAAAAAAAAA", "ci")
         };
         let d = Decision {
             allowed: true,

@@ -242,26 +242,11 @@ impl TokenSet {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::token::{Permission, Source};
 
     fn token(id: &str, expires_at: Option<DateTime<Utc>>) -> Token {
         Token {
-            id: id.into(),
-            name: format!("n{id}").into(),
-            description: None,
-            hash: crate::token::validate_phc(
-                "$argon2id$v=19$m=64,t=1,p=1$c2FsdHNhbHQ$aGFzaGhhc2hoYXNoaGFzaA",
-            )
-            .expect("a valid PHC string"),
-            permission: Permission::Read,
-            routes: Vec::new(),
-            created_at: None,
             expires_at,
-            rate_limit: None,
-            generation: 1,
-            disabled: false,
-            allowed_ips: Default::default(),
-            source: Source::File("t.yaml".into()),
+            ..Token::for_tests(id, &format!("n{id}"))
         }
     }
 

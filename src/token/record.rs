@@ -250,6 +250,32 @@ impl Token {
 }
 
 #[cfg(test)]
+impl Token {
+    /// A read token for unit tests: `name` as given, a fixed cheap hash, no routes, expiry or
+    /// own rate limit, from `t.yaml`. Change fields with struct update syntax.
+    pub(crate) fn for_tests(id: &str, name: &str) -> Token {
+        Token {
+            id: id.into(),
+            name: name.into(),
+            description: None,
+            hash: super::validate_phc(
+                "$argon2id$v=19$m=64,t=1,p=1$c2FsdHNhbHQ$aGFzaGhhc2hoYXNoaGFzaA",
+            )
+            .expect("a valid PHC string"),
+            permission: Permission::Read,
+            routes: Vec::new(),
+            created_at: None,
+            expires_at: None,
+            rate_limit: None,
+            disabled: false,
+            allowed_ips: Default::default(),
+            generation: 1,
+            source: Source::File("t.yaml".into()),
+        }
+    }
+}
+
+#[cfg(test)]
 mod tests {
     use super::*;
 
