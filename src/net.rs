@@ -20,9 +20,11 @@ pub const MAX_FORWARDED_BYTES: usize = 8 * 1024;
 /// (header lines in order, each split at commas). The walk stops at the first entry that is not
 /// an IP address (brackets around IPv6 are accepted, ports are not): the address read just
 /// before it (a trusted proxy, possibly the peer) is then the client, since nothing further left
-/// can be trusted. A chain longer than [`MAX_FORWARDED_ENTRIES`] entries or
-/// [`MAX_FORWARDED_BYTES`] bytes is not read: the peer itself is then the client (the work stays
-/// bounded, and a proxy's own address is rarely in a token's allowlist, so this fails closed).
+/// can be trusted. The walk reads at most [`MAX_FORWARDED_ENTRIES`] entries or
+/// [`MAX_FORWARDED_BYTES`] bytes from the right (the work stays bounded); beyond them the peer
+/// itself is the client. Only trusted proxies write that part of the chain: what a client sends
+/// lies left of the address its first proxy appends, so a long header never makes the client
+/// the proxy.
 /// With no trusted proxy (the default), or a peer outside them, the client is the peer and the
 /// header is not looked at. IPv4-mapped IPv6 addresses are matched as IPv4.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -65,17 +67,19 @@ impl TrustedProxies {
         if self.0.is_empty() || !self.trusts(peer) {
             return Some(peer);
         }
+        // Only the entries walked count: they are right of the first untrusted one, so every
+        // one of them was written by a trusted proxy. A client's own entries (left of the
+        // address its first proxy appended) can make the header long but never stop the walk
+        // early: bounding the whole header would let any client turn itself into the proxy.
         let (mut bytes, mut entries) = (0usize, 0usize);
-        for line in forwarded_for() {
-            bytes += line.len();
-            entries += line.split(|&b| b == b',').count();
-            if bytes > MAX_FORWARDED_BYTES || entries > MAX_FORWARDED_ENTRIES {
-                return Some(peer);
-            }
-        }
         let mut client = peer;
         for line in forwarded_for().rev() {
             for entry in line.rsplit(|&b| b == b',') {
+                bytes += entry.len() + 1;
+                entries += 1;
+                if bytes > MAX_FORWARDED_BYTES || entries > MAX_FORWARDED_ENTRIES {
+                    return Some(peer);
+                }
                 let entry = entry.trim_ascii();
                 if entry.is_empty() {
                     continue;
@@ -189,8 +193,14 @@ mod tests {
             "10.0.0.6"
         );
         assert_eq!(resolve(&t, "10.0.0.1", &["192.0.2.1:80"]), "10.0.0.1");
-        // Too long: the peer.
-        let long = vec!["192.0.2.1"; MAX_FORWARDED_ENTRIES + 1].join(",");
+        // What the client sent, however long, is left of the address its proxy appended.
+        let long = vec!["10.0.0.9"; MAX_FORWARDED_ENTRIES + 1].join(",");
+        assert_eq!(resolve(&t, "10.0.0.1", &[&long, "192.0.2.7"]), "192.0.2.7");
+        assert_eq!(
+            resolve(&t, "10.0.0.1", &[&format!("{long}, 192.0.2.7")]),
+            "192.0.2.7"
+        );
+        // More trusted hops than the walk reads: the peer.
         assert_eq!(resolve(&t, "10.0.0.1", &[&long]), "10.0.0.1");
         let wide = format!("192.0.2.1,{}", " ".repeat(MAX_FORWARDED_BYTES));
         assert_eq!(resolve(&t, "10.0.0.1", &[&wide]), "10.0.0.1");

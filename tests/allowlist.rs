@@ -168,6 +168,42 @@ async fn trusted_proxy_forwards_the_client_address() {
     );
 }
 
+/// A token fenced to the network its ingress proxy is in: a client outside it, whose request
+/// comes through the proxy, must not pass by padding `X-Forwarded-For` (the proxy appends the
+/// client's real address after whatever the client sent).
+#[tokio::test]
+async fn a_long_forwarded_chain_does_not_make_the_client_the_proxy() {
+    let upstream = Upstream::start();
+    let internal = fenced("internal-only", &["127.0.0.0/30"]);
+    let proxy = Setup::new(&upstream.url())
+        .with_tokens(&[&internal])
+        .set("trusted_proxies", json!(["127.0.0.3/32"]))
+        .start()
+        .await;
+    let ingress = client_from([127, 0, 0, 3]);
+    // The chain the ingress sends for an outside client 127.0.0.9 that sent a header itself.
+    let padding = vec!["127.0.0.1"; 80].join(", ");
+    for (path, chain) in [
+        ("/short", "127.0.0.9".to_string()),
+        ("/padded", format!("{padding}, 127.0.0.9")),
+        ("/wide", format!("{}, 127.0.0.9", " ".repeat(9000))),
+    ] {
+        assert_eq!(
+            get(
+                &ingress,
+                &proxy,
+                path,
+                &internal.auth(),
+                &[("x-forwarded-for", &chain)]
+            )
+            .await,
+            (403, Some("ip_not_allowed".into())),
+            "{path}"
+        );
+        assert_eq!(upstream.count_path(path), 0, "{path}");
+    }
+}
+
 #[tokio::test]
 async fn api_validates_and_keeps_managers_within_their_allowlist() {
     let upstream = Upstream::start();
