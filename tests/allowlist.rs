@@ -204,6 +204,38 @@ async fn a_long_forwarded_chain_does_not_make_the_client_the_proxy() {
     }
 }
 
+/// A proxy that adds its own `X-Forwarded-For` line (HAProxy does) after the one the client
+/// sent: the store gets the whole chain, not the client's line with the peer appended.
+#[tokio::test]
+async fn every_forwarded_for_line_reaches_the_store() {
+    let upstream = Upstream::start();
+    let reader = TestToken::read("lines");
+    let proxy = Setup::new(&upstream.url())
+        .with_tokens(&[&reader])
+        .set("trusted_proxies", json!(["127.0.0.1/32"]))
+        .start()
+        .await;
+    let auth = reader.auth();
+    let resp = raw_request(
+        proxy.setup.listen,
+        "GET",
+        "/lines",
+        &[
+            ("Authorization", &auth),
+            ("X-Forwarded-For", "6.6.6.6"),
+            ("X-Forwarded-For", "192.0.2.7"),
+        ],
+    )
+    .await;
+    assert_eq!(resp.status, 200, "{}", resp.text());
+    let seen = upstream.find("/lines").expect("forwarded");
+    assert_eq!(seen.header("x-real-ip").as_deref(), Some("192.0.2.7"));
+    assert_eq!(
+        seen.header_all("x-forwarded-for"),
+        vec!["6.6.6.6, 192.0.2.7, 127.0.0.1"]
+    );
+}
+
 #[tokio::test]
 async fn api_validates_and_keeps_managers_within_their_allowlist() {
     let upstream = Upstream::start();

@@ -101,7 +101,10 @@ pub(super) fn rewrite(parts: &mut http::request::Parts, f: &Forwarding<'_>) {
     }
     if let Some(peer) = f.peer {
         let xff = forwarded_for(
-            headers.get(&X_FORWARDED_FOR).map(HeaderValue::as_bytes),
+            headers
+                .get_all(&X_FORWARDED_FOR)
+                .iter()
+                .map(HeaderValue::as_bytes),
             peer,
         );
         headers.insert(X_FORWARDED_FOR.clone(), xff);
@@ -229,22 +232,27 @@ fn forwarded(ip: IpAddr, addr: &[u8], https: bool) -> HeaderValue {
     HeaderValue::from_maybe_shared(Bytes::from(v)).unwrap_or_else(|_| HeaderValue::from_static(""))
 }
 
-/// `X-Forwarded-For`: the client's address appended to what the client sent, formatted into
-/// a stack buffer (no `String` on the hot path).
-fn forwarded_for(previous: Option<&[u8]>, ip: IpAddr) -> HeaderValue {
+/// `X-Forwarded-For`: the client's address appended to what the client sent (every line of
+/// it, in order, joined with `, `: a proxy may add its own line after the client's), formatted
+/// into a stack buffer (no `String` on the hot path).
+fn forwarded_for<'a>(previous: impl Iterator<Item = &'a [u8]>, ip: IpAddr) -> HeaderValue {
     let mut buf = [0u8; 48];
     let addr = format_ip(ip, &mut buf);
-    let value = match previous {
-        Some(prev) if !prev.is_empty() => {
-            let mut v = Vec::with_capacity(prev.len() + 2 + addr.len());
-            v.extend_from_slice(prev);
+    let mut v: Vec<u8> = Vec::new();
+    for prev in previous.filter(|p| !p.is_empty()) {
+        if !v.is_empty() {
             v.extend_from_slice(b", ");
-            v.extend_from_slice(addr);
-            HeaderValue::from_maybe_shared(Bytes::from(v))
         }
-        _ => HeaderValue::from_bytes(addr),
+        v.extend_from_slice(prev);
+    }
+    let value = if v.is_empty() {
+        HeaderValue::from_bytes(addr)
+    } else {
+        v.extend_from_slice(b", ");
+        v.extend_from_slice(addr);
+        HeaderValue::from_maybe_shared(Bytes::from(v))
     };
-    // Both parts were valid header bytes (the previous value came in as one).
+    // Both parts were valid header bytes (the previous values came in as such).
     value.unwrap_or_else(|_| HeaderValue::from_static(""))
 }
 
@@ -491,9 +499,14 @@ mod tests {
         assert_eq!(one(&parts, "forwarded"), None);
 
         let ip = "10.0.0.1".parse().expect("an address");
-        assert_eq!(forwarded_for(None, ip), "10.0.0.1");
-        assert_eq!(forwarded_for(Some(b""), ip), "10.0.0.1");
-        assert_eq!(forwarded_for(Some(b"1.2.3.4"), ip), "1.2.3.4, 10.0.0.1");
+        let xff = |lines: &[&'static [u8]]| forwarded_for(lines.iter().copied(), ip);
+        assert_eq!(xff(&[]), "10.0.0.1");
+        assert_eq!(xff(&[b""]), "10.0.0.1");
+        assert_eq!(xff(&[b"1.2.3.4"]), "1.2.3.4, 10.0.0.1");
+        assert_eq!(
+            xff(&[b"1.2.3.4", b"", b"5.6.7.8"]),
+            "1.2.3.4, 5.6.7.8, 10.0.0.1"
+        );
     }
 
     #[test]
