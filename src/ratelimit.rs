@@ -453,6 +453,36 @@ pub(crate) mod testing {
     pub fn id(s: &str) -> Arc<str> {
         Arc::from(s)
     }
+
+    /// Limits at the edges (validation refuses some of them; the math must not panic on any):
+    /// the first is the largest, the second one request per the longest period, the fifth
+    /// zero requests in zero time.
+    pub const EXTREME_LIMITS: [Limit; 6] = [
+        Limit {
+            requests: u32::MAX,
+            period: Duration::MAX,
+        },
+        Limit {
+            requests: 1,
+            period: Duration::MAX,
+        },
+        Limit {
+            requests: u32::MAX,
+            period: Duration::from_nanos(1),
+        },
+        Limit {
+            requests: u32::MAX,
+            period: Duration::from_secs(u64::MAX),
+        },
+        Limit {
+            requests: 0,
+            period: Duration::ZERO,
+        },
+        Limit {
+            requests: 0,
+            period: Duration::MAX,
+        },
+    ];
 }
 
 #[cfg(test)]
@@ -761,32 +791,7 @@ mod tests {
 
     #[test]
     fn huge_and_invalid_values_do_not_panic() {
-        let limits = [
-            Limit {
-                requests: u32::MAX,
-                period: Duration::MAX,
-            },
-            Limit {
-                requests: 1,
-                period: Duration::MAX,
-            },
-            Limit {
-                requests: u32::MAX,
-                period: Duration::from_nanos(1),
-            },
-            Limit {
-                requests: u32::MAX,
-                period: Duration::from_secs(u64::MAX),
-            },
-            Limit {
-                requests: 0,
-                period: Duration::ZERO,
-            },
-            Limit {
-                requests: 0,
-                period: Duration::MAX,
-            },
-        ];
+        let limits = EXTREME_LIMITS;
         for start in [Duration::ZERO, Duration::MAX] {
             let l = RateLimiter::new(ManualClock::new(start));
             for advance in [Duration::ZERO, SEC, Duration::MAX, Duration::MAX] {

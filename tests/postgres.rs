@@ -93,6 +93,15 @@ async fn propagation(
 }
 
 /// Wait until the replica follows NOTIFYs (its log says so).
+/// Two replicas on one database, each following its changes.
+async fn two_replicas(upstream: &Upstream, database_url: &str) -> (Tollgate, Tollgate) {
+    let a = replica(upstream, database_url).start().await;
+    let b = replica(upstream, database_url).start().await;
+    wait_listening(&a).await;
+    wait_listening(&b).await;
+    (a, b)
+}
+
 async fn wait_listening(proxy: &Tollgate) {
     let found = poll_until(Duration::from_secs(10), || async {
         proxy.logs().contains("listening for token changes")
@@ -167,10 +176,7 @@ async fn changes_through_one_replica_act_on_the_other_within_a_second() {
     let mut pg = PgCluster::start();
     let url = pg.create_database("propagation");
     let upstream = Upstream::start();
-    let a = replica(&upstream, &url).start().await;
-    let b = replica(&upstream, &url).start().await;
-    wait_listening(&a).await;
-    wait_listening(&b).await;
+    let (a, b) = two_replicas(&upstream, &url).await;
     let client = client();
     let mut figures: Vec<(String, Duration)> = Vec::new();
 
@@ -422,10 +428,7 @@ async fn replicas_serve_through_a_postgres_outage_and_catch_up_after() {
     let mut pg = PgCluster::private();
     let url = pg.create_database("outage");
     let upstream = Upstream::start();
-    let a = replica(&upstream, &url).start().await;
-    let b = replica(&upstream, &url).start().await;
-    wait_listening(&a).await;
-    wait_listening(&b).await;
+    let (a, b) = two_replicas(&upstream, &url).await;
     let client = client();
 
     // Before the outage: `keep` used on both, `fresh` never presented, `gone` used then revoked.
@@ -993,10 +996,7 @@ async fn disabling_through_one_replica_refuses_on_the_other_within_a_second() {
     let mut pg = PgCluster::start();
     let url = pg.create_database("disable");
     let upstream = Upstream::start();
-    let a = replica(&upstream, &url).start().await;
-    let b = replica(&upstream, &url).start().await;
-    wait_listening(&a).await;
-    wait_listening(&b).await;
+    let (a, b) = two_replicas(&upstream, &url).await;
     let client = client();
 
     let (record, token) = a
@@ -1066,10 +1066,7 @@ async fn allowed_ips_are_stored_and_enforced_across_replicas() {
     let mut pg = PgCluster::start();
     let url = pg.create_database("allowlist");
     let upstream = Upstream::start();
-    let a = replica(&upstream, &url).start().await;
-    let b = replica(&upstream, &url).start().await;
-    wait_listening(&a).await;
-    wait_listening(&b).await;
+    let (a, b) = two_replicas(&upstream, &url).await;
     let client = client();
 
     // The test client connects from 127.0.0.1: outside this list.

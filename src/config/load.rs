@@ -278,26 +278,35 @@ fn trusted_proxies(v: Value) -> Result<crate::net::TrustedProxies, String> {
         .map(crate::net::TrustedProxies::new)
 }
 
+/// Loading documents in unit tests (this module's and the section builders').
 #[cfg(test)]
-mod tests {
+pub(crate) mod testing {
     use super::*;
-    use crate::config::HashParams;
-    use std::path::PathBuf;
 
     /// The origin of the test documents in messages.
-    const FILE: &str = "tollgate.yaml";
+    pub const FILE: &str = "tollgate.yaml";
 
-    fn doc(text: &str) -> String {
+    pub fn doc(text: &str) -> String {
         text.to_string()
     }
 
-    fn load_doc(
+    /// Loads `text` as if it were the file [`FILE`], with `env` and `overrides`.
+    pub fn load_doc(
         text: &str,
         env: Vec<(String, String)>,
         overrides: &Overrides,
     ) -> Result<(Config, Vec<String>), ConfigErrors> {
         load_text(Some((FILE, text)), env, overrides)
     }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::HashParams;
+    use std::path::PathBuf;
+
+    use crate::config::testing::*;
 
     #[test]
     fn defaults_without_a_file() {

@@ -191,24 +191,7 @@ mod tests {
 
     #[test]
     fn extreme_values_render() {
-        let limits = [
-            Limit {
-                requests: u32::MAX,
-                period: Duration::MAX,
-            },
-            Limit {
-                requests: 1,
-                period: Duration::MAX,
-            },
-            Limit {
-                requests: u32::MAX,
-                period: Duration::from_nanos(1),
-            },
-            Limit {
-                requests: 0,
-                period: Duration::ZERO,
-            },
-        ];
+        let limits = EXTREME_LIMITS;
         for start in [Duration::ZERO, Duration::MAX] {
             let l = RateLimiter::new(ManualClock::new(start));
             for advance in [Duration::ZERO, Duration::MAX] {
@@ -236,7 +219,7 @@ mod tests {
             u64::MAX.to_string().as_str()
         );
         // requests: 0 behaves as 1, a zero period as 1 ns.
-        let d = l.check(&id("zero"), &limits[3]);
+        let d = l.check(&id("zero"), &limits[4]);
         assert_eq!(render(&d, l.clock().unix_now())[4].1, "\"default\";q=1;w=1");
     }
 }

@@ -1,22 +1,8 @@
 //! Tests of the section builders, through the loader.
 
 use super::*;
-use crate::config::{load, load_text, Config, ConfigErrors, Overrides};
-
-/// The origin of the test documents in messages.
-const FILE: &str = "tollgate.yaml";
-
-fn doc(text: &str) -> String {
-    text.to_string()
-}
-
-fn load_doc(
-    text: &str,
-    env: Vec<(String, String)>,
-    overrides: &Overrides,
-) -> Result<(Config, Vec<String>), ConfigErrors> {
-    load_text(Some((FILE, text)), env, overrides)
-}
+use crate::config::testing::*;
+use crate::config::{load, Overrides};
 
 #[test]
 fn limits_defaults_values_and_refusals() {
