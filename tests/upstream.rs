@@ -205,3 +205,37 @@ async fn the_name_is_resolved_again_on_the_interval() {
     }
     assert_eq!(a.count(), 3, "nothing more reached the dropped address");
 }
+
+/// An IP-literal upstream can lead nowhere else on a second try: a failed connection is
+/// answered 502 after one attempt, with no resolution and no retry.
+#[tokio::test]
+async fn an_ip_literal_upstream_is_not_retried() {
+    let token = TestToken::read("reader");
+    let tg = Setup::new(&down_upstream_url())
+        .with_tokens(&[&token])
+        .start()
+        .await;
+    let resp = client()
+        .get(tg.url("/down"))
+        .header("authorization", token.bearer())
+        .send()
+        .await
+        .expect("an answer");
+    assert_eq!(resp.status().as_u16(), 502);
+    // The audit line comes after any retry line in the same ordered log.
+    let audited = poll_until(Duration::from_secs(5), || async {
+        tg.logs().contains("\"path\":\"/down\"")
+    })
+    .await;
+    assert!(audited.is_some(), "{}", tg.logs());
+    let logs = tg.logs();
+    assert!(
+        !logs.contains("retrying on its addresses"),
+        "a literal upstream was retried:\n{logs}"
+    );
+    assert_eq!(
+        tg.metric(r#"tollgate_upstream_resolutions_total{result="ok"}"#)
+            .await,
+        0.0
+    );
+}
