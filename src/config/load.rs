@@ -278,28 +278,6 @@ fn trusted_proxies(v: Value) -> Result<crate::net::TrustedProxies, String> {
         .map(crate::net::TrustedProxies::new)
 }
 
-/// Loading documents in unit tests (this module's and the section builders').
-#[cfg(test)]
-pub(crate) mod testing {
-    use super::*;
-
-    /// The origin of the test documents in messages.
-    pub const FILE: &str = "tollgate.yaml";
-
-    pub fn doc(text: &str) -> String {
-        text.to_string()
-    }
-
-    /// Loads `text` as if it were the file [`FILE`], with `env` and `overrides`.
-    pub fn load_doc(
-        text: &str,
-        env: Vec<(String, String)>,
-        overrides: &Overrides,
-    ) -> Result<(Config, Vec<String>), ConfigErrors> {
-        load_text(Some((FILE, text)), env, overrides)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

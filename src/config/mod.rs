@@ -6,6 +6,8 @@ mod database_url;
 mod fields;
 mod load;
 mod sections;
+#[cfg(test)]
+pub(crate) mod testing;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -17,8 +19,6 @@ pub use crate::net::TrustedProxies;
 pub use crate::token::HashParams;
 pub use database_url::{backend_of, redact_url, Backend};
 pub use fields::{ConfigError, ConfigErrors, Origins};
-#[cfg(test)]
-pub(crate) use load::testing;
 pub use load::{load, load_text, Overrides, DEFAULT_CONFIG_PATH};
 
 /// The package store Tollgate forwards to.
