@@ -4,7 +4,7 @@
 
 use std::net::IpAddr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use bytes::BytesMut;
@@ -82,15 +82,19 @@ async fn read_head(
     watch: &mut ShutdownWatch,
 ) -> Head {
     let mut buf = BytesMut::with_capacity(4096);
-    let mut deadline = tokio::time::Instant::now() + idle.unwrap_or(header_timeout);
+    let mut deadline = Instant::now() + idle.unwrap_or(header_timeout);
     let mut scanned = 0;
     loop {
         if buf.capacity() - buf.len() < 1024 {
             buf.reserve(4096);
         }
+        // pingora's timer wheel, as pingora times its own reads: a tokio timer registered from
+        // a worker other than the one parked in the I/O driver wakes that one (an eventfd write,
+        // a futex wake and an epoll return per request, `benches/syscalls.sh`).
+        let left = deadline.saturating_duration_since(Instant::now());
         let read = tokio::select! {
             biased;
-            r = tokio::time::timeout_at(deadline, stream.read_buf(&mut buf)) => r,
+            r = pingora_timeout::fast_timeout::fast_timeout(left, stream.read_buf(&mut buf)) => r,
             _ = shutting_down(watch) => return Head::Shutdown,
         };
         match read {
@@ -105,7 +109,7 @@ async fn read_head(
         }
         if scanned == 0 && idle.is_some() {
             // The first bytes of a later request: the head's own deadline starts now.
-            deadline = tokio::time::Instant::now() + header_timeout;
+            deadline = Instant::now() + header_timeout;
         }
         if head_complete(&buf, scanned) || buf.len() > MAX_HEAD {
             return Head::Read(buf);
