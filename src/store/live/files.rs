@@ -276,6 +276,9 @@ impl Store {
             .flat_map(|f| survivors(&previous, &f.path, f.text.as_deref()))
             .collect();
         let rebuild = if kept.len() != previous.len() {
+            // What serves is no longer the last good load: putting that text back must be read
+            // as a change (it restores what this edit took away), not skipped as unchanged.
+            *lock(&self.files_digest) = None;
             self.rebuild_with(Some(kept)).await.err()
         } else {
             None
