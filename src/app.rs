@@ -268,6 +268,7 @@ impl App {
             hashing: config.hashing,
             default_rate_limit: config.rate_limit,
             max_lifetime: config.tokens.max_lifetime,
+            max_overlap: config.tokens.max_overlap,
             trusted_proxies: Arc::new(config.trusted_proxies.clone()),
             health: health.clone(),
         };
@@ -275,6 +276,11 @@ impl App {
             admin_listener,
             state,
             admin_tls,
+            stop_rx.clone(),
+        ));
+        tokio::spawn(crate::auth::rotation::run(
+            verifier.clone(),
+            store.clone(),
             stop_rx.clone(),
         ));
         let store_task = {

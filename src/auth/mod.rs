@@ -3,8 +3,9 @@
 
 pub mod credentials;
 pub mod policy;
+pub mod rotation;
 pub mod verifier;
 
 pub use credentials::{parse_authorization, CredentialError, Presented};
 pub use policy::{normalize_path, required_permission, PathError};
-pub use verifier::{AuthError, Caller, Verifier};
+pub use verifier::{AuthError, Authenticated, Caller, Verifier};

@@ -34,7 +34,7 @@ pub struct LastUse {
     /// The `User-Agent` it sent, if any.
     pub user_agent: Option<Arc<str>>,
 }
-use row::{from_millis, millis, rate_limit_json, routes_json, row_to_token};
+use row::{from_millis, millis, previous_columns, rate_limit_json, routes_json, row_to_token};
 pub use url::{backend_of, missing_sqlite_file, redact_url, Backend};
 use url::{create_private, sqlite_path};
 
@@ -101,7 +101,7 @@ impl std::fmt::Debug for Database {
 }
 
 const TOKEN_COLUMNS: &str =
-    "id, name, description, hash, permission, routes, rate_limit, created_at, expires_at, generation, disabled, allowed_ips";
+    "id, name, description, hash, permission, routes, rate_limit, created_at, expires_at, generation, disabled, allowed_ips, previous_hash, previous_valid_until";
 
 impl Database {
     /// Opens (creating the SQLite file and its directory if needed, private to the user) and
@@ -256,7 +256,7 @@ impl Database {
         let c = |e| classify(e, &t.name, &t.id);
         let mut tx = self.pool.begin().await.map_err(unavailable)?;
         sqlx::query(&format!(
-            "INSERT INTO tokens ({TOKEN_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"
+            "INSERT INTO tokens ({TOKEN_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)"
         ))
         .bind(&*t.id)
         .bind(&*t.name)
@@ -274,6 +274,8 @@ impl Database {
         .bind(t.generation as i64)
         .bind(i64::from(t.disabled))
         .bind(t.allowed_ips.to_string())
+        .bind(previous_columns(t).0)
+        .bind(previous_columns(t).1)
         .execute(&mut *tx)
         .await
         .map_err(c)?;
@@ -282,14 +284,15 @@ impl Database {
     }
 
     /// Rewrites a token's mutable fields (name, description, hash, permission, routes, rate
-    /// limit, disabled, allowed IPs), if it is still at generation `expected`; its generation becomes `t.generation`.
+    /// limit, disabled, allowed IPs, previous secret), if it is still at generation `expected`; its generation becomes `t.generation`.
     pub async fn update(&self, t: &Token, expected: u64) -> Result<(), DbError> {
         let c = |e| classify(e, &t.name, &t.id);
         let mut tx = self.pool.begin().await.map_err(unavailable)?;
         let done = sqlx::query(
             "UPDATE tokens SET name = $1, description = $2, hash = $3, permission = $4, routes = $5, \
-             rate_limit = $6, generation = $7, disabled = $8, allowed_ips = $9 \
-             WHERE id = $10 AND generation = $11",
+             rate_limit = $6, generation = $7, disabled = $8, allowed_ips = $9, \
+             previous_hash = $10, previous_valid_until = $11 \
+             WHERE id = $12 AND generation = $13",
         )
         .bind(&*t.name)
         .bind(t.description.clone())
@@ -300,6 +303,8 @@ impl Database {
         .bind(t.generation as i64)
         .bind(i64::from(t.disabled))
         .bind(t.allowed_ips.to_string())
+        .bind(previous_columns(t).0)
+        .bind(previous_columns(t).1)
         .bind(&*t.id)
         .bind(expected as i64)
         .execute(&mut *tx)
@@ -310,6 +315,29 @@ impl Database {
         }
         Self::bump(&mut tx).await.map_err(c)?;
         tx.commit().await.map_err(c)
+    }
+
+    /// Forgets the previous secret of token `id` at generation `generation` (its overlap
+    /// ended); false when there was none to forget (already retired, or the token changed).
+    /// The generation stays: cached verifications of the current secret remain valid.
+    pub async fn retire_previous(&self, id: &str, generation: u64) -> Result<bool, DbError> {
+        let c = |e| classify(e, "", id);
+        let mut tx = self.pool.begin().await.map_err(unavailable)?;
+        let done = sqlx::query(
+            "UPDATE tokens SET previous_hash = NULL, previous_valid_until = NULL \
+             WHERE id = $1 AND generation = $2 AND previous_hash IS NOT NULL",
+        )
+        .bind(id)
+        .bind(generation as i64)
+        .execute(&mut *tx)
+        .await
+        .map_err(c)?;
+        if done.rows_affected() == 0 {
+            return Ok(false);
+        }
+        Self::bump(&mut tx).await.map_err(c)?;
+        tx.commit().await.map_err(c)?;
+        Ok(true)
     }
 
     /// Deletes (revokes) a token; false if there was none.
@@ -419,6 +447,7 @@ mod tests {
             generation: 1,
             disabled: false,
             allowed_ips: Default::default(),
+            previous: None,
             source: Source::Database,
         }
     }
