@@ -492,6 +492,31 @@ mod tests {
             db.token(&t.id).await.unwrap().allowed_ips,
             fenced.allowed_ips
         );
+        // A previous secret round-trips, and retiring it is done once, at its generation.
+        let mut rotated = db.token(&t.id).await.unwrap();
+        let until = from_millis(millis(Utc::now()) + 60_000).unwrap();
+        rotated.previous = Some(crate::token::PreviousSecret {
+            hash: t.hash.clone(),
+            valid_until: until,
+        });
+        rotated.generation = 5;
+        db.update(&rotated, 4).await.unwrap();
+        let back = db.token(&t.id).await.unwrap();
+        let p = back.previous.as_ref().expect("previous secret stored");
+        assert_eq!((p.hash.as_str(), p.valid_until), (t.hash.as_str(), until));
+        assert!(
+            !db.retire_previous(&t.id, 4).await.unwrap(),
+            "another generation"
+        );
+        let c = db.changes().await.unwrap();
+        assert!(db.retire_previous(&t.id, 5).await.unwrap());
+        assert!(db.changes().await.unwrap() > c, "other processes notice");
+        assert!(
+            !db.retire_previous(&t.id, 5).await.unwrap(),
+            "already retired"
+        );
+        let back = db.token(&t.id).await.unwrap();
+        assert!(back.previous.is_none() && back.generation == 5);
         let now = Utc::now();
         let use_at = |at, ip: &str, agent: &str| LastUse {
             at,
