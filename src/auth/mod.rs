@@ -1,6 +1,7 @@
 //! Authentication and authorization: credentials from the `Authorization` header, token
 //! verification (cache + argon2), and the route policy. No HTTP server types here.
 
+mod argon2_pool;
 pub mod credentials;
 pub mod policy;
 pub mod rotation;
