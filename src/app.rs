@@ -368,7 +368,14 @@ fn start_proxy(
     };
     let mut server = Server::new_with_opt_and_conf(None, conf);
     server.bootstrap();
-    let mut service = crate::conn::proxy_service(&server.configuration, proxy, limits);
+    let mut service = crate::conn::proxy_service(
+        &server.configuration,
+        proxy,
+        limits,
+        config
+            .listen_proxy_protocol
+            .then(|| config.trusted_proxies.clone()),
+    );
     service.add_tcp(&config.listen.to_string());
     if let (Some(tls), Some(certs)) = (&config.tls, certs) {
         let mut settings = TlsSettings::intermediate("", "").map_err(|e| anyhow!("tls: {e}"))?;

@@ -257,4 +257,8 @@ pub struct Config {
     /// Proxies whose `X-Forwarded-For` names the client (`trusted_proxies`; default none):
     /// see [`crate::net::TrustedProxies`].
     pub trusted_proxies: crate::net::TrustedProxies,
+    /// Connections to `listen` from a `trusted_proxies` peer start with a PROXY protocol v1 or
+    /// v2 header, whose source address is the client's (`listen_proxy_protocol`; default
+    /// false). The TLS listener never reads one.
+    pub listen_proxy_protocol: bool,
 }
