@@ -376,12 +376,15 @@ fn start_proxy(
             .listen_proxy_protocol
             .then(|| config.trusted_proxies.clone()),
     );
-    service.add_tcp(&config.listen.to_string());
+    service.add_listener(crate::conn::listener(&config.listen.to_string(), None));
     if let (Some(tls), Some(certs)) = (&config.tls, certs) {
         let mut settings = TlsSettings::intermediate("", "").map_err(|e| anyhow!("tls: {e}"))?;
         settings.set_cert_resolver(certs);
         settings.enable_h2();
-        service.add_tls_with_settings(&tls.listen.to_string(), None, settings);
+        service.add_listener(crate::conn::listener(
+            &tls.listen.to_string(),
+            Some(settings),
+        ));
     }
     server.add_service(service);
     let (done_tx, done_rx) = oneshot::channel();
