@@ -283,6 +283,11 @@ async fn untrusted_peers_and_bad_headers_are_not_honoured() {
         started.elapsed()
     );
     assert_eq!(upstream.count(), before, "nothing reached the upstream");
+    // Each closed connection is counted (no header, four malformed, oversized, slow).
+    let closed = proxy
+        .metric("tollgate_connections_refused_total{reason=\"proxy_protocol\"}")
+        .await;
+    assert_eq!(closed, 7.0);
 
     // The server still serves.
     let fine = exchange(

@@ -212,7 +212,7 @@ async fn the_deadline_ends_the_overlap_without_any_use() {
                 .contains(&until.format("%Y-%m-%d %H:%M").to_string()),
         "{table:?}"
     );
-    regenerate(&proxy, &other_id, Some(json!({"overlap": "4s"})))
+    regenerate(&proxy, &other_id, Some(json!({"overlap": "6s"})))
         .await
         .expect(200);
     let new_auth = bearer(&new);
@@ -420,6 +420,14 @@ async fn the_new_secret_used_on_one_replica_refuses_the_old_one_on_the_other() {
     assert!(took <= Duration::from_secs(2), "took {took:?}");
     assert_eq!(get(&b, &new_auth).await.status, 200, "new on B");
     assert_eq!(show(&b, &id).await["previous_valid_until"], Value::Null);
-    let lines: usize = [&a, &b].iter().map(|r| retirements(r, &id).len()).sum();
-    assert_eq!(lines, 1, "one retirement line across the replicas");
+    let count = || {
+        [&a, &b]
+            .iter()
+            .map(|r| retirements(r, &id).len())
+            .sum::<usize>()
+    };
+    let logged = poll_until(Duration::from_secs(10), || async { count() > 0 }).await;
+    assert!(logged.is_some(), "no retirement line; A log:\n{}", a.logs());
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(count(), 1, "one retirement line across the replicas");
 }

@@ -340,7 +340,12 @@ async fn modify(
     if let Some(name) = &patch.name {
         check_name_free(&s, name, Some(&current.id))?;
     }
-    let t = manage::apply_patch(&current, patch)?;
+    let mut t = manage::apply_patch(&current, patch)?;
+    if t.previous.is_some() && !s.verifier.rotation.previous_usable(&current, Utc::now()) {
+        // Retired here (its database write may still be on its way): a change must not bring
+        // the previous secret back under a new generation.
+        t.previous = None;
+    }
     within(&s, &actor, &current)?;
     within(&s, &actor, &t)?;
     database.update(&t, current.generation).await?;

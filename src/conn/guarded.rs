@@ -273,6 +273,10 @@ where
                     early = rest;
                 }
                 Err(e) => {
+                    crate::metrics::METRICS
+                        .connections_refused
+                        .with_label_values(&["proxy_protocol"])
+                        .inc();
                     tracing::debug!(peer = ?ip, reason = e.as_str(), "connection from a trusted proxy closed");
                     return None;
                 }
