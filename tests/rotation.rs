@@ -193,7 +193,7 @@ async fn the_deadline_ends_the_overlap_without_any_use() {
                 "regenerate",
                 "slow-ci",
                 "--overlap",
-                "4s",
+                "6s",
                 "--output",
                 "json",
             ],
@@ -212,9 +212,13 @@ async fn the_deadline_ends_the_overlap_without_any_use() {
                 .contains(&until.format("%Y-%m-%d %H:%M").to_string()),
         "{table:?}"
     );
-    regenerate(&proxy, &other_id, Some(json!({"overlap": "6s"})))
+    let other_new = regenerate(&proxy, &other_id, Some(json!({"overlap": "6s"})))
         .await
         .expect(200);
+    let other_until = parse_time(
+        &other_new["previous_valid_until"],
+        "API previous_valid_until",
+    );
     let new_auth = bearer(&new);
     // The server follows the CLI's write; with `deadline`, using the new secret leaves the
     // old one working.
@@ -232,7 +236,9 @@ async fn the_deadline_ends_the_overlap_without_any_use() {
     assert_eq!(get(&proxy, &old_auth).await.status, 200, "old, cached");
 
     // Past the deadline: refused, cached or not, without any use in between for `idle-ci`.
-    let wait = (until - chrono::Utc::now()).to_std().unwrap_or_default();
+    let wait = (until.max(other_until) - chrono::Utc::now())
+        .to_std()
+        .unwrap_or_default();
     tokio::time::sleep(wait + Duration::from_millis(300)).await;
     let r = get(&proxy, &old_auth).await;
     assert_eq!(r.status, 401, "old after the deadline: {}", r.body);
