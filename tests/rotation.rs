@@ -437,3 +437,39 @@ async fn the_new_secret_used_on_one_replica_refuses_the_old_one_on_the_other() {
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(count(), 1, "one retirement line across the replicas");
 }
+
+#[tokio::test]
+async fn the_old_secret_refused_for_its_address_stays_valid_from_an_allowed_one() {
+    let upstream = Upstream::start();
+    let proxy = server(&upstream).start().await;
+    let (record, old) = proxy
+        .create_token(
+            &boot(),
+            json!({"name": "fenced-ci", "permission": "read", "allowed_ips": ["127.0.0.1/32"]}),
+        )
+        .await;
+    let id = record["id"].as_str().expect("id").to_owned();
+    let old_auth = bearer(&old);
+    regenerate(&proxy, &id, Some(json!({"overlap": "1h"})))
+        .await
+        .expect(200);
+    let from_two = reqwest::Client::builder()
+        .no_proxy()
+        .local_address(std::net::IpAddr::from([127, 0, 0, 2]))
+        .build()
+        .expect("client");
+    // Verified (so cached as the previous secret), then refused for the address, twice: the
+    // second time from the cache.
+    for round in 0..2 {
+        let r = http_get(&from_two, &proxy.url("/pkg/one"), Some(&old_auth)).await;
+        assert_eq!(r.status, 403, "round {round}: {}", r.body);
+        assert_eq!(r.error_code().as_deref(), Some("ip_not_allowed"));
+    }
+    // That refusal is the allowlist's, not the end of the overlap.
+    let r = get(&proxy, &old_auth).await;
+    assert_eq!(
+        r.status, 200,
+        "old secret from the allowed address: {}",
+        r.body
+    );
+}

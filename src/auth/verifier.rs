@@ -260,9 +260,9 @@ impl Verifier {
             if v.generation == record.generation && v.id == record.id {
                 METRICS.cache_hits.inc();
                 let result = self.finish(record.clone(), v.previous, now, caller.addr);
-                if result.is_err() && v.previous {
+                if v.previous && matches!(result, Err(AuthError::WrongSecret)) {
                     // A previous secret that died: forget it, so it costs nothing again.
-                    self.forget_dead_previous(digest, record.generation).await;
+                    Box::pin(self.forget_dead_previous(digest, record.generation)).await;
                 }
                 return result;
             }
@@ -315,7 +315,7 @@ impl Verifier {
                 Some(v) if current(&v) => {
                     METRICS.cache_hits.inc();
                     let result = self.finish(record.clone(), v.previous, now, caller.addr);
-                    if result.is_err() && v.previous {
+                    if v.previous && matches!(result, Err(AuthError::WrongSecret)) {
                         self.forget_dead_previous(digest, record.generation).await;
                     }
                     return result;
@@ -356,7 +356,7 @@ impl Verifier {
             match verified {
                 Ok(v) if current(&v) => {
                     let result = self.finish(record.clone(), v.previous, now, caller.addr);
-                    if result.is_err() && v.previous {
+                    if v.previous && matches!(result, Err(AuthError::WrongSecret)) {
                         self.forget_dead_previous(digest, record.generation).await;
                     }
                     return result;
