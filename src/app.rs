@@ -268,6 +268,7 @@ impl App {
             hashing: config.hashing,
             default_rate_limit: config.rate_limit,
             max_lifetime: config.tokens.max_lifetime,
+            max_overlap: config.tokens.max_overlap,
             trusted_proxies: Arc::new(config.trusted_proxies.clone()),
             health: health.clone(),
         };
@@ -275,6 +276,11 @@ impl App {
             admin_listener,
             state,
             admin_tls,
+            stop_rx.clone(),
+        ));
+        tokio::spawn(crate::auth::rotation::run(
+            verifier.clone(),
+            store.clone(),
             stop_rx.clone(),
         ));
         let store_task = {
@@ -362,7 +368,14 @@ fn start_proxy(
     };
     let mut server = Server::new_with_opt_and_conf(None, conf);
     server.bootstrap();
-    let mut service = crate::conn::proxy_service(&server.configuration, proxy, limits);
+    let mut service = crate::conn::proxy_service(
+        &server.configuration,
+        proxy,
+        limits,
+        config
+            .listen_proxy_protocol
+            .then(|| config.trusted_proxies.clone()),
+    );
     service.add_listener(crate::conn::listener(&config.listen.to_string(), None));
     if let (Some(tls), Some(certs)) = (&config.tls, certs) {
         let mut settings = TlsSettings::intermediate("", "").map_err(|e| anyhow!("tls: {e}"))?;

@@ -61,7 +61,8 @@ pub struct Metrics {
     /// The cap on open client connections (`limits.max_connections`, resolved).
     pub connections_max: IntGauge,
     /// Client connections refused by a cap, by reason (`max_connections`,
-    /// `max_connections_per_ip`).
+    /// `max_connections_per_ip`), or closed for lack of a valid PROXY header from a trusted
+    /// proxy (`proxy_protocol`).
     pub connections_refused: IntCounterVec,
     /// Client connections closed by a deadline, by kind (`header`: the request head was not
     /// complete in time; `keepalive`: idle between requests).
@@ -273,7 +274,7 @@ impl Metrics {
                 IntCounterVec::new(
                     Opts::new(
                         "connections_refused_total",
-                        "Client connections refused by a connection cap, by reason",
+                        "Client connections refused by a connection cap, or for lack of a valid PROXY header, by reason",
                     ),
                     &["reason"],
                 )

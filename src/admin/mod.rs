@@ -36,6 +36,8 @@ pub struct AdminState {
     pub default_rate_limit: RateLimitRule,
     /// `tokens.max_lifetime`: the latest expiry a created or regenerated token may have.
     pub max_lifetime: Option<std::time::Duration>,
+    /// `tokens.max_overlap`: the longest overlap a regeneration may keep the old secret for.
+    pub max_overlap: std::time::Duration,
     /// `trusted_proxies`: behind one of them, a manager token's allowlist and the budgets
     /// key on the client `X-Forwarded-For` names, as on the proxy.
     pub trusted_proxies: Arc<crate::config::TrustedProxies>,

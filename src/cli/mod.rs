@@ -71,8 +71,10 @@ pub enum TokenCommand {
     Show(TargetArgs),
     /// Revoke (delete) a database token; effective at once.
     Revoke(TargetArgs),
-    /// Give a database token a new secret; the old one stops working at once. Prints the token once.
-    Regenerate(TargetArgs),
+    /// Give a database token a new secret; the old one stops working at once, or with
+    /// `--overlap 24h` keeps working until then (or until the new one is first used, see
+    /// `tokens.rotation_overlap_ends`). Prints the token once.
+    Regenerate(RegenerateArgs),
     /// Rename a database token.
     Rename(RenameArgs),
     /// Change description, permission, routes or rate limit of a database token.
@@ -107,6 +109,21 @@ pub struct OutputArgs {
 pub struct TargetArgs {
     /// The token's id or name.
     pub token: String,
+    /// table or json.
+    #[arg(long, short = 'o', value_enum, default_value_t = Output::Table)]
+    pub output: Output,
+}
+
+/// Flags of `token regenerate`.
+#[derive(Debug, Args)]
+pub struct RegenerateArgs {
+    /// The token's id or name.
+    pub token: String,
+    /// Keep the old secret working this long (`24h`, `7d`; at most `tokens.max_overlap`),
+    /// or until the new secret is first used when `tokens.rotation_overlap_ends` is
+    /// `first_use` (the default).
+    #[arg(long)]
+    pub overlap: Option<String>,
     /// table or json.
     #[arg(long, short = 'o', value_enum, default_value_t = Output::Table)]
     pub output: Output,
@@ -352,6 +369,7 @@ fn bootstrap_token(spec: &str, params: &HashParams) -> anyhow::Result<Token> {
         rate_limit: None,
         disabled: false,
         allowed_ips: Default::default(),
+        previous: None,
         generation: 1,
         source: Source::Bootstrap,
     })

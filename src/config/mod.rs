@@ -72,6 +72,32 @@ pub struct TokensConfig {
     /// that expires later, or never, is refused, and so is a token-file entry that does.
     /// `None` (`none`, the default): no limit.
     pub max_lifetime: Option<Duration>,
+    /// When the previous secret of a token regenerated with an overlap stops working
+    /// (`tokens.rotation_overlap_ends`): at the first use of the new secret, or only at the
+    /// overlap's deadline.
+    pub rotation_overlap_ends: OverlapEnds,
+    /// The longest overlap a regeneration may ask for (`tokens.max_overlap`, default 30d).
+    pub max_overlap: Duration,
+}
+
+/// When the previous secret of a token regenerated with an overlap stops working.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OverlapEnds {
+    /// At the first use of the new secret, or at the deadline, whichever comes first.
+    #[default]
+    FirstUse,
+    /// Only at the deadline: both secrets work until then.
+    Deadline,
+}
+
+impl OverlapEnds {
+    /// The configuration word (`first_use`, `deadline`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OverlapEnds::FirstUse => "first_use",
+            OverlapEnds::Deadline => "deadline",
+        }
+    }
 }
 
 impl std::fmt::Debug for TokensConfig {
@@ -84,6 +110,8 @@ impl std::fmt::Debug for TokensConfig {
             .field("identity_headers", &self.identity_headers)
             .field("token_usernames", &self.token_usernames)
             .field("max_lifetime", &self.max_lifetime)
+            .field("rotation_overlap_ends", &self.rotation_overlap_ends)
+            .field("max_overlap", &self.max_overlap)
             .finish()
     }
 }
@@ -229,4 +257,8 @@ pub struct Config {
     /// Proxies whose `X-Forwarded-For` names the client (`trusted_proxies`; default none):
     /// see [`crate::net::TrustedProxies`].
     pub trusted_proxies: crate::net::TrustedProxies,
+    /// Connections to `listen` from a `trusted_proxies` peer start with a PROXY protocol v1 or
+    /// v2 header, whose source address is the client's (`listen_proxy_protocol`; default
+    /// false). The TLS listener never reads one.
+    pub listen_proxy_protocol: bool,
 }

@@ -60,6 +60,8 @@ pub struct Ctx {
     /// says (set first thing in `request_filter`).
     client: Option<std::net::IpAddr>,
     token: Option<Arc<Token>>,
+    /// The token's previous secret was presented (a regeneration's overlap).
+    previous_secret: bool,
     outcome: &'static str,
     path: Option<String>,
     class: &'static str,
@@ -213,6 +215,7 @@ impl ProxyHttp for Proxy {
             started: Instant::now(),
             client: None,
             token: None,
+            previous_secret: false,
             outcome: "ok",
             path: None,
             class: "proxied",
@@ -267,10 +270,13 @@ impl ProxyHttp for Proxy {
                 let caller = Caller::proxy(ctx.client);
                 let token = match self
                     .verifier
-                    .authenticate(&presented, &snapshot, now, caller)
+                    .authenticate_detailed(&presented, &snapshot, now, caller)
                     .await
                 {
-                    Ok(t) => t,
+                    Ok(a) => {
+                        ctx.previous_secret = a.previous_secret;
+                        a.token
+                    }
                     Err(e) => return self.refuse(session, ctx, e.into()).await,
                 };
                 drop(snapshot);
@@ -514,6 +520,7 @@ impl ProxyHttp for Proxy {
             // Set by `request_filter`; a request refused before it (a bad head) by the peer.
             client: ctx.client.or_else(|| peer_ip(session)),
             duration: elapsed,
+            previous_secret: ctx.previous_secret,
         });
     }
 }

@@ -151,6 +151,7 @@ pub fn build_new(
         rate_limit: req.rate_limit,
         disabled: false,
         allowed_ips: req.allowed_ips,
+        previous: None,
         generation: 1,
         source: Source::Database,
     };
@@ -201,6 +202,8 @@ pub fn regenerate(
     let g = token::generate_with_id(&current.id);
     let mut t = current.clone();
     t.hash = hash(&g.token, params)?;
+    // No overlap unless asked for (`rotation::with_overlap`): an earlier previous secret dies.
+    t.previous = None;
     t.generation = current.generation + 1;
     Ok((t, g.token))
 }
@@ -226,6 +229,7 @@ pub fn token_view(
         "rate_limit": t.rate_limit,
         "disabled": t.disabled,
         "allowed_ips": t.allowed_ips,
+        "previous_valid_until": t.live_previous(now).map(|p| p.valid_until),
         "source": t.source.kind(),
     })
 }

@@ -235,6 +235,9 @@ pub struct Token {
     /// The client networks the token may be used from (empty: any). Checked after the secret
     /// verifies, like `disabled`.
     pub allowed_ips: super::AllowedIps,
+    /// The secret this one replaced, still accepted until its deadline (a regeneration with
+    /// an overlap); `None` when there is none.
+    pub previous: Option<PreviousSecret>,
     /// Changes whenever the secret or the rights change; cached verifications of another
     /// generation do not count.
     pub generation: u64,
@@ -242,7 +245,22 @@ pub struct Token {
     pub source: Source,
 }
 
+/// The secret a regeneration with an overlap replaced: accepted until `valid_until` (or,
+/// by default, until the new secret is first used).
+#[derive(Debug, Clone)]
+pub struct PreviousSecret {
+    /// argon2id PHC hash of the previous secret.
+    pub hash: PhcHash,
+    /// The overlap's deadline: from then on the previous secret is refused.
+    pub valid_until: DateTime<Utc>,
+}
+
 impl Token {
+    /// The previous secret while `now` is before its deadline.
+    pub fn live_previous(&self, now: DateTime<Utc>) -> Option<&PreviousSecret> {
+        self.previous.as_ref().filter(|p| now < p.valid_until)
+    }
+
     /// True once `now` has reached the expiry.
     pub fn is_expired(&self, now: DateTime<Utc>) -> bool {
         self.expires_at.is_some_and(|e| now >= e)
@@ -269,6 +287,7 @@ impl Token {
             rate_limit: None,
             disabled: false,
             allowed_ips: Default::default(),
+            previous: None,
             generation: 1,
             source: Source::File("t.yaml".into()),
         }

@@ -252,6 +252,7 @@ composer-acme read --route /packages.json=read --route /p2/acme/*=read --route /
 curl-revocable read
 composer-revocable read
 pip-revocable read
+pip-fenced read --allow-ip 127.0.0.1/32
 twine-revocable write
 npm-revocable read
 maven-revocable read
@@ -505,6 +506,39 @@ s_pip_revoked() {
   revoke pip-revocable pypi
   expect_refused "$work/out/pip-rev.txt" '401 Error, Credentials not correct' pip_install_env "$work/pip-rev2" "$tok"
 }
+# pip_from SOURCE DIR TOKEN: pip itself, its connections made from SOURCE (127.0.0.0/8 all
+# reaches the listener; pip has no source-address option, so every socket it connects is bound
+# to SOURCE first).
+pip_from() {
+  pyenv_clean timeout -k 5 120 "$venv/bin/python" -c '
+import runpy, socket, sys
+source = sys.argv.pop(1)
+connect = socket.socket.connect
+def bound(self, address):
+    if self.family == socket.AF_INET and self.getsockname()[1] == 0:
+        self.bind((source, 0))
+    return connect(self, address)
+socket.socket.connect = bound
+sys.argv[0] = "pip"
+runpy.run_module("pip", run_name="__main__", alter_sys=True)
+' "$1" install --no-deps --target "$2" \
+    --index-url "http://token:$3@127.0.0.1:${proxy[pypi]}/simple/" tg-hello==1.0.0
+}
+s_pip_allowlist() {
+  local tok=${TOK[pip-fenced]}
+  pip_from 127.0.0.1 "$work/pip-fenced-ok" "$tok"
+  PYTHONPATH="$work/pip-fenced-ok" python3 -c 'import tg_hello; print(tg_hello.hello())'
+  local before; before=$(lines pypi)
+  # pip reports a refused index page as "no matching distribution"; the audit line says why
+  expect_refused "$work/out/pip-fenced.txt" 'No matching distribution found' \
+    pip_from 127.0.0.2 "$work/pip-fenced-no" "$tok"
+  [ "$(lines pypi)" = "$before" ] || fail "a refused request reached the store"
+  [ ! -d "$work/pip-fenced-no/tg_hello" ] || fail "the package was installed"
+  # the refusal is the allowlist's, for the address pip really came from
+  grep -q '"outcome":"ip_not_allowed"' "$work/logs/tollgate-pypi.log" || fail "no ip_not_allowed audit line"
+  grep '"outcome":"ip_not_allowed"' "$work/logs/tollgate-pypi.log" | grep '"status":403' \
+    | grep -q '"client":"127.0.0.2"' || fail "the refusal is not a 403 naming 127.0.0.2"
+}
 s_twine_read() {
   local before; before=$(writes pypi)
   expect_refused "$work/out/twine-read.txt" '403 Forbidden' twine_upload "$READ"
@@ -538,6 +572,7 @@ if in_group pypi; then
   scenario pip "pip.conf index-url with a read token: install, import runs" s_pip_read
   scenario pip "--index-url, wrong token: install fails (401), store untouched" s_pip_wrong
   scenario pip "PIP_INDEX_URL, __token__, revoked: installs before, fails after" s_pip_revoked
+  scenario pip "allowed_ips 127.0.0.1/32: installs from .1, 403 from .2, store untouched" s_pip_allowlist
   scenario twine "read token: upload refused (403), nothing stored" s_twine_read
   scenario twine "wrong token: upload fails (401), store untouched" s_twine_wrong
   scenario twine "revoked write token: upload fails (401)" s_twine_revoked

@@ -418,6 +418,19 @@
     ];
   }
 
+  /** While a regeneration's overlap lasts: until when the previous secret still works. */
+  function previousSecret(t) {
+    if (!t.previous_valid_until) return [];
+    const d = new Date(t.previous_valid_until);
+    return [
+      el('div', {
+        class: 'mark previous-secret',
+        title: dateTimeFmt.format(d),
+        text: `previous secret valid until ${dateTimeFmt.format(d)}`,
+      }),
+    ];
+  }
+
   function sortValue(t, key) {
     switch (key) {
       case 'name':
@@ -527,7 +540,7 @@
             ]
           : [el('span', { class: 'muted', text: 'never' })]),
       ),
-      el('td', null, ...expiresCell(t)),
+      el('td', null, ...expiresCell(t), ...previousSecret(t)),
       el('td', { text: t.source }),
       actions,
     );
@@ -853,6 +866,8 @@
     state.confirm = { kind, token: t };
     setError('confirm-error', '');
     const self = isMe(t);
+    $('confirm-overlap-field').hidden = kind !== 'regenerate';
+    $('confirm-overlap').value = '';
     if (kind === 'revoke') {
       $('confirm-title').textContent = `Revoke “${t.name}”?`;
       $('confirm-text').textContent =
@@ -891,7 +906,8 @@
         announce(`Revoked “${token.name}”. It no longer works.`);
         $('new-token').focus();
       } else {
-        const t = await api('POST', `${url}/regenerate`, undefined);
+        const overlap = $('confirm-overlap').value;
+        const t = await api('POST', `${url}/regenerate`, overlap ? { overlap } : undefined);
         if (self) {
           // The old secret no longer works, this tab's included: continue with the new one.
           session.set(AUTH_KEY, 'Bearer ' + t.token);
@@ -956,7 +972,9 @@
     announce(
       kind === 'created'
         ? `Created “${t.name}”. Copy the token now: it will not be shown again.`
-        : `Regenerated “${t.name}”. The old secret no longer works; copy the new one now.`,
+        : t.previous_valid_until
+          ? `Regenerated “${t.name}”. The old secret works until ${dateTimeFmt.format(new Date(t.previous_valid_until))} or until the new one is first used; copy the new one now.`
+          : `Regenerated “${t.name}”. The old secret no longer works; copy the new one now.`,
     );
   }
 

@@ -149,7 +149,8 @@ fn survivors(
 
 /// The problems of the entries of `path` that break `tokens.max_lifetime` (`max`), if any: an
 /// entry must expire, at most `max` after its `created_at` (or, without one, after `now`).
-/// They refuse the file like any invalid entry.
+/// They refuse the file like any invalid entry. A `created_at` later than `now` counts as
+/// `now`: a postdated entry would otherwise live longer than the policy from today.
 fn beyond_lifetime(
     path: &Path,
     tokens: &[Arc<Token>],
@@ -161,7 +162,8 @@ fn beyond_lifetime(
     let problems: Vec<String> = tokens
         .iter()
         .filter_map(|t| {
-            crate::store::lifetime::check_lifetime(t.expires_at, t.created_at.unwrap_or(now), max)
+            let from = t.created_at.map_or(now, |c| c.min(now));
+            crate::store::lifetime::check_lifetime(t.expires_at, from, max)
                 .err()
                 .map(|e| format!("{file}: token {:?} (id {}): {e}", &*t.name, t.id))
         })
