@@ -5,6 +5,7 @@
 mod database_url;
 mod fields;
 mod load;
+mod oidc;
 mod sections;
 #[cfg(test)]
 pub(crate) mod testing;
@@ -20,6 +21,7 @@ pub use crate::token::HashParams;
 pub use database_url::{backend_of, redact_url, Backend};
 pub use fields::{ConfigError, ConfigErrors, Origins};
 pub use load::{load, load_text, Overrides, DEFAULT_CONFIG_PATH};
+pub use oidc::{fetchable_url, OidcConfig, TrustPolicy, LIFETIME_CEILING};
 
 /// The package store Tollgate forwards to.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -229,4 +231,6 @@ pub struct Config {
     /// Proxies whose `X-Forwarded-For` names the client (`trusted_proxies`; default none):
     /// see [`crate::net::TrustedProxies`].
     pub trusted_proxies: crate::net::TrustedProxies,
+    /// Trusted publishing (`oidc:`): the exchange endpoint and the trust policies of the file.
+    pub oidc: OidcConfig,
 }

@@ -227,6 +227,10 @@ pub fn token_view(
         "disabled": t.disabled,
         "allowed_ips": t.allowed_ips,
         "source": t.source.kind(),
+        "oidc": match &t.source {
+            Source::Oidc(o) => serde_json::to_value(&**o).ok(),
+            _ => None,
+        },
     })
 }
 
@@ -345,7 +349,8 @@ pub fn check_within(actor: &Token, t: &Token, default: RateLimitRule) -> Result<
 /// Refuses changes to tokens that do not live in the database.
 pub fn check_writable(t: &Token) -> Result<(), ChangeError> {
     match &t.source {
-        Source::Database => Ok(()),
+        // A minted token lives in the database too: it can be revoked or disabled early.
+        Source::Database | Source::Oidc(_) => Ok(()),
         origin => Err(ChangeError::ReadOnly {
             name: t.name.to_string(),
             origin: origin.clone(),

@@ -34,7 +34,7 @@ pub struct LastUse {
     /// The `User-Agent` it sent, if any.
     pub user_agent: Option<Arc<str>>,
 }
-use row::{from_millis, millis, rate_limit_json, routes_json, row_to_token};
+use row::{from_millis, millis, oidc_json, rate_limit_json, routes_json, row_to_token};
 pub use url::{backend_of, missing_sqlite_file, redact_url, Backend};
 use url::{create_private, sqlite_path};
 
@@ -101,7 +101,7 @@ impl std::fmt::Debug for Database {
 }
 
 const TOKEN_COLUMNS: &str =
-    "id, name, description, hash, permission, routes, rate_limit, created_at, expires_at, generation, disabled, allowed_ips";
+    "id, name, description, hash, permission, routes, rate_limit, created_at, expires_at, generation, disabled, allowed_ips, oidc";
 
 impl Database {
     /// Opens (creating the SQLite file and its directory if needed, private to the user) and
@@ -163,6 +163,29 @@ impl Database {
                 .map_err(unavailable)?;
         }
         Ok(())
+    }
+
+    /// The connection pool, for the queries of trusted publishing (`crate::oidc`), which keeps
+    /// its own tables.
+    pub fn pool(&self) -> &AnyPool {
+        &self.pool
+    }
+
+    /// Deletes minted (trusted-publishing) tokens that expired before `now`; how many.
+    pub async fn purge_expired_minted(&self, now: DateTime<Utc>) -> Result<u64, DbError> {
+        let mut tx = self.pool.begin().await.map_err(unavailable)?;
+        let done = sqlx::query(
+            "DELETE FROM tokens WHERE oidc IS NOT NULL AND expires_at IS NOT NULL AND expires_at < $1",
+        )
+        .bind(millis(now))
+        .execute(&mut *tx)
+        .await
+        .map_err(unavailable)?;
+        if done.rows_affected() > 0 {
+            Self::bump(&mut tx).await.map_err(unavailable)?;
+        }
+        tx.commit().await.map_err(unavailable)?;
+        Ok(done.rows_affected())
     }
 
     /// The URL (with its password: never log it; see [`redact_url`]).
@@ -256,7 +279,7 @@ impl Database {
         let c = |e| classify(e, &t.name, &t.id);
         let mut tx = self.pool.begin().await.map_err(unavailable)?;
         sqlx::query(&format!(
-            "INSERT INTO tokens ({TOKEN_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"
+            "INSERT INTO tokens ({TOKEN_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)"
         ))
         .bind(&*t.id)
         .bind(&*t.name)
@@ -274,6 +297,7 @@ impl Database {
         .bind(t.generation as i64)
         .bind(i64::from(t.disabled))
         .bind(t.allowed_ips.to_string())
+        .bind(oidc_json(&t.source))
         .execute(&mut *tx)
         .await
         .map_err(c)?;
