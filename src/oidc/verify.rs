@@ -47,19 +47,17 @@ pub fn peek(jwt: &str) -> Result<Unverified, Refusal> {
     }
     let malformed = |why: &str| Refusal::new(400, "jwt_malformed", format!("the job token {why}"));
     let parts: Vec<&str> = jwt.split('.').collect();
-    if parts.len() != 3
-        || parts.iter().any(|p| {
-            p.is_empty()
-                || !p
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-        })
-    {
+    let base64url = |p: &str| {
+        p.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    };
+    if parts.len() != 3 || !parts.iter().all(|p| base64url(p)) {
         return Err(malformed("is not a JWT (three base64url parts)"));
     }
     let header: Map<String, Value> = b64(parts[0])
         .and_then(|h| serde_json::from_slice(&h).ok())
         .ok_or_else(|| malformed("header is not a JSON object"))?;
+    // The algorithm first: an unsigned token (`alg: none`, empty signature) is named as such.
     let alg = match header.get("alg").and_then(Value::as_str) {
         Some("RS256") => Algorithm::RS256,
         Some("ES256") => Algorithm::ES256,
@@ -73,6 +71,9 @@ pub fn peek(jwt: &str) -> Result<Unverified, Refusal> {
         }
         None => return Err(malformed("header names no algorithm")),
     };
+    if parts.iter().any(|p| p.is_empty()) {
+        return Err(malformed("is not a JWT (three base64url parts)"));
+    }
     if header.contains_key("crit") {
         return Err(malformed(
             "header has critical extensions (crit), which are not supported",
@@ -231,6 +232,8 @@ mod tests {
         ] {
             assert_eq!(peek(&jwt(h.clone())).unwrap_err().code, code, "{h}");
         }
+        let unsigned = format!("{}.{p}.", part(serde_json::json!({"alg": "none"})));
+        assert_eq!(peek(&unsigned).unwrap_err().code, "alg_not_allowed");
         for bad in ["", "a.b", "a.b.c.d", "a..c", "a.b.c d", "###.b.c"] {
             assert_eq!(peek(bad).unwrap_err().code, "jwt_malformed", "{bad}");
         }
