@@ -19,7 +19,8 @@ const EXCHANGE: &str = "/_tollgate/oidc/exchange";
 /// Trust policies for `issuer`: `widget-release` (protected tags of acme/widget, write under
 /// /pkg/acme-widget/, default lifetime) and `short` (the same jobs, a 2 s lifetime).
 fn policies(issuer: &Issuer) -> Value {
-    let claims = json!({"repository": "acme/widget", "ref": "refs/tags/v*", "ref_protected": "true"});
+    let claims =
+        json!({"repository": "acme/widget", "ref": "refs/tags/v*", "ref_protected": "true"});
     json!([
         {"name": "widget-release", "issuer": issuer.url(), "claims": claims, "permission": "write",
          "routes": [{"path": "/pkg/acme-widget/**", "access": "write"}]},
@@ -115,7 +116,14 @@ async fn a_job_token_buys_a_short_lived_token_that_publishes() {
         .expect("the upload reached the store");
     assert_eq!(got.method, "PUT");
     assert!(got.header("authorization").is_none());
-    let elsewhere = http_send(&c, "PUT", &tg.url("/pkg/other/x.tar.gz"), Some(&bearer(&token)), Some("x")).await;
+    let elsewhere = http_send(
+        &c,
+        "PUT",
+        &tg.url("/pkg/other/x.tar.gz"),
+        Some(&bearer(&token)),
+        Some("x"),
+    )
+    .await;
     assert_eq!(elsewhere.status, 403, "{}", elsewhere.body);
     assert!(upstream.find("/pkg/other/x.tar.gz").is_none());
 
@@ -134,7 +142,10 @@ async fn a_job_token_buys_a_short_lived_token_that_publishes() {
     assert_eq!(shown["oidc"]["policy"], "widget-release");
     assert_eq!(shown["oidc"]["repository"], "acme/widget");
     assert_eq!(shown["oidc"]["run_id"], "9000001");
-    assert_eq!(shown["oidc"]["subject"], "repo:acme/widget:ref:refs/tags/v1.0");
+    assert_eq!(
+        shown["oidc"]["subject"],
+        "repo:acme/widget:ref:refs/tags/v1.0"
+    );
     assert_eq!(shown["oidc"]["issuer"], issuer.url());
     assert_eq!(shown["name"], format!("oidc-widget-release-{id}"));
 
@@ -147,9 +158,15 @@ async fn a_job_token_buys_a_short_lived_token_that_publishes() {
     let secret = token.rsplit('_').next().unwrap();
     assert!(!logs.contains(secret), "the minted token is logged");
     assert!(!logs.contains(&jwt), "the job token is logged");
-    assert!(logs.contains("oidc.exchange"), "no audit line for the exchange");
     assert!(
-        upstream.requests().iter().all(|r| !format!("{r:?}").contains(&jwt)),
+        logs.contains("oidc.exchange"),
+        "no audit line for the exchange"
+    );
+    assert!(
+        upstream
+            .requests()
+            .iter()
+            .all(|r| !format!("{r:?}").contains(&jwt)),
         "the job token reached the store"
     );
     assert_eq!(
@@ -216,51 +233,197 @@ async fn every_refused_job_token_says_which_check_failed_and_mints_nothing() {
     };
     let mut jwts = Vec::new();
     let cases: Vec<(&str, Option<String>, Option<String>, u16, &str)> = vec![
-        ("unknown issuer", Some(issuer.sign("rsa-1", &with(json!({"iss": "https://elsewhere.example"})))), None, 401, "unknown_issuer"),
-        ("wrong audience", Some(issuer.sign("rsa-1", &with(json!({"aud": "someone-else"})))), None, 401, "wrong_audience"),
-        ("expired", Some(issuer.sign("rsa-1", &with(json!({"iat": now - 900, "nbf": now - 900, "exp": now - 600})))), None, 401, "jwt_expired"),
-        ("not yet valid", Some(issuer.sign("rsa-1", &with(json!({"nbf": now + 600})))), None, 401, "jwt_not_yet_valid"),
-        ("issued in the future", Some(issuer.sign("rsa-1", &with(json!({"iat": now + 600})))), None, 401, "jwt_not_yet_valid"),
-        ("signed by another key", Some(oidc::sign_as("rsa-2", "rsa-1", &issuer.claims())), None, 401, "bad_signature"),
-        ("payload swapped", Some(tampered), None, 401, "bad_signature"),
-        ("alg none", Some(oidc::unsigned("rsa-1", &issuer.claims())), None, 401, "alg_not_allowed"),
-        ("HS256 with the public key", Some(oidc::hmac_with_public_key("rsa-1", &issuer.claims())), None, 401, "alg_not_allowed"),
-        ("another repository", Some(issuer.sign("rsa-1", &with(json!({"repository": "evil/widget"})))), None, 403, "claim_mismatch"),
-        ("an unprotected branch", Some(issuer.sign("rsa-1", &with(json!({"ref": "refs/heads/feature", "ref_protected": "false"})))), None, 403, "claim_mismatch"),
-        ("oversized", Some(format!("{}.{}.sig", "e".repeat(10), "A".repeat(9000))), None, 400, "jwt_too_large"),
-        ("malformed", Some("not-a-jwt".into()), None, 400, "jwt_malformed"),
-        ("no jti", Some(issuer.sign("rsa-1", &{ let mut c = issuer.claims(); c.as_object_mut().unwrap().remove("jti"); c })), None, 400, "jwt_malformed"),
+        (
+            "unknown issuer",
+            Some(issuer.sign("rsa-1", &with(json!({"iss": "https://elsewhere.example"})))),
+            None,
+            401,
+            "unknown_issuer",
+        ),
+        (
+            "wrong audience",
+            Some(issuer.sign("rsa-1", &with(json!({"aud": "someone-else"})))),
+            None,
+            401,
+            "wrong_audience",
+        ),
+        (
+            "expired",
+            Some(issuer.sign(
+                "rsa-1",
+                &with(json!({"iat": now - 900, "nbf": now - 900, "exp": now - 600})),
+            )),
+            None,
+            401,
+            "jwt_expired",
+        ),
+        (
+            "not yet valid",
+            Some(issuer.sign("rsa-1", &with(json!({"nbf": now + 600})))),
+            None,
+            401,
+            "jwt_not_yet_valid",
+        ),
+        (
+            "issued in the future",
+            Some(issuer.sign("rsa-1", &with(json!({"iat": now + 600})))),
+            None,
+            401,
+            "jwt_not_yet_valid",
+        ),
+        (
+            "signed by another key",
+            Some(oidc::sign_as("rsa-2", "rsa-1", &issuer.claims())),
+            None,
+            401,
+            "bad_signature",
+        ),
+        (
+            "payload swapped",
+            Some(tampered),
+            None,
+            401,
+            "bad_signature",
+        ),
+        (
+            "alg none",
+            Some(oidc::unsigned("rsa-1", &issuer.claims())),
+            None,
+            401,
+            "alg_not_allowed",
+        ),
+        (
+            "HS256 with the public key",
+            Some(oidc::hmac_with_public_key("rsa-1", &issuer.claims())),
+            None,
+            401,
+            "alg_not_allowed",
+        ),
+        (
+            "another repository",
+            Some(issuer.sign("rsa-1", &with(json!({"repository": "evil/widget"})))),
+            None,
+            403,
+            "claim_mismatch",
+        ),
+        (
+            "an unprotected branch",
+            Some(issuer.sign(
+                "rsa-1",
+                &with(json!({"ref": "refs/heads/feature", "ref_protected": "false"})),
+            )),
+            None,
+            403,
+            "claim_mismatch",
+        ),
+        (
+            "oversized",
+            Some(format!("{}.{}.sig", "e".repeat(10), "A".repeat(9000))),
+            None,
+            400,
+            "jwt_too_large",
+        ),
+        (
+            "malformed",
+            Some("not-a-jwt".into()),
+            None,
+            400,
+            "jwt_malformed",
+        ),
+        (
+            "no jti",
+            Some(issuer.sign("rsa-1", &{
+                let mut c = issuer.claims();
+                c.as_object_mut().unwrap().remove("jti");
+                c
+            })),
+            None,
+            400,
+            "jwt_malformed",
+        ),
     ];
     for (what, jwt, _, status, code) in &cases {
         let jwt = jwt.clone().unwrap();
         let (got, body) = exchange(&tg, json!({ "token": jwt })).await;
-        assert_eq!((got, body["error"].as_str().unwrap_or("")), (*status, *code), "{what}: {body}");
+        assert_eq!(
+            (got, body["error"].as_str().unwrap_or("")),
+            (*status, *code),
+            "{what}: {body}"
+        );
         assert!(body["message"].is_string(), "{what}: {body}");
-        assert!(!body.to_string().contains(&jwt), "{what}: the answer repeats the job token");
+        assert!(
+            !body.to_string().contains(&jwt),
+            "{what}: the answer repeats the job token"
+        );
         jwts.push(jwt);
     }
 
     // Unknown key id: one JWKS refresh, then refused; a second unknown key id within the
     // interval fetches nothing.
     let before = issuer.jwks_fetches();
-    let (got, body) = exchange(&tg, json!({"token": issuer.sign("rsa-2", &issuer.claims())})).await;
-    assert_eq!((got, body["error"].as_str().unwrap()), (401, "unknown_kid"), "{body}");
-    assert_eq!(issuer.jwks_fetches(), before + 1, "one refresh for an unknown kid");
-    let (got, body) = exchange(&tg, json!({"token": oidc::sign_as("rsa-2", "made-up", &issuer.claims())})).await;
-    assert_eq!((got, body["error"].as_str().unwrap()), (401, "unknown_kid"), "{body}");
-    assert_eq!(issuer.jwks_fetches(), before + 1, "refreshes are at most one per interval");
+    let (got, body) = exchange(
+        &tg,
+        json!({"token": issuer.sign("rsa-2", &issuer.claims())}),
+    )
+    .await;
+    assert_eq!(
+        (got, body["error"].as_str().unwrap()),
+        (401, "unknown_kid"),
+        "{body}"
+    );
+    assert_eq!(
+        issuer.jwks_fetches(),
+        before + 1,
+        "one refresh for an unknown kid"
+    );
+    let (got, body) = exchange(
+        &tg,
+        json!({"token": oidc::sign_as("rsa-2", "made-up", &issuer.claims())}),
+    )
+    .await;
+    assert_eq!(
+        (got, body["error"].as_str().unwrap()),
+        (401, "unknown_kid"),
+        "{body}"
+    );
+    assert_eq!(
+        issuer.jwks_fetches(),
+        before + 1,
+        "refreshes are at most one per interval"
+    );
 
     // Request-level refusals.
     let (got, body) = exchange_raw(&tg, Some("x".repeat(17 * 1024)), None).await;
-    assert_eq!((got, body["error"].as_str().unwrap()), (413, "payload_too_large"));
+    assert_eq!(
+        (got, body["error"].as_str().unwrap()),
+        (413, "payload_too_large")
+    );
     let (got, body) = exchange_raw(&tg, Some("{not json".into()), None).await;
-    assert_eq!((got, body["error"].as_str().unwrap()), (400, "invalid_request"));
+    assert_eq!(
+        (got, body["error"].as_str().unwrap()),
+        (400, "invalid_request")
+    );
     let (got, body) = exchange_raw(&tg, None, None).await;
-    assert_eq!((got, body["error"].as_str().unwrap()), (400, "invalid_request"));
-    let (got, body) = exchange_raw(&tg, Some(json!({"token": valid}).to_string()), Some(&format!("Bearer {valid}"))).await;
-    assert_eq!((got, body["error"].as_str().unwrap()), (400, "invalid_request"), "{body}");
+    assert_eq!(
+        (got, body["error"].as_str().unwrap()),
+        (400, "invalid_request")
+    );
+    let (got, body) = exchange_raw(
+        &tg,
+        Some(json!({"token": valid}).to_string()),
+        Some(&format!("Bearer {valid}")),
+    )
+    .await;
+    assert_eq!(
+        (got, body["error"].as_str().unwrap()),
+        (400, "invalid_request"),
+        "{body}"
+    );
     let (got, body) = exchange(&tg, json!({"token": valid, "policy": "nope"})).await;
-    assert_eq!((got, body["error"].as_str().unwrap()), (403, "unknown_policy"));
+    assert_eq!(
+        (got, body["error"].as_str().unwrap()),
+        (403, "unknown_policy")
+    );
     let get = http_get(&client(), &tg.url(EXCHANGE), None).await;
     assert_eq!(get.status, 405, "{}", get.body);
     assert!(get.body.contains("method_not_allowed"));
@@ -272,14 +435,26 @@ async fn every_refused_job_token_says_which_check_failed_and_mints_nothing() {
     // The first valid exchange works; the same job token again is a replay.
     mint(&tg, &valid).await;
     let (got, body) = exchange(&tg, json!({ "token": valid })).await;
-    assert_eq!((got, body["error"].as_str().unwrap()), (409, "jti_replayed"), "{body}");
+    assert_eq!(
+        (got, body["error"].as_str().unwrap()),
+        (409, "jti_replayed"),
+        "{body}"
+    );
     mint(&tg, &other_valid).await;
     assert_eq!(minted_tokens(&tg).await.len(), 2);
 
     // Counted by result; no job token in the log.
-    for code in ["unknown_issuer", "bad_signature", "jti_replayed", "unknown_kid", "payload_too_large"] {
+    for code in [
+        "unknown_issuer",
+        "bad_signature",
+        "jti_replayed",
+        "unknown_kid",
+        "payload_too_large",
+    ] {
         let n = tg
-            .metric(&format!("tollgate_oidc_exchanges_total{{result=\"{code}\"}}"))
+            .metric(&format!(
+                "tollgate_oidc_exchanges_total{{result=\"{code}\"}}"
+            ))
             .await;
         assert!(n >= 1.0, "{code}: {n}");
     }
@@ -297,7 +472,11 @@ async fn an_issuer_that_is_down_gets_503_and_nothing_is_minted() {
     let tg = setup(&upstream, &issuer).start().await;
     let jwt = issuer.sign("rsa-1", &issuer.claims());
     let (got, body) = exchange(&tg, json!({ "token": jwt })).await;
-    assert_eq!((got, body["error"].as_str().unwrap()), (503, "jwks_unavailable"), "{body}");
+    assert_eq!(
+        (got, body["error"].as_str().unwrap()),
+        (503, "jwks_unavailable"),
+        "{body}"
+    );
     assert!(minted_tokens(&tg).await.is_empty());
     // The job token was not used up: once the issuer answers, it exchanges.
     issuer.set_down(false);
@@ -319,8 +498,16 @@ async fn a_rotated_key_is_found_with_one_jwks_refresh() {
     mint(&tg, &issuer.sign("rsa-2", &issuer.claims())).await;
     assert_eq!(issuer.jwks_fetches(), 2, "one refresh for the new key");
     // The retired key is gone with the refreshed set.
-    let (got, body) = exchange(&tg, json!({"token": issuer.sign("rsa-1", &issuer.claims())})).await;
-    assert_eq!((got, body["error"].as_str().unwrap()), (401, "unknown_kid"), "{body}");
+    let (got, body) = exchange(
+        &tg,
+        json!({"token": issuer.sign("rsa-1", &issuer.claims())}),
+    )
+    .await;
+    assert_eq!(
+        (got, body["error"].as_str().unwrap()),
+        (401, "unknown_kid"),
+        "{body}"
+    );
 }
 
 #[tokio::test]
@@ -377,11 +564,19 @@ async fn two_replicas_on_postgres_share_minted_tokens_and_used_job_token_ids() {
     let jwt = issuer.sign("ec-1", &issuer.claims());
     mint(&a, &jwt).await;
     let (got, body) = exchange(&b, json!({ "token": jwt })).await;
-    assert_eq!((got, body["error"].as_str().unwrap()), (409, "jti_replayed"), "{body}");
+    assert_eq!(
+        (got, body["error"].as_str().unwrap()),
+        (409, "jti_replayed"),
+        "{body}"
+    );
     // And the other way round.
     let jwt = issuer.sign("rsa-1", &issuer.claims());
     mint(&b, &jwt).await;
     let (got, body) = exchange(&a, json!({ "token": jwt })).await;
-    assert_eq!((got, body["error"].as_str().unwrap()), (409, "jti_replayed"), "{body}");
+    assert_eq!(
+        (got, body["error"].as_str().unwrap()),
+        (409, "jti_replayed"),
+        "{body}"
+    );
     assert_eq!(minted_tokens(&a).await.len(), 3);
 }

@@ -179,10 +179,12 @@ pub fn sign_as(key: &str, kid: &str, claims: &Value) -> String {
 
 /// `claims` as an unsigned token (`alg: none`, empty signature).
 pub fn unsigned(kid: &str, claims: &Value) -> String {
-    let b64 = |v: &Value| {
-        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string())
-    };
-    format!("{}.{}.", b64(&json!({"alg": "none", "kid": kid, "typ": "JWT"})), b64(claims))
+    let b64 = |v: &Value| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string());
+    format!(
+        "{}.{}.",
+        b64(&json!({"alg": "none", "kid": kid, "typ": "JWT"})),
+        b64(claims)
+    )
 }
 
 /// `claims` signed HS256 with the RSA public key's PEM as the HMAC secret (the classic

@@ -7,6 +7,7 @@
 //! Here: the connection pool and the queries; `url` handles database URLs, `row` turns rows
 //! into tokens and back.
 
+mod minted;
 mod row;
 mod url;
 
@@ -165,27 +166,9 @@ impl Database {
         Ok(())
     }
 
-    /// The connection pool, for the queries of trusted publishing (`crate::oidc`), which keeps
-    /// its own tables.
+    /// The connection pool, for trusted publishing's own tables (`crate::oidc`).
     pub fn pool(&self) -> &AnyPool {
         &self.pool
-    }
-
-    /// Deletes minted (trusted-publishing) tokens that expired before `now`; how many.
-    pub async fn purge_expired_minted(&self, now: DateTime<Utc>) -> Result<u64, DbError> {
-        let mut tx = self.pool.begin().await.map_err(unavailable)?;
-        let done = sqlx::query(
-            "DELETE FROM tokens WHERE oidc IS NOT NULL AND expires_at IS NOT NULL AND expires_at < $1",
-        )
-        .bind(millis(now))
-        .execute(&mut *tx)
-        .await
-        .map_err(unavailable)?;
-        if done.rows_affected() > 0 {
-            Self::bump(&mut tx).await.map_err(unavailable)?;
-        }
-        tx.commit().await.map_err(unavailable)?;
-        Ok(done.rows_affected())
     }
 
     /// The URL (with its password: never log it; see [`redact_url`]).
