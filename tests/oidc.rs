@@ -580,3 +580,150 @@ async fn two_replicas_on_postgres_share_minted_tokens_and_used_job_token_ids() {
     );
     assert_eq!(minted_tokens(&a).await.len(), 3);
 }
+
+#[tokio::test]
+async fn trust_policies_are_managed_through_the_admin_api_and_the_cli() {
+    let upstream = Upstream::start();
+    let issuer = Issuer::start();
+    let tg = setup(&upstream, &issuer).start().await;
+    let auth = boot();
+
+    let list = tg
+        .api("GET", "/api/v1/trust-policies", Some(&auth), None)
+        .await
+        .expect(200);
+    let names: Vec<(&str, &str)> = list["policies"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| (p["name"].as_str().unwrap(), p["source"].as_str().unwrap()))
+        .collect();
+    assert_eq!(names, [("widget-release", "file"), ("short", "file")]);
+    tg.api("GET", "/api/v1/trust-policies", None, None)
+        .await
+        .expect_error(401, "unauthenticated");
+
+    // A database policy for another repository: its jobs exchange from then on.
+    let other = json!({"name": "other-read", "issuer": issuer.url(),
+        "claims": {"repository": "acme/other"}, "permission": "read", "lifetime": "5m"});
+    let created = tg
+        .api("POST", "/api/v1/trust-policies", Some(&auth), Some(&other))
+        .await
+        .expect(201);
+    assert_eq!(created["source"], "database");
+    let mut claims = issuer.claims();
+    claims["repository"] = json!("acme/other");
+    let (status, body) = exchange(&tg, json!({"token": issuer.sign("rsa-1", &claims)})).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["policy"], "other-read");
+    // Refused: a duplicate (of a file policy too), no claim rule, manager permission.
+    for (bad, status, code) in [
+        (other.clone(), 409, "conflict"),
+        (
+            json!({"name": "short", "issuer": issuer.url(), "claims": {"repository": "x"}, "permission": "read"}),
+            409,
+            "conflict",
+        ),
+        (
+            json!({"name": "open", "issuer": issuer.url(), "claims": {}, "permission": "read"}),
+            400,
+            "invalid_request",
+        ),
+        (
+            json!({"name": "boss", "issuer": issuer.url(), "claims": {"repository": "x"}, "permission": "manager"}),
+            400,
+            "invalid_request",
+        ),
+    ] {
+        tg.api("POST", "/api/v1/trust-policies", Some(&auth), Some(&bad))
+            .await
+            .expect_error(status, code);
+    }
+    tg.api("DELETE", "/api/v1/trust-policies/short", Some(&auth), None)
+        .await
+        .expect_error(409, "read_only");
+    let gone = tg
+        .api(
+            "DELETE",
+            "/api/v1/trust-policies/other-read",
+            Some(&auth),
+            None,
+        )
+        .await;
+    assert_eq!(gone.status, 204, "{}", gone.text);
+    claims["jti"] = json!(oidc::unique_jti());
+    let (status, body) = exchange(&tg, json!({"token": issuer.sign("rsa-1", &claims)})).await;
+    assert_eq!(
+        (status, body["error"].as_str().unwrap()),
+        (403, "claim_mismatch"),
+        "{body}"
+    );
+
+    // The CLI, on the same database.
+    let issuer_url = issuer.url();
+    let out = tg
+        .cli(
+            &[
+                "trust-policy",
+                "add",
+                "--name",
+                "cli-pol",
+                "--issuer",
+                &issuer_url,
+                "--claim",
+                "repository=acme/cli",
+                "--claim",
+                "ref=refs/tags/*",
+                "--permission",
+                "write",
+                "--route",
+                "/pkg/acme-cli/**=write",
+                "--lifetime",
+                "10m",
+            ],
+            None,
+        )
+        .await;
+    assert!(out.status.success(), "{}", out.combined());
+    let out = tg.cli(&["trust-policy", "list", "-o", "json"], None).await;
+    assert!(out.status.success(), "{}", out.combined());
+    let listed: Value = serde_json::from_str(&out.stdout).unwrap();
+    let cli_pol = listed["policies"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "cli-pol")
+        .expect("cli-pol listed");
+    assert_eq!(cli_pol["source"], "database");
+    assert_eq!(cli_pol["lifetime"], "10m");
+    assert_eq!(cli_pol["routes"][0]["path"], "/pkg/acme-cli/**");
+    let api = tg
+        .api("GET", "/api/v1/trust-policies/cli-pol", Some(&auth), None)
+        .await
+        .expect(200);
+    assert_eq!(api["claims"]["ref"], "refs/tags/*");
+    let out = tg
+        .cli(
+            &[
+                "trust-policy",
+                "add",
+                "--name",
+                "x",
+                "--issuer",
+                "http://evil.example",
+                "--claim",
+                "a=b",
+                "--permission",
+                "read",
+            ],
+            None,
+        )
+        .await;
+    assert_eq!(out.status.code(), Some(2), "{}", out.combined());
+    assert!(out.combined().contains("issuer"), "{}", out.combined());
+    let out = tg.cli(&["trust-policy", "remove", "cli-pol"], None).await;
+    assert!(out.status.success(), "{}", out.combined());
+    tg.api("GET", "/api/v1/trust-policies/cli-pol", Some(&auth), None)
+        .await
+        .expect_error(404, "not_found");
+}

@@ -4,6 +4,7 @@
 
 pub mod api;
 mod error;
+mod trust;
 pub mod ui;
 
 use std::sync::Arc;
