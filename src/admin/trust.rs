@@ -58,11 +58,17 @@ fn view(p: &TrustPolicy, source: &str) -> Value {
     v
 }
 
+/// The list; with trusted publishing off, `enabled: false` and no policies (not an error, so the
+/// dashboard asks without provoking a refusal).
 async fn list(State(s): State<AdminState>) -> ApiResult<Json<Value>> {
-    let all = oidc(&s)?.policies().await?;
-    Ok(Json(
-        json!({"policies": all.iter().map(|(p, src)| view(p, src)).collect::<Vec<_>>()}),
-    ))
+    let Some(oidc) = s.oidc.as_deref() else {
+        return Ok(Json(json!({"enabled": false, "policies": []})));
+    };
+    let all = oidc.policies().await?;
+    Ok(Json(json!({
+        "enabled": true,
+        "policies": all.iter().map(|(p, src)| view(p, src)).collect::<Vec<_>>(),
+    })))
 }
 
 async fn show(State(s): State<AdminState>, Path(name): Path<String>) -> ApiResult<Json<Value>> {
