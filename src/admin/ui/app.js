@@ -245,6 +245,7 @@
     $('signin').hidden = true;
     $('tokens').hidden = false;
     $('session').hidden = false;
+    loadTrust();
   }
 
   function signOut(message) {
@@ -316,7 +317,6 @@
     try {
       const data = await api('GET', API);
       setTokens(data.tokens);
-      loadTrust();
       return true;
     } catch (e) {
       if (isAuthError(e)) sessionEnded(e);
