@@ -706,3 +706,38 @@ async fn trust_policies_are_managed_through_the_admin_api_and_the_cli() {
         .await
         .expect_error(404, "not_found");
 }
+
+#[tokio::test]
+async fn a_body_that_never_arrives_is_answered_408_within_the_bound() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let upstream = Upstream::start();
+    let issuer = Issuer::start();
+    let tg = setup(&upstream, &issuer).start().await;
+    let mut conn = tokio::net::TcpStream::connect(tg.setup.listen)
+        .await
+        .unwrap();
+    conn.write_all(
+        format!(
+            "POST {EXCHANGE} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\
+             Content-Length: 200\r\n\r\n{{\"token\": \""
+        )
+        .as_bytes(),
+    )
+    .await
+    .unwrap();
+    let started = std::time::Instant::now();
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(30), conn.read_to_end(&mut answer))
+        .await
+        .expect("the connection is answered and closed")
+        .unwrap();
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.contains("request_timeout"), "{answer}");
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(upstream.count(), 0);
+}

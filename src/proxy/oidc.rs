@@ -15,6 +15,8 @@ use crate::oidc::{ExchangeRequest, Oidc, Refusal};
 
 /// Largest request body read (a JSON object around a job token of at most 8 KiB).
 const MAX_BODY: usize = 16 * 1024;
+/// Longest time the client may take to send the body (a slow body holds no exchange open).
+const BODY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 impl Proxy {
     /// Answers one exchange request; the request never reaches the upstream.
@@ -80,22 +82,34 @@ async fn read_request(session: &mut Session) -> std::result::Result<ExchangeRequ
         return Err(too_large());
     }
     let mut body = BytesMut::new();
-    loop {
-        match session.read_request_body().await {
-            Ok(Some(chunk)) => {
-                if body.len() + chunk.len() > MAX_BODY {
-                    return Err(too_large());
+    let read = async {
+        loop {
+            match session.read_request_body().await {
+                Ok(Some(chunk)) => {
+                    if body.len() + chunk.len() > MAX_BODY {
+                        return Err(too_large());
+                    }
+                    body.extend_from_slice(&chunk);
                 }
-                body.extend_from_slice(&chunk);
+                Ok(None) => return Ok(()),
+                Err(_) => {
+                    return Err(Refusal::new(
+                        400,
+                        "invalid_request",
+                        "the request body could not be read",
+                    ))
+                }
             }
-            Ok(None) => break,
-            Err(_) => {
-                return Err(Refusal::new(
-                    400,
-                    "invalid_request",
-                    "the request body could not be read",
-                ))
-            }
+        }
+    };
+    match tokio::time::timeout(BODY_TIMEOUT, read).await {
+        Ok(r) => r?,
+        Err(_) => {
+            return Err(Refusal::new(
+                408,
+                "request_timeout",
+                "the request body did not arrive in time",
+            ))
         }
     }
     let mut req = if body.iter().all(u8::is_ascii_whitespace) {
