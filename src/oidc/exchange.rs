@@ -4,6 +4,8 @@
 //! stored and put in the token set. Each failed check is a refusal with its own code; none
 //! repeats the job token.
 
+use std::time::Duration;
+
 use serde::Deserialize;
 use serde_json::json;
 
@@ -229,7 +231,9 @@ impl Oidc {
             ));
         }
         let origin = mint::origin(policy, &head.iss, &claims);
-        let lifetime = policy.effective_lifetime(self.config.max_lifetime);
+        let lifetime = policy
+            .effective_lifetime(self.config.max_lifetime)
+            .min(self.token_max_lifetime.unwrap_or(Duration::MAX));
         let (policy, params) = (policy.clone(), self.hashing);
         let (token, secret) = tokio::task::spawn_blocking(move || {
             mint::build(&policy, origin, lifetime, &params, now)

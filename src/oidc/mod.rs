@@ -37,6 +37,8 @@ const PURGE_INTERVAL: Duration = Duration::from_secs(30);
 pub struct Oidc {
     config: OidcConfig,
     hashing: HashParams,
+    /// `tokens.max_lifetime`: a minted token never outlives it either.
+    token_max_lifetime: Option<Duration>,
     store: Arc<Store>,
     keys: jwks::KeyCache,
     /// The control-plane runtime: exchanges (HTTP fetches, database writes) run there, next
@@ -60,6 +62,7 @@ impl Oidc {
             keys: jwks::KeyCache::new(&config.oidc)?,
             config: config.oidc.clone(),
             hashing: config.hashing,
+            token_max_lifetime: config.tokens.max_lifetime,
             store,
             runtime: tokio::runtime::Handle::current(),
             permits: Arc::new(tokio::sync::Semaphore::new(MAX_CONCURRENT)),
