@@ -270,6 +270,12 @@ async fn every_refused_job_token_says_which_check_failed_and_mints_nothing() {
             "jwt_not_yet_valid",
         ),
         (
+            "ES256 header naming an RSA key",
+            Some(oidc::sign_as("ec-1", "rsa-1", &issuer.claims())),
+            401,
+            "bad_signature",
+        ),
+        (
             "signed by another key",
             Some(oidc::sign_as("rsa-2", "rsa-1", &issuer.claims())),
             401,
