@@ -224,13 +224,21 @@ impl App {
         let (stop_tx, stop_rx) = watch::channel(false);
         let upstream = UpstreamPeers::new(&config.upstream, upstream_addrs);
         tokio::spawn(upstream.clone().run(stop_rx.clone()));
-        let proxy = Proxy::new(
+        let mut proxy = Proxy::new(
             &config,
             upstream,
             store.clone(),
             verifier.clone(),
             health.clone(),
         );
+        let oidc = if config.oidc.enabled {
+            let oidc = Arc::new(crate::oidc::Oidc::new(&config, store.clone())?);
+            tokio::spawn(oidc.clone().run(stop_rx.clone()));
+            proxy = proxy.with_oidc(oidc.clone());
+            Some(oidc)
+        } else {
+            None
+        };
         {
             // Verification budgets and rate-limit buckets that are full again, and buckets of
             // tokens no longer in the set, are forgotten off the request path; the expiry gauges
@@ -271,6 +279,7 @@ impl App {
             max_overlap: config.tokens.max_overlap,
             trusted_proxies: Arc::new(config.trusted_proxies.clone()),
             health: health.clone(),
+            oidc,
         };
         let admin_task = tokio::spawn(admin::serve(
             admin_listener,

@@ -67,6 +67,8 @@ pub struct Metrics {
     /// Client connections closed by a deadline, by kind (`header`: the request head was not
     /// complete in time; `keepalive`: idle between requests).
     pub connection_timeouts: IntCounterVec,
+    /// Trusted-publishing exchanges by result (`success`, or the refusal's code).
+    pub oidc_exchanges: IntCounterVec,
 }
 
 fn register<T: prometheus::core::Collector + Clone + 'static>(r: &Registry, c: T) -> T {
@@ -288,6 +290,17 @@ impl Metrics {
                         "Client connections closed by the header or keep-alive timeout",
                     ),
                     &["kind"],
+                )
+                .expect("valid metric"),
+            ),
+            oidc_exchanges: register(
+                &r,
+                IntCounterVec::new(
+                    Opts::new(
+                        "oidc_exchanges_total",
+                        "Trusted-publishing exchanges of CI job tokens, by result",
+                    ),
+                    &["result"],
                 )
                 .expect("valid metric"),
             ),

@@ -196,6 +196,8 @@ fn each_layer_names_only_the_layers_below_it() {
     );
     only(&c, "conn", &["config", "metrics", "sys"]);
     only(&c, "upstream", &["config", "metrics"]);
+    // Trusted publishing: verifies job tokens, keeps its tables, mints through the store.
+    only(&c, "oidc", &["config", "token", "store", "metrics"]);
     only(
         &c,
         "proxy",
@@ -206,6 +208,7 @@ fn each_layer_names_only_the_layers_below_it() {
             "logging",
             "metrics",
             "net",
+            "oidc",
             "ratelimit",
             "store",
             "token",
@@ -220,6 +223,7 @@ fn each_layer_names_only_the_layers_below_it() {
             "config",
             "lifecycle",
             "metrics",
+            "oidc",
             "store",
             "tls",
             "token",

@@ -43,6 +43,7 @@ pub fn routes(state: AdminState) -> Router<AdminState> {
         )
         .route("/api/v1/tokens/{id}/regenerate", post(regenerate))
         .route("/api/v1/reload", post(reload))
+        .merge(super::trust::routes())
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .route_layer(axum::middleware::from_fn_with_state(state, require_manager))
 }
@@ -146,9 +147,9 @@ async fn require_manager(State(s): State<AdminState>, mut req: Request, next: Ne
 }
 
 /// The request body, or a JSON error (e.g. 413 over the size limit).
-type Body = Result<Bytes, BytesRejection>;
+pub(super) type Body = Result<Bytes, BytesRejection>;
 
-fn parse_body<T: DeserializeOwned>(body: &Body) -> ApiResult<T> {
+pub(super) fn parse_body<T: DeserializeOwned>(body: &Body) -> ApiResult<T> {
     let body = match body {
         Ok(b) => b,
         Err(rejection) => {

@@ -4,6 +4,7 @@
 
 pub mod api;
 mod error;
+mod trust;
 pub mod ui;
 
 use std::sync::Arc;
@@ -43,6 +44,8 @@ pub struct AdminState {
     pub trusted_proxies: Arc<crate::config::TrustedProxies>,
     /// Listener and shutdown state.
     pub health: Arc<Health>,
+    /// Trusted publishing, when `oidc.enabled` (the trust-policy routes answer 409 otherwise).
+    pub oidc: Option<Arc<crate::oidc::Oidc>>,
 }
 
 /// Every admin route.

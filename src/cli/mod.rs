@@ -2,6 +2,7 @@
 //! `check-config` validates without changing anything; `token` is in [`token`].
 
 mod token;
+mod trust;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -38,6 +39,9 @@ pub enum Command {
     /// Token utilities.
     #[command(subcommand)]
     Token(TokenCommand),
+    /// Trust policies of trusted publishing (OIDC job tokens exchanged for minted tokens).
+    #[command(subcommand)]
+    TrustPolicy(trust::TrustCommand),
 }
 
 /// Flags of `serve`; they override the file and the environment.
@@ -241,6 +245,7 @@ pub fn run(cli: Cli) -> i32 {
         Command::Serve(args) => serve(config, &args),
         Command::CheckConfig => check_config(config),
         Command::Token(cmd) => token::run(config, cmd),
+        Command::TrustPolicy(cmd) => trust::run(config, cmd),
     };
     match result {
         Ok(()) => 0,

@@ -22,7 +22,7 @@ use crate::token::{
     route_specs, Access, AllowedIps, Permission, RateLimitRule, RouteSpec, Secret, Token,
 };
 
-fn parse_route(s: &str) -> anyhow::Result<RouteSpec> {
+pub(super) fn parse_route(s: &str) -> anyhow::Result<RouteSpec> {
     let (path, access) = s
         .rsplit_once('=')
         .ok_or_else(|| anyhow!("--route {s:?} must be PATH=ACCESS, e.g. /p2/acme/*=read"))?;

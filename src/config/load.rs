@@ -232,6 +232,15 @@ fn build(col: &mut Collector, root: Value) -> Config {
     let verify = top.section("verify", build_verify);
     let hashing = top.section("hashing", build_hashing);
     let log = top.section("log", build_log);
+    let oidc = top.section("oidc", super::oidc::build_oidc);
+    if oidc.enabled && tokens.database.is_none() {
+        let f = top.field("oidc.enabled");
+        top.collector().error(
+            &f,
+            "trusted publishing needs the token database (tokens.database): minted tokens and \
+             used job-token ids live there",
+        );
+    }
     top.finish();
     Config {
         source,
@@ -259,6 +268,7 @@ fn build(col: &mut Collector, root: Value) -> Config {
         limits,
         trusted_proxies,
         listen_proxy_protocol,
+        oidc,
     }
 }
 

@@ -5,6 +5,7 @@
 mod database_url;
 mod fields;
 mod load;
+mod oidc;
 mod sections;
 #[cfg(test)]
 pub(crate) mod testing;
@@ -20,6 +21,7 @@ pub use crate::token::HashParams;
 pub use database_url::{backend_of, redact_url, Backend};
 pub use fields::{ConfigError, ConfigErrors, Origins};
 pub use load::{load, load_text, Overrides, DEFAULT_CONFIG_PATH};
+pub use oidc::{fetchable_url, OidcConfig, TrustPolicy, LIFETIME_CEILING};
 
 /// The package store Tollgate forwards to.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -261,4 +263,6 @@ pub struct Config {
     /// v2 header, whose source address is the client's (`listen_proxy_protocol`; default
     /// false). The TLS listener never reads one.
     pub listen_proxy_protocol: bool,
+    /// Trusted publishing (`oidc:`): the exchange endpoint and the trust policies of the file.
+    pub oidc: OidcConfig,
 }

@@ -17,6 +17,7 @@ mod cargo;
 mod failure;
 mod headers;
 mod limits;
+mod oidc;
 mod public;
 pub mod rate_headers;
 mod responses;
@@ -110,6 +111,8 @@ pub struct Proxy {
     /// Paths served without credentials (empty: none, and a missing token is refused at once).
     public: Box<[PublicPath]>,
     trusted_proxies: TrustedProxies,
+    /// Trusted publishing, when `oidc.enabled`: its exchange path is answered here.
+    oidc: Option<Arc<crate::oidc::Oidc>>,
 }
 
 impl Proxy {
@@ -139,7 +142,14 @@ impl Proxy {
             cargo_config: up.cargo_index.as_deref().map(cargo::config_json_path),
             public: config.public.clone().into_boxed_slice(),
             trusted_proxies: config.trusted_proxies.clone(),
+            oidc: None,
         }
+    }
+
+    /// Answers trusted-publishing exchanges at `oidc`'s exchange path.
+    pub fn with_oidc(mut self, oidc: Arc<crate::oidc::Oidc>) -> Self {
+        self.oidc = Some(oidc);
+        self
     }
 
     /// The per-token rate-limit state this proxy applies (the application maintains it).
@@ -245,6 +255,13 @@ impl ProxyHttp for Proxy {
             return self.refuse(session, ctx, Refusal::NotReady).await;
         }
         headers::fix_framing(session.req_header_mut());
+        if let Some(oidc) = &self.oidc {
+            // Before credentials: a job token is not a Tollgate token. The exact path only.
+            if session.req_header().uri.path() == oidc.exchange_path() {
+                let oidc = oidc.clone();
+                return Box::pin(self.oidc_exchange(session, ctx, &oidc)).await;
+            }
+        }
         let headers = &session.req_header().headers;
         let mut values = headers.get_all(AUTHORIZATION).iter();
         let first = values.next().map(|v| v.as_bytes());

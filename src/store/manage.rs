@@ -231,6 +231,10 @@ pub fn token_view(
         "allowed_ips": t.allowed_ips,
         "previous_valid_until": t.live_previous(now).map(|p| p.valid_until),
         "source": t.source.kind(),
+        "oidc": match &t.source {
+            Source::Oidc(o) => serde_json::to_value(&**o).ok(),
+            _ => None,
+        },
     })
 }
 
@@ -349,7 +353,8 @@ pub fn check_within(actor: &Token, t: &Token, default: RateLimitRule) -> Result<
 /// Refuses changes to tokens that do not live in the database.
 pub fn check_writable(t: &Token) -> Result<(), ChangeError> {
     match &t.source {
-        Source::Database => Ok(()),
+        // A minted token lives in the database too: it can be revoked or disabled early.
+        Source::Database | Source::Oidc(_) => Ok(()),
         origin => Err(ChangeError::ReadOnly {
             name: t.name.to_string(),
             origin: origin.clone(),

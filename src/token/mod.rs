@@ -19,7 +19,8 @@ pub use hash::{hash_secret, validate_phc, verify_secret, HashError, HashParams, 
 pub use ips::{canonical_ip, parse_network, AllowedIps, MAX_ALLOWED_IPS};
 pub use path::{normalize_path, PathError};
 pub use record::{
-    valid_name, Access, Permission, PreviousSecret, RateLimitRule, Route, Source, Token, NAME_RULE,
+    valid_name, Access, OidcOrigin, Permission, PreviousSecret, RateLimitRule, Route, Source,
+    Token, NAME_RULE,
 };
 pub use route::{
     compile_routes, route_specs, segments, RoutePattern, RouteSpec, MAX_ROUTE_LEN,

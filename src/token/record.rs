@@ -102,6 +102,26 @@ pub enum Source {
     Database,
     /// `--bootstrap-token` / `TOLLGATE_BOOTSTRAP_TOKEN`: in memory only.
     Bootstrap,
+    /// Minted by a trusted-publishing exchange (kept in the token database, short-lived).
+    Oidc(Arc<OidcOrigin>),
+}
+
+/// Where a minted token came from: the trust policy and the CI job's identity (from its
+/// verified OIDC token).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OidcOrigin {
+    /// The trust policy that allowed the exchange.
+    pub policy: String,
+    /// The job token's issuer.
+    pub issuer: String,
+    /// The job token's `sub`.
+    pub subject: String,
+    /// The job token's `repository` (GitHub) or `project_path` (GitLab), when present.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repository: Option<String>,
+    /// The job token's `run_id` (GitHub) or `pipeline_id` (GitLab), when present.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run_id: Option<String>,
 }
 
 impl Source {
@@ -111,6 +131,7 @@ impl Source {
             Source::File(_) => "file",
             Source::Database => "database",
             Source::Bootstrap => "bootstrap",
+            Source::Oidc(_) => "oidc",
         }
     }
 
@@ -118,6 +139,7 @@ impl Source {
     pub fn describe(&self) -> String {
         match self {
             Source::File(p) => p.to_string(),
+            Source::Oidc(o) => format!("oidc policy {}", o.policy),
             other => other.kind().to_string(),
         }
     }

@@ -128,6 +128,10 @@ async function start() {
         `  database: sqlite://${path.join(dir, 't.db')}`,
         'hashing: {memory_kib: 64, iterations: 1, parallelism: 1}',
         'log: {format: text, level: warn}',
+        'oidc:',
+        '  enabled: true',
+        '  audience: https://repo.example.com',
+        '  policies: [{name: widget-release, issuer: "https://token.actions.githubusercontent.com", claims: {repository: acme/widget, ref: "refs/tags/v*"}, permission: write, routes: [{path: "/simple/acme-widget/**", access: write}]}]',
         '',
       ].join('\n'),
     );
@@ -278,6 +282,15 @@ async function run(w, t) {
   await rows.locator('tr[data-name="admin"]').waitFor();
   assert.match(await rows.locator('tr[data-name="admin"]').innerText(), /bootstrap[\s\S]*Read-only/);
   await assertText(page.locator('#whoami'), /Signed in as admin/);
+
+  // ---- trusted publishing: the trust policies are listed (read-only), as text.
+  const policy = page.locator('#trust-rows tr[data-name="widget-release"]');
+  await policy.waitFor();
+  assert.match(
+    await policy.innerText(),
+    /token\.actions\.githubusercontent\.com[\s\S]*ref = refs\/tags\/v\*[\s\S]*repository = acme\/widget[\s\S]*write[\s\S]*\/simple\/acme-widget\/\*\*[\s\S]*15m[\s\S]*file/,
+  );
+  assert.equal(await page.locator('#trust').isVisible(), true);
   assert.ok(await page.evaluate(() => sessionStorage.getItem('tollgate.auth')), 'kept in sessionStorage');
   assert.deepEqual(await context.cookies(), [], 'no cookies');
   assert.ok(!page.url().includes(w.bootstrap.split(':')[1]), 'token not in the URL');

@@ -234,6 +234,7 @@
 
   function showSignIn(message) {
     $('tokens').hidden = true;
+    $('trust').hidden = true;
     $('session').hidden = true;
     $('signin').hidden = false;
     setError('signin-error', message || '');
@@ -244,6 +245,7 @@
     $('signin').hidden = true;
     $('tokens').hidden = false;
     $('session').hidden = false;
+    loadTrust();
   }
 
   function signOut(message) {
@@ -320,6 +322,48 @@
       if (isAuthError(e)) sessionEnded(e);
       else setError('list-error', 'The token list could not be loaded. ' + plain(e));
       return false;
+    }
+  }
+
+  /** The trust policies (trusted publishing), shown only when it is enabled. */
+  async function loadTrust() {
+    setError('trust-error', '');
+    try {
+      const data = await api('GET', '/api/v1/trust-policies');
+      $('trust').hidden = !data.enabled;
+      const policies = Array.isArray(data.policies) ? data.policies : [];
+      const code = (t) => el('code', { text: t });
+      $('trust-rows').replaceChildren(
+        ...policies.map((p) =>
+          el(
+            'tr',
+            { 'data-name': p.name },
+            el('td', { text: p.name }),
+            el('td', null, code(p.issuer)),
+            el(
+              'td',
+              null,
+              el('ul', { class: 'plain' }, ...Object.entries(p.claims || {}).map(([k, v]) => el('li', null, code(`${k} = ${v}`)))),
+            ),
+            el('td', { text: p.permission }),
+            el(
+              'td',
+              null,
+              (p.routes || []).length
+                ? el('ul', { class: 'plain' }, ...p.routes.map((r) => el('li', null, code(r.path), ' ', el('span', { class: 'muted', text: r.access }))))
+                : el('span', { class: 'muted', text: 'all paths' }),
+            ),
+            el('td', { text: p.lifetime || '15m' }),
+            el('td', { text: p.source }),
+          ),
+        ),
+      );
+    } catch (e) {
+      if (isAuthError(e)) sessionEnded(e);
+      else {
+        $('trust').hidden = false;
+        setError('trust-error', 'The trust policies could not be loaded. ' + plain(e));
+      }
     }
   }
 
@@ -501,7 +545,13 @@
       ? el('ul', { class: 'plain' }, ...t.allowed_ips.map((n) => el('li', null, el('code', { text: n }))))
       : el('span', { class: 'muted', text: 'any address' });
     const actions = el('td', { class: 'row-actions' });
-    if (t.source === 'database') {
+    if (t.source === 'oidc') {
+      // Minted by trusted publishing: short-lived; it can be disabled or revoked early.
+      actions.append(
+        actionButton(t.disabled ? 'Enable' : 'Disable', t.name, (ev) => toggleDisabled(t, ev.currentTarget)),
+        actionButton('Revoke', t.name, () => openConfirm('revoke', t), 'danger'),
+      );
+    } else if (t.source === 'database') {
       actions.append(
         actionButton('Edit', t.name, () => openForm(t)),
         actionButton(t.disabled ? 'Enable' : 'Disable', t.name, (ev) => toggleDisabled(t, ev.currentTarget)),
@@ -541,9 +591,17 @@
           : [el('span', { class: 'muted', text: 'never' })]),
       ),
       el('td', null, ...expiresCell(t), ...previousSecret(t)),
-      el('td', { text: t.source }),
+      el('td', null, t.source, ...oidcOrigin(t)),
       actions,
     );
+  }
+
+  /** For a minted token: the trust policy and the CI job it was minted for, as text. */
+  function oidcOrigin(t) {
+    const o = t.oidc;
+    if (!o) return [];
+    const parts = [`policy ${o.policy}`, o.repository, o.run_id && `run ${o.run_id}`].filter(Boolean);
+    return [el('div', { class: 'muted oidc-origin', title: o.subject || '', text: parts.join(' · ') })];
   }
 
   /** The address and user agent of the last use, as text (never HTML), when known. */

@@ -7,6 +7,7 @@
 //! Here: the connection pool and the queries; `url` handles database URLs, `row` turns rows
 //! into tokens and back.
 
+mod minted;
 mod row;
 mod url;
 
@@ -34,7 +35,9 @@ pub struct LastUse {
     /// The `User-Agent` it sent, if any.
     pub user_agent: Option<Arc<str>>,
 }
-use row::{from_millis, millis, previous_columns, rate_limit_json, routes_json, row_to_token};
+use row::{
+    from_millis, millis, oidc_json, previous_columns, rate_limit_json, routes_json, row_to_token,
+};
 pub use url::{backend_of, missing_sqlite_file, redact_url, Backend};
 use url::{create_private, sqlite_path};
 
@@ -101,7 +104,7 @@ impl std::fmt::Debug for Database {
 }
 
 const TOKEN_COLUMNS: &str =
-    "id, name, description, hash, permission, routes, rate_limit, created_at, expires_at, generation, disabled, allowed_ips, previous_hash, previous_valid_until";
+    "id, name, description, hash, permission, routes, rate_limit, created_at, expires_at, generation, disabled, allowed_ips, previous_hash, previous_valid_until, oidc";
 
 impl Database {
     /// Opens (creating the SQLite file and its directory if needed, private to the user) and
@@ -163,6 +166,11 @@ impl Database {
                 .map_err(unavailable)?;
         }
         Ok(())
+    }
+
+    /// The connection pool, for trusted publishing's own tables (`crate::oidc`).
+    pub fn pool(&self) -> &AnyPool {
+        &self.pool
     }
 
     /// The URL (with its password: never log it; see [`redact_url`]).
@@ -256,7 +264,7 @@ impl Database {
         let c = |e| classify(e, &t.name, &t.id);
         let mut tx = self.pool.begin().await.map_err(unavailable)?;
         sqlx::query(&format!(
-            "INSERT INTO tokens ({TOKEN_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)"
+            "INSERT INTO tokens ({TOKEN_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)"
         ))
         .bind(&*t.id)
         .bind(&*t.name)
@@ -276,6 +284,7 @@ impl Database {
         .bind(t.allowed_ips.to_string())
         .bind(previous_columns(t).0)
         .bind(previous_columns(t).1)
+        .bind(oidc_json(&t.source))
         .execute(&mut *tx)
         .await
         .map_err(c)?;

@@ -35,6 +35,14 @@ pub(super) fn previous_columns(t: &Token) -> (Option<String>, Option<i64>) {
     }
 }
 
+/// The origin of a minted token, as stored (`NULL` for every other token).
+pub(super) fn oidc_json(source: &Source) -> Option<String> {
+    match source {
+        Source::Oidc(o) => serde_json::to_string(&**o).ok(),
+        _ => None,
+    }
+}
+
 pub(super) fn rate_limit_json(r: Option<RateLimitRule>) -> Option<String> {
     r.and_then(|r| serde_json::to_string(&r).ok())
 }
@@ -73,6 +81,13 @@ pub(super) fn row_to_token(row: &AnyRow) -> Result<Token, DbError> {
             ))
         }
     };
+    let oidc: Option<String> = row.try_get("oidc").map_err(unavailable)?;
+    let source = match oidc {
+        None => Source::Database,
+        Some(o) => Source::Oidc(Arc::new(
+            serde_json::from_str(&o).map_err(|e| bad(format!("oidc: {e}")))?,
+        )),
+    };
     let permission = match permission.as_str() {
         "read" => Permission::Read,
         "write" => Permission::Write,
@@ -100,6 +115,6 @@ pub(super) fn row_to_token(row: &AnyRow) -> Result<Token, DbError> {
         disabled: disabled != 0,
         allowed_ips,
         previous,
-        source: Source::Database,
+        source,
     })
 }
