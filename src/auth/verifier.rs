@@ -434,6 +434,7 @@ fn dummy_token(config: &Config) -> Option<Token> {
         rate_limit: None,
         disabled: false,
         allowed_ips: Default::default(),
+        packages: Default::default(),
         generation: UNKNOWN_GENERATION,
         source: crate::token::Source::Bootstrap,
     })

@@ -14,6 +14,7 @@ use super::{
 };
 use crate::app::refused;
 use crate::config::{Config, Overrides};
+use crate::scope::PackagePatterns;
 use crate::store::db::Database;
 use crate::store::manage::{self, NewToken, Patch};
 use crate::store::yaml;
@@ -88,8 +89,13 @@ fn new_token_request(args: &NewTokenArgs) -> anyhow::Result<NewToken> {
             .map(parse_rate_limit)
             .transpose()?,
         allowed_ips: parse_allow_ips(&args.allow_ips)?,
+        packages: parse_packages(&args.packages)?,
         secret: read_secret(args.secret.as_deref())?,
     })
+}
+
+fn parse_packages(items: &[String]) -> anyhow::Result<PackagePatterns> {
+    PackagePatterns::parse(items).map_err(|e| anyhow!("--package: {e}"))
 }
 
 fn parse_allow_ips(items: &[String]) -> anyhow::Result<AllowedIps> {
@@ -128,6 +134,8 @@ struct EntryOut {
     rate_limit: Option<RateLimitRule>,
     #[serde(skip_serializing_if = "AllowedIps::is_empty")]
     allowed_ips: AllowedIps,
+    #[serde(skip_serializing_if = "PackagePatterns::is_empty")]
+    packages: PackagePatterns,
     created_at: DateTime<Utc>,
     #[serde(skip_serializing_if = "Option::is_none")]
     expires_at: Option<DateTime<Utc>>,
@@ -148,6 +156,7 @@ fn token_hash(config: &Config, args: &NewTokenArgs) -> anyhow::Result<()> {
         routes: route_specs(&t.routes),
         rate_limit: t.rate_limit,
         allowed_ips: t.allowed_ips.clone(),
+        packages: t.packages.clone(),
         created_at: t.created_at.unwrap_or_else(Utc::now),
         expires_at: t.expires_at,
     };
@@ -210,8 +219,16 @@ fn print_tokens(
                     .unwrap_or_else(|| "-".into())
             };
             println!(
-                "{:<12}  {:<24}  {:<10}  {:<8}  {:<8}  {:<16}  {:<16}  {:<18}  ROUTES",
-                "ID", "NAME", "PERMISSION", "SOURCE", "STATE", "EXPIRES", "LAST USED", "CLIENTS"
+                "{:<12}  {:<24}  {:<10}  {:<8}  {:<8}  {:<16}  {:<16}  {:<18}  {:<18}  ROUTES",
+                "ID",
+                "NAME",
+                "PERMISSION",
+                "SOURCE",
+                "STATE",
+                "EXPIRES",
+                "LAST USED",
+                "CLIENTS",
+                "PACKAGES"
             );
             for t in tokens {
                 let expires = match t.expires_at {
@@ -224,7 +241,7 @@ fn print_tokens(
                     .map(|r| format!("{}={}", r.pattern.as_str(), r.access.as_str()))
                     .collect();
                 println!(
-                    "{:<12}  {:<24}  {:<10}  {:<8}  {:<8}  {:<16}  {:<16}  {:<18}  {}",
+                    "{:<12}  {:<24}  {:<10}  {:<8}  {:<8}  {:<16}  {:<16}  {:<18}  {:<18}  {}",
                     t.id,
                     t.name,
                     t.permission.as_str(),
@@ -236,6 +253,11 @@ fn print_tokens(
                         "*".to_string()
                     } else {
                         t.allowed_ips.to_string()
+                    },
+                    if t.packages.is_empty() {
+                        "*".to_string()
+                    } else {
+                        t.packages.to_string()
                     },
                     if routes.is_empty() {
                         "*".to_string()
@@ -378,6 +400,8 @@ async fn db_command(config: &Config, db: &Database, cmd: TokenCommand) -> anyhow
                 rate_limit,
                 allow_ips,
                 no_allow_ip,
+                packages,
+                no_package,
                 output,
             } = args;
             let current = db.find(&token).await?;
@@ -409,6 +433,13 @@ async fn db_command(config: &Config, db: &Database, cmd: TokenCommand) -> anyhow
                     None
                 } else {
                     Some(Some(parse_allow_ips(&allow_ips)?))
+                },
+                packages: if no_package {
+                    Some(None)
+                } else if packages.is_empty() {
+                    None
+                } else {
+                    Some(Some(parse_packages(&packages)?))
                 },
             };
             let t = manage::apply_patch(&current, patch).map_err(|e| anyhow!(e))?;

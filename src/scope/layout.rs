@@ -186,3 +186,21 @@ impl Layouts {
         self.0.iter()
     }
 }
+
+impl PartialEq for Layout {
+    fn eq(&self, other: &Self) -> bool {
+        self.kind == other.kind
+            && self.prefix == other.prefix
+            && self.dist_sources == other.dist_sources
+    }
+}
+
+impl Eq for Layout {}
+
+impl PartialEq for Layouts {
+    fn eq(&self, other: &Self) -> bool {
+        self.0 == other.0
+    }
+}
+
+impl Eq for Layouts {}

@@ -192,7 +192,7 @@ fn composer(read: bool, segs: &[&str]) -> Target {
 }
 
 /// The npm package a path's leading segments name, and how many segments it took.
-fn npm_lead<'a>(segs: &[&'a str]) -> Option<(String, usize)> {
+fn npm_lead(segs: &[&str]) -> Option<(String, usize)> {
     let first = npm_name(segs.first()?)?;
     if first.starts_with('@') && !first.contains('/') {
         let second = npm_name(segs.get(1)?)?;

@@ -235,6 +235,9 @@ pub struct Token {
     /// The client networks the token may be used from (empty: any). Checked after the secret
     /// verifies, like `disabled`.
     pub allowed_ips: super::AllowedIps,
+    /// The packages the token may touch (empty: every package), matched per ecosystem under
+    /// `upstream.layouts`; combined with `permission` and `routes` (all must allow).
+    pub packages: crate::scope::PackagePatterns,
     /// Changes whenever the secret or the rights change; cached verifications of another
     /// generation do not count.
     pub generation: u64,
@@ -269,6 +272,7 @@ impl Token {
             rate_limit: None,
             disabled: false,
             allowed_ips: Default::default(),
+            packages: Default::default(),
             generation: 1,
             source: Source::File("t.yaml".into()),
         }

@@ -39,7 +39,7 @@ pub(super) fn root(body: &[u8], allowed: &PackagePatterns) -> Result<Vec<u8>, Fi
     if let Some(Value::Array(patterns)) = v.get_mut("available-package-patterns") {
         let repo: Vec<String> = patterns
             .iter()
-            .filter_map(|p| p.as_str().and_then(|p| normalize_pattern(p)))
+            .filter_map(|p| p.as_str().and_then(normalize_pattern))
             .collect();
         let mut out: Vec<String> = repo
             .iter()

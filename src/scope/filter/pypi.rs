@@ -10,7 +10,7 @@ use crate::scope::name::{Ecosystem, PackagePatterns};
 
 /// One anchor, with the `<br/>` and line end that follow it (dropped together).
 static ANCHOR: LazyLock<Regex> = LazyLock::new(|| {
-    Regex::new(r"(?i)<a\s[^>]*>([^<]*)</a\s*>(?:[ \t]*<br\s*/?>)?[ \t]*\r?\n?")
+    Regex::new(r"(?is)<a\s[^>]*>(.*?)</a\s*>(?:[ \t]*<br\s*/?>)?[ \t]*\r?\n?")
         .expect("a valid regex")
 });
 

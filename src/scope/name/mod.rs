@@ -203,15 +203,13 @@ impl PackagePatterns {
     /// (`acme/*`, `@acme/*`, `left-pad`, `acme-*`, `com.acme:*`). Duplicates are kept once.
     pub fn parse<S: AsRef<str>>(items: &[S]) -> Result<Self, String> {
         if items.len() > MAX_PATTERNS {
-            return Err(format!("packages holds at most {MAX_PATTERNS} patterns"));
+            return Err(format!("at most {MAX_PATTERNS} patterns"));
         }
         let mut out = PackagePatterns::default();
         for item in items {
             let p = item.as_ref().trim();
             if p.is_empty() || p.len() > MAX_PATTERN_LEN {
-                return Err(format!(
-                    "packages: {p:?} must be 1-{MAX_PATTERN_LEN} characters"
-                ));
+                return Err(format!("{p:?} must be 1-{MAX_PATTERN_LEN} characters"));
             }
             let mut any = false;
             for &eco in ecosystems_of(p) {
@@ -225,7 +223,7 @@ impl PackagePatterns {
             }
             if !any {
                 return Err(format!(
-                    "packages: {p:?} is not a package pattern (e.g. acme/*, @acme/*, acme-*, com.acme:*): letters, digits, - _ . ~ and * in a name"
+                    "{p:?} is not a package pattern (e.g. acme/*, @acme/*, acme-*, com.acme:*): letters, digits, - _ . ~ and * in a name"
                 ));
             }
             if !out.source.iter().any(|s| s == p) {
@@ -274,6 +272,19 @@ impl PackagePatterns {
             || self.by_ecosystem[eco.index()]
                 .iter()
                 .any(|p| glob_match(p.as_bytes(), normal.as_bytes()))
+    }
+
+    /// Whether every package `self` allows is allowed by `outer` too: an unscoped `outer`
+    /// allows everything; a scoped one needs `self` scoped, each of its patterns (per
+    /// ecosystem) covered by one of `outer`'s.
+    pub fn within(&self, outer: &PackagePatterns) -> bool {
+        if outer.is_empty() {
+            return true;
+        }
+        !self.is_empty()
+            && Ecosystem::ALL
+                .iter()
+                .all(|&eco| self.for_ecosystem(eco).iter().all(|p| outer.covers(eco, p)))
     }
 
     /// Whether every name the repository pattern `pattern` (Composer's

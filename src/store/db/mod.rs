@@ -101,7 +101,7 @@ impl std::fmt::Debug for Database {
 }
 
 const TOKEN_COLUMNS: &str =
-    "id, name, description, hash, permission, routes, rate_limit, created_at, expires_at, generation, disabled, allowed_ips";
+    "id, name, description, hash, permission, routes, rate_limit, created_at, expires_at, generation, disabled, allowed_ips, packages";
 
 impl Database {
     /// Opens (creating the SQLite file and its directory if needed, private to the user) and
@@ -256,7 +256,7 @@ impl Database {
         let c = |e| classify(e, &t.name, &t.id);
         let mut tx = self.pool.begin().await.map_err(unavailable)?;
         sqlx::query(&format!(
-            "INSERT INTO tokens ({TOKEN_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"
+            "INSERT INTO tokens ({TOKEN_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)"
         ))
         .bind(&*t.id)
         .bind(&*t.name)
@@ -274,6 +274,7 @@ impl Database {
         .bind(t.generation as i64)
         .bind(i64::from(t.disabled))
         .bind(t.allowed_ips.to_string())
+        .bind(t.packages.to_string())
         .execute(&mut *tx)
         .await
         .map_err(c)?;
@@ -288,8 +289,8 @@ impl Database {
         let mut tx = self.pool.begin().await.map_err(unavailable)?;
         let done = sqlx::query(
             "UPDATE tokens SET name = $1, description = $2, hash = $3, permission = $4, routes = $5, \
-             rate_limit = $6, generation = $7, disabled = $8, allowed_ips = $9 \
-             WHERE id = $10 AND generation = $11",
+             rate_limit = $6, generation = $7, disabled = $8, allowed_ips = $9, \
+             packages = $10 WHERE id = $11 AND generation = $12",
         )
         .bind(&*t.name)
         .bind(t.description.clone())
@@ -300,6 +301,7 @@ impl Database {
         .bind(t.generation as i64)
         .bind(i64::from(t.disabled))
         .bind(t.allowed_ips.to_string())
+        .bind(t.packages.to_string())
         .bind(&*t.id)
         .bind(expected as i64)
         .execute(&mut *tx)
@@ -419,6 +421,7 @@ mod tests {
             generation: 1,
             disabled: false,
             allowed_ips: Default::default(),
+            packages: Default::default(),
             source: Source::Database,
         }
     }

@@ -46,6 +46,8 @@ pub(super) fn row_to_token(row: &AnyRow) -> Result<Token, DbError> {
     let disabled: i64 = row.try_get("disabled").map_err(unavailable)?;
     let allowed_ips: String = row.try_get("allowed_ips").map_err(unavailable)?;
     let allowed_ips = token::AllowedIps::parse_stored(&allowed_ips).map_err(bad)?;
+    let packages: String = row.try_get("packages").map_err(unavailable)?;
+    let packages = crate::scope::PackagePatterns::parse_stored(&packages).map_err(bad)?;
     let permission = match permission.as_str() {
         "read" => Permission::Read,
         "write" => Permission::Write,
@@ -72,6 +74,7 @@ pub(super) fn row_to_token(row: &AnyRow) -> Result<Token, DbError> {
         generation: generation as u64,
         disabled: disabled != 0,
         allowed_ips,
+        packages,
         source: Source::Database,
     })
 }

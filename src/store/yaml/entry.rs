@@ -42,6 +42,8 @@ pub(super) struct Entry<'a> {
     disabled: bool,
     #[serde(default)]
     allowed_ips: AllowedIps,
+    #[serde(default)]
+    packages: crate::scope::PackagePatterns,
 }
 
 #[derive(Debug, Deserialize)]
@@ -140,6 +142,7 @@ pub(super) fn validate(
         rate_limit: e.rate_limit,
         disabled: e.disabled,
         allowed_ips: e.allowed_ips,
+        packages: e.packages,
         source: source.clone(),
     })
 }
