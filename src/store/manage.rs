@@ -43,7 +43,7 @@ pub struct NewToken {
     pub allowed_ips: AllowedIps,
     /// Package patterns the token is limited to; empty or absent: every package.
     #[serde(default)]
-    pub packages: crate::scope::PackagePatterns,
+    pub packages: crate::token::PackagePatterns,
     /// A custom secret (CLI only; never accepted over the API).
     #[serde(skip)]
     pub secret: Option<Secret>,
@@ -83,7 +83,7 @@ pub struct Patch {
     pub allowed_ips: Option<Option<AllowedIps>>,
     /// New package patterns (replaces them; `[]` or `null` = every package).
     #[serde(default, deserialize_with = "nullable")]
-    pub packages: Option<Option<crate::scope::PackagePatterns>>,
+    pub packages: Option<Option<crate::token::PackagePatterns>>,
 }
 
 /// Shortest custom secret accepted.

@@ -47,7 +47,7 @@ pub(super) fn row_to_token(row: &AnyRow) -> Result<Token, DbError> {
     let allowed_ips: String = row.try_get("allowed_ips").map_err(unavailable)?;
     let allowed_ips = token::AllowedIps::parse_stored(&allowed_ips).map_err(bad)?;
     let packages: String = row.try_get("packages").map_err(unavailable)?;
-    let packages = crate::scope::PackagePatterns::parse_stored(&packages).map_err(bad)?;
+    let packages = crate::token::PackagePatterns::parse_stored(&packages).map_err(bad)?;
     let permission = match permission.as_str() {
         "read" => Permission::Read,
         "write" => Permission::Write,

@@ -43,7 +43,7 @@ pub(super) struct Entry<'a> {
     #[serde(default)]
     allowed_ips: AllowedIps,
     #[serde(default)]
-    packages: crate::scope::PackagePatterns,
+    packages: crate::token::PackagePatterns,
 }
 
 #[derive(Debug, Deserialize)]
