@@ -660,3 +660,99 @@ async fn bad_layouts_and_patterns_are_reported_with_their_field() {
         "{text}"
     );
 }
+
+#[tokio::test]
+async fn cli_sets_shows_and_clears_packages() {
+    let upstream = Upstream::start();
+    let proxy = Setup::new(&upstream.url())
+        .set("upstream.layouts", layouts())
+        .start()
+        .await;
+    let out = proxy
+        .cli(
+            &[
+                "token",
+                "create",
+                "--name",
+                "cli-scoped",
+                "--permission",
+                "read",
+                "--package",
+                "acme/*",
+                "--package",
+                "@acme/*",
+                "-o",
+                "json",
+            ],
+            None,
+        )
+        .await;
+    assert!(out.status.success(), "{out:?}");
+    let v: Value = serde_json::from_str(&out.stdout).expect("JSON");
+    assert_eq!(v["packages"], json!(["acme/*", "@acme/*"]));
+    let token = out
+        .stderr
+        .lines()
+        .find_map(|l| l.strip_prefix("token: "))
+        .expect("the token, on stderr")
+        .trim()
+        .to_owned();
+    let shown = proxy.cli(&["token", "list"], None).await;
+    assert!(shown.stdout.contains("acme/*,@acme/*"), "{shown:?}");
+    // The running proxy follows the database: the new token is scoped there too.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let (s, _, _, _) = send(&proxy, "GET", "/p2/acme/w.json", &bearer(&token), None).await;
+        if s == 200 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "never accepted: {s}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (s, code, _, _) = send(&proxy, "GET", "/p2/globex/w.json", &bearer(&token), None).await;
+    assert_eq!((s, code.as_deref()), (403, Some("package_not_allowed")));
+    let cleared = proxy
+        .cli(
+            &[
+                "token",
+                "modify",
+                "cli-scoped",
+                "--no-package",
+                "-o",
+                "json",
+            ],
+            None,
+        )
+        .await;
+    assert!(cleared.status.success(), "{cleared:?}");
+    let v: Value = serde_json::from_str(&cleared.stdout).expect("JSON");
+    assert_eq!(v["packages"], json!([]));
+    let bad = proxy
+        .cli(&["token", "modify", "cli-scoped", "--package", "a b"], None)
+        .await;
+    assert!(
+        !bad.status.success() && bad.stderr.contains("--package"),
+        "{bad:?}"
+    );
+    // A token-file entry from `token hash` carries its packages.
+    let hashed = proxy
+        .cli(
+            &[
+                "token",
+                "hash",
+                "--name",
+                "filed",
+                "--permission",
+                "read",
+                "--package",
+                "com.acme:*",
+            ],
+            None,
+        )
+        .await;
+    assert!(hashed.status.success(), "{hashed:?}");
+    assert!(
+        hashed.stdout.contains("packages:") && hashed.stdout.contains("com.acme:*"),
+        "{hashed:?}"
+    );
+}
