@@ -32,8 +32,9 @@ pub fn default_dists(kind: Ecosystem) -> &'static [&'static str] {
     match kind {
         // Satis archives: dist/{vendor}/{package}/{vendor}-{package}-{ref}.zip
         Ecosystem::Composer => &["dist/{vendor}/{package}/**"],
-        // Tarballs: /{name}/-/{file}.tgz (metadata paths are known without patterns).
-        Ecosystem::Npm => &["{name}/-/{file}"],
+        // Packuments, versions and tarballs (`{name}/-/{name}-{version}.tgz`, the file name
+        // checked against the package) are known without patterns.
+        Ecosystem::Npm => &[],
         // pypiserver: /packages/{filename}; PyPI-style: /packages/ab/cd/…/{filename}.
         Ecosystem::Pypi => &["packages/{filename}", "packages/**/{filename}"],
         Ecosystem::Cargo => &[

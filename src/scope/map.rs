@@ -223,10 +223,21 @@ fn npm(read: bool, segs: &[&str]) -> Target {
     if name.starts_with('-') {
         return Target::Unknown;
     }
+    let bare = name.rsplit('/').next().unwrap_or(&name);
+    // A tarball's file is `{bare}-{version}.tgz` (npm itself names it so); another file name
+    // under this package's path is refused, in case a store serves files by name alone.
+    let tarball = |file: &str| {
+        file.strip_prefix(bare)
+            .is_some_and(|rest| rest.starts_with('-') && rest.ends_with(".tgz"))
+    };
     match &segs[n..] {
         // Packument, publish (PUT), unpublish of all (DELETE …/-rev/…), a version's manifest.
-        [] | [_] | ["-rev", _] | ["-", _] => package(eco, &name),
-        ["-", _, "-rev", _] => package(eco, &name),
+        [] | [_] | ["-rev", _] => package(eco, &name),
+        ["-", file] | ["-", file, "-rev", _] if tarball(file) => package(eco, &name),
+        // `/@scope/name/-/@scope/name-1.0.0.tgz`, as `npm publish` writes tarball URLs.
+        ["-", scope, file] if name.split('/').next() == Some(*scope) && tarball(file) => {
+            package(eco, &name)
+        }
         _ => Target::Unknown,
     }
 }

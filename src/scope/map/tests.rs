@@ -76,6 +76,17 @@ fn npm_paths_and_scope_encodings() {
         pkg(N, "left-pad")
     );
     assert_eq!(
+        get("/npm/@acme/widget/-/@acme/widget-1.0.0.tgz"),
+        pkg(N, "@acme/widget")
+    );
+    // A tarball of another package under this one's path: refused.
+    assert_eq!(get("/npm/@acme/widget/-/x-1.0.0.tgz"), Target::Unknown);
+    assert_eq!(
+        get("/npm/@acme/widget/-/@globex/widget-1.0.0.tgz"),
+        Target::Unknown
+    );
+    assert_eq!(get("/npm/left-pad/-/left-pad.tgz"), Target::Unknown);
+    assert_eq!(
         get("/npm/-/v1/search"),
         Target::Listing(N, Listing::NpmSearch)
     );
