@@ -80,7 +80,8 @@ class Handler(BaseHTTPRequestHandler):
             objects.append({
                 "package": {"name": name, "version": latest,
                             "description": doc.get("description", ""),
-                            "date": "2024-01-01T00:00:00.000Z", "links": {}, "publisher": {}},
+                            "date": "2024-01-01T00:00:00.000Z", "links": {}, "keywords": [],
+                            "publisher": {"username": "tollgate"}, "maintainers": []},
                 "score": {"final": 1, "detail": {"quality": 1, "popularity": 1, "maintenance": 1}},
                 "searchScore": 1,
             })
