@@ -493,6 +493,10 @@ async fn listings_that_cannot_be_filtered_are_502_never_unfiltered() {
             Fixed::ok("application/json", "not json"),
         ),
         (
+            "/npm/-/v1/search",
+            Fixed::ok("application/json", big.clone()).chunked(),
+        ),
+        (
             "/pypi/simple/",
             Fixed::ok("text/html", &b"\x1f\x8b compressed"[..]).header("content-encoding", "gzip"),
         ),
@@ -533,6 +537,23 @@ async fn listings_that_cannot_be_filtered_are_502_never_unfiltered() {
         }
     }
     assert!(proxy.all_logs().contains("listing_unfilterable"));
+    // Chunked, growing past the bound: never a byte of it.
+    let resp = client()
+        .get(proxy.url("/npm/-/v1/search"))
+        .header("authorization", acme.auth())
+        .send()
+        .await;
+    if let Ok(resp) = resp {
+        let status = resp.status().as_u16();
+        match resp.bytes().await {
+            Ok(body) => {
+                assert_eq!(status, 502, "{}", String::from_utf8_lossy(&body));
+                let v: Value = serde_json::from_slice(&body).expect("JSON refusal");
+                assert_eq!(v["error"], "listing_too_large");
+            }
+            Err(_) => assert_eq!(status, 200, "a cut body after the head"),
+        }
+    }
     // The unscoped token gets them as they are.
     let (status, _, _, body) = send(&proxy, "GET", "/packages.json", &open.auth(), None).await;
     assert_eq!((status, body.len()), (200, big.len()));

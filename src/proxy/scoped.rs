@@ -99,8 +99,13 @@ impl Scoped {
         *self = Scoped::No;
         // Whatever the status, one token's view must not be served to another from a cache.
         let _ = resp.append_header(VARY, HeaderValue::from_static("Authorization"));
-        if resp.status != http::StatusCode::OK {
-            return Ok(());
+        match resp.status.as_u16() {
+            200 => {}
+            // Another success (206 and the like) would carry a body that cannot be filtered.
+            201..=299 if resp.status != http::StatusCode::NO_CONTENT => {
+                return Err(Refusal::ListingUnfilterable)
+            }
+            _ => return Ok(()),
         }
         if resp.headers.contains_key(CONTENT_ENCODING) {
             return Err(Refusal::ListingUnfilterable);

@@ -32,13 +32,15 @@ fn boundary(content_type: &str) -> Option<&str> {
     if !mime.trim().eq_ignore_ascii_case("multipart/form-data") {
         return None;
     }
-    params.split(';').find_map(|p| {
+    // A second `boundary` could be the one another parser takes: none then.
+    let mut found = params.split(';').filter_map(|p| {
         let (k, v) = p.split_once('=')?;
         k.trim()
             .eq_ignore_ascii_case("boundary")
             .then(|| v.trim().trim_matches('"'))
-            .filter(|b| !b.is_empty() && b.len() <= 200)
-    })
+    });
+    let b = found.next()?;
+    (found.next().is_none() && !b.is_empty() && b.len() <= 200).then_some(b)
 }
 
 /// A `Content-Disposition` parameter (`name="…"`, `filename="…"`).
@@ -82,13 +84,21 @@ fn twine(content_type: &str, body: &[u8]) -> Option<Vec<String>> {
             httparse::Status::Partial => return None,
         };
         let content = part[head_len..].strip_suffix(b"\r\n")?;
-        let Some(disp) = headers
+        let mut disps = headers
             .iter()
-            .find(|h| h.name.eq_ignore_ascii_case("content-disposition"))
-        else {
+            .filter(|h| h.name.eq_ignore_ascii_case("content-disposition"));
+        let Some(disp) = disps.next() else {
             continue;
         };
+        // Two of them, or an RFC 5987 `filename*` (which some parsers prefer to `filename`):
+        // the part could name another file to the store than to Tollgate.
+        if disps.next().is_some() {
+            return None;
+        }
         let disp = std::str::from_utf8(disp.value).ok()?;
+        if disposition_param(disp, "filename*").is_some() {
+            return None;
+        }
         if let Some(file) = disposition_param(disp, "filename") {
             let file = file.rsplit(['/', '\\']).next().unwrap_or(file);
             add(pypi_file(file), &mut names)?;
@@ -174,6 +184,25 @@ mod tests {
         // A file name no project can be read from.
         let (ct, body) = form(&[("name", None, b"a"), ("content", Some("x.exe"), b"")]);
         assert_eq!(names(Upload::Twine, Some(&ct), &body), None);
+        // Ambiguous forms: two boundaries, an RFC 5987 file name, two dispositions.
+        let (ct, body) = form(&[("name", None, b"acme-widget")]);
+        let two = format!("{ct}; boundary=other");
+        assert_eq!(names(Upload::Twine, Some(&two), &body), None);
+        let (ct2, with_file) = form(&[
+            ("name", None, b"acme-widget"),
+            ("content", Some("acme_widget-1.0.tar.gz"), b"x"),
+        ]);
+        assert!(names(Upload::Twine, Some(&ct2), &with_file).is_some());
+        let star = String::from_utf8(with_file).unwrap().replace(
+            "filename=\"acme_widget-1.0.tar.gz\"",
+            "filename=\"acme_widget-1.0.tar.gz\"; filename*=UTF-8''globex_gadget-1.0.tar.gz",
+        );
+        assert_eq!(names(Upload::Twine, Some(&ct2), star.as_bytes()), None);
+        let double = String::from_utf8(body).unwrap().replace(
+            "\r\n\r\nacme",
+            "\r\nContent-Disposition: form-data; name=\"content\"\r\n\r\nacme",
+        );
+        assert_eq!(names(Upload::Twine, Some(&ct), double.as_bytes()), None);
     }
 
     #[test]

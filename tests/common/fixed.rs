@@ -10,6 +10,8 @@ pub struct Fixed {
     pub status: u16,
     pub headers: Vec<(String, String)>,
     pub body: Bytes,
+    /// Sent chunked, in pieces of 16 KiB, without a `Content-Length`.
+    pub chunked: bool,
 }
 
 impl Fixed {
@@ -22,7 +24,14 @@ impl Fixed {
                 ("etag".into(), "\"upstream-etag\"".into()),
             ],
             body: body.into(),
+            chunked: false,
         }
+    }
+
+    /// Sends the body chunked, without a `Content-Length`.
+    pub fn chunked(mut self) -> Self {
+        self.chunked = true;
+        self
     }
 
     /// Adds a header.
@@ -67,7 +76,17 @@ impl FixedUpstream {
                             for (k, v) in &f.headers {
                                 b = b.header(k.as_str(), v.as_str());
                             }
-                            b.body(Body::from(f.body)).expect("fixed response")
+                            let body = if f.chunked {
+                                let pieces: Vec<Result<Bytes, Infallible>> = f
+                                    .body
+                                    .chunks(16 * 1024)
+                                    .map(|c| Ok(Bytes::copy_from_slice(c)))
+                                    .collect();
+                                Body::from_stream(futures_util::stream::iter(pieces))
+                            } else {
+                                Body::from(f.body)
+                            };
+                            b.body(body).expect("fixed response")
                         }
                         None => resp,
                     }
