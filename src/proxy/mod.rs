@@ -116,6 +116,7 @@ pub struct Proxy {
     /// `upstream.layouts` and `upstream.listing_max_body` (package scopes).
     layouts: crate::scope::Layouts,
     listing_max_body: usize,
+    scope_budget: Arc<scoped::Budget>,
 }
 
 impl Proxy {
@@ -147,6 +148,7 @@ impl Proxy {
             trusted_proxies: config.trusted_proxies.clone(),
             layouts: up.layouts.clone(),
             listing_max_body: up.listing_max_body,
+            scope_budget: scoped::Budget::new(up.listing_max_body.saturating_mul(4)),
         }
     }
 
@@ -332,6 +334,7 @@ impl ProxyHttp for Proxy {
                         header(http::header::CONTENT_TYPE),
                         header(http::header::CONTENT_LENGTH).and_then(|v| v.parse().ok()),
                         self.listing_max_body,
+                        &self.scope_budget,
                     );
                     match decided {
                         Ok(s) => ctx.scoped = s,
@@ -444,9 +447,9 @@ impl ProxyHttp for Proxy {
         }
         if ctx.scoped.is_listing() {
             let head_only = session.req_header().method == http::Method::HEAD;
-            if let Err(r) = ctx
-                .scoped
-                .on_response(resp, head_only, self.listing_max_body)
+            if let Err(r) =
+                ctx.scoped
+                    .on_response(resp, head_only, self.listing_max_body, &self.scope_budget)
             {
                 ctx.scoped_refusal = Some(r);
                 return Err(scoped::stop(r));

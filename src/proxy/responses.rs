@@ -41,6 +41,8 @@ pub enum Refusal {
     ListingTooLarge,
     /// 502: a listing that could not be filtered (not its format, or compressed).
     ListingUnfilterable,
+    /// 503: the listings and uploads held for scoped tokens fill their shared budget.
+    ScopeBusy,
     /// 400: the path cannot be normalized safely.
     BadPath(PathError),
     /// 405: a method the proxy's own endpoint does not take.
@@ -79,7 +81,7 @@ impl Refusal {
             Refusal::BadPath(_) => 400,
             Refusal::MethodNotAllowed => 405,
             Refusal::RateLimited(_) | Refusal::Throttled(_) => 429,
-            Refusal::Busy | Refusal::NotReady => 503,
+            Refusal::Busy | Refusal::NotReady | Refusal::ScopeBusy => 503,
             Refusal::UpstreamUnavailable => 502,
             Refusal::UpstreamTimeout => 504,
             Refusal::Internal => 500,
@@ -100,6 +102,7 @@ impl Refusal {
             Refusal::PackageUnknown => "package_unknown",
             Refusal::ListingTooLarge => "listing_too_large",
             Refusal::ListingUnfilterable => "listing_unfilterable",
+            Refusal::ScopeBusy => "scope_busy",
             Refusal::BadPath(_) => "bad_path",
             Refusal::MethodNotAllowed => "method_not_allowed",
             Refusal::RateLimited(_) => "rate_limited",
@@ -135,6 +138,10 @@ impl Refusal {
             }
             Refusal::ListingUnfilterable => {
                 "the package store's listing could not be filtered for this token".into()
+            }
+            Refusal::ScopeBusy => {
+                "too many listings and uploads are being checked for package scopes; retry shortly"
+                    .into()
             }
             Refusal::BadPath(e) => format!("the request path is refused: {e}").into(),
             Refusal::MethodNotAllowed => "this endpoint answers GET only".into(),
@@ -226,7 +233,7 @@ pub async fn write_refusal(
 ) -> Result<()> {
     if r.status() == 401 {
         extra.push((WWW_AUTHENTICATE, challenge.clone()));
-    } else if r == Refusal::Busy || r == Refusal::NotReady {
+    } else if matches!(r, Refusal::Busy | Refusal::NotReady | Refusal::ScopeBusy) {
         extra.push((RETRY_AFTER, HeaderValue::from_static("1")));
     } else if let Refusal::Throttled(secs) = r {
         extra.push((RETRY_AFTER, HeaderValue::from(secs)));
@@ -252,6 +259,7 @@ mod tests {
             Refusal::PackageUnknown,
             Refusal::ListingTooLarge,
             Refusal::ListingUnfilterable,
+            Refusal::ScopeBusy,
             Refusal::BadPath(PathError::Nul),
             Refusal::MethodNotAllowed,
             Refusal::RateLimited(3),

@@ -15,6 +15,12 @@
 //!   held back, whole (at most `listing_max_body`), before any of it reaches the store; it
 //!   goes on only when every package it names is allowed, else the client gets 403 and the
 //!   store's connection is dropped with the body unsent.
+//!
+//! What all of them hold at once is bounded too ([`Budget`]: four times `listing_max_body`);
+//! past it a request is answered 503 `scope_busy` (many slow uploads cannot take the memory).
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
 use http::header::{CONTENT_ENCODING, CONTENT_LENGTH, CONTENT_TYPE, ETAG, VARY};
@@ -26,6 +32,70 @@ use super::Refusal;
 use crate::scope::{self, Layouts, Listing, PackagePatterns, Target, Upload};
 use crate::token::Token;
 
+/// The bytes every collected listing and held upload may take together.
+#[derive(Debug)]
+pub struct Budget {
+    used: AtomicUsize,
+    cap: usize,
+}
+
+impl Budget {
+    /// A budget of `cap` bytes.
+    pub fn new(cap: usize) -> Arc<Budget> {
+        Arc::new(Budget {
+            used: AtomicUsize::new(0),
+            cap,
+        })
+    }
+}
+
+/// A body being collected, its bytes counted against the [`Budget`] until it is dropped.
+#[derive(Debug)]
+pub struct Held {
+    buf: BytesMut,
+    budget: Arc<Budget>,
+}
+
+impl Held {
+    fn new(budget: &Arc<Budget>, capacity: usize) -> Held {
+        Held {
+            buf: BytesMut::with_capacity(capacity.min(1 << 20)),
+            budget: budget.clone(),
+        }
+    }
+
+    /// Appends `piece`: past `max` bytes `too_large`, past the shared budget `ScopeBusy`.
+    fn push(&mut self, piece: &[u8], max: usize, too_large: Refusal) -> Result<(), Refusal> {
+        if self.buf.len() + piece.len() > max {
+            return Err(too_large);
+        }
+        let before = self.budget.used.fetch_add(piece.len(), Ordering::Relaxed);
+        if before + piece.len() > self.budget.cap {
+            self.budget.used.fetch_sub(piece.len(), Ordering::Relaxed);
+            return Err(Refusal::ScopeBusy);
+        }
+        self.buf.extend_from_slice(piece);
+        Ok(())
+    }
+}
+
+impl Held {
+    /// The body, its bytes given back to the budget (they go upstream now).
+    fn take(&mut self) -> Bytes {
+        let buf = std::mem::take(&mut self.buf);
+        self.budget.used.fetch_sub(buf.len(), Ordering::Relaxed);
+        buf.freeze()
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        self.budget
+            .used
+            .fetch_sub(self.buf.len(), Ordering::Relaxed);
+    }
+}
+
 /// A request's package-scope state.
 #[derive(Debug, Default)]
 pub enum Scoped {
@@ -35,9 +105,9 @@ pub enum Scoped {
     /// A listing whose response is still to come.
     Listing(Listing),
     /// A listing's `200` body being collected (its `Content-Type`, the body so far).
-    Collecting(Listing, Option<String>, BytesMut),
+    Collecting(Listing, Option<String>, Held),
     /// An upload body held back until it is whole.
-    Holding(Upload, Option<String>, BytesMut),
+    Holding(Upload, Option<String>, Held),
 }
 
 /// Decides a scoped token's request: allowed as it is, allowed with a filter or a held body,
@@ -50,6 +120,7 @@ pub fn check(
     content_type: Option<&str>,
     content_length: Option<u64>,
     max_body: usize,
+    budget: &Arc<Budget>,
 ) -> Result<Scoped, Refusal> {
     let allowed = &token.packages;
     match scope::classify(layouts, method, path) {
@@ -69,7 +140,7 @@ pub fn check(
             Ok(Scoped::Holding(
                 kind,
                 content_type.map(str::to_owned),
-                BytesMut::new(),
+                Held::new(budget, content_length.unwrap_or(0) as usize),
             ))
         }
         Target::Unknown => Err(Refusal::PackageUnknown),
@@ -89,6 +160,7 @@ impl Scoped {
         resp: &mut ResponseHeader,
         head_only: bool,
         max_body: usize,
+        budget: &Arc<Budget>,
     ) -> Result<(), Refusal> {
         let Scoped::Listing(listing) = *self else {
             return Ok(());
@@ -130,7 +202,7 @@ impl Scoped {
             return Ok(());
         }
         let capacity = length.map_or(8 * 1024, |n| n as usize);
-        *self = Scoped::Collecting(listing, content_type, BytesMut::with_capacity(capacity));
+        *self = Scoped::Collecting(listing, content_type, Held::new(budget, capacity));
         Ok(())
     }
 
@@ -147,14 +219,14 @@ impl Scoped {
             return Ok(());
         };
         if let Some(piece) = body.take() {
-            if collected.len() + piece.len() > max_body {
+            if let Err(r) = collected.push(&piece, max_body, Refusal::ListingTooLarge) {
                 *self = Scoped::No;
-                return Err(Refusal::ListingTooLarge);
+                return Err(r);
             }
-            collected.extend_from_slice(&piece);
         }
         if end {
-            let out = scope::filter::filter(*listing, content_type.as_deref(), collected, allowed);
+            let out =
+                scope::filter::filter(*listing, content_type.as_deref(), &collected.buf, allowed);
             *self = Scoped::No;
             *body = Some(Bytes::from(out.map_err(|_| Refusal::ListingUnfilterable)?));
         }
@@ -174,17 +246,16 @@ impl Scoped {
             return Ok(());
         };
         if let Some(piece) = body.take() {
-            if held.len() + piece.len() > max_body {
+            if let Err(r) = held.push(&piece, max_body, Refusal::PackageUnknown) {
                 *self = Scoped::No;
-                return Err(Refusal::PackageUnknown);
+                return Err(r);
             }
-            held.extend_from_slice(&piece);
         }
         if !end {
             *body = Some(Bytes::new());
             return Ok(());
         }
-        let whole = std::mem::take(held).freeze();
+        let whole = held.take();
         let verdict = match scope::upload::names(*kind, content_type.as_deref(), &whole) {
             None => Err(Refusal::PackageUnknown),
             Some((eco, names)) if names.iter().all(|n| allowed.allows_normal(eco, n)) => Ok(()),
@@ -200,4 +271,33 @@ impl Scoped {
 /// The error a hook returns to stop a request whose refusal is in the context.
 pub fn stop(r: Refusal) -> Box<Error> {
     Error::explain(ErrorType::HTTPStatus(r.status()), r.code())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn held_bodies_share_one_budget_and_give_it_back() {
+        let budget = Budget::new(100);
+        let mut a = Held::new(&budget, 0);
+        let mut b = Held::new(&budget, 0);
+        a.push(&[0; 60], 80, Refusal::ListingTooLarge).unwrap();
+        // Past its own bound first, then past the shared one.
+        assert_eq!(
+            a.push(&[0; 30], 80, Refusal::ListingTooLarge),
+            Err(Refusal::ListingTooLarge)
+        );
+        assert_eq!(
+            b.push(&[0; 50], 80, Refusal::ListingTooLarge),
+            Err(Refusal::ScopeBusy)
+        );
+        b.push(&[0; 40], 80, Refusal::ListingTooLarge).unwrap();
+        assert_eq!(budget.used.load(Ordering::Relaxed), 100);
+        drop(a);
+        assert_eq!(budget.used.load(Ordering::Relaxed), 40);
+        b.push(&[0; 40], 80, Refusal::ListingTooLarge).unwrap();
+        drop(b);
+        assert_eq!(budget.used.load(Ordering::Relaxed), 0);
+    }
 }
