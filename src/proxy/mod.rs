@@ -114,9 +114,7 @@ pub struct Proxy {
     public: Box<[PublicPath]>,
     trusted_proxies: TrustedProxies,
     /// `upstream.layouts` and `upstream.listing_max_body` (package scopes).
-    layouts: crate::scope::Layouts,
-    listing_max_body: usize,
-    scope_budget: Arc<scoped::Budget>,
+    scopes: scoped::Scopes,
 }
 
 impl Proxy {
@@ -146,9 +144,7 @@ impl Proxy {
             cargo_config: up.cargo_index.as_deref().map(cargo::config_json_path),
             public: config.public.clone().into_boxed_slice(),
             trusted_proxies: config.trusted_proxies.clone(),
-            layouts: up.layouts.clone(),
-            listing_max_body: up.listing_max_body,
-            scope_budget: scoped::Budget::new(up.listing_max_body.saturating_mul(4)),
+            scopes: scoped::Scopes::new(up.layouts.clone(), up.listing_max_body),
         }
     }
 
@@ -326,15 +322,12 @@ impl ProxyHttp for Proxy {
                 if !token.packages.is_empty() {
                     let req = session.req_header();
                     let header = |name| req.headers.get(name).and_then(|v| v.to_str().ok());
-                    let decided = scoped::check(
-                        &self.layouts,
+                    let decided = self.scopes.check(
                         token,
                         &req.method,
                         &path,
                         header(http::header::CONTENT_TYPE),
                         header(http::header::CONTENT_LENGTH).and_then(|v| v.parse().ok()),
-                        self.listing_max_body,
-                        &self.scope_budget,
                     );
                     match decided {
                         Ok(s) => ctx.scoped = s,
@@ -449,7 +442,7 @@ impl ProxyHttp for Proxy {
             let head_only = session.req_header().method == http::Method::HEAD;
             if let Err(r) =
                 ctx.scoped
-                    .on_response(resp, head_only, self.listing_max_body, &self.scope_budget)
+                    .on_response(resp, head_only, self.scopes.max_body, &self.scopes.budget)
             {
                 ctx.scoped_refusal = Some(r);
                 return Err(scoped::stop(r));
@@ -505,7 +498,7 @@ impl ProxyHttp for Proxy {
         ctx.cargo.on_body(body, end_of_stream)?;
         if let (scoped::Scoped::Collecting(..), Some(token)) = (&ctx.scoped, &ctx.token) {
             let token = token.clone();
-            let max = self.listing_max_body;
+            let max = self.scopes.max_body;
             if let Err(r) = ctx
                 .scoped
                 .on_body(body, end_of_stream, &token.packages, max)
@@ -526,7 +519,7 @@ impl ProxyHttp for Proxy {
     ) -> Result<()> {
         if let (scoped::Scoped::Holding(..), Some(token)) = (&ctx.scoped, &ctx.token) {
             let token = token.clone();
-            let max = self.listing_max_body;
+            let max = self.scopes.max_body;
             if let Err(r) = ctx
                 .scoped
                 .on_request_body(body, end_of_stream, &token.packages, max)

@@ -110,20 +110,51 @@ pub enum Scoped {
     Holding(Upload, Option<String>, Held),
 }
 
-/// Decides a scoped token's request: allowed as it is, allowed with a filter or a held body,
-/// or refused.
-pub fn check(
-    layouts: &Layouts,
+/// The proxy's package-scope settings: `upstream.layouts`, `upstream.listing_max_body`, and
+/// the budget every held body shares.
+pub struct Scopes {
+    layouts: Layouts,
+    /// `upstream.listing_max_body`.
+    pub max_body: usize,
+    /// Four times `max_body`.
+    pub budget: Arc<Budget>,
+}
+
+impl Scopes {
+    /// From the upstream configuration.
+    pub fn new(layouts: Layouts, max_body: usize) -> Scopes {
+        Scopes {
+            layouts,
+            max_body,
+            budget: Budget::new(max_body.saturating_mul(4)),
+        }
+    }
+
+    /// Decides a scoped token's request: allowed as it is, allowed with a filter or a held
+    /// body, or refused.
+    pub fn check(
+        &self,
+        token: &Token,
+        method: &http::Method,
+        path: &str,
+        content_type: Option<&str>,
+        content_length: Option<u64>,
+    ) -> Result<Scoped, Refusal> {
+        check(self, token, method, path, content_type, content_length)
+    }
+}
+
+fn check(
+    scopes: &Scopes,
     token: &Token,
     method: &http::Method,
     path: &str,
     content_type: Option<&str>,
     content_length: Option<u64>,
-    max_body: usize,
-    budget: &Arc<Budget>,
 ) -> Result<Scoped, Refusal> {
+    let (max_body, budget) = (scopes.max_body, &scopes.budget);
     let allowed = &token.packages;
-    match scope::classify(layouts, method, path) {
+    match scope::classify(&scopes.layouts, method, path) {
         Target::Package(eco, names) => {
             if names.iter().all(|n| allowed.allows_normal(eco, n)) {
                 Ok(Scoped::No)
