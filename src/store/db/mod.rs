@@ -466,12 +466,6 @@ mod tests {
             db.token(&t.id).await.unwrap().allowed_ips,
             fenced.allowed_ips
         );
-        let mut scoped = fenced.clone();
-        scoped.packages =
-            crate::token::PackagePatterns::parse(&["acme/*", "@acme/*", "com.acme:*"]).unwrap();
-        scoped.generation = 5;
-        db.update(&scoped, 4).await.unwrap();
-        assert_eq!(db.token(&t.id).await.unwrap().packages, scoped.packages);
         let now = Utc::now();
         let use_at = |at, ip: &str, agent: &str| LastUse {
             at,
