@@ -157,6 +157,11 @@ async fn a_job_token_buys_a_short_lived_token_that_publishes() {
         std::fs::read_to_string(&tg.setup.tokens_path).unwrap(),
         "tokens: []\n"
     );
+    // The log is written in batches: wait for the exchange's line before reading it.
+    poll_until(Duration::from_secs(3), || async {
+        tg.logs().contains("oidc.exchange")
+    })
+    .await;
     let logs = tg.logs();
     let secret = token.rsplit('_').next().unwrap();
     assert!(!logs.contains(secret), "the minted token is logged");
