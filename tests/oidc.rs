@@ -752,3 +752,35 @@ async fn a_body_that_never_arrives_is_answered_408_within_the_bound() {
     );
     assert_eq!(upstream.count(), 0);
 }
+
+/// A policy's `packages` scope the minted token like a token's own: under a PyPI layout it
+/// reads `acme-*` projects (any spelling PEP 503 folds into one) and nothing of another vendor.
+#[tokio::test]
+async fn a_policys_packages_scope_the_minted_token() {
+    let upstream = Upstream::start();
+    let issuer = Issuer::start();
+    let claims = json!({"repository": "acme/widget"});
+    let tg = setup(&upstream, &issuer)
+        .set("upstream.layouts", json!([{"kind": "pypi", "prefix": "/"}]))
+        .set(
+            "oidc.policies",
+            json!([{"name": "acme-only", "issuer": issuer.url(), "claims": claims,
+                    "permission": "read", "packages": ["acme-*"]}]),
+        )
+        .start()
+        .await;
+    let token = mint(&tg, &issuer.sign("rsa-1", &issuer.claims())).await;
+    let listed = minted_tokens(&tg).await;
+    assert_eq!(listed[0]["packages"], json!(["acme-*"]), "{listed:?}");
+    let c = client();
+    let bearer = format!("Bearer {token}");
+    for (path, want) in [
+        ("/simple/acme-widget/", 200),
+        ("/simple/Acme_Widget/", 200),
+        ("/simple/globex-gadget/", 403),
+    ] {
+        let resp = http_get(&c, &tg.url(path), Some(&bearer)).await;
+        assert_eq!(resp.status, want, "{path}: {}", resp.body);
+    }
+    assert_eq!(upstream.count_path("/simple/globex-gadget/"), 0);
+}
