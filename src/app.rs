@@ -90,6 +90,11 @@ pub(crate) async fn preflight(config: &Config) -> anyhow::Result<Preflight> {
         },
         None => None,
     };
+    if let Some(backend) = &config.rate_limit_backend {
+        if let Err(reason) = crate::shared::Backend::new(backend) {
+            problems.push(config.origins.problem("rate_limit.backend", reason));
+        }
+    }
     if !problems.is_empty() {
         return Err(config_refused(&ConfigErrors(problems)));
     }
@@ -224,13 +229,24 @@ impl App {
         let (stop_tx, stop_rx) = watch::channel(false);
         let upstream = UpstreamPeers::new(&config.upstream, upstream_addrs);
         tokio::spawn(upstream.clone().run(stop_rx.clone()));
-        let proxy = Proxy::new(
+        let mut proxy = Proxy::new(
             &config,
             upstream,
             store.clone(),
             verifier.clone(),
             health.clone(),
         );
+        // Rate limits shared on Redis: connected and health-checked on the control plane.
+        let shared = match &config.rate_limit_backend {
+            Some(backend) => {
+                let backend = crate::shared::Backend::new(backend).map_err(anyhow::Error::msg)?;
+                tokio::spawn(backend.clone().run(stop_rx.clone()));
+                let shared = crate::shared::SharedLimits::new(backend);
+                proxy = proxy.with_shared(shared.clone());
+                Some(shared)
+            }
+            None => None,
+        };
         {
             // Verification budgets and rate-limit buckets that are full again, and buckets of
             // tokens no longer in the set, are forgotten off the request path; the expiry gauges
@@ -246,7 +262,11 @@ impl App {
                     tokio::select! {
                         _ = tick.tick() => {
                             verifier.maintain();
-                            rate_limits.maintain(&store.set.load());
+                            let snapshot = store.set.load();
+                            rate_limits.maintain(&snapshot);
+                            if let Some(shared) = &shared {
+                                shared.maintain(|id| snapshot.by_id(id).is_some());
+                            }
                         }
                         _ = expiry_tick.tick() => store.set.load().record_expiry(chrono::Utc::now()),
                         _ = stop.changed() => return,

@@ -17,6 +17,7 @@ pub mod metrics;
 pub mod net;
 pub mod proxy;
 pub mod ratelimit;
+pub mod shared;
 pub mod store;
 pub mod sys;
 pub mod tls;

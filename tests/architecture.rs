@@ -196,6 +196,7 @@ fn each_layer_names_only_the_layers_below_it() {
     );
     only(&c, "conn", &["config", "metrics", "sys"]);
     only(&c, "upstream", &["config", "metrics"]);
+    only(&c, "shared", &["config", "metrics", "ratelimit"]);
     only(
         &c,
         "proxy",
@@ -207,6 +208,7 @@ fn each_layer_names_only_the_layers_below_it() {
             "metrics",
             "net",
             "ratelimit",
+            "shared",
             "store",
             "token",
             "upstream",
@@ -220,6 +222,7 @@ fn each_layer_names_only_the_layers_below_it() {
             "config",
             "lifecycle",
             "metrics",
+            "shared",
             "store",
             "tls",
             "token",

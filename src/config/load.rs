@@ -8,7 +8,7 @@ use serde_yaml_ng::{Mapping, Value};
 use super::fields::{as_string, kind_of, Collector, ConfigError, ConfigErrors, Origins, Section};
 use super::sections::{
     build_cache, build_hashing, build_limits, build_log, build_public, build_shutdown, build_tls,
-    build_tokens, build_upstream, build_verify, socket_addr, take_rule, url_path,
+    build_tokens, build_upstream, build_verify, socket_addr, take_rate_limit, take_rule, url_path,
 };
 use super::Config;
 use crate::token::RateLimitRule;
@@ -191,9 +191,8 @@ fn build(col: &mut Collector, root: Value) -> Config {
     let threads = top.take_with("threads", 0usize, |v| {
         serde_yaml_ng::from_value::<usize>(v).map_err(|e| e.to_string())
     });
-    let rate_limit = take_rule(
+    let (rate_limit, rate_limit_backend) = take_rate_limit(
         &mut top,
-        "rate_limit",
         RateLimitRule::Limited {
             requests: 1000,
             period: Duration::from_secs(3600),
@@ -243,6 +242,7 @@ fn build(col: &mut Collector, root: Value) -> Config {
             threads
         },
         rate_limit,
+        rate_limit_backend,
         public,
         public_rate_limit,
         shutdown_grace,

@@ -20,6 +20,7 @@ mod limits;
 mod public;
 mod rate_headers;
 mod responses;
+mod shared_limits;
 mod whoami;
 
 use std::borrow::Cow;
@@ -95,6 +96,8 @@ fn unix_now() -> Duration {
 pub struct Proxy {
     store: Arc<Store>,
     rate_limits: Arc<TokenLimits>,
+    /// Rate limits shared on Redis (`rate_limit.backend`); `None`: in process only.
+    shared: Option<Arc<crate::shared::SharedLimits>>,
     health: Arc<Health>,
     verifier: Arc<Verifier>,
     upstream: Arc<UpstreamPeers>,
@@ -123,6 +126,7 @@ impl Proxy {
         Proxy {
             store,
             rate_limits: Arc::new(TokenLimits::new(config)),
+            shared: None,
             health,
             verifier,
             upstream,
@@ -138,6 +142,12 @@ impl Proxy {
             public: config.public.clone().into_boxed_slice(),
             trusted_proxies: config.trusted_proxies.clone(),
         }
+    }
+
+    /// Shares the per-token rate limits on `shared` (`rate_limit.backend`).
+    pub fn with_shared(mut self, shared: Arc<crate::shared::SharedLimits>) -> Self {
+        self.shared = Some(shared);
+        self
     }
 
     /// The per-token rate-limit state this proxy applies (the application maintains it).
@@ -295,7 +305,21 @@ impl ProxyHttp for Proxy {
                 if path == self.whoami_path {
                     return Box::pin(self.whoami(session, ctx, token)).await;
                 }
-                if let Some(decision) = self.rate_limits.check(token) {
+                let decision = match &self.shared {
+                    None => self.rate_limits.check(token),
+                    // Boxed: the shared path awaits, and must not grow every request's future.
+                    Some(shared) => {
+                        match Box::pin(shared_limits::check(shared, &self.rate_limits, token)).await
+                        {
+                            Ok(d) => d,
+                            Err(r) => {
+                                ctx.path = Some(path.into_owned());
+                                return self.refuse(session, ctx, r).await;
+                            }
+                        }
+                    }
+                };
+                if let Some(decision) = decision {
                     let allowed = decision.allowed;
                     let retry = decision.retry_after_secs().unwrap_or(1);
                     ctx.rate = Some(decision);

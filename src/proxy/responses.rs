@@ -38,6 +38,9 @@ pub enum Refusal {
     MethodNotAllowed,
     /// 429: the token's rate limit is spent; retry after this many seconds.
     RateLimited(u64),
+    /// 429: the token is rate-limited, the shared rate-limit backend cannot be reached and
+    /// `rate_limit.on_backend_error` is `deny`.
+    RateLimitUnavailable,
     /// 429: too many verifications of uncached credentials for this token (a guessing
     /// attack, or a misconfigured client); retry after this many seconds.
     Throttled(u64),
@@ -65,7 +68,7 @@ impl Refusal {
             Refusal::Forbidden | Refusal::IpNotAllowed => 403,
             Refusal::BadPath(_) => 400,
             Refusal::MethodNotAllowed => 405,
-            Refusal::RateLimited(_) | Refusal::Throttled(_) => 429,
+            Refusal::RateLimited(_) | Refusal::Throttled(_) | Refusal::RateLimitUnavailable => 429,
             Refusal::Busy | Refusal::NotReady => 503,
             Refusal::UpstreamUnavailable => 502,
             Refusal::UpstreamTimeout => 504,
@@ -87,6 +90,7 @@ impl Refusal {
             Refusal::MethodNotAllowed => "method_not_allowed",
             Refusal::RateLimited(_) => "rate_limited",
             Refusal::Throttled(_) => "verification_throttled",
+            Refusal::RateLimitUnavailable => "rate_limit_unavailable",
             Refusal::Busy => "busy",
             Refusal::NotReady => "not_ready",
             Refusal::UpstreamUnavailable => "upstream_unavailable",
@@ -118,6 +122,9 @@ impl Refusal {
                 "too many attempts with wrong or new secrets from this address; retry in {s} s"
             )
             .into(),
+            Refusal::RateLimitUnavailable => {
+                "the shared rate limit cannot be checked right now; retry shortly".into()
+            }
             Refusal::Busy => "too many token verifications in progress; retry shortly".into(),
             Refusal::NotReady => "no token set is loaded yet; retry shortly".into(),
             Refusal::UpstreamUnavailable => "the package store could not be reached".into(),
@@ -199,7 +206,7 @@ pub async fn write_refusal(
 ) -> Result<()> {
     if r.status() == 401 {
         extra.push((WWW_AUTHENTICATE, challenge.clone()));
-    } else if r == Refusal::Busy || r == Refusal::NotReady {
+    } else if r == Refusal::Busy || r == Refusal::NotReady || r == Refusal::RateLimitUnavailable {
         extra.push((RETRY_AFTER, HeaderValue::from_static("1")));
     } else if let Refusal::Throttled(secs) = r {
         extra.push((RETRY_AFTER, HeaderValue::from(secs)));
@@ -225,6 +232,7 @@ mod tests {
             Refusal::MethodNotAllowed,
             Refusal::RateLimited(3),
             Refusal::Throttled(4),
+            Refusal::RateLimitUnavailable,
             Refusal::Busy,
             Refusal::NotReady,
             Refusal::UpstreamUnavailable,

@@ -26,7 +26,10 @@ impl Proxy {
         }
         ctx.outcome = "ok";
         ctx.class = "whoami";
-        ctx.rate = self.rate_limits.peek(token);
+        ctx.rate = match &self.shared {
+            None => self.rate_limits.peek(token),
+            Some(shared) => super::shared_limits::peek(shared, &self.rate_limits, token),
+        };
         let body = body(token, ctx.rate.as_ref(), unix_now(), ctx.client);
         let headers = ctx.rate_headers();
         responses::write_json(session, 200, &headers, Bytes::from(body.to_string())).await?;
