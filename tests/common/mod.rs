@@ -6,6 +6,7 @@
 #![allow(dead_code)]
 
 pub mod pg;
+pub mod redis_server;
 pub mod stores;
 
 use std::collections::BTreeMap;

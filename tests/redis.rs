@@ -1,0 +1,319 @@
+//! Rate limits shared by replicas on a real `redis-server` (`rate_limit.backend`): three
+//! replicas of one 100/min token admit no more than the limit plus the leases outstanding; a
+//! rollout keeps the budget used; an outage of Redis falls back to each replica's own limiter
+//! (no 5xx) or, with `on_backend_error: deny`, refuses; Redis back, the limit is shared again.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::redis_server::RedisServer;
+use common::*;
+use serde_json::{json, Value};
+
+/// Lease of a 100/min token: 5 % of it (under the default `rate_limit.lease` of 20).
+const LEASE_100: u32 = 5;
+
+fn per_minute(n: u32) -> Value {
+    json!({"requests": n, "period": "1m"})
+}
+
+/// A replica on `redis`, with the token file `tokens`. The backend timeout is raised from its
+/// 50 ms default: on a loaded test machine a debug build can miss 50 ms and fall back to its
+/// local limiter, which this file tests separately.
+fn replica(upstream: &Upstream, redis: &RedisServer, tokens: &[&TestToken]) -> Setup {
+    Setup::new(&upstream.url()).with_tokens(tokens).set(
+        "rate_limit",
+        json!({"backend": redis.url(), "backend_timeout": "1s"}),
+    )
+}
+
+/// Waits until `replica` reports the backend up (or down, with `up` false).
+async fn wait_backend(replica: &Tollgate, up: bool, within: Duration) {
+    let want = if up { 1.0 } else { 0.0 };
+    let deadline = Instant::now() + within;
+    loop {
+        if replica.metric("tollgate_ratelimit_backend_up").await == want {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "backend_up never became {want} within {within:?}; log:\n{}",
+            replica.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn start_replicas(n: usize, setup: impl Fn() -> Setup) -> Vec<Tollgate> {
+    let mut out = Vec::new();
+    for _ in 0..n {
+        out.push(setup().start().await);
+    }
+    for r in &out {
+        wait_backend(r, true, Duration::from_secs(10)).await;
+    }
+    out
+}
+
+/// Sends `n` GETs spread round-robin over `replicas`; returns the statuses.
+async fn spread(replicas: &[Tollgate], token: &TestToken, n: usize) -> Vec<u16> {
+    let client = client();
+    let mut statuses = Vec::with_capacity(n);
+    for i in 0..n {
+        let r = &replicas[i % replicas.len()];
+        let resp = http_get(&client, &r.url("/pkg/file"), Some(&token.auth())).await;
+        statuses.push(resp.status);
+    }
+    statuses
+}
+
+fn count(statuses: &[u16], status: u16) -> u32 {
+    statuses.iter().filter(|s| **s == status).count() as u32
+}
+
+/// Requests the budget refills during `elapsed` at `per_minute`, rounded up.
+fn refilled(elapsed: Duration, per_minute: u32) -> u32 {
+    (elapsed.as_secs_f64() * f64::from(per_minute) / 60.0).ceil() as u32
+}
+
+#[tokio::test]
+async fn three_replicas_share_one_budget_within_the_lease_bound() {
+    let redis = RedisServer::start();
+    let upstream = Upstream::start();
+    let token = TestToken::builder("shared")
+        .rate_limit(per_minute(100))
+        .build();
+    let replicas = start_replicas(3, || replica(&upstream, &redis, &[&token])).await;
+
+    let started = Instant::now();
+    let statuses = spread(&replicas, &token, 300).await;
+    let elapsed = started.elapsed();
+    let admitted = count(&statuses, 200);
+    let refused = count(&statuses, 429);
+    assert_eq!(admitted + refused, 300, "only 200 and 429: {statuses:?}");
+    // The documented bound: the limit, plus one lease per replica, plus what refilled meanwhile.
+    let bound = 100 + 3 * LEASE_100 + refilled(elapsed, 100);
+    assert!(
+        admitted <= bound,
+        "{admitted} admitted across 3 replicas in {elapsed:?}; bound {bound}"
+    );
+    // Unspent leases are lost, never more than one per replica.
+    assert!(
+        admitted >= 100 - 3 * LEASE_100,
+        "only {admitted} admitted of a budget of 100"
+    );
+    assert_eq!(
+        upstream.count() as u32,
+        admitted,
+        "the upstream saw each admitted request"
+    );
+    // Every replica refuses now, with the rate-limit fields of a spent budget.
+    let client = client();
+    for r in &replicas {
+        let resp = http_get(&client, &r.url("/pkg/file"), Some(&token.auth())).await;
+        assert_eq!(resp.status, 429, "{}", resp.body);
+        assert_eq!(resp.error_code().as_deref(), Some("rate_limited"));
+        assert_eq!(resp.header("x-ratelimit-limit").as_deref(), Some("100"));
+        assert_eq!(resp.header("x-ratelimit-remaining").as_deref(), Some("0"));
+        assert!(resp.header("retry-after").is_some());
+        assert_eq!(
+            resp.header("ratelimit-policy").as_deref(),
+            Some("\"default\";q=100;w=60")
+        );
+    }
+    // The state lives in Redis, under the token's id.
+    let keys = redis.command(&format!("KEYS tollgate:rl:{}:*", token.id));
+    assert!(keys.contains(&*token.id), "no key in Redis: {keys}");
+
+    // After the window, the whole budget is back, on every replica.
+    tokio::time::sleep(Duration::from_secs(61)).await;
+    let again = spread(&replicas, &token, 90).await;
+    assert_eq!(count(&again, 200), 90, "after the window: {again:?}");
+}
+
+#[tokio::test]
+async fn a_rollout_keeps_the_budget_used() {
+    let redis = RedisServer::start();
+    let upstream = Upstream::start();
+    let token = TestToken::builder("rolled")
+        .rate_limit(per_minute(100))
+        .build();
+    let mut replicas = start_replicas(2, || replica(&upstream, &redis, &[&token])).await;
+    let started = Instant::now();
+    let before = spread(&replicas, &token, 80).await;
+    assert_eq!(count(&before, 200), 80, "{before:?}");
+
+    // Every replica restarts (a Kubernetes rollout).
+    for r in &mut replicas {
+        r.stop_gracefully(Duration::from_secs(10)).await;
+        r.restart().await;
+    }
+    for r in &replicas {
+        wait_backend(r, true, Duration::from_secs(10)).await;
+    }
+    let after = spread(&replicas, &token, 100).await;
+    let admitted = count(&after, 200);
+    // 20 were left (less up to one unspent lease per replica before the restart), plus what
+    // refilled meanwhile, plus the new leases: never the 100 of a fresh budget.
+    let bound = 20 + 2 * LEASE_100 + refilled(started.elapsed(), 100);
+    assert!(
+        admitted <= bound,
+        "{admitted} admitted after the rollout; at most {bound} were left"
+    );
+    assert!(
+        admitted >= 1,
+        "nothing admitted after the rollout: {after:?}"
+    );
+    assert_eq!(count(&after, 429), 100 - admitted, "{after:?}");
+}
+
+#[tokio::test]
+async fn a_redis_outage_falls_back_to_local_limits_and_sharing_resumes() {
+    let mut redis = RedisServer::start();
+    let upstream = Upstream::start();
+    let busy = TestToken::builder("busy")
+        .rate_limit(per_minute(1000))
+        .build();
+    let small = TestToken::builder("small")
+        .rate_limit(per_minute(10))
+        .build();
+    let replicas = start_replicas(2, || replica(&upstream, &redis, &[&busy, &small])).await;
+    let first = spread(&replicas, &busy, 20).await;
+    assert_eq!(count(&first, 200), 20, "{first:?}");
+
+    redis.kill();
+    // Requests keep being answered from the start of the outage: never a 5xx.
+    let during = spread(&replicas, &busy, 60).await;
+    assert_eq!(count(&during, 200), 60, "during the outage: {during:?}");
+    for r in &replicas {
+        wait_backend(r, false, Duration::from_secs(5)).await;
+    }
+    let during = spread(&replicas, &busy, 20).await;
+    assert_eq!(count(&during, 200), 20, "during the outage: {during:?}");
+    // The local limiter applies meanwhile: each replica has the small token's whole budget.
+    let client = client();
+    for r in &replicas {
+        for i in 0..10 {
+            let resp = http_get(&client, &r.url("/pkg/x"), Some(&small.auth())).await;
+            assert_eq!(resp.status, 200, "local request {i}: {}", resp.body);
+        }
+        let resp = http_get(&client, &r.url("/pkg/x"), Some(&small.auth())).await;
+        assert_eq!(resp.status, 429, "the local limit: {}", resp.body);
+    }
+
+    redis.resume();
+    for r in &replicas {
+        wait_backend(r, true, Duration::from_secs(5)).await;
+    }
+    // Shared again: ten requests of a fresh 10/min token through one replica spend its budget
+    // for the other too.
+    let fresh = TestToken::builder("fresh")
+        .rate_limit(per_minute(10))
+        .build();
+    for r in &replicas {
+        std::fs::write(&r.setup.tokens_path, tokens_yaml(&[&busy, &small, &fresh]))
+            .expect("write token file");
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    for r in &replicas {
+        while http_get(&client, &r.url("/_tollgate/whoami"), Some(&fresh.auth()))
+            .await
+            .status
+            != 200
+        {
+            assert!(Instant::now() < deadline, "the new token never loaded");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    for i in 0..10 {
+        let resp = http_get(&client, &replicas[0].url("/pkg/y"), Some(&fresh.auth())).await;
+        assert_eq!(resp.status, 200, "shared request {i}: {}", resp.body);
+    }
+    let resp = http_get(&client, &replicas[1].url("/pkg/y"), Some(&fresh.auth())).await;
+    assert_eq!(
+        resp.status, 429,
+        "the other replica shares the spent budget: {}",
+        resp.body
+    );
+
+    // One warning for the outage per replica, one line when it was back.
+    for r in &replicas {
+        let logs = r.logs();
+        assert_eq!(
+            logs.matches("rate-limit backend unreachable").count(),
+            1,
+            "log:\n{logs}"
+        );
+        assert!(logs.matches("rate-limit backend reachable").count() >= 2);
+    }
+}
+
+#[tokio::test]
+async fn deny_refuses_limited_requests_during_an_outage_and_hides_the_password() {
+    let mut redis = RedisServer::start_with_password(Some("s3cretRedisPw"));
+    let upstream = Upstream::start();
+    let limited = TestToken::builder("limited")
+        .rate_limit(per_minute(1000))
+        .build();
+    let free = TestToken::builder("free")
+        .rate_limit(json!("unlimited"))
+        .build();
+    let replicas = start_replicas(1, || {
+        replica(&upstream, &redis, &[&limited, &free]).set(
+            "rate_limit",
+            json!({"backend": redis.url(), "backend_timeout": "1s", "on_backend_error": "deny"}),
+        )
+    })
+    .await;
+    let r = &replicas[0];
+    let client = client();
+    assert_eq!(
+        http_get(&client, &r.url("/a"), Some(&limited.auth()))
+            .await
+            .status,
+        200
+    );
+
+    redis.kill();
+    wait_backend(r, false, Duration::from_secs(5)).await;
+    // What this replica had already leased (paid for in Redis) it still serves, then refuses.
+    let mut served = 0;
+    let resp = loop {
+        let resp = http_get(&client, &r.url("/a"), Some(&limited.auth())).await;
+        if resp.status != 200 {
+            break resp;
+        }
+        served += 1;
+        assert!(
+            served <= 20,
+            "more than one lease (20) served during the outage"
+        );
+    };
+    assert_eq!(resp.status, 429, "{}", resp.body);
+    assert_eq!(resp.error_code().as_deref(), Some("rate_limit_unavailable"));
+    let again = http_get(&client, &r.url("/a"), Some(&limited.auth())).await;
+    assert_eq!(
+        again.error_code().as_deref(),
+        Some("rate_limit_unavailable")
+    );
+    assert_eq!(resp.header("retry-after").as_deref(), Some("1"));
+    // An unlimited token needs no limiter.
+    let resp = http_get(&client, &r.url("/a"), Some(&free.auth())).await;
+    assert_eq!(resp.status, 200, "{}", resp.body);
+
+    redis.resume();
+    wait_backend(r, true, Duration::from_secs(5)).await;
+    let resp = http_get(&client, &r.url("/a"), Some(&limited.auth())).await;
+    assert_eq!(resp.status, 200, "{}", resp.body);
+
+    let metrics = r.metrics_text().await;
+    assert!(metrics.contains("tollgate_ratelimit_backend_duration_seconds_count"));
+    for text in [r.logs(), metrics] {
+        assert!(
+            !text.contains("s3cretRedisPw"),
+            "the password leaked:\n{text}"
+        );
+    }
+    assert!(r.logs().contains("redis://:***@127.0.0.1"), "{}", r.logs());
+}
