@@ -350,6 +350,7 @@ fn bootstrap_token(spec: &str, params: &HashParams) -> anyhow::Result<Token> {
         created_at: Some(Utc::now()),
         expires_at: None,
         rate_limit: None,
+        quota: None,
         disabled: false,
         allowed_ips: Default::default(),
         generation: 1,

@@ -149,6 +149,8 @@ pub fn build_new(
         created_at: Some(now),
         expires_at,
         rate_limit: req.rate_limit,
+        // Quotas are set in token files (the database has no column for them yet).
+        quota: None,
         disabled: false,
         allowed_ips: req.allowed_ips,
         generation: 1,

@@ -416,6 +416,7 @@ mod tests {
                 requests: 5,
                 period: Duration::from_secs(60),
             }),
+            quota: None,
             generation: 1,
             disabled: false,
             allowed_ips: Default::default(),

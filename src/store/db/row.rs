@@ -69,6 +69,7 @@ pub(super) fn row_to_token(row: &AnyRow) -> Result<Token, DbError> {
         created_at: from_millis(created_at),
         expires_at: expires_at.and_then(from_millis),
         rate_limit,
+        quota: None,
         generation: generation as u64,
         disabled: disabled != 0,
         allowed_ips,
