@@ -255,6 +255,24 @@ impl App {
             let rate_limits = proxy.rate_limits();
             let store = store.clone();
             let mut stop = stop_rx.clone();
+            let quotas = proxy.quotas();
+            {
+                // Quota counts go to the shared total (or stay in memory) off the request path.
+                let store = store.clone();
+                let mut stop = stop_rx.clone();
+                tokio::spawn(async move {
+                    let mut tick = tokio::time::interval(crate::shared::FLUSH_INTERVAL);
+                    loop {
+                        tokio::select! {
+                            _ = tick.tick() => {
+                                let snapshot = store.set.load();
+                                quotas.flush(|id| snapshot.by_id(id).is_some()).await;
+                            }
+                            _ = stop.changed() => return,
+                        }
+                    }
+                });
+            }
             tokio::spawn(async move {
                 let mut tick = tokio::time::interval(MAINTENANCE_INTERVAL);
                 let mut expiry_tick = tokio::time::interval(EXPIRY_METRICS_INTERVAL);

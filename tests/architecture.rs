@@ -196,7 +196,7 @@ fn each_layer_names_only_the_layers_below_it() {
     );
     only(&c, "conn", &["config", "metrics", "sys"]);
     only(&c, "upstream", &["config", "metrics"]);
-    only(&c, "shared", &["config", "metrics", "ratelimit"]);
+    only(&c, "shared", &["config", "metrics", "ratelimit", "token"]);
     only(
         &c,
         "proxy",

@@ -20,6 +20,7 @@ mod limits;
 mod public;
 mod rate_headers;
 mod responses;
+mod quota;
 mod shared_limits;
 mod whoami;
 
@@ -65,6 +66,8 @@ pub struct Ctx {
     path: Option<String>,
     class: &'static str,
     rate: Option<Decision>,
+    /// The quota refusal sent in place of a response that would go over the byte quota.
+    quota_body: Option<Bytes>,
     upstream_sent: Option<Instant>,
     /// A cargo `config.json` request, and its body while it is rewritten.
     cargo: ConfigJson,
@@ -98,6 +101,8 @@ pub struct Proxy {
     rate_limits: Arc<TokenLimits>,
     /// Rate limits shared on Redis (`rate_limit.backend`); `None`: in process only.
     shared: Option<Arc<crate::shared::SharedLimits>>,
+    /// Quota counters (on the shared backend, or in memory).
+    quotas: Arc<crate::shared::Quotas>,
     health: Arc<Health>,
     verifier: Arc<Verifier>,
     upstream: Arc<UpstreamPeers>,
@@ -127,6 +132,7 @@ impl Proxy {
             store,
             rate_limits: Arc::new(TokenLimits::new(config)),
             shared: None,
+            quotas: crate::shared::Quotas::new(None),
             health,
             verifier,
             upstream,
@@ -146,8 +152,14 @@ impl Proxy {
 
     /// Shares the per-token rate limits on `shared` (`rate_limit.backend`).
     pub fn with_shared(mut self, shared: Arc<crate::shared::SharedLimits>) -> Self {
+        self.quotas = crate::shared::Quotas::new(Some(shared.backend().clone()));
         self.shared = Some(shared);
         self
+    }
+
+    /// The quota counters (the application flushes them).
+    pub fn quotas(&self) -> Arc<crate::shared::Quotas> {
+        self.quotas.clone()
     }
 
     /// The per-token rate-limit state this proxy applies (the application maintains it).
@@ -227,6 +239,7 @@ impl ProxyHttp for Proxy {
             path: None,
             class: "proxied",
             rate: None,
+            quota_body: None,
             upstream_sent: None,
             cargo: ConfigJson::No,
             resolve_wait: None,
@@ -332,6 +345,10 @@ impl ProxyHttp for Proxy {
                 if !allows(token, required, &path) {
                     ctx.path = Some(path.into_owned());
                     return self.refuse(session, ctx, Refusal::Forbidden).await;
+                }
+                if let Err(r) = quota::admit(&self.quotas, token) {
+                    ctx.path = Some(path.into_owned());
+                    return self.refuse(session, ctx, r).await;
                 }
             }
             None => {
@@ -443,10 +460,18 @@ impl ProxyHttp for Proxy {
 
     async fn response_filter(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         resp: &mut ResponseHeader,
         ctx: &mut Ctx,
     ) -> Result<()> {
+        if let Some(token) = ctx.token.as_ref().filter(|t| t.quota.is_some()) {
+            let head_only = session.req_header().method == http::Method::HEAD;
+            ctx.quota_body = quota::check_response(&self.quotas, token, resp, head_only)?;
+            if ctx.quota_body.is_some() {
+                ctx.outcome = Refusal::QuotaExceeded(0).code();
+                ctx.class = "refused";
+            }
+        }
         if ctx.rate.is_some() {
             // On plain parts, like the upstream request (see `headers::prepare`): six
             // `insert_header`s on pingora's case-preserving header cost more than the rest of
@@ -481,6 +506,15 @@ impl ProxyHttp for Proxy {
         ctx: &mut Ctx,
     ) -> Result<Option<Duration>> {
         ctx.cargo.on_body(body, end_of_stream)?;
+        if ctx.quota_body.is_some() || ctx.token.as_ref().is_some_and(|t| t.quota.is_some()) {
+            quota::on_body(
+                &self.quotas,
+                ctx.token.as_ref(),
+                &mut ctx.quota_body,
+                body,
+                end_of_stream,
+            );
+        }
         Ok(None)
     }
 

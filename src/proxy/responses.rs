@@ -41,6 +41,9 @@ pub enum Refusal {
     /// 429: the token is rate-limited, the shared rate-limit backend cannot be reached and
     /// `rate_limit.on_backend_error` is `deny`.
     RateLimitUnavailable,
+    /// 429: the token's quota for the period is used up; retry after this many seconds (the
+    /// period's end).
+    QuotaExceeded(u64),
     /// 429: too many verifications of uncached credentials for this token (a guessing
     /// attack, or a misconfigured client); retry after this many seconds.
     Throttled(u64),
@@ -68,7 +71,10 @@ impl Refusal {
             Refusal::Forbidden | Refusal::IpNotAllowed => 403,
             Refusal::BadPath(_) => 400,
             Refusal::MethodNotAllowed => 405,
-            Refusal::RateLimited(_) | Refusal::Throttled(_) | Refusal::RateLimitUnavailable => 429,
+            Refusal::RateLimited(_)
+            | Refusal::Throttled(_)
+            | Refusal::RateLimitUnavailable
+            | Refusal::QuotaExceeded(_) => 429,
             Refusal::Busy | Refusal::NotReady => 503,
             Refusal::UpstreamUnavailable => 502,
             Refusal::UpstreamTimeout => 504,
@@ -91,6 +97,7 @@ impl Refusal {
             Refusal::RateLimited(_) => "rate_limited",
             Refusal::Throttled(_) => "verification_throttled",
             Refusal::RateLimitUnavailable => "rate_limit_unavailable",
+            Refusal::QuotaExceeded(_) => "quota_exceeded",
             Refusal::Busy => "busy",
             Refusal::NotReady => "not_ready",
             Refusal::UpstreamUnavailable => "upstream_unavailable",
@@ -120,6 +127,10 @@ impl Refusal {
             }
             Refusal::Throttled(s) => format!(
                 "too many attempts with wrong or new secrets from this address; retry in {s} s"
+            )
+            .into(),
+            Refusal::QuotaExceeded(s) => format!(
+                "the token's quota for this period is used up; it renews in {s} s"
             )
             .into(),
             Refusal::RateLimitUnavailable => {
@@ -160,7 +171,8 @@ impl From<AuthError> for Refusal {
 /// JSON body of a refusal.
 pub fn refusal_body(r: Refusal) -> Bytes {
     let mut v = serde_json::json!({ "error": r.code(), "message": r.message() });
-    if let Refusal::RateLimited(secs) | Refusal::Throttled(secs) = r {
+    if let Refusal::RateLimited(secs) | Refusal::Throttled(secs) | Refusal::QuotaExceeded(secs) = r
+    {
         v["retry_after"] = secs.into();
     }
     Bytes::from(v.to_string())
@@ -208,7 +220,7 @@ pub async fn write_refusal(
         extra.push((WWW_AUTHENTICATE, challenge.clone()));
     } else if r == Refusal::Busy || r == Refusal::NotReady || r == Refusal::RateLimitUnavailable {
         extra.push((RETRY_AFTER, HeaderValue::from_static("1")));
-    } else if let Refusal::Throttled(secs) = r {
+    } else if let Refusal::Throttled(secs) | Refusal::QuotaExceeded(secs) = r {
         extra.push((RETRY_AFTER, HeaderValue::from(secs)));
     }
     write_json(session, r.status(), &extra, refusal_body(r)).await
@@ -233,6 +245,7 @@ mod tests {
             Refusal::RateLimited(3),
             Refusal::Throttled(4),
             Refusal::RateLimitUnavailable,
+            Refusal::QuotaExceeded(5),
             Refusal::Busy,
             Refusal::NotReady,
             Refusal::UpstreamUnavailable,
@@ -244,7 +257,7 @@ mod tests {
             assert_eq!(v["error"], r.code());
             assert!(!v["message"].as_str().unwrap().is_empty());
             assert!((400..600).contains(&r.status()));
-            if let Refusal::RateLimited(s) | Refusal::Throttled(s) = r {
+            if let Refusal::RateLimited(s) | Refusal::Throttled(s) | Refusal::QuotaExceeded(s) = r {
                 assert_eq!(v["retry_after"], s);
             }
         }

@@ -12,6 +12,7 @@
 //! time is Redis' own `TIME`, so the replicas' clocks do not need to agree.
 
 mod lease;
+mod quota;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -25,6 +26,7 @@ use crate::metrics::METRICS;
 use crate::ratelimit::Limit;
 
 pub use lease::SharedLimits;
+pub use quota::{Exceeded, Quotas, Usage, FLUSH_INTERVAL};
 
 /// GCRA lease: takes up to `ARGV[3]` requests from the bucket `KEYS[1]` of `ARGV[1]` requests
 /// per `ARGV[2]` microseconds. Returns `{granted, debt, retry}`: how many were granted, how far
@@ -247,6 +249,42 @@ impl Backend {
             debt: Duration::from_micros(debt.max(0) as u64),
             retry: Duration::from_micros(retry.max(0) as u64),
         })
+    }
+
+    /// Adds `(requests, bytes)` to token `id`'s usage of `quota` in period `window` (ending
+    /// at `resets_at`, Unix seconds); returns the totals of every replica.
+    pub async fn add_usage(
+        &self,
+        id: &str,
+        quota: &crate::token::Quota,
+        window: u64,
+        resets_at: u64,
+        add: (u64, u64),
+    ) -> Result<(u64, u64), Unavailable> {
+        let mut conn = self.connection()?;
+        let key = format!(
+            "{}quota:{}:{}:{}",
+            self.prefix,
+            id,
+            quota.period.as_secs(),
+            window
+        );
+        let mut pipe = redis::pipe();
+        pipe.atomic()
+            .cmd("HINCRBY")
+            .arg(&key)
+            .arg("requests")
+            .arg(add.0)
+            .cmd("HINCRBY")
+            .arg(&key)
+            .arg("bytes")
+            .arg(add.1)
+            .cmd("EXPIREAT")
+            .arg(&key)
+            .arg(resets_at.saturating_add(3600))
+            .ignore();
+        let (requests, bytes): (i64, i64) = self.call(pipe.query_async(&mut conn)).await?;
+        Ok((requests.max(0) as u64, bytes.max(0) as u64))
     }
 
     /// The lease size of a limit: 5 % of its requests, at most `rate_limit.lease`, at least 1.

@@ -1,0 +1,191 @@
+//! Quota counters: requests and bytes sent per token and period.
+//!
+//! The request path only touches memory: it reads what is known of the period's usage plus
+//! what this replica has counted since, and adds to the latter. [`Quotas::flush`] (on the
+//! control plane, every [`FLUSH_INTERVAL`]) moves the counts into the shared total:
+//! - with `rate_limit.backend`, into one Redis hash per token and period (`HINCRBY`, which
+//!   returns the total of every replica); counts made while Redis is down are kept and sent
+//!   when it is back;
+//! - without, into this process' memory only (a file-only or single-replica setup: counts
+//!   start over when the process restarts).
+//!
+//! Accuracy: a replica sees the other replicas' usage at most one flush interval late, so a
+//! quota may be overrun by what the other replicas admit in that time.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use dashmap::DashMap;
+
+use super::Backend;
+use crate::token::Quota;
+
+/// How often counts go to the shared total.
+pub const FLUSH_INTERVAL: Duration = Duration::from_millis(200);
+
+/// What a quota has used in its current period.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Usage {
+    /// Requests counted.
+    pub requests: u64,
+    /// Bytes of response bodies sent.
+    pub bytes: u64,
+    /// When the period ends (Unix seconds).
+    pub resets_at: u64,
+}
+
+/// Which part of a quota is used up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exceeded {
+    /// The requests of the period.
+    Requests,
+    /// The bytes of the period.
+    Bytes,
+}
+
+impl Exceeded {
+    /// The metric label.
+    pub fn kind(self) -> &'static str {
+        match self {
+            Exceeded::Requests => "requests",
+            Exceeded::Bytes => "bytes",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Counter {
+    quota: Quota,
+    window: u64,
+    resets_at: u64,
+    /// The shared total as last known (or, without a backend, everything flushed).
+    known: (u64, u64),
+    /// Counted here since the last flush.
+    pending: (u64, u64),
+}
+
+impl Counter {
+    fn used(&self) -> (u64, u64) {
+        (
+            self.known.0.saturating_add(self.pending.0),
+            self.known.1.saturating_add(self.pending.1),
+        )
+    }
+}
+
+fn unix_now() -> Duration {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+}
+
+/// Quota counters of every token with a quota, owned by the proxy.
+#[derive(Debug)]
+pub struct Quotas {
+    backend: Option<Arc<Backend>>,
+    counters: DashMap<Arc<str>, Counter, foldhash::quality::RandomState>,
+}
+
+impl Quotas {
+    /// Counters kept on `backend`, or in memory without one.
+    pub fn new(backend: Option<Arc<Backend>>) -> Arc<Self> {
+        Arc::new(Quotas {
+            backend,
+            counters: DashMap::default(),
+        })
+    }
+
+    /// The counter of `id` for the current period, made or started over as needed.
+    fn with_counter<T>(&self, id: &Arc<str>, quota: &Quota, f: impl FnOnce(&mut Counter) -> T) -> T {
+        let (window, resets_at) = quota.window(unix_now());
+        let fresh = Counter {
+            quota: *quota,
+            window,
+            resets_at,
+            known: (0, 0),
+            pending: (0, 0),
+        };
+        let mut entry = self.counters.entry(id.clone()).or_insert(fresh);
+        if entry.window != window || entry.quota != *quota {
+            *entry = fresh;
+        }
+        f(&mut entry)
+    }
+
+    /// Counts one request of `id`, or says which part of its quota is used up and when the
+    /// period ends (Unix seconds).
+    pub fn admit(&self, id: &Arc<str>, quota: &Quota) -> Result<(), (Exceeded, u64)> {
+        self.with_counter(id, quota, |c| {
+            let (requests, bytes) = c.used();
+            if quota.requests.is_some_and(|limit| requests >= limit) {
+                return Err((Exceeded::Requests, c.resets_at));
+            }
+            if quota.bytes.is_some_and(|limit| bytes >= limit) {
+                return Err((Exceeded::Bytes, c.resets_at));
+            }
+            c.pending.0 += 1;
+            Ok(())
+        })
+    }
+
+    /// Whether sending `len` more bytes would go over the byte quota of `id` (a response
+    /// whose size is announced); `Some(period end)` when it would.
+    pub fn would_exceed(&self, id: &Arc<str>, quota: &Quota, len: u64) -> Option<u64> {
+        let limit = quota.bytes?;
+        self.with_counter(id, quota, |c| {
+            (c.used().1.saturating_add(len) > limit).then_some(c.resets_at)
+        })
+    }
+
+    /// Charges `n` bytes sent to `id`'s client.
+    pub fn charge_bytes(&self, id: &Arc<str>, quota: &Quota, n: u64) {
+        if quota.bytes.is_some() && n > 0 {
+            self.with_counter(id, quota, |c| c.pending.1 = c.pending.1.saturating_add(n));
+        }
+    }
+
+    /// What `id` has used of `quota` in the current period (as this replica knows it).
+    pub fn usage(&self, id: &str, quota: &Quota) -> Usage {
+        let (window, resets_at) = quota.window(unix_now());
+        let (requests, bytes) = match self.counters.get(id) {
+            Some(c) if c.window == window && c.quota == *quota => c.used(),
+            _ => (0, 0),
+        };
+        Usage {
+            requests,
+            bytes,
+            resets_at,
+        }
+    }
+
+    /// Moves the counts of this replica into the shared total (see the module comment);
+    /// forgets the counters of tokens `keep` refuses and of periods that are over.
+    pub async fn flush(&self, keep: impl Fn(&str) -> bool) {
+        let now = unix_now().as_secs();
+        self.counters
+            .retain(|id, c| keep(id) && (c.resets_at > now || c.pending != (0, 0)));
+        let pending: Vec<(Arc<str>, Counter)> = self
+            .counters
+            .iter()
+            .filter(|c| c.pending != (0, 0) || self.backend.is_some())
+            .map(|c| (c.key().clone(), *c.value()))
+            .collect();
+        for (id, sent) in pending {
+            let total = match &self.backend {
+                None => Some((
+                    sent.known.0 + sent.pending.0,
+                    sent.known.1 + sent.pending.1,
+                )),
+                Some(backend) => backend.add_usage(&id, &sent.quota, sent.window, sent.resets_at, sent.pending).await.ok(),
+            };
+            let Some(total) = total else { continue };
+            if let Some(mut c) = self.counters.get_mut(&id) {
+                if c.window == sent.window && c.quota == sent.quota {
+                    c.pending.0 -= sent.pending.0.min(c.pending.0);
+                    c.pending.1 -= sent.pending.1.min(c.pending.1);
+                    c.known = total;
+                }
+            }
+        }
+    }
+}
