@@ -317,3 +317,258 @@ async fn deny_refuses_limited_requests_during_an_outage_and_hides_the_password()
     }
     assert!(r.logs().contains("redis://:***@127.0.0.1"), "{}", r.logs());
 }
+
+// ---------------------------------------------------------------------------------------------
+// Quotas
+// ---------------------------------------------------------------------------------------------
+
+/// A read token with `quota` (and no rate limit).
+fn quota_token(name: &str, quota: Value) -> TestToken {
+    let mut t = TestToken::builder(name)
+        .rate_limit(json!("unlimited"))
+        .build();
+    t.entry["quota"] = quota;
+    t
+}
+
+/// The `quota` object of the token's whoami document.
+async fn whoami_quota(replica: &Tollgate, token: &TestToken) -> Value {
+    let resp = http_get(
+        &client(),
+        &replica.url("/_tollgate/whoami"),
+        Some(&token.auth()),
+    )
+    .await;
+    assert_eq!(resp.status, 200, "{}", resp.body);
+    let v: Value = serde_json::from_str(&resp.body).expect("whoami JSON");
+    v["quota"].clone()
+}
+
+/// Waits until Redis holds at least `bytes` bytes and `requests` requests of the token's quota
+/// (the replicas flush every 200 ms).
+async fn wait_redis_usage(redis: &RedisServer, token: &TestToken, requests: u64, bytes: u64) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let keys = redis.command(&format!("KEYS tollgate:quota:{}:*", token.id));
+        let key = keys
+            .lines()
+            .find(|l| l.starts_with("tollgate:quota:"))
+            .map(str::to_owned);
+        if let Some(key) = key {
+            let reply = redis.command(&format!("HMGET {key} requests bytes"));
+            let numbers: Vec<u64> = reply
+                .lines()
+                .filter_map(|l| l.trim().parse().ok())
+                .collect();
+            if numbers.len() >= 2 && numbers[0] >= requests && numbers[1] >= bytes {
+                return;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "Redis never held {requests} requests and {bytes} bytes: {keys}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn assert_quota_refusal(resp: &Fetched, period_secs: u64) {
+    assert_eq!(resp.status, 429, "{}", resp.body);
+    assert_eq!(
+        resp.error_code().as_deref(),
+        Some("quota_exceeded"),
+        "{}",
+        resp.body
+    );
+    let retry: u64 = resp
+        .header("retry-after")
+        .expect("Retry-After")
+        .parse()
+        .expect("Retry-After seconds");
+    // The period's end: periods are windows counted from the Unix epoch.
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let end = (now / period_secs + 1) * period_secs;
+    assert!(
+        (end - now).saturating_sub(2) <= retry && retry <= end - now + 2,
+        "Retry-After {retry}, the period ends in {}",
+        end - now
+    );
+}
+
+#[tokio::test]
+async fn a_byte_quota_lets_a_600_kib_download_through_once_across_replicas() {
+    let redis = RedisServer::start();
+    let upstream = Upstream::start();
+    let token = quota_token("downloads", json!({"bytes": "1MiB", "period": "1d"}));
+    let replicas = start_replicas(2, || replica(&upstream, &redis, &[&token])).await;
+    let client = client();
+    let url = "/pattern?len=614400";
+
+    let first = client
+        .get(replicas[0].url(url))
+        .header("authorization", token.auth())
+        .send()
+        .await
+        .expect("first download");
+    assert_eq!(first.status(), 200);
+    assert_eq!(first.bytes().await.expect("body").len(), 614_400);
+    wait_redis_usage(&redis, &token, 1, 614_400).await;
+
+    // The other replica knows: a second 600 KiB would go over 1 MiB.
+    for r in [&replicas[1], &replicas[0]] {
+        let second = http_get(&client, &r.url(url), Some(&token.auth())).await;
+        assert_quota_refusal(&second, 86_400);
+    }
+    let quota = whoami_quota(&replicas[1], &token).await;
+    assert_eq!(quota["bytes"], 1_048_576);
+    assert_eq!(quota["used"]["bytes"], 614_400, "{quota}");
+    assert!(
+        quota["resets_at"].as_u64().is_some_and(|t| t % 86_400 == 0),
+        "{quota}"
+    );
+    // A small file still fits.
+    let small = http_get(
+        &client,
+        &replicas[1].url("/pattern?len=1000"),
+        Some(&token.auth()),
+    )
+    .await;
+    assert_eq!(small.status, 200);
+    assert!(
+        replicas[1]
+            .metric("tollgate_quota_exceeded_total{kind=\"bytes\"}")
+            .await
+            >= 1.0
+    );
+}
+
+#[tokio::test]
+async fn a_request_quota_is_shared_and_shown_in_whoami() {
+    let redis = RedisServer::start();
+    let upstream = Upstream::start();
+    let token = quota_token("counted", json!({"requests": 5, "period": "1h"}));
+    let replicas = start_replicas(2, || replica(&upstream, &redis, &[&token])).await;
+    let client = client();
+    for _ in 0..3 {
+        let resp = http_get(&client, &replicas[0].url("/a"), Some(&token.auth())).await;
+        assert_eq!(resp.status, 200, "{}", resp.body);
+    }
+    wait_redis_usage(&redis, &token, 3, 0).await;
+    for _ in 0..2 {
+        let resp = http_get(&client, &replicas[1].url("/a"), Some(&token.auth())).await;
+        assert_eq!(resp.status, 200, "{}", resp.body);
+    }
+    wait_redis_usage(&redis, &token, 5, 0).await;
+    // whoami counts nothing; the replicas learn the total within a flush or two.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    for r in &replicas {
+        let quota = whoami_quota(r, &token).await;
+        assert_eq!(quota["used"]["requests"], 5, "{quota}");
+        assert_eq!(quota["requests"], 5);
+        let resp = http_get(&client, &r.url("/a"), Some(&token.auth())).await;
+        assert_quota_refusal(&resp, 3600);
+    }
+    assert_eq!(
+        upstream.count(),
+        5,
+        "refused requests never reach the upstream"
+    );
+    assert_eq!(
+        replicas[0]
+            .metric("tollgate_quota_exceeded_total{kind=\"requests\"}")
+            .await,
+        1.0
+    );
+}
+
+#[tokio::test]
+async fn without_a_backend_quotas_are_counted_in_memory() {
+    let upstream = Upstream::start();
+    let token = quota_token(
+        "local",
+        json!({"requests": 2, "bytes": 2000, "period": "1h"}),
+    );
+    let proxy = Setup::new(&upstream.url())
+        .with_tokens(&[&token])
+        .start()
+        .await;
+    let client = client();
+    // A chunked response has no announced size: it goes through and is charged as sent.
+    let chunked = http_get(
+        &client,
+        &proxy.url("/pattern?len=1500&chunked"),
+        Some(&token.auth()),
+    )
+    .await;
+    assert_eq!(chunked.status, 200);
+    // 1500 + 1000 announced > 2000: refused before any byte of it is sent.
+    let over = http_get(
+        &client,
+        &proxy.url("/pattern?len=1000"),
+        Some(&token.auth()),
+    )
+    .await;
+    assert_quota_refusal(&over, 3600);
+    let quota = whoami_quota(&proxy, &token).await;
+    assert_eq!(quota["used"]["bytes"], 1500, "{quota}");
+    assert_eq!(quota["used"]["requests"], 2, "{quota}");
+    let third = http_get(&client, &proxy.url("/a"), Some(&token.auth())).await;
+    assert_quota_refusal(&third, 3600);
+}
+
+#[tokio::test]
+async fn an_aborted_download_is_charged_what_was_sent_not_the_file_size() {
+    let redis = RedisServer::start();
+    let upstream = Upstream::start();
+    let token = quota_token("aborts", json!({"bytes": "1GiB", "period": "1d"}));
+    let replicas = start_replicas(1, || replica(&upstream, &redis, &[&token])).await;
+    let r = &replicas[0];
+    let client = client();
+    let mut resp = client
+        .get(r.url("/big"))
+        .header("authorization", token.auth())
+        .send()
+        .await
+        .expect("GET /big");
+    assert_eq!(resp.status(), 200);
+    let mut received = 0u64;
+    while received < 1024 * 1024 {
+        let chunk = resp.chunk().await.expect("chunk").expect("more body");
+        received += chunk.len() as u64;
+    }
+    drop(resp);
+    drop(client);
+
+    // The charge settles once the proxy notices the client is gone.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut last = 0;
+    let charged = loop {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let used = whoami_quota(r, &token).await["used"]["bytes"]
+            .as_u64()
+            .expect("used bytes");
+        if used == last && used > 0 {
+            break used;
+        }
+        last = used;
+        assert!(Instant::now() < deadline, "the charge never settled");
+    };
+    eprintln!("aborted download: received {received}, charged {charged}");
+    // Charged what left the proxy: what the client read, plus what sat in the socket buffers
+    // (both ends' kernel buffers and one chunk in flight) — never the 50 MiB file.
+    assert!(
+        charged >= received,
+        "charged {charged} < received {received}"
+    );
+    assert!(
+        charged <= received + 16 * 1024 * 1024,
+        "charged {charged} for {received} received"
+    );
+    assert!(
+        charged < BIG_LEN / 2,
+        "charged {charged} of a {BIG_LEN}-byte file"
+    );
+}

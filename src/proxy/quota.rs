@@ -17,17 +17,20 @@ use crate::shared::Quotas;
 use crate::token::Token;
 
 /// Counts one request of `token` against its quota, or the refusal.
-pub(super) fn admit(quotas: &Quotas, token: &Token) -> Result<(), Refusal> {
+pub(super) async fn admit(quotas: &Quotas, token: &Token) -> Result<(), Refusal> {
     let Some(quota) = &token.quota else {
         return Ok(());
     };
-    quotas.admit(&token.id, quota).map_err(|(exceeded, resets_at)| {
-        METRICS
-            .quota_exceeded
-            .with_label_values(&[exceeded.kind()])
-            .inc();
-        Refusal::QuotaExceeded(retry_after(resets_at))
-    })
+    quotas
+        .admit(&token.id, quota)
+        .await
+        .map_err(|(exceeded, resets_at)| {
+            METRICS
+                .quota_exceeded
+                .with_label_values(&[exceeded.kind()])
+                .inc();
+            Refusal::QuotaExceeded(retry_after(resets_at))
+        })
 }
 
 /// Seconds until `resets_at` (Unix seconds), at least 1.
@@ -66,7 +69,10 @@ pub(super) fn check_response(
     let mut fresh = ResponseHeader::build(refusal.status(), Some(4))?;
     fresh.insert_header(CONTENT_TYPE, HeaderValue::from_static("application/json"))?;
     fresh.insert_header(CONTENT_LENGTH, HeaderValue::from(body.len()))?;
-    fresh.insert_header(http::header::CACHE_CONTROL, HeaderValue::from_static("no-store"))?;
+    fresh.insert_header(
+        http::header::CACHE_CONTROL,
+        HeaderValue::from_static("no-store"),
+    )?;
     if let Refusal::QuotaExceeded(secs) = refusal {
         fresh.insert_header(RETRY_AFTER, HeaderValue::from(secs))?;
     }
@@ -85,7 +91,11 @@ pub(super) fn on_body(
     end_of_stream: bool,
 ) {
     if replacement.is_some() {
-        *body = if end_of_stream { replacement.take() } else { None };
+        *body = if end_of_stream {
+            replacement.take()
+        } else {
+            None
+        };
         return;
     }
     if let (Some(token), Some(chunk)) = (token, body.as_ref()) {

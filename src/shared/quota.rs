@@ -62,6 +62,8 @@ struct Counter {
     known: (u64, u64),
     /// Counted here since the last flush.
     pending: (u64, u64),
+    /// `known` came from the shared backend at least once.
+    synced: bool,
 }
 
 impl Counter {
@@ -96,7 +98,12 @@ impl Quotas {
     }
 
     /// The counter of `id` for the current period, made or started over as needed.
-    fn with_counter<T>(&self, id: &Arc<str>, quota: &Quota, f: impl FnOnce(&mut Counter) -> T) -> T {
+    fn with_counter<T>(
+        &self,
+        id: &Arc<str>,
+        quota: &Quota,
+        f: impl FnOnce(&mut Counter) -> T,
+    ) -> T {
         let (window, resets_at) = quota.window(unix_now());
         let fresh = Counter {
             quota: *quota,
@@ -104,6 +111,7 @@ impl Quotas {
             resets_at,
             known: (0, 0),
             pending: (0, 0),
+            synced: false,
         };
         let mut entry = self.counters.entry(id.clone()).or_insert(fresh);
         if entry.window != window || entry.quota != *quota {
@@ -113,8 +121,28 @@ impl Quotas {
     }
 
     /// Counts one request of `id`, or says which part of its quota is used up and when the
-    /// period ends (Unix seconds).
-    pub fn admit(&self, id: &Arc<str>, quota: &Quota) -> Result<(), (Exceeded, u64)> {
+    /// period ends (Unix seconds). The first request of a token in a period on this replica
+    /// reads the shared total first (under the backend's timeout; while Redis is down, the
+    /// count starts from what this replica knows).
+    pub async fn admit(&self, id: &Arc<str>, quota: &Quota) -> Result<(), (Exceeded, u64)> {
+        if let Some(backend) = self.backend.as_ref().filter(|b| b.is_up()) {
+            let (window, resets_at) = quota.window(unix_now());
+            let known = self
+                .counters
+                .get(id)
+                .is_some_and(|c| c.window == window && c.quota == *quota && c.synced);
+            if !known {
+                if let Ok(total) = backend
+                    .add_usage(id, quota, window, resets_at, (0, 0))
+                    .await
+                {
+                    self.with_counter(id, quota, |c| {
+                        c.known = total;
+                        c.synced = true;
+                    });
+                }
+            }
+        }
         self.with_counter(id, quota, |c| {
             let (requests, bytes) = c.used();
             if quota.requests.is_some_and(|limit| requests >= limit) {
@@ -172,11 +200,11 @@ impl Quotas {
             .collect();
         for (id, sent) in pending {
             let total = match &self.backend {
-                None => Some((
-                    sent.known.0 + sent.pending.0,
-                    sent.known.1 + sent.pending.1,
-                )),
-                Some(backend) => backend.add_usage(&id, &sent.quota, sent.window, sent.resets_at, sent.pending).await.ok(),
+                None => Some((sent.known.0 + sent.pending.0, sent.known.1 + sent.pending.1)),
+                Some(backend) => backend
+                    .add_usage(&id, &sent.quota, sent.window, sent.resets_at, sent.pending)
+                    .await
+                    .ok(),
             };
             let Some(total) = total else { continue };
             if let Some(mut c) = self.counters.get_mut(&id) {
@@ -184,6 +212,7 @@ impl Quotas {
                     c.pending.0 -= sent.pending.0.min(c.pending.0);
                     c.pending.1 -= sent.pending.1.min(c.pending.1);
                     c.known = total;
+                    c.synced = true;
                 }
             }
         }

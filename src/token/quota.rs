@@ -46,9 +46,7 @@ enum SizeRepr {
 /// `50GiB`, `600KiB`, `1MB`, `1048576`: binary (KiB…TiB) and decimal (KB…TB) units.
 pub fn parse_bytes(text: &str) -> Result<u64, String> {
     let t = text.trim();
-    let split = t
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(t.len());
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
     let (number, unit) = t.split_at(split);
     let n: u64 = number
         .parse()
@@ -63,7 +61,11 @@ pub fn parse_bytes(text: &str) -> Result<u64, String> {
         "MB" => 1_000_000,
         "GB" => 1_000_000_000,
         "TB" => 1_000_000_000_000,
-        other => return Err(format!("{other:?} is not a unit (B, KiB, MiB, GiB, TiB, KB…)")),
+        other => {
+            return Err(format!(
+                "{other:?} is not a unit (B, KiB, MiB, GiB, TiB, KB…)"
+            ))
+        }
     };
     n.checked_mul(factor)
         .ok_or_else(|| format!("{text:?} is too large"))
@@ -112,8 +114,7 @@ impl<'de> Deserialize<'de> for Quota {
 impl Quota {
     /// Checks the ranges: a period of 1 s to 366 days, and at least one of the two limits.
     pub fn validate(self) -> Result<Self, String> {
-        if self.period < Duration::from_secs(1) || self.period > Duration::from_secs(366 * 86400)
-        {
+        if self.period < Duration::from_secs(1) || self.period > Duration::from_secs(366 * 86400) {
             return Err("quota.period must be between 1s and 366d".into());
         }
         if self.requests.is_none() && self.bytes.is_none() {
@@ -145,7 +146,14 @@ mod tests {
         assert!(serde_yaml_ng::from_str::<Quota>("{period: 1d}").is_err());
         assert!(serde_yaml_ng::from_str::<Quota>("{requests: 1, period: 0s}").is_err());
         assert!(serde_yaml_ng::from_str::<Quota>("{requests: 1, period: 1d, colour: 1}").is_err());
-        let day = Quota { requests: Some(1), bytes: None, period: Duration::from_secs(86400) };
-        assert_eq!(day.window(Duration::from_secs(86400 * 3 + 5)), (3, 86400 * 4));
+        let day = Quota {
+            requests: Some(1),
+            bytes: None,
+            period: Duration::from_secs(86400),
+        };
+        assert_eq!(
+            day.window(Duration::from_secs(86400 * 3 + 5)),
+            (3, 86400 * 4)
+        );
     }
 }
