@@ -58,6 +58,38 @@ pub struct App {
     upstream_addrs: Vec<std::net::SocketAddr>,
 }
 
+/// Quota usage kept in the token database (when there is no Redis backend).
+#[derive(Debug)]
+struct DatabaseQuotaUsage(Arc<Store>);
+
+/// Longest wait for the database on the request path (the first request of a token with a
+/// quota in a period reads the total).
+const QUOTA_DB_TIMEOUT: Duration = Duration::from_millis(250);
+
+#[async_trait::async_trait]
+impl crate::shared::UsageStore for DatabaseQuotaUsage {
+    fn available(&self) -> bool {
+        self.0.db().is_some()
+    }
+
+    async fn add(
+        &self,
+        id: &str,
+        quota: &crate::token::Quota,
+        window: u64,
+        _resets_at: u64,
+        add: (u64, u64),
+    ) -> Result<(u64, u64), crate::shared::Unavailable> {
+        let call = self
+            .0
+            .add_quota_usage(id, quota.period.as_secs(), window, add);
+        match tokio::time::timeout(QUOTA_DB_TIMEOUT, call).await {
+            Ok(Some(total)) => Ok(total),
+            _ => Err(crate::shared::Unavailable),
+        }
+    }
+}
+
 /// What the configuration names outside itself, found before anything starts: the upstream's
 /// addresses and the HTTPS certificate pair.
 pub(crate) struct Preflight {
@@ -247,6 +279,10 @@ impl App {
             }
             None => None,
         };
+        if shared.is_none() && store.has_database() {
+            // Quotas without Redis: counted in the token database.
+            proxy = proxy.with_quota_store(Arc::new(DatabaseQuotaUsage(store.clone())));
+        }
         {
             // Verification budgets and rate-limit buckets that are full again, and buckets of
             // tokens no longer in the set, are forgotten off the request path; the expiry gauges
@@ -308,6 +344,7 @@ impl App {
             max_lifetime: config.tokens.max_lifetime,
             trusted_proxies: Arc::new(config.trusted_proxies.clone()),
             health: health.clone(),
+            quotas: proxy.quotas(),
         };
         let admin_task = tokio::spawn(admin::serve(
             admin_listener,

@@ -485,13 +485,14 @@ async fn a_request_quota_is_shared_and_shown_in_whoami() {
 }
 
 #[tokio::test]
-async fn without_a_backend_quotas_are_counted_in_memory() {
+async fn with_token_files_only_quotas_are_counted_in_memory() {
     let upstream = Upstream::start();
     let token = quota_token(
         "local",
         json!({"requests": 2, "bytes": 2000, "period": "1h"}),
     );
     let proxy = Setup::new(&upstream.url())
+        .set("tokens.database", json!("none"))
         .with_tokens(&[&token])
         .start()
         .await;
@@ -571,4 +572,145 @@ async fn an_aborted_download_is_charged_what_was_sent_not_the_file_size() {
         charged < BIG_LEN / 2,
         "charged {charged} of a {BIG_LEN}-byte file"
     );
+}
+
+#[tokio::test]
+async fn without_redis_quotas_are_counted_in_the_database_set_by_api_and_cli() {
+    let upstream = Upstream::start();
+    let mut proxy = Setup::new(&upstream.url()).with_bootstrap().start().await;
+    // Refused: a quota without a period, or without a limit.
+    for quota in [json!({"requests": 3}), json!({"period": "1h"})] {
+        proxy
+            .api(
+                "POST",
+                "/api/v1/tokens",
+                Some(&boot()),
+                Some(&json!({"name": "bad", "permission": "read", "quota": quota})),
+            )
+            .await
+            .expect_error(400, "invalid_request");
+    }
+    let (record, token) = proxy
+        .create_token(
+            &boot(),
+            json!({"name": "metered", "permission": "read",
+                   "quota": {"requests": 3, "bytes": "1MiB", "period": "1h"}}),
+        )
+        .await;
+    let id = record["id"].as_str().unwrap().to_owned();
+    assert_eq!(record["quota"]["requests"], 3, "{record}");
+    assert_eq!(record["quota"]["bytes"], 1_048_576, "{record}");
+    let client = client();
+    for _ in 0..2 {
+        let resp = http_get(
+            &client,
+            &proxy.url("/pattern?len=1000"),
+            Some(&bearer(&token)),
+        )
+        .await;
+        assert_eq!(resp.status, 200, "{}", resp.body);
+    }
+    // The counts reach the database within a flush; a restart keeps them.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    proxy.stop_gracefully(Duration::from_secs(10)).await;
+    proxy.restart().await;
+    let shown = proxy
+        .api("GET", &format!("/api/v1/tokens/{id}"), Some(&boot()), None)
+        .await
+        .expect(200);
+    assert_eq!(
+        shown["quota"]["used"],
+        json!({"requests": 2, "bytes": 2000}),
+        "{shown}"
+    );
+    assert!(shown["quota"]["resets_at"]
+        .as_u64()
+        .is_some_and(|t| t % 3600 == 0));
+    let resp = http_get(&client, &proxy.url("/a"), Some(&bearer(&token))).await;
+    assert_eq!(resp.status, 200, "{}", resp.body);
+    let resp = http_get(&client, &proxy.url("/a"), Some(&bearer(&token))).await;
+    assert_quota_refusal(&resp, 3600);
+
+    // The CLI shows the definition and the usage; it changes and removes quotas.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let out = proxy
+        .cli(&["token", "show", "metered", "-o", "json"], None)
+        .await;
+    assert!(out.status.success(), "{}", out.stderr);
+    let v: Value = serde_json::from_str(&out.stdout).expect("CLI JSON");
+    assert_eq!(v["quota"]["used"]["requests"], 3, "{v}");
+    let out = proxy.cli(&["token", "show", "metered"], None).await;
+    assert!(
+        out.stdout
+            .contains("quota: 3/3 requests, 2008/1048576 bytes"),
+        "{}",
+        out.stdout
+    );
+    let out = proxy
+        .cli(
+            &[
+                "token",
+                "modify",
+                "metered",
+                "--quota",
+                "requests=100,period=1h",
+            ],
+            None,
+        )
+        .await;
+    assert!(out.status.success(), "{}", out.stderr);
+    let out = proxy
+        .cli(
+            &[
+                "token",
+                "modify",
+                "metered",
+                "--quota",
+                "requests=lots,period=1h",
+            ],
+            None,
+        )
+        .await;
+    assert!(!out.status.success());
+    assert!(out.stderr.contains("--quota"), "{}", out.stderr);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while http_get(&client, &proxy.url("/a"), Some(&bearer(&token)))
+        .await
+        .status
+        != 200
+    {
+        assert!(Instant::now() < deadline, "the raised quota never applied");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let out = proxy
+        .cli(
+            &[
+                "token",
+                "create",
+                "--name",
+                "cli-metered",
+                "--permission",
+                "read",
+                "--quota",
+                "bytes=50GiB,period=30d",
+                "-o",
+                "json",
+            ],
+            None,
+        )
+        .await;
+    assert!(out.status.success(), "{}", out.stderr);
+    let created: Value = serde_json::from_str(&out.stdout).expect("CLI JSON");
+    assert_eq!(created["quota"]["bytes"], 50u64 << 30, "{created}");
+    // PATCH null removes it.
+    let patched = proxy
+        .api(
+            "PATCH",
+            &format!("/api/v1/tokens/{id}"),
+            Some(&boot()),
+            Some(&json!({"quota": null})),
+        )
+        .await
+        .expect(200);
+    assert!(patched["quota"].is_null(), "{patched}");
 }

@@ -41,6 +41,8 @@ pub struct AdminState {
     pub trusted_proxies: Arc<crate::config::TrustedProxies>,
     /// Listener and shutdown state.
     pub health: Arc<Health>,
+    /// The proxy's quota counters (usage shown with each token that has a quota).
+    pub quotas: Arc<crate::shared::Quotas>,
 }
 
 /// Every admin route.

@@ -152,8 +152,17 @@ impl Proxy {
 
     /// Shares the per-token rate limits on `shared` (`rate_limit.backend`).
     pub fn with_shared(mut self, shared: Arc<crate::shared::SharedLimits>) -> Self {
-        self.quotas = crate::shared::Quotas::new(Some(shared.backend().clone()));
+        let backend: Arc<dyn crate::shared::UsageStore> = shared.backend().clone();
+        self.quotas = crate::shared::Quotas::new(Some(backend));
         self.shared = Some(shared);
+        self
+    }
+
+    /// Keeps quota counts in `store` (the token database) when there is no shared backend.
+    pub fn with_quota_store(mut self, store: Arc<dyn crate::shared::UsageStore>) -> Self {
+        if self.shared.is_none() {
+            self.quotas = crate::shared::Quotas::new(Some(store));
+        }
         self
     }
 

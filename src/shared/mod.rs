@@ -26,7 +26,7 @@ use crate::metrics::METRICS;
 use crate::ratelimit::Limit;
 
 pub use lease::SharedLimits;
-pub use quota::{Exceeded, Quotas, Usage, FLUSH_INTERVAL};
+pub use quota::{Exceeded, Quotas, Usage, UsageStore, FLUSH_INTERVAL};
 
 /// GCRA lease: takes up to `ARGV[3]` requests from the bucket `KEYS[1]` of `ARGV[1]` requests
 /// per `ARGV[2]` microseconds. Returns `{granted, debt, retry}`: how many were granted, how far
@@ -70,6 +70,24 @@ pub struct Grant {
     pub debt: Duration,
     /// When nothing was granted: time until one request would be.
     pub retry: Duration,
+}
+
+#[async_trait::async_trait]
+impl UsageStore for Backend {
+    fn available(&self) -> bool {
+        self.is_up()
+    }
+
+    async fn add(
+        &self,
+        id: &str,
+        quota: &crate::token::Quota,
+        window: u64,
+        resets_at: u64,
+        add: (u64, u64),
+    ) -> Result<(u64, u64), Unavailable> {
+        self.add_usage(id, quota, window, resets_at, add).await
+    }
 }
 
 /// The connection to the shared backend and its health.
@@ -262,13 +280,7 @@ impl Backend {
         add: (u64, u64),
     ) -> Result<(u64, u64), Unavailable> {
         let mut conn = self.connection()?;
-        let key = format!(
-            "{}quota:{}:{}:{}",
-            self.prefix,
-            id,
-            quota.period.as_secs(),
-            window
-        );
+        let key = self.quota_key(id, quota, window);
         let mut pipe = redis::pipe();
         pipe.atomic()
             .cmd("HINCRBY")
@@ -285,6 +297,45 @@ impl Backend {
             .ignore();
         let (requests, bytes): (i64, i64) = self.call(pipe.query_async(&mut conn)).await?;
         Ok((requests.max(0) as u64, bytes.max(0) as u64))
+    }
+
+    /// Reads token `id`'s usage of `quota` in the current period once, on a connection of its
+    /// own (for the command line, which runs no control plane).
+    pub async fn read_usage_once(
+        &self,
+        id: &str,
+        quota: &crate::token::Quota,
+    ) -> Result<(u64, u64), String> {
+        let mut conn = tokio::time::timeout(
+            Duration::from_secs(2),
+            self.client.get_multiplexed_async_connection(),
+        )
+        .await
+        .map_err(|_| "timed out".to_string())?
+        .map_err(|e| e.to_string())?;
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        let (window, _) = quota.window(now);
+        let key = self.quota_key(id, quota, window);
+        let (requests, bytes): (Option<u64>, Option<u64>) = redis::cmd("HMGET")
+            .arg(&key)
+            .arg("requests")
+            .arg("bytes")
+            .query_async(&mut conn)
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok((requests.unwrap_or(0), bytes.unwrap_or(0)))
+    }
+
+    fn quota_key(&self, id: &str, quota: &crate::token::Quota, window: u64) -> String {
+        format!(
+            "{}quota:{}:{}:{}",
+            self.prefix,
+            id,
+            quota.period.as_secs(),
+            window
+        )
     }
 
     /// The lease size of a limit: 5 % of its requests, at most `rate_limit.lease`, at least 1.

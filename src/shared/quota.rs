@@ -6,19 +6,39 @@
 //! - with `rate_limit.backend`, into one Redis hash per token and period (`HINCRBY`, which
 //!   returns the total of every replica); counts made while Redis is down are kept and sent
 //!   when it is back;
-//! - without, into this process' memory only (a file-only or single-replica setup: counts
-//!   start over when the process restarts).
+//! - with a token database and no Redis, into the database (one upsert per token and flush);
+//! - without either (token files only), into this process' memory only: counts start over when
+//!   the process restarts.
 //!
-//! Accuracy: a replica sees the other replicas' usage at most one flush interval late, so a
-//! quota may be overrun by what the other replicas admit in that time.
+//! Accuracy: a replica sees the other replicas' usage at most one second late (counts go out
+//! every flush, the totals of tokens this replica does not count right now come back every
+//! fifth), so a quota may be overrun by what the other replicas admit in that time.
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use dashmap::DashMap;
 
-use super::Backend;
+use super::Unavailable;
 use crate::token::Quota;
+
+/// Where the shared totals of quota usage are kept: Redis ([`super::Backend`]), or the token
+/// database (implemented by the application over the store).
+#[async_trait::async_trait]
+pub trait UsageStore: Send + Sync + std::fmt::Debug {
+    /// Whether a call may be made now (false: skip it rather than wait).
+    fn available(&self) -> bool;
+    /// Adds `(requests, bytes)` to token `id`'s usage of `quota` in period `window` (ending at
+    /// `resets_at`, Unix seconds); returns the totals of every replica.
+    async fn add(
+        &self,
+        id: &str,
+        quota: &Quota,
+        window: u64,
+        resets_at: u64,
+        add: (u64, u64),
+    ) -> Result<(u64, u64), Unavailable>;
+}
 
 /// How often counts go to the shared total.
 pub const FLUSH_INTERVAL: Duration = Duration::from_millis(200);
@@ -84,16 +104,18 @@ fn unix_now() -> Duration {
 /// Quota counters of every token with a quota, owned by the proxy.
 #[derive(Debug)]
 pub struct Quotas {
-    backend: Option<Arc<Backend>>,
+    backend: Option<Arc<dyn UsageStore>>,
     counters: DashMap<Arc<str>, Counter, foldhash::quality::RandomState>,
+    flushes: std::sync::atomic::AtomicU64,
 }
 
 impl Quotas {
-    /// Counters kept on `backend`, or in memory without one.
-    pub fn new(backend: Option<Arc<Backend>>) -> Arc<Self> {
+    /// Counters kept on `backend` (Redis or the database), or in memory without one.
+    pub fn new(backend: Option<Arc<dyn UsageStore>>) -> Arc<Self> {
         Arc::new(Quotas {
             backend,
             counters: DashMap::default(),
+            flushes: Default::default(),
         })
     }
 
@@ -125,17 +147,14 @@ impl Quotas {
     /// reads the shared total first (under the backend's timeout; while Redis is down, the
     /// count starts from what this replica knows).
     pub async fn admit(&self, id: &Arc<str>, quota: &Quota) -> Result<(), (Exceeded, u64)> {
-        if let Some(backend) = self.backend.as_ref().filter(|b| b.is_up()) {
+        if let Some(backend) = self.backend.as_ref().filter(|b| b.available()) {
             let (window, resets_at) = quota.window(unix_now());
             let known = self
                 .counters
                 .get(id)
                 .is_some_and(|c| c.window == window && c.quota == *quota && c.synced);
             if !known {
-                if let Ok(total) = backend
-                    .add_usage(id, quota, window, resets_at, (0, 0))
-                    .await
-                {
+                if let Ok(total) = backend.add(id, quota, window, resets_at, (0, 0)).await {
                     self.with_counter(id, quota, |c| {
                         c.known = total;
                         c.synced = true;
@@ -172,6 +191,25 @@ impl Quotas {
         }
     }
 
+    /// What `id` has used of `quota` in the current period: the shared total when the backend
+    /// answers (plus this replica's counts not yet sent), else what this replica knows.
+    pub async fn current(&self, id: &str, quota: &Quota) -> Usage {
+        let mut usage = self.usage(id, quota);
+        if let Some(backend) = self.backend.as_ref().filter(|b| b.available()) {
+            let (window, resets_at) = quota.window(unix_now());
+            if let Ok((requests, bytes)) = backend.add(id, quota, window, resets_at, (0, 0)).await {
+                let pending = self
+                    .counters
+                    .get(id)
+                    .filter(|c| c.window == window && c.quota == *quota)
+                    .map_or((0, 0), |c| c.pending);
+                usage.requests = requests + pending.0;
+                usage.bytes = bytes + pending.1;
+            }
+        }
+        usage
+    }
+
     /// What `id` has used of `quota` in the current period (as this replica knows it).
     pub fn usage(&self, id: &str, quota: &Quota) -> Usage {
         let (window, resets_at) = quota.window(unix_now());
@@ -190,21 +228,28 @@ impl Quotas {
     /// forgets the counters of tokens `keep` refuses and of periods that are over.
     pub async fn flush(&self, keep: impl Fn(&str) -> bool) {
         let now = unix_now().as_secs();
+        let refresh = self
+            .flushes
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            % 5
+            == 0;
         self.counters
             .retain(|id, c| keep(id) && (c.resets_at > now || c.pending != (0, 0)));
         let pending: Vec<(Arc<str>, Counter)> = self
             .counters
             .iter()
-            .filter(|c| c.pending != (0, 0) || self.backend.is_some())
+            // Idle counters learn the other replicas' counts every fifth flush.
+            .filter(|c| c.pending != (0, 0) || (self.backend.is_some() && refresh))
             .map(|c| (c.key().clone(), *c.value()))
             .collect();
         for (id, sent) in pending {
             let total = match &self.backend {
                 None => Some((sent.known.0 + sent.pending.0, sent.known.1 + sent.pending.1)),
-                Some(backend) => backend
-                    .add_usage(&id, &sent.quota, sent.window, sent.resets_at, sent.pending)
+                Some(backend) if backend.available() => backend
+                    .add(&id, &sent.quota, sent.window, sent.resets_at, sent.pending)
                     .await
                     .ok(),
+                Some(_) => None,
             };
             let Some(total) = total else { continue };
             if let Some(mut c) = self.counters.get_mut(&id) {

@@ -37,6 +37,9 @@ pub struct NewToken {
     /// Own rate limit; absent means the configured default.
     #[serde(default)]
     pub rate_limit: Option<RateLimitRule>,
+    /// Download quota per period; absent: none.
+    #[serde(default)]
+    pub quota: Option<crate::token::Quota>,
     /// Client networks the token may be used from (CIDR or single addresses); empty or
     /// absent: any address.
     #[serde(default)]
@@ -72,6 +75,9 @@ pub struct Patch {
     /// New rate limit (`null` = back to the default).
     #[serde(default, deserialize_with = "nullable")]
     pub rate_limit: Option<Option<RateLimitRule>>,
+    /// New download quota (`null` = none).
+    #[serde(default, deserialize_with = "nullable")]
+    pub quota: Option<Option<crate::token::Quota>>,
     /// Disable (`true`: refused after its secret verifies) or enable (`false`) the token.
     #[serde(default)]
     pub disabled: Option<bool>,
@@ -149,8 +155,7 @@ pub fn build_new(
         created_at: Some(now),
         expires_at,
         rate_limit: req.rate_limit,
-        // Quotas are set in token files (the database has no column for them yet).
-        quota: None,
+        quota: req.quota,
         disabled: false,
         allowed_ips: req.allowed_ips,
         generation: 1,
@@ -178,6 +183,9 @@ pub fn apply_patch(current: &Token, patch: Patch) -> Result<Token, ChangeError> 
     }
     if let Some(r) = patch.rate_limit {
         t.rate_limit = r;
+    }
+    if let Some(q) = patch.quota {
+        t.quota = q;
     }
     if let Some(d) = patch.disabled {
         t.disabled = d;
@@ -226,6 +234,7 @@ pub fn token_view(
         "last_used_ip": last_used.and_then(|u| u.ip).map(|ip| ip.to_string()),
         "last_used_user_agent": last_used.and_then(|u| u.user_agent.as_deref()),
         "rate_limit": t.rate_limit,
+        "quota": t.quota,
         "disabled": t.disabled,
         "allowed_ips": t.allowed_ips,
         "source": t.source.kind(),
@@ -367,6 +376,7 @@ mod tests {
             routes: vec![],
             expires_in: Some("30d".into()),
             rate_limit: None,
+            quota: None,
             allowed_ips: Default::default(),
             secret: None,
         }

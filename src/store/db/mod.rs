@@ -34,7 +34,7 @@ pub struct LastUse {
     /// The `User-Agent` it sent, if any.
     pub user_agent: Option<Arc<str>>,
 }
-use row::{from_millis, millis, rate_limit_json, routes_json, row_to_token};
+use row::{from_millis, millis, quota_json, rate_limit_json, routes_json, row_to_token};
 pub use url::{backend_of, missing_sqlite_file, redact_url, Backend};
 use url::{create_private, sqlite_path};
 
@@ -101,7 +101,7 @@ impl std::fmt::Debug for Database {
 }
 
 const TOKEN_COLUMNS: &str =
-    "id, name, description, hash, permission, routes, rate_limit, created_at, expires_at, generation, disabled, allowed_ips";
+    "id, name, description, hash, permission, routes, rate_limit, created_at, expires_at, generation, disabled, allowed_ips, quota";
 
 impl Database {
     /// Opens (creating the SQLite file and its directory if needed, private to the user) and
@@ -256,7 +256,7 @@ impl Database {
         let c = |e| classify(e, &t.name, &t.id);
         let mut tx = self.pool.begin().await.map_err(unavailable)?;
         sqlx::query(&format!(
-            "INSERT INTO tokens ({TOKEN_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"
+            "INSERT INTO tokens ({TOKEN_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)"
         ))
         .bind(&*t.id)
         .bind(&*t.name)
@@ -274,6 +274,7 @@ impl Database {
         .bind(t.generation as i64)
         .bind(i64::from(t.disabled))
         .bind(t.allowed_ips.to_string())
+        .bind(quota_json(t.quota))
         .execute(&mut *tx)
         .await
         .map_err(c)?;
@@ -288,8 +289,8 @@ impl Database {
         let mut tx = self.pool.begin().await.map_err(unavailable)?;
         let done = sqlx::query(
             "UPDATE tokens SET name = $1, description = $2, hash = $3, permission = $4, routes = $5, \
-             rate_limit = $6, generation = $7, disabled = $8, allowed_ips = $9 \
-             WHERE id = $10 AND generation = $11",
+             rate_limit = $6, generation = $7, disabled = $8, allowed_ips = $9, quota = $10 \
+             WHERE id = $11 AND generation = $12",
         )
         .bind(&*t.name)
         .bind(t.description.clone())
@@ -300,6 +301,7 @@ impl Database {
         .bind(t.generation as i64)
         .bind(i64::from(t.disabled))
         .bind(t.allowed_ips.to_string())
+        .bind(quota_json(t.quota))
         .bind(&*t.id)
         .bind(expected as i64)
         .execute(&mut *tx)
@@ -360,6 +362,36 @@ impl Database {
         tx.commit().await.map_err(unavailable)
     }
 
+    /// Adds `(requests, bytes)` to token `id`'s quota usage in period `index` of
+    /// `period_seconds`, and returns the totals of every replica.
+    pub async fn add_quota_usage(
+        &self,
+        id: &str,
+        period_seconds: u64,
+        index: u64,
+        add: (u64, u64),
+    ) -> Result<(u64, u64), DbError> {
+        let clamp = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+        let row = sqlx::query(
+            "INSERT INTO token_quota_usage (token_id, period_seconds, period_index, requests, bytes) \
+             VALUES ($1, $2, $3, $4, $5) ON CONFLICT (token_id, period_seconds, period_index) \
+             DO UPDATE SET requests = token_quota_usage.requests + excluded.requests, \
+             bytes = token_quota_usage.bytes + excluded.bytes \
+             RETURNING requests, bytes",
+        )
+        .bind(id.to_owned())
+        .bind(clamp(period_seconds))
+        .bind(clamp(index))
+        .bind(clamp(add.0))
+        .bind(clamp(add.1))
+        .fetch_one(&self.pool)
+        .await
+        .map_err(unavailable)?;
+        let requests: i64 = row.try_get(0).map_err(unavailable)?;
+        let bytes: i64 = row.try_get(1).map_err(unavailable)?;
+        Ok((requests.max(0) as u64, bytes.max(0) as u64))
+    }
+
     /// Last uses of every token that has one.
     pub async fn usage(&self) -> Result<HashMap<String, LastUse>, DbError> {
         let rows = sqlx::query(
@@ -416,7 +448,11 @@ mod tests {
                 requests: 5,
                 period: Duration::from_secs(60),
             }),
-            quota: None,
+            quota: Some(crate::token::Quota {
+                requests: Some(10),
+                bytes: Some(1 << 20),
+                period: Duration::from_secs(86400),
+            }),
             generation: 1,
             disabled: false,
             allowed_ips: Default::default(),
@@ -440,6 +476,7 @@ mod tests {
         let back = db.token(&t.id).await.unwrap();
         assert_eq!(back.routes, t.routes);
         assert_eq!(back.rate_limit, t.rate_limit);
+        assert_eq!(back.quota, t.quota);
         assert_eq!(db.find("a").await.unwrap().id, t.id);
         let mut renamed = back.clone();
         renamed.name = Arc::from("b");
