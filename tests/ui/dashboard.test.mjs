@@ -296,6 +296,18 @@ async function run(w, t) {
     await metered.waitFor();
     assert.match(await metered.innerText(), /quota: 0 of 5 requests, 0 B of 1\.0 MiB per (1 ?day|1d|day)/);
     assert.match(await metered.innerText(), /resets /);
+    // Gone again: the steps below count the tokens.
+    const { id } = await fetch(`${w.admin}/api/v1/tokens/metered`, {
+      headers: { authorization: 'Basic ' + Buffer.from(w.bootstrap).toString('base64') },
+    }).then((x) => x.json());
+    const d = await fetch(`${w.admin}/api/v1/tokens/${id}`, {
+      method: 'DELETE',
+      headers: { authorization: 'Basic ' + Buffer.from(w.bootstrap).toString('base64') },
+    });
+    assert.equal(d.status, 204);
+    await page.reload();
+    await rows.locator('tr[data-name="admin"]').waitFor();
+    await rows.locator('tr[data-name="metered"]').waitFor({ state: 'detached' });
   }
 
   // ---- create: name, description, route, 30 days, custom rate limit.
