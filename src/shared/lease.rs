@@ -85,6 +85,20 @@ fn now_micros() -> u64 {
     )
 }
 
+/// Marks the end of a lease call for a token, however the call ends.
+struct RefillGuard<'a> {
+    leases: &'a DashMap<Arc<str>, Lease, foldhash::quality::RandomState>,
+    id: &'a Arc<str>,
+}
+
+impl Drop for RefillGuard<'_> {
+    fn drop(&mut self) {
+        if let Some(mut entry) = self.leases.get_mut(self.id) {
+            entry.refilling = false;
+        }
+    }
+}
+
 /// Per-token rate limits shared through [`Backend`], served from leases.
 #[derive(Debug)]
 pub struct SharedLimits {
@@ -147,15 +161,18 @@ impl SharedLimits {
             leader
         };
         let want = if leader { size } else { 1 };
+        // Clears the flag even when this request is dropped while it waits (client gone).
+        let guard = leader.then(|| RefillGuard {
+            leases: &self.leases,
+            id,
+        });
         let result = self.backend.lease(id, limit, want).await;
+        drop(guard);
         let now = now_micros();
         let mut entry = self
             .leases
             .entry(id.clone())
             .or_insert_with(|| Lease::empty(*limit));
-        if leader {
-            entry.refilling = false;
-        }
         let grant = result?;
         if entry.limit != *limit {
             *entry = Lease::empty(*limit);
@@ -171,10 +188,14 @@ impl SharedLimits {
 
     /// Tops the lease of `id` up by `want` requests, in the background.
     async fn refill(&self, id: &Arc<str>, limit: &Limit, want: u32) {
+        let guard = RefillGuard {
+            leases: &self.leases,
+            id,
+        };
         let result = self.backend.lease(id, limit, want).await;
+        drop(guard);
         let now = now_micros();
         if let Some(mut entry) = self.leases.get_mut(id) {
-            entry.refilling = false;
             if let Ok(grant) = result {
                 if entry.limit == *limit {
                     entry.apply(&grant, now);

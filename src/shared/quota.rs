@@ -263,3 +263,50 @@ impl Quotas {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn counts_in_memory_refuse_at_the_limit_and_survive_a_flush() {
+        let quotas = Quotas::new(None);
+        let id: Arc<str> = Arc::from("AAAAAAAAAAAA");
+        let q = Quota {
+            requests: Some(2),
+            bytes: Some(1000),
+            period: Duration::from_secs(3600),
+        };
+        assert_eq!(quotas.admit(&id, &q).await, Ok(()));
+        quotas.charge_bytes(&id, &q, 600);
+        // 600 + 500 announced would go over 1000.
+        assert!(quotas.would_exceed(&id, &q, 500).is_some());
+        assert_eq!(quotas.would_exceed(&id, &q, 400), None);
+        quotas.flush(|_| true).await;
+        let usage = quotas.usage(&id, &q);
+        assert_eq!((usage.requests, usage.bytes), (1, 600));
+        assert_eq!(usage.resets_at % 3600, 0);
+        assert_eq!(quotas.admit(&id, &q).await, Ok(()));
+        let (exceeded, resets_at) = quotas.admit(&id, &q).await.unwrap_err();
+        assert_eq!(exceeded, Exceeded::Requests);
+        assert_eq!(resets_at, usage.resets_at);
+        // A refused request counts nothing.
+        assert_eq!(quotas.usage(&id, &q).requests, 2);
+        // Bytes used up refuse too.
+        let bytes_only = Quota {
+            requests: None,
+            bytes: Some(10),
+            period: Duration::from_secs(60),
+        };
+        let other: Arc<str> = Arc::from("BBBBBBBBBBBB");
+        assert_eq!(quotas.admit(&other, &bytes_only).await, Ok(()));
+        quotas.charge_bytes(&other, &bytes_only, 10);
+        assert_eq!(
+            quotas.admit(&other, &bytes_only).await.map_err(|e| e.0),
+            Err(Exceeded::Bytes)
+        );
+        // Deleted tokens are forgotten.
+        quotas.flush(|i| i != "BBBBBBBBBBBB").await;
+        assert_eq!(quotas.usage(&other, &bytes_only).bytes, 0);
+    }
+}
