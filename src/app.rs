@@ -7,6 +7,8 @@
 //! Nothing here polls: the proxy thread reports its end on a oneshot channel (a dropped
 //! sender, i.e. a panic, counts as an end), and the drain waits on [`Health::idle`].
 
+mod quotas;
+
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -56,38 +58,6 @@ pub struct App {
     admin_listener: std::net::TcpListener,
     certs: Option<Arc<CertStore>>,
     upstream_addrs: Vec<std::net::SocketAddr>,
-}
-
-/// Quota usage kept in the token database (when there is no Redis backend).
-#[derive(Debug)]
-struct DatabaseQuotaUsage(Arc<Store>);
-
-/// Longest wait for the database on the request path (the first request of a token with a
-/// quota in a period reads the total).
-const QUOTA_DB_TIMEOUT: Duration = Duration::from_millis(250);
-
-#[async_trait::async_trait]
-impl crate::shared::UsageStore for DatabaseQuotaUsage {
-    fn available(&self) -> bool {
-        self.0.db().is_some()
-    }
-
-    async fn add(
-        &self,
-        id: &str,
-        quota: &crate::token::Quota,
-        window: u64,
-        _resets_at: u64,
-        add: (u64, u64),
-    ) -> Result<(u64, u64), crate::shared::Unavailable> {
-        let call = self
-            .0
-            .add_quota_usage(id, quota.period.as_secs(), window, add);
-        match tokio::time::timeout(QUOTA_DB_TIMEOUT, call).await {
-            Ok(Some(total)) => Ok(total),
-            _ => Err(crate::shared::Unavailable),
-        }
-    }
 }
 
 /// What the configuration names outside itself, found before anything starts: the upstream's
@@ -281,7 +251,7 @@ impl App {
         };
         if shared.is_none() && store.has_database() {
             // Quotas without Redis: counted in the token database.
-            proxy = proxy.with_quota_store(Arc::new(DatabaseQuotaUsage(store.clone())));
+            proxy = proxy.with_quota_store(Arc::new(quotas::DatabaseQuotaUsage(store.clone())));
         }
         {
             // Verification budgets and rate-limit buckets that are full again, and buckets of
@@ -291,24 +261,7 @@ impl App {
             let rate_limits = proxy.rate_limits();
             let store = store.clone();
             let mut stop = stop_rx.clone();
-            let quotas = proxy.quotas();
-            {
-                // Quota counts go to the shared total (or stay in memory) off the request path.
-                let store = store.clone();
-                let mut stop = stop_rx.clone();
-                tokio::spawn(async move {
-                    let mut tick = tokio::time::interval(crate::shared::FLUSH_INTERVAL);
-                    loop {
-                        tokio::select! {
-                            _ = tick.tick() => {
-                                let snapshot = store.set.load();
-                                quotas.flush(|id| snapshot.by_id(id).is_some()).await;
-                            }
-                            _ = stop.changed() => return,
-                        }
-                    }
-                });
-            }
+            quotas::spawn_flush(proxy.quotas(), store.clone(), stop_rx.clone());
             tokio::spawn(async move {
                 let mut tick = tokio::time::interval(MAINTENANCE_INTERVAL);
                 let mut expiry_tick = tokio::time::interval(EXPIRY_METRICS_INTERVAL);

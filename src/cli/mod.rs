@@ -1,6 +1,7 @@
 //! The command line: clap types, and the commands. `serve` hands over to [`crate::app`];
 //! `check-config` validates without changing anything; `token` is in [`token`].
 
+mod quota;
 mod token;
 
 use std::path::{Path, PathBuf};

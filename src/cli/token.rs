@@ -55,45 +55,6 @@ fn parse_rate_limit(s: &str) -> anyhow::Result<RateLimitRule> {
         .map_err(|e| anyhow!("--rate-limit {s:?}: {e}"))
 }
 
-/// `none`, or `requests=N,bytes=SIZE,period=DURATION` (`requests=10000,bytes=50GiB,period=30d`;
-/// either of requests and bytes may be left out).
-fn parse_quota(s: &str) -> anyhow::Result<Option<crate::token::Quota>> {
-    if s == "none" {
-        return Ok(None);
-    }
-    let bad =
-        |why: String| anyhow!("--quota {s:?}: {why} (e.g. requests=10000,bytes=50GiB,period=30d)");
-    let (mut requests, mut bytes, mut period) = (None, None, None);
-    for part in s.split(',') {
-        let (k, v) = part
-            .split_once('=')
-            .ok_or_else(|| bad(format!("{part:?} is not KEY=VALUE")))?;
-        match k.trim() {
-            "requests" => {
-                requests = Some(
-                    v.trim()
-                        .parse()
-                        .map_err(|_| bad(format!("{v:?} is not a number")))?,
-                )
-            }
-            "bytes" => bytes = Some(crate::token::parse_bytes(v).map_err(bad)?),
-            "period" => {
-                period = Some(humantime::parse_duration(v.trim()).map_err(|e| bad(e.to_string()))?)
-            }
-            other => return Err(bad(format!("unknown key {other:?}"))),
-        }
-    }
-    let period = period.ok_or_else(|| bad("period is required".into()))?;
-    crate::token::Quota {
-        requests,
-        bytes,
-        period,
-    }
-    .validate()
-    .map(Some)
-    .map_err(bad)
-}
-
 fn read_secret(flag: Option<&str>) -> anyhow::Result<Option<Secret>> {
     match flag {
         None => Ok(None),
@@ -128,7 +89,7 @@ fn new_token_request(args: &NewTokenArgs) -> anyhow::Result<NewToken> {
             .transpose()?,
         quota: match args.quota.as_deref() {
             None => None,
-            Some(q) => parse_quota(q)?,
+            Some(q) => super::quota::parse_quota(q)?,
         },
         allowed_ips: parse_allow_ips(&args.allow_ips)?,
         secret: read_secret(args.secret.as_deref())?,
@@ -231,7 +192,7 @@ fn file_tokens(config: &Config) -> anyhow::Result<Vec<Token>> {
     Ok(all)
 }
 
-fn print_tokens(
+pub(super) fn print_tokens(
     tokens: &[Token],
     usage: &std::collections::HashMap<String, crate::store::LastUse>,
     output: Output,
@@ -292,33 +253,6 @@ fn print_tokens(
             }
         }
     }
-}
-
-/// A token's quota usage in the current period and the period's end (Unix seconds): from
-/// Redis when `rate_limit.backend` is set, else from the database. Counts a replica has not
-/// flushed yet (at most 200 ms of them) are not included.
-async fn quota_usage(
-    config: &Config,
-    db: &Database,
-    id: &str,
-    quota: &crate::token::Quota,
-) -> anyhow::Result<((u64, u64), u64)> {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default();
-    let (window, resets_at) = quota.window(now);
-    let used = match &config.rate_limit_backend {
-        Some(b) => crate::shared::Backend::new(b)
-            .map_err(|e| anyhow!(e))?
-            .read_usage_once(id, quota)
-            .await
-            .map_err(|e| anyhow!("quota usage from {}: {e}", b.url))?,
-        None => {
-            db.add_quota_usage(id, quota.period.as_secs(), window, (0, 0))
-                .await?
-        }
-    };
-    Ok((used, resets_at))
 }
 
 async fn db_command(config: &Config, db: &Database, cmd: TokenCommand) -> anyhow::Result<()> {
@@ -403,30 +337,9 @@ async fn db_command(config: &Config, db: &Database, cmd: TokenCommand) -> anyhow
                     .find(|t| *t.id == *token || *t.name == *token)
                     .ok_or(e)?,
             };
-            match (&t.quota, output) {
-                (Some(q), Output::Json) => {
-                    let mut v = manage::token_view(&t, usage.get(&*t.id), Utc::now());
-                    let (used, resets_at) = quota_usage(config, db, &t.id, q).await?;
-                    v["quota"]["used"] = serde_json::json!({"requests": used.0, "bytes": used.1});
-                    v["quota"]["resets_at"] = resets_at.into();
-                    println!("{}", serde_json::to_string_pretty(&v)?);
-                }
-                (Some(q), Output::Table) => {
-                    one(&t, output);
-                    let (used, resets_at) = quota_usage(config, db, &t.id, q).await?;
-                    let of = |n: Option<u64>| n.map_or_else(|| "-".to_string(), |n| n.to_string());
-                    let resets = chrono::DateTime::from_timestamp(resets_at as i64, 0)
-                        .map(|d| d.format("%Y-%m-%d %H:%M UTC").to_string())
-                        .unwrap_or_default();
-                    println!(
-                        "quota: {}/{} requests, {}/{} bytes this period (resets {resets})",
-                        used.0,
-                        of(q.requests),
-                        used.1,
-                        of(q.bytes)
-                    );
-                }
-                (None, _) => one(&t, output),
+            match &t.quota {
+                Some(q) => super::quota::show(config, db, &t, q, usage.get(&*t.id), output).await?,
+                None => one(&t, output),
             }
         }
         TokenCommand::Revoke(TargetArgs { token, .. }) => {
@@ -500,7 +413,10 @@ async fn db_command(config: &Config, db: &Database, cmd: TokenCommand) -> anyhow
                     Some("default") => Some(None),
                     Some(r) => Some(Some(parse_rate_limit(r)?)),
                 },
-                quota: quota.as_deref().map(parse_quota).transpose()?,
+                quota: quota
+                    .as_deref()
+                    .map(super::quota::parse_quota)
+                    .transpose()?,
                 disabled: None,
                 allowed_ips: if no_allow_ip {
                     Some(None)

@@ -1,0 +1,59 @@
+//! Quota counting wired to the token store: the database as the shared total when there is no
+//! Redis, and the control-plane task that flushes the counts.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::watch;
+
+use crate::shared::{Quotas, Unavailable, UsageStore};
+use crate::store::Store;
+
+/// Quota usage kept in the token database (when there is no Redis backend).
+#[derive(Debug)]
+pub(super) struct DatabaseQuotaUsage(pub(super) Arc<Store>);
+
+/// Longest wait for the database on the request path (the first request of a token with a
+/// quota in a period reads the total).
+const QUOTA_DB_TIMEOUT: Duration = Duration::from_millis(250);
+
+#[async_trait::async_trait]
+impl UsageStore for DatabaseQuotaUsage {
+    fn available(&self) -> bool {
+        self.0.db().is_some()
+    }
+
+    async fn add(
+        &self,
+        id: &str,
+        quota: &crate::token::Quota,
+        window: u64,
+        _resets_at: u64,
+        add: (u64, u64),
+    ) -> Result<(u64, u64), Unavailable> {
+        let call = self
+            .0
+            .add_quota_usage(id, quota.period.as_secs(), window, add);
+        match tokio::time::timeout(QUOTA_DB_TIMEOUT, call).await {
+            Ok(Some(total)) => Ok(total),
+            _ => Err(Unavailable),
+        }
+    }
+}
+
+/// Flushes the quota counts every [`crate::shared::FLUSH_INTERVAL`] until `stop`, forgetting
+/// the counters of tokens no longer in the set.
+pub(super) fn spawn_flush(quotas: Arc<Quotas>, store: Arc<Store>, mut stop: watch::Receiver<bool>) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(crate::shared::FLUSH_INTERVAL);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {
+                    let snapshot = store.set.load();
+                    quotas.flush(|id| snapshot.by_id(id).is_some()).await;
+                }
+                _ = stop.changed() => return,
+            }
+        }
+    });
+}
