@@ -120,6 +120,10 @@ const HEALTHY_INTERVAL: Duration = Duration::from_secs(1);
 impl Backend {
     /// Checks the URL (no I/O: nothing connects before [`Backend::run`]).
     pub fn new(config: &SharedBackendConfig) -> Result<Arc<Self>, String> {
+        if config.url.expose().starts_with("rediss://") {
+            // redis-rs builds its rustls client on the process-wide provider: ring, as pingora.
+            pingora::tls::install_default_crypto_provider();
+        }
         let client = redis::Client::open(config.url.expose())
             .map_err(|e| format!("rate_limit.backend {}: {}", config.url, e.category()))?;
         METRICS.ratelimit_backend_up.set(0);

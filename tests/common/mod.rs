@@ -6,6 +6,7 @@
 #![allow(dead_code)]
 
 pub mod pg;
+pub mod pki;
 pub mod redis_server;
 pub mod stores;
 

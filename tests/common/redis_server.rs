@@ -14,6 +14,8 @@ pub struct RedisServer {
     dir: TempDir,
     port: u16,
     password: Option<String>,
+    /// TLS only (`rediss://localhost`), with the test PKI in `dir` (`ca.crt`, `leaf.*`).
+    tls: bool,
     child: Option<Child>,
 }
 
@@ -29,14 +31,39 @@ impl RedisServer {
             dir: tempfile::tempdir().expect("tempdir"),
             port: super::free_port(),
             password: password.map(str::to_owned),
+            tls: false,
             child: None,
         };
         server.resume();
         server
     }
 
+    /// Starts a server that speaks TLS only, with a certificate for `localhost` from a test CA
+    /// ([`RedisServer::ca_path`]).
+    pub fn start_tls() -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        super::pki::make_pki(dir.path(), "", "Redis");
+        let mut server = RedisServer {
+            dir,
+            port: super::free_port(),
+            password: None,
+            tls: true,
+            child: None,
+        };
+        server.resume();
+        server
+    }
+
+    /// The test CA's certificate of a TLS server.
+    pub fn ca_path(&self) -> std::path::PathBuf {
+        self.dir.path().join("ca.crt")
+    }
+
     /// `redis://[:password@]127.0.0.1:PORT/0`.
     pub fn url(&self) -> String {
+        if self.tls {
+            return format!("rediss://localhost:{}/0", self.port);
+        }
         match &self.password {
             Some(p) => format!("redis://:{p}@127.0.0.1:{}/0", self.port),
             None => format!("redis://127.0.0.1:{}/0", self.port),
@@ -55,9 +82,26 @@ impl RedisServer {
     pub fn resume(&mut self) {
         assert!(self.child.is_none(), "redis-server already running");
         let mut cmd = Command::new("redis-server");
+        let port = self.port.to_string();
+        if self.tls {
+            cmd.args([
+                "--port",
+                "0",
+                "--tls-port",
+                &port,
+                "--tls-cert-file",
+                "leaf.crt",
+                "--tls-key-file",
+                "leaf.key",
+                "--tls-ca-cert-file",
+                "ca.crt",
+                "--tls-auth-clients",
+                "no",
+            ]);
+        } else {
+            cmd.args(["--port", &port]);
+        }
         cmd.args([
-            "--port",
-            &self.port.to_string(),
             "--bind",
             "127.0.0.1",
             "--save",
