@@ -322,9 +322,7 @@ async fn deny_refuses_limited_requests_during_an_outage_and_hides_the_password()
 async fn a_rediss_backend_shares_limits_over_tls() {
     let redis = RedisServer::start_tls();
     let upstream = Upstream::start();
-    let token = TestToken::builder("tls")
-        .rate_limit(per_minute(10))
-        .build();
+    let token = TestToken::builder("tls").rate_limit(per_minute(10)).build();
     // The client trusts the test CA through SSL_CERT_FILE (rustls-native-certs reads it).
     let ca = redis.ca_path().to_string_lossy().into_owned();
     let replicas = start_replicas(2, || {
@@ -337,7 +335,11 @@ async fn a_rediss_backend_shares_limits_over_tls() {
         assert_eq!(resp.status, 200, "request {i}: {}", resp.body);
     }
     let resp = http_get(&client, &replicas[1].url("/t"), Some(&token.auth())).await;
-    assert_eq!(resp.status, 429, "the budget is shared over TLS: {}", resp.body);
+    assert_eq!(
+        resp.status, 429,
+        "the budget is shared over TLS: {}",
+        resp.body
+    );
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -11,7 +11,6 @@ use common::pki::make_pki;
 use common::*;
 use serde_json::json;
 
-
 fn https_client(ca_pem: &[u8]) -> reqwest::Client {
     reqwest::Client::builder()
         .no_proxy()
