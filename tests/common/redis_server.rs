@@ -152,6 +152,25 @@ impl RedisServer {
     }
 
     fn answers(&self) -> bool {
+        if self.tls {
+            // redis-cli (redis-tools, installed with redis-server) speaks TLS.
+            let port = self.port.to_string();
+            return Command::new("redis-cli")
+                .args([
+                    "-h",
+                    "localhost",
+                    "-p",
+                    &port,
+                    "--tls",
+                    "--cacert",
+                    "ca.crt",
+                    "PING",
+                ])
+                .current_dir(self.dir.path())
+                .stdin(Stdio::null())
+                .output()
+                .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("PONG"));
+        }
         TcpStream::connect(("127.0.0.1", self.port)).is_ok()
             && self.command("PING").contains("+PONG")
     }
