@@ -231,28 +231,14 @@ impl App {
         let (stop_tx, stop_rx) = watch::channel(false);
         let upstream = UpstreamPeers::new(&config.upstream, upstream_addrs);
         tokio::spawn(upstream.clone().run(stop_rx.clone()));
-        let mut proxy = Proxy::new(
+        let proxy = Proxy::new(
             &config,
             upstream,
             store.clone(),
             verifier.clone(),
             health.clone(),
         );
-        // Rate limits shared on Redis: connected and health-checked on the control plane.
-        let shared = match &config.rate_limit_backend {
-            Some(backend) => {
-                let backend = crate::shared::Backend::new(backend).map_err(anyhow::Error::msg)?;
-                tokio::spawn(backend.clone().run(stop_rx.clone()));
-                let shared = crate::shared::SharedLimits::new(backend);
-                proxy = proxy.with_shared(shared.clone());
-                Some(shared)
-            }
-            None => None,
-        };
-        if shared.is_none() && store.has_database() {
-            // Quotas without Redis: counted in the token database.
-            proxy = proxy.with_quota_store(Arc::new(quotas::DatabaseQuotaUsage(store.clone())));
-        }
+        let (proxy, shared) = quotas::attach(&config, proxy, &store, &stop_rx)?;
         {
             // Verification budgets and rate-limit buckets that are full again, and buckets of
             // tokens no longer in the set, are forgotten off the request path; the expiry gauges

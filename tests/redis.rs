@@ -94,6 +94,7 @@ async fn three_replicas_share_one_budget_within_the_lease_bound() {
     assert_eq!(admitted + refused, 300, "only 200 and 429: {statuses:?}");
     // The documented bound: the limit, plus one lease per replica, plus what refilled meanwhile.
     let bound = 100 + 3 * LEASE_100 + refilled(elapsed, 100);
+    eprintln!("3 replicas, 100/min: {admitted} of 300 admitted in {elapsed:?} (bound {bound})");
     assert!(
         admitted <= bound,
         "{admitted} admitted across 3 replicas in {elapsed:?}; bound {bound}"

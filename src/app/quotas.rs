@@ -1,13 +1,41 @@
-//! Quota counting wired to the token store: the database as the shared total when there is no
-//! Redis, and the control-plane task that flushes the counts.
+//! Rate limits and quotas shared between replicas, wired into the application: the Redis
+//! backend and its health check, the token database as the quotas' shared total when there is
+//! no Redis, and the control-plane task that flushes the counts.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::watch;
 
-use crate::shared::{Quotas, Unavailable, UsageStore};
+use crate::config::Config;
+use crate::proxy::Proxy;
+use crate::shared::{Backend, Quotas, SharedLimits, Unavailable, UsageStore};
 use crate::store::Store;
+
+/// Shares `proxy`'s rate limits on Redis (`rate_limit.backend`: connected and health-checked on
+/// the control plane until `stop`), or keeps its quota counts in the token database when there
+/// is no Redis but a database.
+pub(super) fn attach(
+    config: &Config,
+    mut proxy: Proxy,
+    store: &Arc<Store>,
+    stop: &watch::Receiver<bool>,
+) -> anyhow::Result<(Proxy, Option<Arc<SharedLimits>>)> {
+    let shared = match &config.rate_limit_backend {
+        Some(backend) => {
+            let backend = Backend::new(backend).map_err(anyhow::Error::msg)?;
+            tokio::spawn(backend.clone().run(stop.clone()));
+            let shared = SharedLimits::new(backend);
+            proxy = proxy.with_shared(shared.clone());
+            Some(shared)
+        }
+        None => None,
+    };
+    if shared.is_none() && store.has_database() {
+        proxy = proxy.with_quota_store(Arc::new(DatabaseQuotaUsage(store.clone())));
+    }
+    Ok((proxy, shared))
+}
 
 /// Quota usage kept in the token database (when there is no Redis backend).
 #[derive(Debug)]
