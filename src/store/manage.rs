@@ -272,7 +272,9 @@ fn allow_routes(t: &Token) -> Vec<(&Route, Permission)> {
 /// - client allowlist: when the actor has `allowed_ips`, `t` has some too, each network inside
 ///   one of the actor's;
 /// - rate limit: when the actor is limited (its own limit or the default), `t` is limited to
-///   no more requests per period and no higher rate.
+///   no more requests per period and no higher rate;
+/// - quota: when the actor has a quota, `t` has one too, each of the actor's limits (requests,
+///   bytes) no larger per period and at no higher rate.
 pub fn check_within(actor: &Token, t: &Token, default: RateLimitRule) -> Result<(), ChangeError> {
     let who = format!("the acting token {:?}", &*actor.name);
     if t.permission > actor.permission {
@@ -350,7 +352,29 @@ pub fn check_within(actor: &Token, t: &Token, default: RateLimitRule) -> Result<
             )));
         }
     }
+    if let Some(aq) = &actor.quota {
+        if !t.quota.as_ref().is_some_and(|tq| quota_within(aq, tq)) {
+            return Err(ChangeError::ExceedsActor(format!(
+                "{who} has a quota ({}): the token needs a quota no larger",
+                serde_json::to_string(aq).unwrap_or_default()
+            )));
+        }
+    }
     Ok(())
+}
+
+/// Each limit of `outer` is set in `inner` too, no larger and at no higher rate.
+fn quota_within(outer: &crate::token::Quota, inner: &crate::token::Quota) -> bool {
+    let fits = |o: Option<u64>, i: Option<u64>| match (o, i) {
+        (None, _) => true,
+        (Some(_), None) => false,
+        (Some(o), Some(i)) => {
+            i <= o
+                && u128::from(i) * outer.period.as_millis()
+                    <= u128::from(o) * inner.period.as_millis()
+        }
+    };
+    fits(outer.requests, inner.requests) && fits(outer.bytes, inner.bytes)
 }
 
 /// Refuses changes to tokens that do not live in the database.
@@ -548,5 +572,34 @@ mod tests {
             &with_routes(Read, &[("/p2/*", "read"), ("/p2/x", "none")])
         ));
         assert!(!within(&plain, &with_routes(Read, &[("/p2/x", "none")])));
+    }
+
+    #[test]
+    fn an_actor_with_a_quota_gives_no_larger_one() {
+        let quota = |requests: Option<u64>, bytes: Option<u64>, days: u64| {
+            Some(crate::token::Quota {
+                requests,
+                bytes,
+                period: std::time::Duration::from_secs(days * 86400),
+            })
+        };
+        let actor = Token {
+            quota: quota(Some(100), Some(1000), 30),
+            ..with_routes(Permission::Manager, &[])
+        };
+        let child = |q| Token {
+            quota: q,
+            ..with_routes(Permission::Read, &[])
+        };
+        assert!(within(&actor, &child(quota(Some(100), Some(1000), 30))));
+        assert!(within(&actor, &child(quota(Some(10), Some(10), 30))));
+        // No quota, a missing limit, a larger one, or the same amount at a higher rate.
+        assert!(!within(&actor, &child(None)));
+        assert!(!within(&actor, &child(quota(Some(100), None, 30))));
+        assert!(!within(&actor, &child(quota(Some(101), Some(1000), 30))));
+        assert!(!within(&actor, &child(quota(Some(100), Some(1000), 1))));
+        // Without a quota of its own, the actor gives any.
+        let plain = with_routes(Permission::Manager, &[]);
+        assert!(within(&plain, &child(None)));
     }
 }
