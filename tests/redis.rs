@@ -68,6 +68,29 @@ async fn spread(replicas: &[Tollgate], token: &TestToken, n: usize) -> Vec<u16> 
     statuses
 }
 
+/// Sends `n` GETs spread round-robin over `replicas`, `in_flight` at a time; the statuses.
+async fn spread_concurrently(
+    replicas: &[Tollgate],
+    token: &TestToken,
+    n: usize,
+    in_flight: usize,
+) -> Vec<u16> {
+    let client = client();
+    let mut statuses = Vec::with_capacity(n);
+    let urls: Vec<String> = (0..n)
+        .map(|i| replicas[i % replicas.len()].url("/pkg/file"))
+        .collect();
+    for wave in urls.chunks(in_flight) {
+        let auth = token.auth();
+        let answers = futures_util::future::join_all(
+            wave.iter().map(|url| http_get(&client, url, Some(&auth))),
+        )
+        .await;
+        statuses.extend(answers.iter().map(|a| a.status));
+    }
+    statuses
+}
+
 fn count(statuses: &[u16], status: u16) -> u32 {
     statuses.iter().filter(|s| **s == status).count() as u32
 }
@@ -87,7 +110,8 @@ async fn three_replicas_share_one_budget_within_the_lease_bound() {
     let replicas = start_replicas(3, || replica(&upstream, &redis, &[&token])).await;
 
     let started = Instant::now();
-    let statuses = spread(&replicas, &token, 300).await;
+    // 30 requests in flight at a time: replicas ask for leases concurrently.
+    let statuses = spread_concurrently(&replicas, &token, 300, 30).await;
     let elapsed = started.elapsed();
     let admitted = count(&statuses, 200);
     let refused = count(&statuses, 429);
