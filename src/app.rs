@@ -92,11 +92,7 @@ pub(crate) async fn preflight(config: &Config) -> anyhow::Result<Preflight> {
         },
         None => None,
     };
-    if let Some(backend) = &config.rate_limit_backend {
-        if let Err(reason) = crate::shared::Backend::new(backend) {
-            problems.push(config.origins.problem("rate_limit.backend", reason));
-        }
-    }
+    problems.extend(quotas::preflight(config));
     if !problems.is_empty() {
         return Err(config_refused(&ConfigErrors(problems)));
     }
@@ -231,14 +227,22 @@ impl App {
         let (stop_tx, stop_rx) = watch::channel(false);
         let upstream = UpstreamPeers::new(&config.upstream, upstream_addrs);
         tokio::spawn(upstream.clone().run(stop_rx.clone()));
-        let proxy = Proxy::new(
+        let mut proxy = Proxy::new(
             &config,
             upstream,
             store.clone(),
             verifier.clone(),
             health.clone(),
         );
-        let (proxy, shared) = quotas::attach(&config, proxy, &store, &stop_rx)?;
+        let oidc = if config.oidc.enabled {
+            let oidc = Arc::new(crate::oidc::Oidc::new(&config, store.clone())?);
+            tokio::spawn(oidc.clone().run(stop_rx.clone()));
+            proxy = proxy.with_oidc(oidc.clone());
+            Some(oidc)
+        } else {
+            None
+        };
+        let proxy = quotas::attach(&config, proxy, &store, &stop_rx)?;
         {
             // Verification budgets and rate-limit buckets that are full again, and buckets of
             // tokens no longer in the set, are forgotten off the request path; the expiry gauges
@@ -247,7 +251,6 @@ impl App {
             let rate_limits = proxy.rate_limits();
             let store = store.clone();
             let mut stop = stop_rx.clone();
-            quotas::spawn_flush(proxy.quotas(), store.clone(), stop_rx.clone());
             tokio::spawn(async move {
                 let mut tick = tokio::time::interval(MAINTENANCE_INTERVAL);
                 let mut expiry_tick = tokio::time::interval(EXPIRY_METRICS_INTERVAL);
@@ -255,11 +258,7 @@ impl App {
                     tokio::select! {
                         _ = tick.tick() => {
                             verifier.maintain();
-                            let snapshot = store.set.load();
-                            rate_limits.maintain(&snapshot);
-                            if let Some(shared) = &shared {
-                                shared.maintain(|id| snapshot.by_id(id).is_some());
-                            }
+                            rate_limits.maintain(&store.set.load());
                         }
                         _ = expiry_tick.tick() => store.set.load().record_expiry(chrono::Utc::now()),
                         _ = stop.changed() => return,
@@ -281,14 +280,21 @@ impl App {
             hashing: config.hashing,
             default_rate_limit: config.rate_limit,
             max_lifetime: config.tokens.max_lifetime,
+            max_overlap: config.tokens.max_overlap,
             trusted_proxies: Arc::new(config.trusted_proxies.clone()),
             health: health.clone(),
             quotas: proxy.quotas(),
+            oidc,
         };
         let admin_task = tokio::spawn(admin::serve(
             admin_listener,
             state,
             admin_tls,
+            stop_rx.clone(),
+        ));
+        tokio::spawn(crate::auth::rotation::run(
+            verifier.clone(),
+            store.clone(),
             stop_rx.clone(),
         ));
         let store_task = {
@@ -376,7 +382,14 @@ fn start_proxy(
     };
     let mut server = Server::new_with_opt_and_conf(None, conf);
     server.bootstrap();
-    let mut service = crate::conn::proxy_service(&server.configuration, proxy, limits);
+    let mut service = crate::conn::proxy_service(
+        &server.configuration,
+        proxy,
+        limits,
+        config
+            .listen_proxy_protocol
+            .then(|| config.trusted_proxies.clone()),
+    );
     service.add_listener(crate::conn::listener(&config.listen.to_string(), None));
     if let (Some(tls), Some(certs)) = (&config.tls, certs) {
         let mut settings = TlsSettings::intermediate("", "").map_err(|e| anyhow!("tls: {e}"))?;

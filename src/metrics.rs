@@ -61,7 +61,8 @@ pub struct Metrics {
     /// The cap on open client connections (`limits.max_connections`, resolved).
     pub connections_max: IntGauge,
     /// Client connections refused by a cap, by reason (`max_connections`,
-    /// `max_connections_per_ip`).
+    /// `max_connections_per_ip`), or closed for lack of a valid PROXY header from a trusted
+    /// proxy (`proxy_protocol`).
     pub connections_refused: IntCounterVec,
     /// Client connections closed by a deadline, by kind (`header`: the request head was not
     /// complete in time; `keepalive`: idle between requests).
@@ -74,6 +75,8 @@ pub struct Metrics {
     /// Requests refused because the token's quota for the period is used up, by kind
     /// (`requests`, `bytes`).
     pub quota_exceeded: IntCounterVec,
+    /// Trusted-publishing exchanges by result (`success`, or the refusal's code).
+    pub oidc_exchanges: IntCounterVec,
 }
 
 fn register<T: prometheus::core::Collector + Clone + 'static>(r: &Registry, c: T) -> T {
@@ -281,7 +284,7 @@ impl Metrics {
                 IntCounterVec::new(
                     Opts::new(
                         "connections_refused_total",
-                        "Client connections refused by a connection cap, by reason",
+                        "Client connections refused by a connection cap, or for lack of a valid PROXY header, by reason",
                     ),
                     &["reason"],
                 )
@@ -327,6 +330,17 @@ impl Metrics {
                         "Requests refused because the token's quota for the period is used up",
                     ),
                     &["kind"],
+                )
+                .expect("valid metric"),
+            ),
+            oidc_exchanges: register(
+                &r,
+                IntCounterVec::new(
+                    Opts::new(
+                        "oidc_exchanges_total",
+                        "Trusted-publishing exchanges of CI job tokens, by result",
+                    ),
+                    &["result"],
                 )
                 .expect("valid metric"),
             ),

@@ -196,6 +196,8 @@ fn each_layer_names_only_the_layers_below_it() {
     );
     only(&c, "conn", &["config", "metrics", "sys"]);
     only(&c, "upstream", &["config", "metrics"]);
+    // Trusted publishing: verifies job tokens, keeps its tables, mints through the store.
+    only(&c, "oidc", &["config", "token", "store", "metrics"]);
     only(&c, "shared", &["config", "metrics", "ratelimit", "token"]);
     only(
         &c,
@@ -207,6 +209,7 @@ fn each_layer_names_only_the_layers_below_it() {
             "logging",
             "metrics",
             "net",
+            "oidc",
             "ratelimit",
             "shared",
             "store",
@@ -223,6 +226,7 @@ fn each_layer_names_only_the_layers_below_it() {
             "lifecycle",
             "metrics",
             "shared",
+            "oidc",
             "store",
             "tls",
             "token",

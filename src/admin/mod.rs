@@ -4,6 +4,7 @@
 
 pub mod api;
 mod error;
+mod trust;
 pub mod ui;
 
 use std::sync::Arc;
@@ -36,6 +37,8 @@ pub struct AdminState {
     pub default_rate_limit: RateLimitRule,
     /// `tokens.max_lifetime`: the latest expiry a created or regenerated token may have.
     pub max_lifetime: Option<std::time::Duration>,
+    /// `tokens.max_overlap`: the longest overlap a regeneration may keep the old secret for.
+    pub max_overlap: std::time::Duration,
     /// `trusted_proxies`: behind one of them, a manager token's allowlist and the budgets
     /// key on the client `X-Forwarded-For` names, as on the proxy.
     pub trusted_proxies: Arc<crate::config::TrustedProxies>,
@@ -43,6 +46,8 @@ pub struct AdminState {
     pub health: Arc<Health>,
     /// The proxy's quota counters (usage shown with each token that has a quota).
     pub quotas: Arc<crate::shared::Quotas>,
+    /// Trusted publishing, when `oidc.enabled` (the trust-policy routes answer 409 otherwise).
+    pub oidc: Option<Arc<crate::oidc::Oidc>>,
 }
 
 /// Every admin route.

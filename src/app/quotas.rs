@@ -12,29 +12,57 @@ use crate::proxy::Proxy;
 use crate::shared::{Backend, Quotas, SharedLimits, Unavailable, UsageStore};
 use crate::store::Store;
 
+/// A `rate_limit.backend` URL that cannot be used, as a configuration problem.
+pub(super) fn preflight(config: &Config) -> Option<crate::config::ConfigError> {
+    let backend = config.rate_limit_backend.as_ref()?;
+    let reason = Backend::new(backend).err()?;
+    Some(config.origins.problem("rate_limit.backend", reason))
+}
+
 /// Shares `proxy`'s rate limits on Redis (`rate_limit.backend`: connected and health-checked on
-/// the control plane until `stop`), or keeps its quota counts in the token database when there
-/// is no Redis but a database.
+/// the control plane until `stop`, its leases pruned every 5 s), or keeps its quota counts in
+/// the token database when there is no Redis but a database; starts the quota flush.
 pub(super) fn attach(
     config: &Config,
     mut proxy: Proxy,
     store: &Arc<Store>,
     stop: &watch::Receiver<bool>,
-) -> anyhow::Result<(Proxy, Option<Arc<SharedLimits>>)> {
-    let shared = match &config.rate_limit_backend {
+) -> anyhow::Result<Proxy> {
+    match &config.rate_limit_backend {
         Some(backend) => {
             let backend = Backend::new(backend).map_err(anyhow::Error::msg)?;
             tokio::spawn(backend.clone().run(stop.clone()));
             let shared = SharedLimits::new(backend);
             proxy = proxy.with_shared(shared.clone());
-            Some(shared)
+            spawn_lease_maintenance(shared, store.clone(), stop.clone());
         }
-        None => None,
-    };
-    if shared.is_none() && store.has_database() {
-        proxy = proxy.with_quota_store(Arc::new(DatabaseQuotaUsage(store.clone())));
+        None if store.has_database() => {
+            proxy = proxy.with_quota_store(Arc::new(DatabaseQuotaUsage(store.clone())));
+        }
+        None => {}
     }
-    Ok((proxy, shared))
+    spawn_flush(proxy.quotas(), store.clone(), stop.clone());
+    Ok(proxy)
+}
+
+/// Every 5 s, forgets the leases of tokens no longer in the set and of idle tokens.
+fn spawn_lease_maintenance(
+    shared: Arc<SharedLimits>,
+    store: Arc<Store>,
+    mut stop: watch::Receiver<bool>,
+) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(super::MAINTENANCE_INTERVAL);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {
+                    let snapshot = store.set.load();
+                    shared.maintain(|id| snapshot.by_id(id).is_some());
+                }
+                _ = stop.changed() => return,
+            }
+        }
+    });
 }
 
 /// Quota usage kept in the token database (when there is no Redis backend).
@@ -71,7 +99,7 @@ impl UsageStore for DatabaseQuotaUsage {
 
 /// Flushes the quota counts every [`crate::shared::FLUSH_INTERVAL`] until `stop`, forgetting
 /// the counters of tokens no longer in the set.
-pub(super) fn spawn_flush(quotas: Arc<Quotas>, store: Arc<Store>, mut stop: watch::Receiver<bool>) {
+fn spawn_flush(quotas: Arc<Quotas>, store: Arc<Store>, mut stop: watch::Receiver<bool>) {
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(crate::shared::FLUSH_INTERVAL);
         loop {

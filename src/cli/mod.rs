@@ -3,6 +3,7 @@
 
 mod quota;
 mod token;
+mod trust;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -39,6 +40,9 @@ pub enum Command {
     /// Token utilities.
     #[command(subcommand)]
     Token(TokenCommand),
+    /// Trust policies of trusted publishing (OIDC job tokens exchanged for minted tokens).
+    #[command(subcommand)]
+    TrustPolicy(trust::TrustCommand),
 }
 
 /// Flags of `serve`; they override the file and the environment.
@@ -72,8 +76,10 @@ pub enum TokenCommand {
     Show(TargetArgs),
     /// Revoke (delete) a database token; effective at once.
     Revoke(TargetArgs),
-    /// Give a database token a new secret; the old one stops working at once. Prints the token once.
-    Regenerate(TargetArgs),
+    /// Give a database token a new secret; the old one stops working at once, or with
+    /// `--overlap 24h` keeps working until then (or until the new one is first used, see
+    /// `tokens.rotation_overlap_ends`). Prints the token once.
+    Regenerate(RegenerateArgs),
     /// Rename a database token.
     Rename(RenameArgs),
     /// Change description, permission, routes or rate limit of a database token.
@@ -108,6 +114,21 @@ pub struct OutputArgs {
 pub struct TargetArgs {
     /// The token's id or name.
     pub token: String,
+    /// table or json.
+    #[arg(long, short = 'o', value_enum, default_value_t = Output::Table)]
+    pub output: Output,
+}
+
+/// Flags of `token regenerate`.
+#[derive(Debug, Args)]
+pub struct RegenerateArgs {
+    /// The token's id or name.
+    pub token: String,
+    /// Keep the old secret working this long (`24h`, `7d`; at most `tokens.max_overlap`),
+    /// or until the new secret is first used when `tokens.rotation_overlap_ends` is
+    /// `first_use` (the default).
+    #[arg(long)]
+    pub overlap: Option<String>,
     /// table or json.
     #[arg(long, short = 'o', value_enum, default_value_t = Output::Table)]
     pub output: Output,
@@ -233,6 +254,7 @@ pub fn run(cli: Cli) -> i32 {
         Command::Serve(args) => serve(config, &args),
         Command::CheckConfig => check_config(config),
         Command::Token(cmd) => token::run(config, cmd),
+        Command::TrustPolicy(cmd) => trust::run(config, cmd),
     };
     match result {
         Ok(()) => 0,
@@ -362,6 +384,7 @@ fn bootstrap_token(spec: &str, params: &HashParams) -> anyhow::Result<Token> {
         quota: None,
         disabled: false,
         allowed_ips: Default::default(),
+        previous: None,
         generation: 1,
         source: Source::Bootstrap,
     })

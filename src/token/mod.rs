@@ -20,7 +20,10 @@ pub use hash::{hash_secret, validate_phc, verify_secret, HashError, HashParams, 
 pub use ips::{canonical_ip, parse_network, AllowedIps, MAX_ALLOWED_IPS};
 pub use path::{normalize_path, PathError};
 pub use quota::{parse_bytes, Quota};
-pub use record::{valid_name, Access, Permission, RateLimitRule, Route, Source, Token, NAME_RULE};
+pub use record::{
+    valid_name, Access, OidcOrigin, Permission, PreviousSecret, RateLimitRule, Route, Source,
+    Token, NAME_RULE,
+};
 pub use route::{
     compile_routes, route_specs, segments, RoutePattern, RouteSpec, MAX_ROUTE_LEN,
     MAX_ROUTE_SEGMENTS,

@@ -143,6 +143,7 @@ pub(super) fn validate(
         quota: e.quota,
         disabled: e.disabled,
         allowed_ips: e.allowed_ips,
+        previous: None,
         source: source.clone(),
     })
 }
