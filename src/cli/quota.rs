@@ -11,7 +11,12 @@ use crate::token::{Quota, Token};
 
 /// `none`, or `requests=N,bytes=SIZE,period=DURATION` (`requests=10000,bytes=50GiB,period=30d`;
 /// either of requests and bytes may be left out).
-pub(super) fn parse_quota(s: &str) -> anyhow::Result<Option<Quota>> {
+/// The `--quota` flag: absent, `none` (`Some(None)`), or a quota.
+pub(super) fn flag(s: Option<&str>) -> anyhow::Result<Option<Option<Quota>>> {
+    s.map(parse_quota).transpose()
+}
+
+fn parse_quota(s: &str) -> anyhow::Result<Option<Quota>> {
     if s == "none" {
         return Ok(None);
     }
@@ -75,15 +80,22 @@ async fn quota_usage(
     Ok((used, resets_at))
 }
 
-/// `token show` of a token with a quota: the record with the period's usage.
+/// `token show`: the record, and for a token with a quota the period's usage.
 pub(super) async fn show(
     config: &Config,
     db: &Database,
     t: &Token,
-    q: &Quota,
     last: Option<&LastUse>,
     output: Output,
 ) -> anyhow::Result<()> {
+    let usage: std::collections::HashMap<String, LastUse> = last
+        .map(|l| (t.id.to_string(), l.clone()))
+        .into_iter()
+        .collect();
+    let Some(q) = &t.quota else {
+        super::token::print_tokens(std::slice::from_ref(t), &usage, output);
+        return Ok(());
+    };
     let (used, resets_at) = quota_usage(config, db, &t.id, q).await?;
     match output {
         Output::Json => {
@@ -93,10 +105,6 @@ pub(super) async fn show(
             println!("{}", serde_json::to_string_pretty(&v)?);
         }
         Output::Table => {
-            let usage: std::collections::HashMap<String, LastUse> = last
-                .map(|l| (t.id.to_string(), l.clone()))
-                .into_iter()
-                .collect();
             super::token::print_tokens(std::slice::from_ref(t), &usage, Output::Table);
             let of = |n: Option<u64>| n.map_or_else(|| "-".to_string(), |n| n.to_string());
             let resets = chrono::DateTime::from_timestamp(resets_at as i64, 0)

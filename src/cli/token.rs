@@ -88,10 +88,7 @@ fn new_token_request(args: &NewTokenArgs) -> anyhow::Result<NewToken> {
             .as_deref()
             .map(parse_rate_limit)
             .transpose()?,
-        quota: match args.quota.as_deref() {
-            None => None,
-            Some(q) => super::quota::parse_quota(q)?,
-        },
+        quota: super::quota::flag(args.quota.as_deref())?.flatten(),
         allowed_ips: parse_allow_ips(&args.allow_ips)?,
         secret: read_secret(args.secret.as_deref())?,
     })
@@ -348,10 +345,7 @@ async fn db_command(config: &Config, db: &Database, cmd: TokenCommand) -> anyhow
                     .find(|t| *t.id == *token || *t.name == *token)
                     .ok_or(e)?,
             };
-            match &t.quota {
-                Some(q) => super::quota::show(config, db, &t, q, usage.get(&*t.id), output).await?,
-                None => one(&t, output),
-            }
+            super::quota::show(config, db, &t, usage.get(&*t.id), output).await?;
         }
         TokenCommand::Revoke(TargetArgs { token, .. }) => {
             let t = db.find(&token).await?;
@@ -440,10 +434,7 @@ async fn db_command(config: &Config, db: &Database, cmd: TokenCommand) -> anyhow
                     Some("default") => Some(None),
                     Some(r) => Some(Some(parse_rate_limit(r)?)),
                 },
-                quota: quota
-                    .as_deref()
-                    .map(super::quota::parse_quota)
-                    .transpose()?,
+                quota: super::quota::flag(quota.as_deref())?,
                 disabled: None,
                 allowed_ips: if no_allow_ip {
                     Some(None)

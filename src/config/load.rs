@@ -8,8 +8,9 @@ use serde_yaml_ng::{Mapping, Value};
 use super::fields::{as_string, kind_of, Collector, ConfigError, ConfigErrors, Origins, Section};
 use super::sections::{
     build_cache, build_hashing, build_limits, build_log, build_public, build_shutdown, build_tls,
-    build_tokens, build_upstream, build_verify, socket_addr, take_rate_limit, take_rule, url_path,
+    build_tokens, build_upstream, build_verify, socket_addr, take_rule, url_path,
 };
+use super::shared_backend::take_rate_limit;
 use super::Config;
 use crate::token::RateLimitRule;
 

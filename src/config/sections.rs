@@ -257,31 +257,13 @@ pub(super) fn take_rule(s: &mut Section<'_>, key: &str, default: RateLimitRule) 
     s.section(key, |r| rule_fields(r, default, false))
 }
 
-/// The default per-token limit and the shared backend, both in `rate_limit`: `unlimited`, or
-/// `{requests, period}`, beside which (or instead of which, keeping the default limit)
-/// `backend: redis://…` and its companions may stand.
-pub(super) fn take_rate_limit(
-    s: &mut Section<'_>,
-    default: RateLimitRule,
-) -> (RateLimitRule, Option<super::SharedBackendConfig>) {
-    let has_backend_keys = match s.peek("rate_limit") {
-        Some(Value::Mapping(m)) => super::shared_backend::BACKEND_KEYS
-            .iter()
-            .any(|k| m.contains_key(*k)),
-        _ => false,
-    };
-    if !has_backend_keys {
-        return (take_rule(s, "rate_limit", default), None);
-    }
-    s.section("rate_limit", |r| {
-        let backend = super::shared_backend::take_backend(r);
-        (rule_fields(r, default, true), backend)
-    })
-}
-
 /// `requests` and `period` of a rule section; both may be absent (giving `default`) only when
 /// `optional`.
-fn rule_fields(r: &mut Section<'_>, default: RateLimitRule, optional: bool) -> RateLimitRule {
+pub(super) fn rule_fields(
+    r: &mut Section<'_>,
+    default: RateLimitRule,
+    optional: bool,
+) -> RateLimitRule {
     {
         let given = |r: &Section<'_>, k: &str| r.peek(k).is_some_and(|v| !v.is_null());
         let required = [

@@ -8,6 +8,7 @@ use serde_yaml_ng::Value;
 
 use super::fields::{as_duration, as_string, Section};
 use super::redact_url;
+use crate::token::RateLimitRule;
 
 /// What a replica does while the shared backend cannot be reached.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -126,3 +127,23 @@ pub(super) const BACKEND_KEYS: [&str; 5] = [
     "backend_timeout",
     "key_prefix",
 ];
+
+/// The default per-token limit and the shared backend, both in `rate_limit`: `unlimited`, or
+/// `{requests, period}`, beside which (or instead of which, keeping the default limit)
+/// `backend: redis://…` and its companions may stand.
+pub(super) fn take_rate_limit(
+    s: &mut Section<'_>,
+    default: RateLimitRule,
+) -> (RateLimitRule, Option<SharedBackendConfig>) {
+    let has_backend_keys = match s.peek("rate_limit") {
+        Some(Value::Mapping(m)) => BACKEND_KEYS.iter().any(|k| m.contains_key(*k)),
+        _ => false,
+    };
+    if !has_backend_keys {
+        return (super::sections::take_rule(s, "rate_limit", default), None);
+    }
+    s.section("rate_limit", |r| {
+        let backend = take_backend(r);
+        (super::sections::rule_fields(r, default, true), backend)
+    })
+}
