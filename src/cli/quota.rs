@@ -93,7 +93,7 @@ pub(super) async fn show(
         .into_iter()
         .collect();
     let Some(q) = &t.quota else {
-        super::token::print_tokens(std::slice::from_ref(t), &usage, output);
+        super::token_table::print_tokens(std::slice::from_ref(t), &usage, output);
         return Ok(());
     };
     let (used, resets_at) = quota_usage(config, db, &t.id, q).await?;
@@ -105,7 +105,7 @@ pub(super) async fn show(
             println!("{}", serde_json::to_string_pretty(&v)?);
         }
         Output::Table => {
-            super::token::print_tokens(std::slice::from_ref(t), &usage, Output::Table);
+            super::token_table::print_tokens(std::slice::from_ref(t), &usage, Output::Table);
             let of = |n: Option<u64>| n.map_or_else(|| "-".to_string(), |n| n.to_string());
             let resets = chrono::DateTime::from_timestamp(resets_at as i64, 0)
                 .map(|d| d.format("%Y-%m-%d %H:%M UTC").to_string())

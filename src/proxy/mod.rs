@@ -22,6 +22,7 @@ mod public;
 mod quota;
 pub mod rate_headers;
 mod responses;
+mod scoped;
 mod shared_limits;
 mod whoami;
 
@@ -79,6 +80,10 @@ pub struct Ctx {
     connect_retried: bool,
     /// The status a failure was answered with (0: the client was gone), for its log line.
     failure_status: u16,
+    /// Package scopes: a listing to filter or an upload to hold (`scoped`), and the refusal
+    /// a scope hook stopped the request with.
+    scoped: scoped::Scoped,
+    scoped_refusal: Option<Refusal>,
     _in_flight: InFlight,
 }
 
@@ -121,6 +126,8 @@ pub struct Proxy {
     trusted_proxies: TrustedProxies,
     /// Trusted publishing, when `oidc.enabled`: its exchange path is answered here.
     oidc: Option<Arc<crate::oidc::Oidc>>,
+    /// `upstream.layouts` and `upstream.listing_max_body` (package scopes).
+    scopes: scoped::Scopes,
 }
 
 impl Proxy {
@@ -153,6 +160,7 @@ impl Proxy {
             public: config.public.clone().into_boxed_slice(),
             trusted_proxies: config.trusted_proxies.clone(),
             oidc: None,
+            scopes: scoped::Scopes::new(up.layouts.clone(), up.listing_max_body),
         }
     }
 
@@ -267,6 +275,8 @@ impl ProxyHttp for Proxy {
             resolve_wait: None,
             connect_retried: false,
             failure_status: 0,
+            scoped: scoped::Scoped::No,
+            scoped_refusal: None,
             _in_flight: InFlight::new(&self.health),
         }
     }
@@ -378,6 +388,24 @@ impl ProxyHttp for Proxy {
                     ctx.path = Some(path.into_owned());
                     return self.refuse(session, ctx, Refusal::Forbidden).await;
                 }
+                if !token.packages.is_empty() {
+                    let req = session.req_header();
+                    let header = |name| req.headers.get(name).and_then(|v| v.to_str().ok());
+                    let decided = self.scopes.check(
+                        token,
+                        &req.method,
+                        &path,
+                        header(http::header::CONTENT_TYPE),
+                        header(http::header::CONTENT_LENGTH).and_then(|v| v.parse().ok()),
+                    );
+                    match decided {
+                        Ok(s) => ctx.scoped = s,
+                        Err(r) => {
+                            ctx.path = Some(path.into_owned());
+                            return self.refuse(session, ctx, r).await;
+                        }
+                    }
+                }
                 if token.quota.is_some() {
                     // Boxed like every cold path: most tokens have no quota.
                     if let Err(r) = Box::pin(quota::admit(&self.quotas, token)).await {
@@ -468,7 +496,8 @@ impl ProxyHttp for Proxy {
         ctx: &mut Ctx,
     ) -> Result<()> {
         self.prepare_upstream_request(session, req, ctx);
-        if ctx.cargo.is_requested() {
+        if ctx.cargo.is_requested() || ctx.scoped.is_listing() {
+            // The whole file in identity encoding: it is rewritten on its way back.
             cargo::prepare_request(req);
         }
         ctx.upstream_sent = Some(Instant::now());
@@ -484,6 +513,16 @@ impl ProxyHttp for Proxy {
         if ctx.cargo.is_requested() {
             let head_only = session.req_header().method == http::Method::HEAD;
             ctx.cargo.on_response(resp, head_only)?;
+        }
+        if ctx.scoped.is_listing() {
+            let head_only = session.req_header().method == http::Method::HEAD;
+            if let Err(r) =
+                ctx.scoped
+                    .on_response(resp, head_only, self.scopes.max_body, &self.scopes.budget)
+            {
+                ctx.scoped_refusal = Some(r);
+                return Err(scoped::stop(r));
+            }
         }
         if let Some(sent) = ctx.upstream_sent.take() {
             METRICS
@@ -521,6 +560,17 @@ impl ProxyHttp for Proxy {
         ctx: &mut Ctx,
     ) -> Result<Option<Duration>> {
         ctx.cargo.on_body(body, end_of_stream)?;
+        if let (scoped::Scoped::Collecting(..), Some(token)) = (&ctx.scoped, &ctx.token) {
+            let token = token.clone();
+            let max = self.scopes.max_body;
+            if let Err(r) = ctx
+                .scoped
+                .on_body(body, end_of_stream, &token.packages, max)
+            {
+                ctx.scoped_refusal = Some(r);
+                return Err(scoped::stop(r));
+            }
+        }
         if ctx.quota_body.is_some() || ctx.token.as_ref().is_some_and(|t| t.quota.is_some()) {
             quota::on_body(
                 &self.quotas,
@@ -533,8 +583,30 @@ impl ProxyHttp for Proxy {
         Ok(None)
     }
 
+    async fn request_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<Bytes>,
+        end_of_stream: bool,
+        ctx: &mut Ctx,
+    ) -> Result<()> {
+        if let (scoped::Scoped::Holding(..), Some(token)) = (&ctx.scoped, &ctx.token) {
+            let token = token.clone();
+            let max = self.scopes.max_body;
+            if let Err(r) = ctx
+                .scoped
+                .on_request_body(body, end_of_stream, &token.packages, max)
+            {
+                ctx.scoped_refusal = Some(r);
+                return Err(scoped::stop(r));
+            }
+        }
+        Ok(())
+    }
+
     async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut Ctx) -> FailToProxy {
-        let refusal = failure::refusal_for(e);
+        // A scope hook's own refusal (a listing it cannot filter, an upload it refuses).
+        let refusal = ctx.scoped_refusal.or_else(|| failure::refusal_for(e));
         if let Some(kind) = failure::upstream_kind(e) {
             METRICS.upstream_errors.with_label_values(&[kind]).inc();
         }

@@ -66,6 +66,7 @@ mod tests {
             rate_limit: None,
             quota: None,
             allowed_ips: Default::default(),
+            packages: Default::default(),
             secret: None,
         };
         let with = |expires: &str| build_new(req("x", Some(expires)), &p, now, year);

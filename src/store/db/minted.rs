@@ -51,6 +51,7 @@ mod tests {
             allowed_ips: Default::default(),
             generation: 1,
             previous: None,
+            packages: Default::default(),
             source,
         }
     }

@@ -44,6 +44,8 @@ pub(super) struct Entry<'a> {
     disabled: bool,
     #[serde(default)]
     allowed_ips: AllowedIps,
+    #[serde(default)]
+    packages: crate::token::PackagePatterns,
 }
 
 #[derive(Debug, Deserialize)]
@@ -144,6 +146,7 @@ pub(super) fn validate(
         disabled: e.disabled,
         allowed_ips: e.allowed_ips,
         previous: None,
+        packages: e.packages,
         source: source.clone(),
     })
 }
