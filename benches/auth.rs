@@ -32,6 +32,7 @@ fn token_with(params: &HashParams, routes: Vec<Route>) -> (Token, String) {
         created_at: None,
         expires_at: None,
         rate_limit: None,
+        quota: None,
         generation: 1,
         disabled: false,
         allowed_ips: Default::default(),

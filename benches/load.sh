@@ -15,6 +15,9 @@
 #   tollgate-info the same with the default log level info (one JSON audit line per request)
 #   tollgate-rl   tollgate-warn with a rate-limited token (GCRA + 6 rate-limit response headers)
 #   tollgate-default  the configuration users run: log info (audit line) and a rate-limited token
+#   tollgate-redis  tollgate-rl with the limit shared on Redis (`rate_limit.backend`, a
+#                 redis-server this script starts): requests served from leases, refills in
+#                 the background; compare its ratio with tollgate-rl's
 #   tollgate-scoped   log warn, a token with packages: [acme/*] under a Composer layout, fetching
 #                     the same files as Composer dists (the cost of package scopes per request)
 #   baseline-warn, baseline-rl   only with BASELINE_TG=/path/to/another/tollgate: the same two
@@ -33,13 +36,15 @@ THREADS=${WRK_THREADS:-2}
 CONNS=${WRK_CONNECTIONS:-32}
 
 tools
+need redis-server redis-server
 build_release
 wait_quiet "${QUIET_WAIT:-240}"
 watchdog "${BENCH_TIME_LIMIT:-480}"
 
-mapfile -t P < <(free_ports 10)
+mapfile -t P < <(free_ports 13)
 UP=${P[0]} NGPROXY=${P[1]} PT=${P[2]} TGW=${P[3]} TGW_ADMIN=${P[4]} TGI=${P[5]} TGI_ADMIN=${P[6]} CADDY=${P[7]}
 BLW=${P[8]} BLW_ADMIN=${P[9]}
+REDIS=${P[10]} TGR=${P[11]} TGR_ADMIN=${P[12]}
 
 log "starting nginx (upstream :$UP, proxy_pass :$NGPROXY)"
 start_nginx "$UP" "$NGPROXY"
@@ -50,9 +55,18 @@ PT_PID=$!
 started $PT_PID
 wait_http "http://127.0.0.1:$PT/small.bin" 20
 
+log "starting redis-server (:$REDIS, no persistence)"
+mkdir -p "$WORK/redis"
+redis-server --port "$REDIS" --bind 127.0.0.1 --save "" --appendonly no --dir "$WORK/redis" \
+    > "$WORK/redis.log" 2>&1 &
+REDIS_PID=$!
+started $REDIS_PID
+
 TOKENS="$WORK/tokens/tokens.yaml"   # a directory of its own: Tollgate watches it
 write_config "$WORK/tg-warn.yaml" "$TGW" "$TGW_ADMIN" "$UP" "$TOKENS" warn
 write_config "$WORK/tg-info.yaml" "$TGI" "$TGI_ADMIN" "$UP" "$TOKENS" info
+write_config "$WORK/tg-redis.yaml" "$TGR" "$TGR_ADMIN" "$UP" "$TOKENS" warn \
+    "rate_limit: {requests: 1000, period: 1h, backend: \"redis://127.0.0.1:$REDIS/0\"}"
 # Package scopes: both instances know a Composer layout (unscoped tokens pay nothing for it), and
 # tollgate-scoped is a token limited to acme/* fetching the same files as Composer dists.
 # The scoped token has a file of its own, which a BASELINE_TG from before scopes never reads.
@@ -74,6 +88,14 @@ start_tollgate "$WORK/tg-warn.yaml" "$WORK/tg-warn.log"; TGW_PID=$TG_PID
 start_tollgate "$WORK/tg-info.yaml" "$WORK/tg-info.log"; TGI_PID=$TG_PID
 wait_http "http://127.0.0.1:$TGW_ADMIN/readyz" 30
 wait_http "http://127.0.0.1:$TGI_ADMIN/readyz" 30
+log "starting Tollgate on Redis (:$TGR)"
+start_tollgate "$WORK/tg-redis.yaml" "$WORK/tg-redis.log"; TGR_PID=$TG_PID
+wait_http "http://127.0.0.1:$TGR_ADMIN/readyz" 30
+for _ in $(seq 100); do
+    [ "$(metric_raw "$TGR_ADMIN" tollgate_ratelimit_backend_up)" = 1 ] && break
+    sleep 0.1
+done
+[ "$(metric_raw "$TGR_ADMIN" tollgate_ratelimit_backend_up)" = 1 ] || die "tollgate-redis never reached Redis"
 if [ -n "${BASELINE_TG:-}" ]; then
     [ -x "$BASELINE_TG" ] || die "BASELINE_TG=$BASELINE_TG is not an executable"
     write_config "$WORK/bl-warn.yaml" "$BLW" "$BLW_ADMIN" "$UP" "$TOKENS" warn
@@ -90,6 +112,7 @@ for port in $TGW $TGI; do
 done
 wait_http "http://127.0.0.1:$TGW/small.bin" 10 -H "Authorization: Bearer $TOKEN_RL"
 wait_http "http://127.0.0.1:$TGI/small.bin" 10 -H "Authorization: Bearer $TOKEN_RL"
+wait_http "http://127.0.0.1:$TGR/small.bin" 10 -H "Authorization: Bearer $TOKEN_RL"
 wait_http "http://127.0.0.1:$TGW/dist/acme/widget/small.bin" 10 -H "Authorization: Bearer $TOKEN_SC"
 
 log "starting Caddy (:$CADDY)"
@@ -106,17 +129,19 @@ URL[tollgate-warn]=http://127.0.0.1:$TGW
 URL[tollgate-info]=http://127.0.0.1:$TGI
 URL[tollgate-rl]=http://127.0.0.1:$TGW
 URL[tollgate-default]=http://127.0.0.1:$TGI
+URL[tollgate-redis]=http://127.0.0.1:$TGR
 for t in direct nginx-proxy passthrough tollgate-warn tollgate-info; do AUTH[$t]="Bearer $TOKEN"; done
 AUTH[tollgate-rl]="Bearer $TOKEN_RL"
 AUTH[tollgate-default]="Bearer $TOKEN_RL"
+AUTH[tollgate-redis]="Bearer $TOKEN_RL"
 AUTH[caddy]=$CADDY_AUTH
 URL[tollgate-scoped]=http://127.0.0.1:$TGW/dist/acme/widget
 AUTH[tollgate-scoped]="Bearer $TOKEN_SC"
 # Whose CPU time is charged to each target (nginx: its workers, which serve both hops).
 NGINX_WORKERS=$(pgrep -P "$NGINX_PID" | tr '\n' ' ')
 declare -A PROCS=([direct]=$NGINX_WORKERS [nginx-proxy]=$NGINX_WORKERS [caddy]=$CADDY_PID [passthrough]=$PT_PID
-    [tollgate-warn]=$TGW_PID [tollgate-info]=$TGI_PID [tollgate-rl]=$TGW_PID [tollgate-default]=$TGI_PID [tollgate-scoped]=$TGW_PID)
-TARGETS=(direct nginx-proxy caddy passthrough tollgate-warn tollgate-info tollgate-rl tollgate-default tollgate-scoped)
+    [tollgate-warn]=$TGW_PID [tollgate-info]=$TGI_PID [tollgate-rl]=$TGW_PID [tollgate-default]=$TGI_PID [tollgate-scoped]=$TGW_PID [tollgate-redis]=$TGR_PID)
+TARGETS=(direct nginx-proxy caddy passthrough tollgate-warn tollgate-info tollgate-rl tollgate-default tollgate-scoped tollgate-redis)
 if [ -n "${BASELINE_TG:-}" ]; then
     URL[baseline-warn]=http://127.0.0.1:$BLW
     URL[baseline-rl]=http://127.0.0.1:$BLW
@@ -188,6 +213,7 @@ names = {
     "tollgate-rl": "Tollgate, log warn, rate-limited token",
     "tollgate-default": "Tollgate default: log info, rate-limited token",
     "tollgate-scoped": "Tollgate, log warn, token scoped to acme/* (Composer dist)",
+    "tollgate-redis": "Tollgate, log warn, rate-limited token shared on Redis (leases)",
     "baseline-warn": "baseline Tollgate (BASELINE_TG), log warn",
     "baseline-rl": "baseline Tollgate, log warn, rate-limited token",
 }

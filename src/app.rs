@@ -7,6 +7,8 @@
 //! Nothing here polls: the proxy thread reports its end on a oneshot channel (a dropped
 //! sender, i.e. a panic, counts as an end), and the drain waits on [`Health::idle`].
 
+mod quotas;
+
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -90,6 +92,7 @@ pub(crate) async fn preflight(config: &Config) -> anyhow::Result<Preflight> {
         },
         None => None,
     };
+    problems.extend(quotas::preflight(config));
     if !problems.is_empty() {
         return Err(config_refused(&ConfigErrors(problems)));
     }
@@ -239,6 +242,7 @@ impl App {
         } else {
             None
         };
+        let proxy = quotas::attach(&config, proxy, &store, &stop_rx)?;
         {
             // Verification budgets and rate-limit buckets that are full again, and buckets of
             // tokens no longer in the set, are forgotten off the request path; the expiry gauges
@@ -279,6 +283,7 @@ impl App {
             max_overlap: config.tokens.max_overlap,
             trusted_proxies: Arc::new(config.trusted_proxies.clone()),
             health: health.clone(),
+            quotas: proxy.quotas(),
             oidc,
         };
         let admin_task = tokio::spawn(admin::serve(

@@ -3,7 +3,7 @@
 //! The library holds everything; `main.rs` only parses the command line and calls [`app`].
 //! Pure parts (token format, routes and path normalization, credentials, policy, config merge)
 //! never see a pingora type;
-//! only `proxy`, `admin`, `store`, `oidc` and `app` do I/O.
+//! only `proxy`, `admin`, `store`, `oidc`, `shared` (Redis) and `app` do I/O.
 
 pub mod admin;
 pub mod app;
@@ -19,6 +19,7 @@ pub mod oidc;
 pub mod proxy;
 pub mod ratelimit;
 pub mod scope;
+pub mod shared;
 pub mod store;
 pub mod sys;
 pub mod tls;

@@ -67,6 +67,14 @@ pub struct Metrics {
     /// Client connections closed by a deadline, by kind (`header`: the request head was not
     /// complete in time; `keepalive`: idle between requests).
     pub connection_timeouts: IntCounterVec,
+    /// 1 while the shared rate-limit backend (Redis) answers, 0 during an outage or when none
+    /// is configured.
+    pub ratelimit_backend_up: IntGauge,
+    /// Time of one call to the shared rate-limit backend (a lease or a quota update).
+    pub ratelimit_backend_duration: Histogram,
+    /// Requests refused because the token's quota for the period is used up, by kind
+    /// (`requests`, `bytes`).
+    pub quota_exceeded: IntCounterVec,
     /// Trusted-publishing exchanges by result (`success`, or the refusal's code).
     pub oidc_exchanges: IntCounterVec,
 }
@@ -293,6 +301,38 @@ impl Metrics {
                 )
                 .expect("valid metric"),
             ),
+            ratelimit_backend_up: register(
+                &r,
+                IntGauge::new(
+                    "ratelimit_backend_up",
+                    "1 while the shared rate-limit backend answers, 0 during an outage or without one",
+                )
+                .expect("valid metric"),
+            ),
+            ratelimit_backend_duration: register(
+                &r,
+                Histogram::with_opts(
+                    HistogramOpts::new(
+                        "ratelimit_backend_duration_seconds",
+                        "Time of one call to the shared rate-limit backend",
+                    )
+                    .buckets(vec![
+                        0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
+                    ]),
+                )
+                .expect("valid metric"),
+            ),
+            quota_exceeded: register(
+                &r,
+                IntCounterVec::new(
+                    Opts::new(
+                        "quota_exceeded_total",
+                        "Requests refused because the token's quota for the period is used up",
+                    ),
+                    &["kind"],
+                )
+                .expect("valid metric"),
+            ),
             oidc_exchanges: register(
                 &r,
                 IntCounterVec::new(
@@ -306,6 +346,9 @@ impl Metrics {
             ),
             registry: r,
         };
+        for kind in ["requests", "bytes"] {
+            metrics.quota_exceeded.with_label_values(&[kind]);
+        }
         for result in ["ok", "error"] {
             // Present from the start, so that a rate over them is defined.
             metrics.upstream_resolutions.with_label_values(&[result]);

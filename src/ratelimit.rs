@@ -252,6 +252,21 @@ impl Decision {
     }
 }
 
+impl Decision {
+    /// The decision under `limit` for a bucket whose theoretical arrival time lies `debt`
+    /// ahead of now: for limiters that keep the bucket elsewhere (a shared backend) and know
+    /// only how far ahead it is.
+    pub fn from_debt(limit: &Limit, allowed: bool, debt: Duration) -> Decision {
+        let rates = Rates::of(limit);
+        rates.decision(
+            allowed,
+            debt.as_nanos()
+                .saturating_mul(rates.requests)
+                .min(rates.window.saturating_add(rates.period)),
+        )
+    }
+}
+
 /// Whole seconds in `d`, rounded up (saturating).
 fn ceil_secs(d: Duration) -> u64 {
     d.as_secs().saturating_add(u64::from(d.subsec_nanos() > 0))

@@ -206,6 +206,7 @@ fn each_layer_names_only_the_layers_below_it() {
     only(&c, "upstream", &["config", "metrics"]);
     // Trusted publishing: verifies job tokens, keeps its tables, mints through the store.
     only(&c, "oidc", &["config", "token", "store", "metrics"]);
+    only(&c, "shared", &["config", "metrics", "ratelimit", "token"]);
     only(
         &c,
         "proxy",
@@ -219,6 +220,7 @@ fn each_layer_names_only_the_layers_below_it() {
             "oidc",
             "ratelimit",
             "scope",
+            "shared",
             "store",
             "token",
             "upstream",
@@ -232,6 +234,7 @@ fn each_layer_names_only_the_layers_below_it() {
             "config",
             "lifecycle",
             "metrics",
+            "shared",
             "oidc",
             "store",
             "tls",

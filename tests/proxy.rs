@@ -1178,7 +1178,7 @@ fn check_config_refuses_unknown_keys_in_sections() {
         .set("tokens.database", json!("none"))
         .set(
             "rate_limit",
-            json!({"requests": 5, "period": "1h", "backend": "x"}),
+            json!({"requests": 5, "period": "1h", "colour": "x"}),
         )
         .set(
             "verify.token_attempts",
@@ -1200,7 +1200,7 @@ fn check_config_refuses_unknown_keys_in_sections() {
         "{text}"
     );
     for field in [
-        "rate_limit.backend",
+        "rate_limit.colour",
         "verify.token_attempts.colour",
         "log.colour",
     ] {

@@ -170,7 +170,17 @@ pub(super) fn parse_body<T: DeserializeOwned>(body: &Body) -> ApiResult<T> {
 
 /// The public view of a token: never the hash.
 pub fn view(s: &AdminState, t: &Token) -> Value {
-    manage::token_view(t, s.store.last_used(&t.id).as_ref(), Utc::now())
+    let mut v = manage::token_view(t, s.store.last_used(&t.id).as_ref(), Utc::now());
+    if let Some(q) = &t.quota {
+        add_usage(&mut v, s.quotas.usage(&t.id, q));
+    }
+    v
+}
+
+/// `quota.used` and `quota.resets_at` of a view.
+fn add_usage(v: &mut Value, usage: crate::shared::Usage) {
+    v["quota"]["used"] = json!({"requests": usage.requests, "bytes": usage.bytes});
+    v["quota"]["resets_at"] = json!(usage.resets_at);
 }
 
 fn audit(actor: &Actor, action: &str, t: &Token) {
@@ -287,7 +297,12 @@ async fn list(State(s): State<AdminState>) -> Json<Value> {
 
 async fn show(State(s): State<AdminState>, Path(id): Path<String>) -> ApiResult<Json<Value>> {
     let t = find(&s, &id)?;
-    Ok(Json(view(&s, &t)))
+    let mut v = view(&s, &t);
+    if let Some(q) = &t.quota {
+        // The shared total, not only what this replica counted.
+        add_usage(&mut v, s.quotas.current(&t.id, q).await);
+    }
+    Ok(Json(v))
 }
 
 fn created(s: &AdminState, t: &Token, secret: &Secret, status: StatusCode) -> Response {

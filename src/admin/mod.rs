@@ -44,6 +44,8 @@ pub struct AdminState {
     pub trusted_proxies: Arc<crate::config::TrustedProxies>,
     /// Listener and shutdown state.
     pub health: Arc<Health>,
+    /// The proxy's quota counters (usage shown with each token that has a quota).
+    pub quotas: Arc<crate::shared::Quotas>,
     /// Trusted publishing, when `oidc.enabled` (the trust-policy routes answer 409 otherwise).
     pub oidc: Option<Arc<crate::oidc::Oidc>>,
 }

@@ -458,6 +458,7 @@ fn dummy_token(config: &Config) -> Option<Token> {
         created_at: None,
         expires_at: None,
         rate_limit: None,
+        quota: None,
         disabled: false,
         allowed_ips: Default::default(),
         previous: None,

@@ -1,6 +1,7 @@
 //! The command line: clap types, and the commands. `serve` hands over to [`crate::app`];
 //! `check-config` validates without changing anything; `token` is in [`token`].
 
+mod quota;
 mod token;
 mod token_table;
 mod trust;
@@ -166,6 +167,10 @@ pub struct ModifyArgs {
     /// `unlimited`, `default`, or REQUESTS/PERIOD such as 100/1h.
     #[arg(long)]
     pub rate_limit: Option<String>,
+    /// Download quota: `requests=10000,bytes=50GiB,period=30d` (either limit may be left
+    /// out), or `none`.
+    #[arg(long)]
+    pub quota: Option<String>,
     /// Replace the client allowlist, repeatable: --allow-ip 10.0.0.0/8 --allow-ip 2001:db8::/32
     #[arg(long = "allow-ip", value_name = "CIDR")]
     pub allow_ips: Vec<String>,
@@ -205,6 +210,10 @@ pub struct NewTokenArgs {
     /// `unlimited`, or REQUESTS/PERIOD such as 100/1h (default: the configured limit).
     #[arg(long)]
     pub rate_limit: Option<String>,
+    /// Download quota: `requests=10000,bytes=50GiB,period=30d` (either limit may be left
+    /// out; default: none).
+    #[arg(long)]
+    pub quota: Option<String>,
     /// A client network (CIDR) or address the token may be used from, repeatable:
     /// --allow-ip 10.0.0.0/8 --allow-ip 203.0.113.7 (default: any address).
     #[arg(long = "allow-ip", value_name = "CIDR")]
@@ -384,6 +393,7 @@ fn bootstrap_token(spec: &str, params: &HashParams) -> anyhow::Result<Token> {
         created_at: Some(Utc::now()),
         expires_at: None,
         rate_limit: None,
+        quota: None,
         disabled: false,
         allowed_ips: Default::default(),
         previous: None,

@@ -90,6 +90,7 @@ fn new_token_request(args: &NewTokenArgs) -> anyhow::Result<NewToken> {
             .as_deref()
             .map(parse_rate_limit)
             .transpose()?,
+        quota: super::quota::flag(args.quota.as_deref())?.flatten(),
         allowed_ips: parse_allow_ips(&args.allow_ips)?,
         packages: parse_packages(&args.packages)?,
         secret: read_secret(args.secret.as_deref())?,
@@ -134,6 +135,8 @@ struct EntryOut {
     routes: Vec<RouteSpec>,
     #[serde(skip_serializing_if = "Option::is_none")]
     rate_limit: Option<RateLimitRule>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    quota: Option<crate::token::Quota>,
     #[serde(skip_serializing_if = "AllowedIps::is_empty")]
     allowed_ips: AllowedIps,
     #[serde(skip_serializing_if = "PackagePatterns::is_empty")]
@@ -157,6 +160,7 @@ fn token_hash(config: &Config, args: &NewTokenArgs) -> anyhow::Result<()> {
         permission: t.permission,
         routes: route_specs(&t.routes),
         rate_limit: t.rate_limit,
+        quota: t.quota,
         allowed_ips: t.allowed_ips.clone(),
         packages: t.packages.clone(),
         created_at: t.created_at.unwrap_or_else(Utc::now),
@@ -277,7 +281,7 @@ async fn db_command(config: &Config, db: &Database, cmd: TokenCommand) -> anyhow
                     .find(|t| *t.id == *token || *t.name == *token)
                     .ok_or(e)?,
             };
-            one(&t, output);
+            super::quota::show(config, db, &t, usage.get(&*t.id), output).await?;
         }
         TokenCommand::Revoke(TargetArgs { token, .. }) => {
             let t = db.find(&token).await?;
@@ -339,6 +343,7 @@ async fn db_command(config: &Config, db: &Database, cmd: TokenCommand) -> anyhow
                 routes,
                 no_routes,
                 rate_limit,
+                quota,
                 allow_ips,
                 no_allow_ip,
                 packages,
@@ -367,6 +372,7 @@ async fn db_command(config: &Config, db: &Database, cmd: TokenCommand) -> anyhow
                     Some("default") => Some(None),
                     Some(r) => Some(Some(parse_rate_limit(r)?)),
                 },
+                quota: super::quota::flag(quota.as_deref())?,
                 disabled: None,
                 allowed_ips: if no_allow_ip {
                     Some(None)

@@ -10,6 +10,7 @@ use super::sections::{
     build_cache, build_hashing, build_limits, build_log, build_public, build_shutdown, build_tls,
     build_tokens, build_upstream, build_verify, socket_addr, take_rule, url_path,
 };
+use super::shared_backend::take_rate_limit;
 use super::Config;
 use crate::token::RateLimitRule;
 
@@ -192,9 +193,8 @@ fn build(col: &mut Collector, root: Value) -> Config {
     let threads = top.take_with("threads", 0usize, |v| {
         serde_yaml_ng::from_value::<usize>(v).map_err(|e| e.to_string())
     });
-    let rate_limit = take_rule(
+    let (rate_limit, rate_limit_backend) = take_rate_limit(
         &mut top,
-        "rate_limit",
         RateLimitRule::Limited {
             requests: 1000,
             period: Duration::from_secs(3600),
@@ -261,6 +261,7 @@ fn build(col: &mut Collector, root: Value) -> Config {
             threads
         },
         rate_limit,
+        rate_limit_backend,
         public,
         public_rate_limit,
         shutdown_grace,

@@ -8,6 +8,7 @@ mod load;
 mod oidc;
 mod scopes;
 mod sections;
+mod shared_backend;
 #[cfg(test)]
 pub(crate) mod testing;
 
@@ -23,6 +24,7 @@ pub use database_url::{backend_of, redact_url, Backend};
 pub use fields::{ConfigError, ConfigErrors, Origins};
 pub use load::{load, load_text, Overrides, DEFAULT_CONFIG_PATH};
 pub use oidc::{fetchable_url, OidcConfig, TrustPolicy, LIFETIME_CEILING};
+pub use shared_backend::{BackendUrl, OnBackendError, SharedBackendConfig};
 
 /// The package store Tollgate forwards to.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -252,6 +254,9 @@ pub struct Config {
     pub threads: usize,
     /// Default per-token rate limit (a token's own `rate_limit` overrides it).
     pub rate_limit: crate::token::RateLimitRule,
+    /// The Redis server rate limits and quotas are shared on (`rate_limit.backend`); `None`:
+    /// each replica keeps its own, in process.
+    pub rate_limit_backend: Option<SharedBackendConfig>,
     /// Paths served without a token (empty: every request needs one).
     pub public: Vec<PublicPath>,
     /// Rate limit of anonymous requests to public paths, per client address (IPv6 by /64).

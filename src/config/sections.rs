@@ -254,7 +254,17 @@ pub(super) fn take_rule(s: &mut Section<'_>, key: &str, default: RateLimitRule) 
     if !matches!(s.peek(key), Some(Value::Mapping(_))) {
         return s.take(key, default);
     }
-    s.section(key, |r| {
+    s.section(key, |r| rule_fields(r, default, false))
+}
+
+/// `requests` and `period` of a rule section; both may be absent (giving `default`) only when
+/// `optional`.
+pub(super) fn rule_fields(
+    r: &mut Section<'_>,
+    default: RateLimitRule,
+    optional: bool,
+) -> RateLimitRule {
+    {
         let given = |r: &Section<'_>, k: &str| r.peek(k).is_some_and(|v| !v.is_null());
         let required = [
             ("requests", given(r, "requests")),
@@ -275,6 +285,7 @@ pub(super) fn take_rule(s: &mut Section<'_>, key: &str, default: RateLimitRule) 
         });
         match (requests, period) {
             (Some(requests), Some(period)) => RateLimitRule::Limited { requests, period },
+            _ if optional && !required[0].1 && !required[1].1 => default,
             _ => {
                 for (name, present) in required {
                     if !present {
@@ -286,7 +297,7 @@ pub(super) fn take_rule(s: &mut Section<'_>, key: &str, default: RateLimitRule) 
                 default
             }
         }
-    })
+    }
 }
 
 /// `public`: a list of `{path, access}`, paths served without a token. Each entry is a section

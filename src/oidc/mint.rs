@@ -71,6 +71,7 @@ pub fn build(
         created_at: Some(now),
         expires_at: Some(now + chrono::Duration::from_std(lifetime)?),
         rate_limit: None,
+        quota: None,
         disabled: false,
         allowed_ips: Default::default(),
         generation: 1,

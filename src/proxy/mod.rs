@@ -19,9 +19,11 @@ mod headers;
 mod limits;
 mod oidc;
 mod public;
+mod quota;
 pub mod rate_headers;
 mod responses;
 mod scoped;
+mod shared_limits;
 mod whoami;
 
 use std::borrow::Cow;
@@ -68,6 +70,8 @@ pub struct Ctx {
     path: Option<String>,
     class: &'static str,
     rate: Option<Decision>,
+    /// The quota refusal sent in place of a response that would go over the byte quota.
+    quota_body: Option<Bytes>,
     upstream_sent: Option<Instant>,
     /// A cargo `config.json` request, and its body while it is rewritten.
     cargo: ConfigJson,
@@ -103,6 +107,10 @@ fn unix_now() -> Duration {
 pub struct Proxy {
     store: Arc<Store>,
     rate_limits: Arc<TokenLimits>,
+    /// Rate limits shared on Redis (`rate_limit.backend`); `None`: in process only.
+    shared: Option<Arc<crate::shared::SharedLimits>>,
+    /// Quota counters (on the shared backend, or in memory).
+    quotas: Arc<crate::shared::Quotas>,
     health: Arc<Health>,
     verifier: Arc<Verifier>,
     upstream: Arc<UpstreamPeers>,
@@ -135,6 +143,8 @@ impl Proxy {
         Proxy {
             store,
             rate_limits: Arc::new(TokenLimits::new(config)),
+            shared: None,
+            quotas: crate::shared::Quotas::new(None),
             health,
             verifier,
             upstream,
@@ -152,6 +162,27 @@ impl Proxy {
             oidc: None,
             scopes: scoped::Scopes::new(up.layouts.clone(), up.listing_max_body),
         }
+    }
+
+    /// Shares the per-token rate limits on `shared` (`rate_limit.backend`).
+    pub fn with_shared(mut self, shared: Arc<crate::shared::SharedLimits>) -> Self {
+        let backend: Arc<dyn crate::shared::UsageStore> = shared.backend().clone();
+        self.quotas = crate::shared::Quotas::new(Some(backend));
+        self.shared = Some(shared);
+        self
+    }
+
+    /// Keeps quota counts in `store` (the token database) when there is no shared backend.
+    pub fn with_quota_store(mut self, store: Arc<dyn crate::shared::UsageStore>) -> Self {
+        if self.shared.is_none() {
+            self.quotas = crate::shared::Quotas::new(Some(store));
+        }
+        self
+    }
+
+    /// The quota counters (the application flushes them).
+    pub fn quotas(&self) -> Arc<crate::shared::Quotas> {
+        self.quotas.clone()
     }
 
     /// Answers trusted-publishing exchanges at `oidc`'s exchange path.
@@ -238,6 +269,7 @@ impl ProxyHttp for Proxy {
             path: None,
             class: "proxied",
             rate: None,
+            quota_body: None,
             upstream_sent: None,
             cargo: ConfigJson::No,
             resolve_wait: None,
@@ -328,7 +360,21 @@ impl ProxyHttp for Proxy {
                 if path == self.whoami_path {
                     return Box::pin(self.whoami(session, ctx, token)).await;
                 }
-                if let Some(decision) = self.rate_limits.check(token) {
+                let decision = match &self.shared {
+                    None => self.rate_limits.check(token),
+                    // Boxed: the shared path awaits, and must not grow every request's future.
+                    Some(shared) => {
+                        match Box::pin(shared_limits::check(shared, &self.rate_limits, token)).await
+                        {
+                            Ok(d) => d,
+                            Err(r) => {
+                                ctx.path = Some(path.into_owned());
+                                return self.refuse(session, ctx, r).await;
+                            }
+                        }
+                    }
+                };
+                if let Some(decision) = decision {
                     let allowed = decision.allowed;
                     let retry = decision.retry_after_secs().unwrap_or(1);
                     ctx.rate = Some(decision);
@@ -358,6 +404,13 @@ impl ProxyHttp for Proxy {
                             ctx.path = Some(path.into_owned());
                             return self.refuse(session, ctx, r).await;
                         }
+                    }
+                }
+                if token.quota.is_some() {
+                    // Boxed like every cold path: most tokens have no quota.
+                    if let Err(r) = Box::pin(quota::admit(&self.quotas, token)).await {
+                        ctx.path = Some(path.into_owned());
+                        return self.refuse(session, ctx, r).await;
                     }
                 }
             }
@@ -481,10 +534,18 @@ impl ProxyHttp for Proxy {
 
     async fn response_filter(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         resp: &mut ResponseHeader,
         ctx: &mut Ctx,
     ) -> Result<()> {
+        if let Some(token) = ctx.token.as_ref().filter(|t| t.quota.is_some()) {
+            let head_only = session.req_header().method == http::Method::HEAD;
+            ctx.quota_body = quota::check_response(&self.quotas, token, resp, head_only)?;
+            if ctx.quota_body.is_some() {
+                ctx.outcome = Refusal::QuotaExceeded(0).code();
+                ctx.class = "refused";
+            }
+        }
         if let Some(d) = &ctx.rate {
             rate_headers::apply(resp, d, unix_now())?;
         }
@@ -509,6 +570,15 @@ impl ProxyHttp for Proxy {
                 ctx.scoped_refusal = Some(r);
                 return Err(scoped::stop(r));
             }
+        }
+        if ctx.quota_body.is_some() || ctx.token.as_ref().is_some_and(|t| t.quota.is_some()) {
+            quota::on_body(
+                &self.quotas,
+                ctx.token.as_ref(),
+                &mut ctx.quota_body,
+                body,
+                end_of_stream,
+            );
         }
         Ok(None)
     }

@@ -49,6 +49,12 @@ pub enum Refusal {
     MethodNotAllowed,
     /// 429: the token's rate limit is spent; retry after this many seconds.
     RateLimited(u64),
+    /// 429: the token is rate-limited, the shared rate-limit backend cannot be reached and
+    /// `rate_limit.on_backend_error` is `deny`.
+    RateLimitUnavailable,
+    /// 429: the token's quota for the period is used up; retry after this many seconds (the
+    /// period's end).
+    QuotaExceeded(u64),
     /// 429: too many verifications of uncached credentials for this token (a guessing
     /// attack, or a misconfigured client); retry after this many seconds.
     Throttled(u64),
@@ -80,7 +86,10 @@ impl Refusal {
             Refusal::ListingTooLarge | Refusal::ListingUnfilterable => 502,
             Refusal::BadPath(_) => 400,
             Refusal::MethodNotAllowed => 405,
-            Refusal::RateLimited(_) | Refusal::Throttled(_) => 429,
+            Refusal::RateLimited(_)
+            | Refusal::Throttled(_)
+            | Refusal::RateLimitUnavailable
+            | Refusal::QuotaExceeded(_) => 429,
             Refusal::Busy | Refusal::NotReady | Refusal::ScopeBusy => 503,
             Refusal::UpstreamUnavailable => 502,
             Refusal::UpstreamTimeout => 504,
@@ -107,6 +116,8 @@ impl Refusal {
             Refusal::MethodNotAllowed => "method_not_allowed",
             Refusal::RateLimited(_) => "rate_limited",
             Refusal::Throttled(_) => "verification_throttled",
+            Refusal::RateLimitUnavailable => "rate_limit_unavailable",
+            Refusal::QuotaExceeded(_) => "quota_exceeded",
             Refusal::Busy => "busy",
             Refusal::NotReady => "not_ready",
             Refusal::UpstreamUnavailable => "upstream_unavailable",
@@ -152,6 +163,13 @@ impl Refusal {
                 "too many attempts with wrong or new secrets from this address; retry in {s} s"
             )
             .into(),
+            Refusal::QuotaExceeded(s) => format!(
+                "the token's quota for this period is used up; it renews in {s} s"
+            )
+            .into(),
+            Refusal::RateLimitUnavailable => {
+                "the shared rate limit cannot be checked right now; retry shortly".into()
+            }
             Refusal::Busy => "too many token verifications in progress; retry shortly".into(),
             Refusal::NotReady => "no token set is loaded yet; retry shortly".into(),
             Refusal::UpstreamUnavailable => "the package store could not be reached".into(),
@@ -187,7 +205,8 @@ impl From<AuthError> for Refusal {
 /// JSON body of a refusal.
 pub fn refusal_body(r: Refusal) -> Bytes {
     let mut v = serde_json::json!({ "error": r.code(), "message": r.message() });
-    if let Refusal::RateLimited(secs) | Refusal::Throttled(secs) = r {
+    if let Refusal::RateLimited(secs) | Refusal::Throttled(secs) | Refusal::QuotaExceeded(secs) = r
+    {
         v["retry_after"] = secs.into();
     }
     Bytes::from(v.to_string())
@@ -233,9 +252,12 @@ pub async fn write_refusal(
 ) -> Result<()> {
     if r.status() == 401 {
         extra.push((WWW_AUTHENTICATE, challenge.clone()));
-    } else if matches!(r, Refusal::Busy | Refusal::NotReady | Refusal::ScopeBusy) {
+    } else if matches!(
+        r,
+        Refusal::Busy | Refusal::NotReady | Refusal::ScopeBusy | Refusal::RateLimitUnavailable
+    ) {
         extra.push((RETRY_AFTER, HeaderValue::from_static("1")));
-    } else if let Refusal::Throttled(secs) = r {
+    } else if let Refusal::Throttled(secs) | Refusal::QuotaExceeded(secs) = r {
         extra.push((RETRY_AFTER, HeaderValue::from(secs)));
     }
     write_json(session, r.status(), &extra, refusal_body(r)).await
@@ -264,6 +286,8 @@ mod tests {
             Refusal::MethodNotAllowed,
             Refusal::RateLimited(3),
             Refusal::Throttled(4),
+            Refusal::RateLimitUnavailable,
+            Refusal::QuotaExceeded(5),
             Refusal::Busy,
             Refusal::NotReady,
             Refusal::UpstreamUnavailable,
@@ -275,7 +299,7 @@ mod tests {
             assert_eq!(v["error"], r.code());
             assert!(!v["message"].as_str().unwrap().is_empty());
             assert!((400..600).contains(&r.status()));
-            if let Refusal::RateLimited(s) | Refusal::Throttled(s) = r {
+            if let Refusal::RateLimited(s) | Refusal::Throttled(s) | Refusal::QuotaExceeded(s) = r {
                 assert_eq!(v["retry_after"], s);
             }
         }

@@ -26,8 +26,24 @@ impl Proxy {
         }
         ctx.outcome = "ok";
         ctx.class = "whoami";
-        ctx.rate = self.rate_limits.peek(token);
-        let body = body(token, ctx.rate.as_ref(), unix_now(), ctx.client);
+        ctx.rate = match &self.shared {
+            None => self.rate_limits.peek(token),
+            Some(shared) => super::shared_limits::peek(shared, &self.rate_limits, token),
+        };
+        let mut body = body(token, ctx.rate.as_ref(), unix_now(), ctx.client);
+        body["quota"] = match &token.quota {
+            None => serde_json::Value::Null,
+            Some(q) => {
+                let usage = self.quotas.usage(&token.id, q);
+                serde_json::json!({
+                    "requests": q.requests,
+                    "bytes": q.bytes,
+                    "period_seconds": q.period.as_secs(),
+                    "used": {"requests": usage.requests, "bytes": usage.bytes},
+                    "resets_at": usage.resets_at,
+                })
+            }
+        };
         let headers = ctx.rate_headers();
         responses::write_json(session, 200, &headers, Bytes::from(body.to_string())).await?;
         Ok(true)

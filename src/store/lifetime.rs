@@ -64,6 +64,7 @@ mod tests {
             routes: vec![],
             expires_in: expires_in.map(Into::into),
             rate_limit: None,
+            quota: None,
             allowed_ips: Default::default(),
             packages: Default::default(),
             secret: None,

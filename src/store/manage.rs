@@ -37,6 +37,9 @@ pub struct NewToken {
     /// Own rate limit; absent means the configured default.
     #[serde(default)]
     pub rate_limit: Option<RateLimitRule>,
+    /// Download quota per period; absent: none.
+    #[serde(default)]
+    pub quota: Option<crate::token::Quota>,
     /// Client networks the token may be used from (CIDR or single addresses); empty or
     /// absent: any address.
     #[serde(default)]
@@ -75,6 +78,9 @@ pub struct Patch {
     /// New rate limit (`null` = back to the default).
     #[serde(default, deserialize_with = "nullable")]
     pub rate_limit: Option<Option<RateLimitRule>>,
+    /// New download quota (`null` = none).
+    #[serde(default, deserialize_with = "nullable")]
+    pub quota: Option<Option<crate::token::Quota>>,
     /// Disable (`true`: refused after its secret verifies) or enable (`false`) the token.
     #[serde(default)]
     pub disabled: Option<bool>,
@@ -155,6 +161,7 @@ pub fn build_new(
         created_at: Some(now),
         expires_at,
         rate_limit: req.rate_limit,
+        quota: req.quota,
         disabled: false,
         allowed_ips: req.allowed_ips,
         previous: None,
@@ -184,6 +191,9 @@ pub fn apply_patch(current: &Token, patch: Patch) -> Result<Token, ChangeError> 
     }
     if let Some(r) = patch.rate_limit {
         t.rate_limit = r;
+    }
+    if let Some(q) = patch.quota {
+        t.quota = q;
     }
     if let Some(d) = patch.disabled {
         t.disabled = d;
@@ -237,6 +247,7 @@ pub fn token_view(
         "last_used_ip": last_used.and_then(|u| u.ip).map(|ip| ip.to_string()),
         "last_used_user_agent": last_used.and_then(|u| u.user_agent.as_deref()),
         "rate_limit": t.rate_limit,
+        "quota": t.quota,
         "disabled": t.disabled,
         "allowed_ips": t.allowed_ips,
         "previous_valid_until": t.live_previous(now).map(|p| p.valid_until),
@@ -282,7 +293,9 @@ fn allow_routes(t: &Token) -> Vec<(&Route, Permission)> {
 /// - packages: when the actor is limited to packages, `t` is too, each of its patterns inside
 ///   one of the actor's;
 /// - rate limit: when the actor is limited (its own limit or the default), `t` is limited to
-///   no more requests per period and no higher rate.
+///   no more requests per period and no higher rate;
+/// - quota: when the actor has a quota, `t` has one too, each of the actor's limits (requests,
+///   bytes) no larger per period and at no higher rate.
 pub fn check_within(actor: &Token, t: &Token, default: RateLimitRule) -> Result<(), ChangeError> {
     let who = format!("the acting token {:?}", &*actor.name);
     if t.permission > actor.permission {
@@ -366,7 +379,29 @@ pub fn check_within(actor: &Token, t: &Token, default: RateLimitRule) -> Result<
             )));
         }
     }
+    if let Some(aq) = &actor.quota {
+        if !t.quota.as_ref().is_some_and(|tq| quota_within(aq, tq)) {
+            return Err(ChangeError::ExceedsActor(format!(
+                "{who} has a quota ({}): the token needs a quota no larger",
+                serde_json::to_string(aq).unwrap_or_default()
+            )));
+        }
+    }
     Ok(())
+}
+
+/// Each limit of `outer` is set in `inner` too, no larger and at no higher rate.
+fn quota_within(outer: &crate::token::Quota, inner: &crate::token::Quota) -> bool {
+    let fits = |o: Option<u64>, i: Option<u64>| match (o, i) {
+        (None, _) => true,
+        (Some(_), None) => false,
+        (Some(o), Some(i)) => {
+            i <= o
+                && u128::from(i) * outer.period.as_millis()
+                    <= u128::from(o) * inner.period.as_millis()
+        }
+    };
+    fits(outer.requests, inner.requests) && fits(outer.bytes, inner.bytes)
 }
 
 /// Refuses changes to tokens that do not live in the database.
@@ -393,6 +428,7 @@ mod tests {
             routes: vec![],
             expires_in: Some("30d".into()),
             rate_limit: None,
+            quota: None,
             allowed_ips: Default::default(),
             packages: Default::default(),
             secret: None,
@@ -565,5 +601,34 @@ mod tests {
             &with_routes(Read, &[("/p2/*", "read"), ("/p2/x", "none")])
         ));
         assert!(!within(&plain, &with_routes(Read, &[("/p2/x", "none")])));
+    }
+
+    #[test]
+    fn an_actor_with_a_quota_gives_no_larger_one() {
+        let quota = |requests: Option<u64>, bytes: Option<u64>, days: u64| {
+            Some(crate::token::Quota {
+                requests,
+                bytes,
+                period: std::time::Duration::from_secs(days * 86400),
+            })
+        };
+        let actor = Token {
+            quota: quota(Some(100), Some(1000), 30),
+            ..with_routes(Permission::Manager, &[])
+        };
+        let child = |q| Token {
+            quota: q,
+            ..with_routes(Permission::Read, &[])
+        };
+        assert!(within(&actor, &child(quota(Some(100), Some(1000), 30))));
+        assert!(within(&actor, &child(quota(Some(10), Some(10), 30))));
+        // No quota, a missing limit, a larger one, or the same amount at a higher rate.
+        assert!(!within(&actor, &child(None)));
+        assert!(!within(&actor, &child(quota(Some(100), None, 30))));
+        assert!(!within(&actor, &child(quota(Some(101), Some(1000), 30))));
+        assert!(!within(&actor, &child(quota(Some(100), Some(1000), 1))));
+        // Without a quota of its own, the actor gives any.
+        let plain = with_routes(Permission::Manager, &[]);
+        assert!(within(&plain, &child(None)));
     }
 }

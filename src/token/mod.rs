@@ -6,6 +6,7 @@ mod format;
 mod hash;
 mod ips;
 mod path;
+mod quota;
 mod record;
 mod route;
 mod secret;
@@ -20,6 +21,7 @@ pub use format::{
 pub use hash::{hash_secret, validate_phc, verify_secret, HashError, HashParams, PhcHash};
 pub use ips::{canonical_ip, parse_network, AllowedIps, MAX_ALLOWED_IPS};
 pub use path::{normalize_path, PathError};
+pub use quota::{parse_bytes, Quota};
 pub use record::{
     valid_name, Access, OidcOrigin, Permission, PreviousSecret, RateLimitRule, Route, Source,
     Token, NAME_RULE,

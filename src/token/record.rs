@@ -251,6 +251,8 @@ pub struct Token {
     pub expires_at: Option<DateTime<Utc>>,
     /// Own rate limit; `None` means the configured default.
     pub rate_limit: Option<RateLimitRule>,
+    /// Download quota per period (requests and bytes sent); `None`: none.
+    pub quota: Option<super::Quota>,
     /// Refused (after its secret verifies) until enabled again; keeps its id, secret and
     /// history meanwhile.
     pub disabled: bool,
@@ -310,6 +312,7 @@ impl Token {
             created_at: None,
             expires_at: None,
             rate_limit: None,
+            quota: None,
             disabled: false,
             allowed_ips: Default::default(),
             previous: None,

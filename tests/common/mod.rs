@@ -8,6 +8,8 @@
 pub mod fixed;
 pub mod oidc;
 pub mod pg;
+pub mod pki;
+pub mod redis_server;
 pub mod stores;
 
 use std::collections::BTreeMap;
@@ -384,7 +386,34 @@ async fn upstream_handler(log: Arc<Mutex<Vec<Recorded>>>, req: Request) -> Respo
             .body(Body::from_stream(pattern_stream(BIG_LEN)))
             .expect("big response");
     }
+    if parts.method == Method::GET && path == "/pattern" {
+        // `GET /pattern?len=N`: N pattern bytes with their Content-Length; `&chunked` without.
+        let query = parts.uri.query().unwrap_or_default();
+        let len: u64 = query
+            .split('&')
+            .find_map(|kv| kv.strip_prefix("len="))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        let body = Body::from_stream(pattern_prefix(len));
+        let mut builder = Response::builder()
+            .status(StatusCode::OK)
+            .header(header::CONTENT_TYPE, "application/octet-stream");
+        if !query.split('&').any(|kv| kv == "chunked") {
+            builder = builder.header(header::CONTENT_LENGTH, len);
+        }
+        return builder.body(body).expect("pattern response");
+    }
     (StatusCode::OK, format!("hello {path}")).into_response()
+}
+
+/// The first `len` pattern bytes, as a stream of chunks (the last one cut short).
+pub fn pattern_prefix(len: u64) -> impl Stream<Item = Result<Bytes, Infallible>> + Send + 'static {
+    let chunks = len.div_ceil(CHUNK_LEN as u64);
+    futures_util::stream::iter((0..chunks).map(move |i| {
+        let chunk = pattern_chunk(i);
+        let left = (len - i * CHUNK_LEN as u64).min(CHUNK_LEN as u64) as usize;
+        Ok(chunk.slice(..left))
+    }))
 }
 
 /// The cargo index `config.json` the test upstream serves: no `auth-required`.

@@ -296,6 +296,34 @@ async function run(w, t) {
   assert.deepEqual(await context.cookies(), [], 'no cookies');
   assert.ok(!page.url().includes(w.bootstrap.split(':')[1]), 'token not in the URL');
 
+  // ---- a quota (set through the API) shows under the rate limit with its usage.
+  {
+    const r = await fetch(`${w.admin}/api/v1/tokens`, {
+      method: 'POST',
+      headers: { authorization: 'Basic ' + Buffer.from(w.bootstrap).toString('base64'), 'content-type': 'application/json' },
+      body: JSON.stringify({ name: 'metered', permission: 'read', quota: { requests: 5, bytes: '1MiB', period: '1d' } }),
+    });
+    assert.equal(r.status, 201);
+    await r.arrayBuffer();
+    await page.reload();
+    const metered = rows.locator('tr[data-name="metered"]');
+    await metered.waitFor();
+    assert.match(await metered.innerText(), /quota: 0 of 5 requests, 0 B of 1\.0 MiB per (1 ?day|1d|day)/);
+    assert.match(await metered.innerText(), /resets /);
+    // Gone again: the steps below count the tokens.
+    const { id } = await fetch(`${w.admin}/api/v1/tokens/metered`, {
+      headers: { authorization: 'Basic ' + Buffer.from(w.bootstrap).toString('base64') },
+    }).then((x) => x.json());
+    const d = await fetch(`${w.admin}/api/v1/tokens/${id}`, {
+      method: 'DELETE',
+      headers: { authorization: 'Basic ' + Buffer.from(w.bootstrap).toString('base64') },
+    });
+    assert.equal(d.status, 204);
+    await page.reload();
+    await rows.locator('tr[data-name="admin"]').waitFor();
+    await rows.locator('tr[data-name="metered"]').waitFor({ state: 'detached' });
+  }
+
   // ---- create: name, description, route, 30 days, custom rate limit.
   await page.getByRole('button', { name: 'New token' }).click();
   const form = page.locator('#token-dialog');

@@ -412,6 +412,36 @@
     return `${r.requests} per ${periodLabel(r.period)}`;
   }
 
+  /** Bytes in binary units (1.5 MiB). */
+  function sizeText(n) {
+    const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
+    let i = 0;
+    let v = n;
+    while (v >= 1024 && i < units.length - 1) {
+      v /= 1024;
+      i += 1;
+    }
+    return `${i === 0 ? v : v.toFixed(1)} ${units[i]}`;
+  }
+
+  /** The quota line under the rate limit: used of each limit this period, and the reset. */
+  function quotaMarks(t) {
+    const q = t.quota;
+    if (!q) return [];
+    const used = q.used || { requests: 0, bytes: 0 };
+    const parts = [];
+    if (q.requests !== null && q.requests !== undefined) parts.push(`${used.requests} of ${q.requests} requests`);
+    if (q.bytes !== null && q.bytes !== undefined) parts.push(`${sizeText(used.bytes)} of ${sizeText(q.bytes)}`);
+    const over =
+      (q.requests !== null && q.requests !== undefined && used.requests >= q.requests) ||
+      (q.bytes !== null && q.bytes !== undefined && used.bytes >= q.bytes);
+    const marks = [el('span', { class: 'mark quota' + (over ? ' soon' : ''), text: `quota: ${parts.join(', ')} per ${periodLabel(q.period)}` })];
+    if (q.resets_at) {
+      marks.push(el('span', { class: 'mark', text: `resets ${dateTimeFmt.format(new Date(q.resets_at * 1000))}` }));
+    }
+    return marks;
+  }
+
   function rateValue(r) {
     if (r === null || r === undefined) return -1;
     if (r === 'unlimited') return Infinity;
@@ -582,7 +612,7 @@
       el('td', null, routes),
       el('td', null, clients),
       el('td', null, packages),
-      el('td', { text: rateText(t.rate_limit) }),
+      el('td', null, el('span', { text: rateText(t.rate_limit) }), ...quotaMarks(t)),
       el('td', null, t.created_at ? timeEl(t.created_at) : el('span', { class: 'muted', text: 'unknown' })),
       el(
         'td',

@@ -110,7 +110,7 @@ fn every_section_refuses_unknown_keys() {
          shutdown: {colour: 1}\n\
          tls: {listen: 127.0.0.1:0, cert_file: c, key_file: k, colour: 1}\n\
          limits: {colour: 1}\n\
-         rate_limit: {requests: 5, period: 1h, backend: x, colour: red}\n\
+         rate_limit: {requests: 5, period: 1h, colour: red}\n\
          colour: 1\n");
     let errs = load_doc(&f, vec![], &Overrides::default()).unwrap_err();
     let p = FILE.to_string();
@@ -128,7 +128,6 @@ fn every_section_refuses_unknown_keys() {
         "shutdown.colour",
         "tls.colour",
         "limits.colour",
-        "rate_limit.backend",
         "rate_limit.colour",
         "colour",
     ]
@@ -140,12 +139,83 @@ fn every_section_refuses_unknown_keys() {
 
     // From the environment too.
     let f = doc("rate_limit: {requests: 5, period: 1h}\n");
-    let env = vec![("TOLLGATE_RATE_LIMIT__BACKEND".to_string(), "x".to_string())];
+    let env = vec![("TOLLGATE_RATE_LIMIT__COLOUR".to_string(), "x".to_string())];
     let errs = load_doc(&f, env, &Overrides::default()).unwrap_err();
     assert_eq!(
         errs.to_string(),
-        "env TOLLGATE_RATE_LIMIT__BACKEND: rate_limit.backend: unknown field"
+        "env TOLLGATE_RATE_LIMIT__COLOUR: rate_limit.colour: unknown field"
     );
+}
+
+#[test]
+fn rate_limit_backend() {
+    let load = |text: &str, env: Vec<(String, String)>| {
+        load_doc(&doc(text), env, &Overrides::default())
+            .map(|(c, _)| (c.rate_limit, c.rate_limit_backend))
+            .map_err(|e| e.to_string())
+    };
+    let (rule, backend) = load(
+        "rate_limit: {backend: 'redis://:s3cret@127.0.0.1:6379/0', on_backend_error: deny, lease: 7}\n",
+        vec![],
+    )
+    .unwrap();
+    // Without requests and period, the default limit stays.
+    assert_eq!(
+        rule,
+        RateLimitRule::Limited {
+            requests: 1000,
+            period: std::time::Duration::from_secs(3600)
+        }
+    );
+    let backend = backend.unwrap();
+    assert_eq!(backend.url.expose(), "redis://:s3cret@127.0.0.1:6379/0");
+    assert_eq!(backend.on_error, crate::config::OnBackendError::Deny);
+    assert_eq!(backend.lease_max, 7);
+    assert_eq!(backend.timeout, std::time::Duration::from_millis(50));
+    // The password shows nowhere.
+    assert!(!format!("{backend:?}").contains("s3cret"));
+    assert!(!backend.url.to_string().contains("s3cret"));
+
+    // From the environment, beside a file's limit.
+    let (rule, backend) = load(
+        "rate_limit: {requests: 5, period: 1m}\n",
+        vec![(
+            "TOLLGATE_RATE_LIMIT__BACKEND".into(),
+            "rediss://redis.internal:6380".into(),
+        )],
+    )
+    .unwrap();
+    assert!(matches!(rule, RateLimitRule::Limited { requests: 5, .. }));
+    assert_eq!(
+        backend.unwrap().on_error,
+        crate::config::OnBackendError::Local
+    );
+
+    // None without one.
+    assert_eq!(load("rate_limit: unlimited\n", vec![]).unwrap().1, None);
+
+    for (text, error) in [
+        (
+            "rate_limit: {backend: 'mysql://u:pw@x'}\n",
+            "rate_limit.backend: \"mysql://u:***@x\" is not redis://",
+        ),
+        (
+            "rate_limit: {backend: 'redis://x', on_backend_error: maybe}\n",
+            "rate_limit.on_backend_error: \"maybe\" is not local or deny",
+        ),
+        (
+            "rate_limit: {backend: 'redis://x', lease: 0}\n",
+            "rate_limit.lease: must be between 1 and 10000",
+        ),
+        (
+            "rate_limit: {backend: 'redis://x', requests: 5}\n",
+            "rate_limit.period: required",
+        ),
+    ] {
+        let got = load(text, vec![]).unwrap_err();
+        assert!(got.contains(error), "{text}: {got}");
+        assert!(!got.contains("pw@"), "{got}");
+    }
 }
 
 #[test]

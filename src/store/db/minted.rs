@@ -46,6 +46,7 @@ mod tests {
             created_at: Some(Utc::now()),
             expires_at: Some(expires_at),
             rate_limit: None,
+            quota: None,
             disabled: false,
             allowed_ips: Default::default(),
             generation: 1,

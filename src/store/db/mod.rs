@@ -8,6 +8,7 @@
 //! into tokens and back.
 
 mod minted;
+mod quota;
 mod row;
 mod url;
 
@@ -36,7 +37,8 @@ pub struct LastUse {
     pub user_agent: Option<Arc<str>>,
 }
 use row::{
-    from_millis, millis, oidc_json, previous_columns, rate_limit_json, routes_json, row_to_token,
+    from_millis, millis, oidc_json, previous_columns, quota_json, rate_limit_json, routes_json,
+    row_to_token,
 };
 pub use url::{backend_of, missing_sqlite_file, redact_url, Backend};
 use url::{create_private, sqlite_path};
@@ -104,7 +106,7 @@ impl std::fmt::Debug for Database {
 }
 
 const TOKEN_COLUMNS: &str =
-    "id, name, description, hash, permission, routes, rate_limit, created_at, expires_at, generation, disabled, allowed_ips, previous_hash, previous_valid_until, oidc, packages";
+    "id, name, description, hash, permission, routes, rate_limit, created_at, expires_at, generation, disabled, allowed_ips, previous_hash, previous_valid_until, oidc, packages, quota";
 
 impl Database {
     /// Opens (creating the SQLite file and its directory if needed, private to the user) and
@@ -264,7 +266,7 @@ impl Database {
         let c = |e| classify(e, &t.name, &t.id);
         let mut tx = self.pool.begin().await.map_err(unavailable)?;
         sqlx::query(&format!(
-            "INSERT INTO tokens ({TOKEN_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)"
+            "INSERT INTO tokens ({TOKEN_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)"
         ))
         .bind(&*t.id)
         .bind(&*t.name)
@@ -286,6 +288,7 @@ impl Database {
         .bind(previous_columns(t).1)
         .bind(oidc_json(&t.source))
         .bind(t.packages.to_string())
+        .bind(quota_json(t.quota))
         .execute(&mut *tx)
         .await
         .map_err(c)?;
@@ -301,8 +304,8 @@ impl Database {
         let done = sqlx::query(
             "UPDATE tokens SET name = $1, description = $2, hash = $3, permission = $4, routes = $5, \
              rate_limit = $6, generation = $7, disabled = $8, allowed_ips = $9, \
-             previous_hash = $10, previous_valid_until = $11, packages = $12 \
-             WHERE id = $13 AND generation = $14",
+             previous_hash = $10, previous_valid_until = $11, packages = $12, quota = $13 \
+             WHERE id = $14 AND generation = $15",
         )
         .bind(&*t.name)
         .bind(t.description.clone())
@@ -316,6 +319,7 @@ impl Database {
         .bind(previous_columns(t).0)
         .bind(previous_columns(t).1)
         .bind(t.packages.to_string())
+        .bind(quota_json(t.quota))
         .bind(&*t.id)
         .bind(expected as i64)
         .execute(&mut *tx)

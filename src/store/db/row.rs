@@ -47,6 +47,10 @@ pub(super) fn rate_limit_json(r: Option<RateLimitRule>) -> Option<String> {
     r.and_then(|r| serde_json::to_string(&r).ok())
 }
 
+pub(super) fn quota_json(q: Option<crate::token::Quota>) -> Option<String> {
+    q.and_then(|q| serde_json::to_string(&q).ok())
+}
+
 pub(super) fn row_to_token(row: &AnyRow) -> Result<Token, DbError> {
     let id: String = row.try_get("id").map_err(unavailable)?;
     let bad = |reason: String| DbError::Corrupt {
@@ -59,6 +63,11 @@ pub(super) fn row_to_token(row: &AnyRow) -> Result<Token, DbError> {
     let permission: String = row.try_get("permission").map_err(unavailable)?;
     let routes: String = row.try_get("routes").map_err(unavailable)?;
     let rate_limit: Option<String> = row.try_get("rate_limit").map_err(unavailable)?;
+    let quota: Option<String> = row.try_get("quota").map_err(unavailable)?;
+    let quota = quota
+        .map(|q| serde_json::from_str::<crate::token::Quota>(&q))
+        .transpose()
+        .map_err(|e| bad(format!("quota: {e}")))?;
     let created_at: i64 = row.try_get("created_at").map_err(unavailable)?;
     let expires_at: Option<i64> = row.try_get("expires_at").map_err(unavailable)?;
     let generation: i64 = row.try_get("generation").map_err(unavailable)?;
@@ -113,6 +122,7 @@ pub(super) fn row_to_token(row: &AnyRow) -> Result<Token, DbError> {
         created_at: from_millis(created_at),
         expires_at: expires_at.and_then(from_millis),
         rate_limit,
+        quota,
         generation: generation as u64,
         disabled: disabled != 0,
         allowed_ips,

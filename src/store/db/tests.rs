@@ -24,6 +24,7 @@ fn sample(name: &str) -> Token {
             requests: 5,
             period: Duration::from_secs(60),
         }),
+        quota: serde_json::from_str(r#"{"requests":10,"bytes":1048576,"period":"1d"}"#).ok(),
         generation: 1,
         disabled: false,
         allowed_ips: Default::default(),
@@ -49,6 +50,7 @@ async fn round_trip_on_sqlite() {
     let back = db.token(&t.id).await.unwrap();
     assert_eq!(back.routes, t.routes);
     assert_eq!(back.rate_limit, t.rate_limit);
+    assert!(back.quota.is_some() && back.quota == t.quota);
     assert_eq!(db.find("a").await.unwrap().id, t.id);
     let mut renamed = back.clone();
     renamed.name = Arc::from("b");

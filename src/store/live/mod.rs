@@ -122,6 +122,22 @@ impl Store {
         self.db.get()
     }
 
+    /// Adds `(requests, bytes)` to token `id`'s quota usage in period `index` of
+    /// `period_seconds` in the database; the totals of every replica. `None` without a
+    /// database, or while it does not answer.
+    pub async fn add_quota_usage(
+        &self,
+        id: &str,
+        period_seconds: u64,
+        index: u64,
+        add: (u64, u64),
+    ) -> Option<(u64, u64)> {
+        self.db()?
+            .add_quota_usage(id, period_seconds, index, add)
+            .await
+            .ok()
+    }
+
     /// True when a database is configured.
     pub fn has_database(&self) -> bool {
         self.db_url.is_some()

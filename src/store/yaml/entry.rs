@@ -39,6 +39,8 @@ pub(super) struct Entry<'a> {
     #[serde(default)]
     rate_limit: Option<RateLimitRule>,
     #[serde(default)]
+    quota: Option<crate::token::Quota>,
+    #[serde(default)]
     disabled: bool,
     #[serde(default)]
     allowed_ips: AllowedIps,
@@ -140,6 +142,7 @@ pub(super) fn validate(
         created_at: e.created_at,
         expires_at: e.expires_at,
         rate_limit: e.rate_limit,
+        quota: e.quota,
         disabled: e.disabled,
         allowed_ips: e.allowed_ips,
         previous: None,
