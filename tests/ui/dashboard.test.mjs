@@ -460,6 +460,10 @@ async function run(w, t) {
   await row.getByRole('button', { name: 'Regenerate ci-reader' }).click();
   await confirm.getByLabel('Keep the old secret working').selectOption('24h');
   await confirm.getByRole('button', { name: 'Regenerate ci-reader' }).click();
+  // The title is still the last reveal's: wait for the dialog itself to open again.
+  await reveal.waitFor({ state: 'visible' }).catch(async (e) => {
+    throw new Error(`no reveal after regenerating with an overlap: ${await page.locator('#confirm-error').textContent()} (${e.message})`);
+  });
   await assertText(reveal.locator('#reveal-title'), /New secret for ci-reader/);
   const token3 = await reveal.getByLabel('Token', { exact: true }).inputValue();
   assert.match(token3, TOKEN_RE);
