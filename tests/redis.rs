@@ -511,9 +511,13 @@ async fn a_request_quota_is_shared_and_shown_in_whoami() {
         assert_eq!(resp.status, 200, "{}", resp.body);
     }
     wait_redis_usage(&redis, &token, 5, 0).await;
-    // whoami counts nothing; the replicas learn the total within a flush or two.
-    tokio::time::sleep(Duration::from_millis(600)).await;
+    // whoami counts nothing; the replicas learn the total within a flush or two (polled: a
+    // loaded machine can take longer than two 200 ms flushes).
     for r in &replicas {
+        poll_until(Duration::from_secs(5), || async {
+            whoami_quota(r, &token).await["used"]["requests"] == 5
+        })
+        .await;
         let quota = whoami_quota(r, &token).await;
         assert_eq!(quota["used"]["requests"], 5, "{quota}");
         assert_eq!(quota["requests"], 5);
