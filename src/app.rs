@@ -56,6 +56,7 @@ pub struct App {
     admin_listener: std::net::TcpListener,
     certs: Option<Arc<CertStore>>,
     upstream_addrs: Vec<std::net::SocketAddr>,
+    hooks: Vec<crate::webhook::Hook>,
 }
 
 /// What the configuration names outside itself, found before anything starts: the upstream's
@@ -65,6 +66,8 @@ pub(crate) struct Preflight {
     pub upstream_addrs: Vec<std::net::SocketAddr>,
     /// The certificate pair of the HTTPS listener, when there is one.
     pub certs: Option<Arc<CertStore>>,
+    /// The webhooks, their secrets read.
+    pub hooks: Vec<crate::webhook::Hook>,
 }
 
 /// Resolves the upstream host and loads the certificate pair. Problems are refused like the
@@ -90,12 +93,20 @@ pub(crate) async fn preflight(config: &Config) -> anyhow::Result<Preflight> {
         },
         None => None,
     };
+    let hooks = crate::webhook::resolve(&config.webhooks).unwrap_or_else(|found| {
+        for p in found {
+            let (field, reason) = p.split_once(": ").unwrap_or(("webhooks", &p));
+            problems.push(config.origins.problem(field, reason));
+        }
+        Vec::new()
+    });
     if !problems.is_empty() {
         return Err(config_refused(&ConfigErrors(problems)));
     }
     Ok(Preflight {
         upstream_addrs,
         certs,
+        hooks,
     })
 }
 
@@ -159,6 +170,7 @@ impl App {
         let Preflight {
             upstream_addrs,
             certs,
+            hooks,
         } = preflight(&config).await?;
         // Then: the connection cap is derived from the raised limit.
         let limits = crate::conn::start(&config.limits);
@@ -180,6 +192,7 @@ impl App {
             admin_listener,
             certs,
             upstream_addrs,
+            hooks,
         })
     }
 
@@ -206,6 +219,7 @@ impl App {
             admin_listener,
             certs,
             upstream_addrs,
+            hooks,
         } = self;
         tracing::info!(
             tokens = store.set.load().len(),
@@ -224,13 +238,26 @@ impl App {
         let (stop_tx, stop_rx) = watch::channel(false);
         let upstream = UpstreamPeers::new(&config.upstream, upstream_addrs);
         tokio::spawn(upstream.clone().run(stop_rx.clone()));
+        let ledger = crate::usage::Ledger::new(&config.usage, store.clone());
+        if ledger.is_none() && config.usage.enabled {
+            tracing::info!("usage is not recorded: no database (tokens.database is none; name one in usage.database)");
+        }
+        let webhooks = (!hooks.is_empty())
+            .then(|| crate::webhook::Webhooks::new(hooks, store.clone(), ledger.clone()));
         let proxy = Proxy::new(
             &config,
             upstream,
             store.clone(),
             verifier.clone(),
             health.clone(),
-        );
+        )
+        .with_usage(ledger.clone());
+        let usage_task = ledger
+            .clone()
+            .map(|l| tokio::spawn(crate::usage::run(l, stop_rx.clone())));
+        if let Some(w) = &webhooks {
+            tokio::spawn(w.clone().run(stop_rx.clone()));
+        }
         {
             // Verification budgets and rate-limit buckets that are full again, and buckets of
             // tokens no longer in the set, are forgotten off the request path; the expiry gauges
@@ -270,6 +297,8 @@ impl App {
             max_lifetime: config.tokens.max_lifetime,
             trusted_proxies: Arc::new(config.trusted_proxies.clone()),
             health: health.clone(),
+            usage: ledger,
+            webhooks,
         };
         let admin_task = tokio::spawn(admin::serve(
             admin_listener,
@@ -325,6 +354,9 @@ impl App {
         // ---- stop the control plane, which flushes last-use times
         let _ = stop_tx.send(true);
         let _ = tokio::time::timeout(Duration::from_secs(5), store_task).await;
+        if let Some(task) = usage_task {
+            let _ = tokio::time::timeout(Duration::from_secs(10), task).await;
+        }
         let _ = tokio::time::timeout(Duration::from_secs(2), admin_task).await;
         tracing::info!("tollgate stopped");
         result

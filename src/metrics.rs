@@ -66,6 +66,14 @@ pub struct Metrics {
     /// Client connections closed by a deadline, by kind (`header`: the request head was not
     /// complete in time; `keepalive`: idle between requests).
     pub connection_timeouts: IntCounterVec,
+    /// Requests the usage ledger counted in a token's `other` row because its in-memory bound
+    /// (`usage.max_entries`) was reached.
+    pub usage_overflow: IntCounter,
+    /// Usage ledger entries written to the database.
+    pub usage_flushed: IntCounter,
+    /// Webhook delivery attempts by result (`delivered`, `retry`, `failed`: given up after
+    /// the last retry, `dropped`: the queue was full).
+    pub webhook_deliveries: IntCounterVec,
 }
 
 fn register<T: prometheus::core::Collector + Clone + 'static>(r: &Registry, c: T) -> T {
@@ -290,8 +298,38 @@ impl Metrics {
                 )
                 .expect("valid metric"),
             ),
+            usage_overflow: register(
+                &r,
+                IntCounter::new(
+                    "usage_overflow_total",
+                    "Requests counted in a token's `other` usage row (the in-memory bound was reached)",
+                )
+                .expect("valid metric"),
+            ),
+            usage_flushed: register(
+                &r,
+                IntCounter::new(
+                    "usage_entries_written_total",
+                    "Usage ledger entries written to the database",
+                )
+                .expect("valid metric"),
+            ),
+            webhook_deliveries: register(
+                &r,
+                IntCounterVec::new(
+                    Opts::new(
+                        "webhook_deliveries_total",
+                        "Webhook delivery attempts by result",
+                    ),
+                    &["result"],
+                )
+                .expect("valid metric"),
+            ),
             registry: r,
         };
+        for result in ["delivered", "retry", "failed", "dropped"] {
+            metrics.webhook_deliveries.with_label_values(&[result]);
+        }
         for result in ["ok", "error"] {
             // Present from the start, so that a rate over them is defined.
             metrics.upstream_resolutions.with_label_values(&[result]);

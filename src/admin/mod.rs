@@ -5,6 +5,7 @@
 pub mod api;
 mod error;
 pub mod ui;
+mod usage;
 
 use std::sync::Arc;
 
@@ -41,6 +42,10 @@ pub struct AdminState {
     pub trusted_proxies: Arc<crate::config::TrustedProxies>,
     /// Listener and shutdown state.
     pub health: Arc<Health>,
+    /// The usage ledger (`None`: usage is not recorded).
+    pub usage: Option<Arc<crate::usage::Ledger>>,
+    /// Webhooks of token changes (`None`: none configured).
+    pub webhooks: Option<Arc<crate::webhook::Webhooks>>,
 }
 
 /// Every admin route.

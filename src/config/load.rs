@@ -37,6 +37,8 @@ const TOP_LEVEL: &[&str] = &[
     "tls",
     "limits",
     "trusted_proxies",
+    "usage",
+    "webhooks",
 ];
 
 /// Values given on the command line, as `(dotted.field, value)` pairs with the flag's name.
@@ -223,6 +225,8 @@ fn build(col: &mut Collector, root: Value) -> Config {
     let verify = top.section("verify", build_verify);
     let hashing = top.section("hashing", build_hashing);
     let log = top.section("log", build_log);
+    let usage = top.section("usage", super::usage::build_usage);
+    let webhooks = super::usage::build_webhooks(&mut top);
     top.finish();
     Config {
         source,
@@ -249,6 +253,8 @@ fn build(col: &mut Collector, root: Value) -> Config {
         tls,
         limits,
         trusted_proxies,
+        usage,
+        webhooks,
     }
 }
 

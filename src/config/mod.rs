@@ -8,6 +8,7 @@ mod load;
 mod sections;
 #[cfg(test)]
 pub(crate) mod testing;
+mod usage;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -20,6 +21,7 @@ pub use crate::token::HashParams;
 pub use database_url::{backend_of, redact_url, Backend};
 pub use fields::{ConfigError, ConfigErrors, Origins};
 pub use load::{load, load_text, Overrides, DEFAULT_CONFIG_PATH};
+pub use usage::{UsageConfig, WebhookConfig, WebhookEvent, WebhookSecret};
 
 /// The package store Tollgate forwards to.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -229,4 +231,8 @@ pub struct Config {
     /// Proxies whose `X-Forwarded-For` names the client (`trusted_proxies`; default none):
     /// see [`crate::net::TrustedProxies`].
     pub trusted_proxies: crate::net::TrustedProxies,
+    /// The usage ledger.
+    pub usage: UsageConfig,
+    /// Webhooks notified of token events.
+    pub webhooks: Vec<WebhookConfig>,
 }

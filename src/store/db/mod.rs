@@ -170,6 +170,12 @@ impl Database {
         &self.url
     }
 
+    /// The connection pool, for the tables other parts own (the usage ledger, webhook claims);
+    /// the token tables are written only through the methods here.
+    pub fn pool(&self) -> &AnyPool {
+        &self.pool
+    }
+
     /// The engine in use.
     pub fn backend(&self) -> Backend {
         self.backend
