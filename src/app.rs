@@ -239,9 +239,6 @@ impl App {
         let upstream = UpstreamPeers::new(&config.upstream, upstream_addrs);
         tokio::spawn(upstream.clone().run(stop_rx.clone()));
         let ledger = crate::usage::Ledger::new(&config.usage, store.clone());
-        if ledger.is_none() && config.usage.enabled {
-            tracing::info!("usage is not recorded: no database (tokens.database is none; name one in usage.database)");
-        }
         let webhooks = (!hooks.is_empty())
             .then(|| crate::webhook::Webhooks::new(hooks, store.clone(), ledger.clone()));
         let proxy = Proxy::new(

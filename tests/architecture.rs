@@ -196,6 +196,12 @@ fn each_layer_names_only_the_layers_below_it() {
     );
     only(&c, "conn", &["config", "metrics", "sys"]);
     only(&c, "upstream", &["config", "metrics"]);
+    only(&c, "usage", &["config", "metrics", "store", "token"]);
+    only(
+        &c,
+        "webhook",
+        &["config", "metrics", "store", "token", "usage"],
+    );
     only(
         &c,
         "proxy",
@@ -210,6 +216,7 @@ fn each_layer_names_only_the_layers_below_it() {
             "store",
             "token",
             "upstream",
+            "usage",
         ],
     );
     only(
@@ -223,6 +230,8 @@ fn each_layer_names_only_the_layers_below_it() {
             "store",
             "tls",
             "token",
+            "usage",
+            "webhook",
         ],
     );
 }

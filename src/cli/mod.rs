@@ -2,6 +2,7 @@
 //! `check-config` validates without changing anything; `token` is in [`token`].
 
 mod token;
+mod usage;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -38,6 +39,8 @@ pub enum Command {
     /// Token utilities.
     #[command(subcommand)]
     Token(TokenCommand),
+    /// Which tokens fetched a path, when, how often, from how many addresses (the usage ledger).
+    Usage(usage::UsageArgs),
 }
 
 /// Flags of `serve`; they override the file and the environment.
@@ -82,6 +85,8 @@ pub enum TokenCommand {
     Disable(TargetArgs),
     /// Enable a disabled database token again.
     Enable(TargetArgs),
+    /// A token's usage per day (requests, bytes, addresses, statuses) and its most fetched paths.
+    Usage(usage::TokenUsageArgs),
 }
 
 /// Output format.
@@ -223,7 +228,9 @@ pub fn run(cli: Cli) -> i32 {
     let result = match cli.command {
         Command::Serve(args) => serve(config, &args),
         Command::CheckConfig => check_config(config),
+        Command::Token(TokenCommand::Usage(args)) => usage::token_usage(config, args),
         Command::Token(cmd) => token::run(config, cmd),
+        Command::Usage(args) => usage::path_usage(config, args),
     };
     match result {
         Ok(()) => 0,
