@@ -374,3 +374,64 @@ async fn without_any_database_the_usage_api_says_so() {
     .await
     .expect_error(409, "no_ledger");
 }
+
+#[tokio::test]
+async fn two_postgres_replicas_add_into_the_same_rows() {
+    let upstream = Upstream::start();
+    let mut pg = common::pg::PgCluster::start();
+    let url = pg.create_database("usage");
+    let a = TestToken::read("shared");
+    let replica = || {
+        Setup::new(&upstream.url())
+            .with_tokens(&[&a])
+            .set("tokens.database", json!(url))
+            .with_bootstrap()
+            .set(
+                "usage",
+                json!({"flush_interval": "200ms", "max_addresses": 2}),
+            )
+    };
+    let r1 = replica().start().await;
+    let r2 = replica().start().await;
+    let client = client();
+    let from = |n: u8| {
+        reqwest::Client::builder()
+            .no_proxy()
+            .local_address(std::net::IpAddr::from([127, 0, 0, n]))
+            .build()
+            .unwrap()
+    };
+    for _ in 0..3 {
+        assert_eq!(
+            http_get(&client, &r1.url("/files/p"), Some(&a.auth()))
+                .await
+                .status,
+            200
+        );
+    }
+    for n in 2..=4 {
+        assert_eq!(
+            http_get(&from(n), &r2.url("/files/p"), Some(&a.auth()))
+                .await
+                .status,
+            200
+        );
+    }
+    // Both replicas' batches land in the same row, read back from either.
+    let u = wait_requests(&r2, &a.id, 6).await;
+    assert_eq!(
+        u["days"][0]["bytes_sent"].as_i64(),
+        Some(6 * "hello /files/p".len() as i64)
+    );
+    assert_eq!(u["days"][0]["status"]["2xx"], 6);
+    // At most max_addresses kept per row: at least 2 of the 4, shown as capped.
+    assert_eq!(u["days"][0]["addresses"], 2, "{u}");
+    assert_eq!(u["days"][0]["addresses_capped"], true, "{u}");
+    let rev = r1
+        .api("GET", "/api/v1/usage?path=/files/p", Some(&boot()), None)
+        .await
+        .expect(200);
+    assert_eq!(rev["tokens"][0]["token_id"], a.id.as_str());
+    assert_eq!(rev["tokens"][0]["requests"], 6);
+    assert_eq!(rev["tokens"][0]["addresses_capped"], true);
+}

@@ -194,8 +194,12 @@ pub struct TokenUsage {
     pub totals: Totals,
 }
 
-const SUMS: &str = "SUM(requests), SUM(bytes_sent), MIN(first_at), MAX(last_at), \
-                    SUM(status_2xx), SUM(status_3xx), SUM(status_4xx), SUM(status_5xx)";
+/// The totals' columns. PostgreSQL sums BIGINTs into NUMERIC, which the `Any` driver cannot
+/// read as an integer: every sum is cast back.
+const SUMS: &str = "CAST(SUM(requests) AS BIGINT), CAST(SUM(bytes_sent) AS BIGINT), \
+                    MIN(first_at), MAX(last_at), CAST(SUM(status_2xx) AS BIGINT), \
+                    CAST(SUM(status_3xx) AS BIGINT), CAST(SUM(status_4xx) AS BIGINT), \
+                    CAST(SUM(status_5xx) AS BIGINT)";
 
 fn totals(r: &sqlx::any::AnyRow, from: usize) -> Result<Totals, DbError> {
     let get = |i: usize| -> Result<i64, DbError> {
@@ -259,7 +263,8 @@ pub async fn token_usage(
         days.push(DayUsage { day, totals });
     }
     let keys = sqlx::query(
-        "SELECT usage_key, SUM(requests), SUM(bytes_sent), MAX(last_at) FROM usage_daily \
+        "SELECT usage_key, CAST(SUM(requests) AS BIGINT), CAST(SUM(bytes_sent) AS BIGINT), \
+         MAX(last_at) FROM usage_daily \
          WHERE token_id = $1 AND day >= $2 AND day <= $3 GROUP BY usage_key \
          ORDER BY SUM(requests) DESC, usage_key LIMIT $4",
     )
