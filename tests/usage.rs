@@ -432,3 +432,38 @@ async fn two_postgres_replicas_add_into_the_same_rows() {
     assert_eq!(rev["tokens"][0]["requests"], 6);
     assert_eq!(rev["tokens"][0]["addresses_capped"], true);
 }
+
+#[tokio::test]
+async fn files_only_tokens_record_usage_in_their_own_usage_database() {
+    let upstream = Upstream::start();
+    let a = TestToken::read("files-only");
+    let t = Setup::new(&upstream.url())
+        .with_tokens(&[&a])
+        .with_bootstrap()
+        .set("tokens.database", json!("none"))
+        .set(
+            "usage",
+            json!({"database": "sqlite://ledger/usage.db", "flush_interval": "200ms"}),
+        )
+        .start()
+        .await;
+    let client = client();
+    for _ in 0..2 {
+        assert_eq!(
+            http_get(&client, &t.url("/files/f"), Some(&a.auth()))
+                .await
+                .status,
+            200
+        );
+    }
+    let u = wait_requests(&t, &a.id, 2).await;
+    assert_eq!(u["token"]["name"], "files-only");
+    assert!(t.setup.dir.path().join("ledger/usage.db").exists());
+    assert!(!t.setup.dir.path().join("data/tollgate.db").exists());
+    let out = t
+        .cli(&["usage", "--path", "/files/f", "-o", "json"], None)
+        .await;
+    assert!(out.status.success(), "{}", out.stderr);
+    let v: Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(v["tokens"][0]["requests"], 2);
+}

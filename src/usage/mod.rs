@@ -70,6 +70,8 @@ pub struct Ledger {
     len: AtomicUsize,
     hours: DashMap<Arc<str>, Hour, foldhash::quality::RandomState>,
     anomalies: Mutex<Vec<Anomaly>>,
+    /// A webhook takes the anomalies (else they are only logged).
+    anomalies_wanted: std::sync::atomic::AtomicBool,
     /// A batch whose write failed, written again with the next one.
     retry: Mutex<Vec<Entry>>,
     config: UsageConfig,
@@ -118,6 +120,7 @@ impl Ledger {
             len: AtomicUsize::new(0),
             hours: DashMap::default(),
             anomalies: Mutex::new(Vec::new()),
+            anomalies_wanted: std::sync::atomic::AtomicBool::new(false),
             retry: Mutex::new(Vec::new()),
             config: config.clone(),
             store,
@@ -252,6 +255,16 @@ impl Ledger {
                 hour,
                 addresses: std::mem::take(&mut h.addresses),
             };
+            drop(h);
+            tracing::warn!(
+                token_id = &**token,
+                addresses = anomaly.addresses.len(),
+                bound,
+                "token used from more distinct addresses within the hour than usage.anomaly_addresses"
+            );
+            if !self.anomalies_wanted.load(Ordering::Relaxed) {
+                return;
+            }
             let mut pending = lock(&self.anomalies);
             if pending.len() < MAX_PENDING_ANOMALIES {
                 pending.push(anomaly);
@@ -262,6 +275,11 @@ impl Ledger {
                 );
             }
         }
+    }
+
+    /// From now on anomalies are kept for [`Ledger::take_anomalies`] (a webhook wants them).
+    pub fn want_anomalies(&self) {
+        self.anomalies_wanted.store(true, Ordering::Relaxed);
     }
 
     /// The anomalies found since the last call.
@@ -402,6 +420,7 @@ mod tests {
     #[test]
     fn an_anomaly_fires_once_per_token_and_hour() {
         let l = ledger(100, 3);
+        l.want_anomalies();
         let a: Arc<str> = Arc::from("tokA");
         let b: Arc<str> = Arc::from("tokB");
         let now = Utc::now();

@@ -150,6 +150,14 @@ impl Webhooks {
     /// of the claims.
     pub fn new(hooks: Vec<Hook>, store: Arc<Store>, ledger: Option<Arc<Ledger>>) -> Arc<Self> {
         let (tx, rx) = mpsc::channel(QUEUE);
+        if let Some(l) = &ledger {
+            if hooks
+                .iter()
+                .any(|h| h.events.contains(&WebhookEvent::Anomaly))
+            {
+                l.want_anomalies();
+            }
+        }
         Arc::new(Webhooks {
             tx,
             rx: Mutex::new(Some(rx)),
