@@ -53,13 +53,13 @@ fn delivery_id() -> String {
 }
 
 /// POSTs `body` to `hook` until a 2xx answer or [`ATTEMPTS`] attempts; the same delivery id
-/// on every attempt, so the receiver can drop repeats.
+/// on every attempt, so the receiver can drop repeats. True when delivered.
 pub(super) async fn deliver(
     client: &reqwest::Client,
     hook: &Hook,
     kind: WebhookEvent,
     body: bytes::Bytes,
-) {
+) -> bool {
     let id = delivery_id();
     let sig = signature(hook.secret.expose().as_bytes(), &body);
     let mut wait = FIRST_BACKOFF;
@@ -80,7 +80,7 @@ pub(super) async fn deliver(
                     .with_label_values(&["delivered"])
                     .inc();
                 tracing::info!(event = kind.as_str(), url = %hook.shown, delivery = %id, attempt, "webhook delivered");
-                return;
+                return true;
             }
             Ok(r) => format!("answered {}", r.status().as_u16()),
             // Without the URL: reqwest's errors name it, and a URL may carry a token.
@@ -92,7 +92,7 @@ pub(super) async fn deliver(
                 .with_label_values(&["failed"])
                 .inc();
             tracing::warn!(event = kind.as_str(), url = %hook.shown, delivery = %id, attempts = attempt, error = %why, "webhook delivery failed; giving up");
-            return;
+            return false;
         }
         METRICS
             .webhook_deliveries
@@ -102,6 +102,7 @@ pub(super) async fn deliver(
         tokio::time::sleep(wait).await;
         wait = (wait * 2).min(MAX_BACKOFF);
     }
+    false
 }
 
 #[cfg(test)]

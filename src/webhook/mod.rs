@@ -326,8 +326,17 @@ impl Webhooks {
             Ok(b) => bytes::Bytes::from(b),
             Err(_) => return,
         };
+        let mut delivered = false;
         for hook in self.hooks.iter().filter(|h| h.events.contains(&event.kind)) {
-            deliver::deliver(client, hook, event.kind, body.clone()).await;
+            delivered |= deliver::deliver(client, hook, event.kind, body.clone()).await;
+        }
+        // No hook took it: give the claim back, so a later check (of this replica or another)
+        // sends it again rather than never.
+        if let (false, Some(key), Some(db)) = (delivered, &event.claim, db) {
+            if let Err(e) = crate::usage::db::unclaim(db, key).await {
+                tracing::warn!(error = %e, "giving a webhook claim back failed");
+            }
+            lock(&self.expiring_sent).remove(key);
         }
     }
 }
