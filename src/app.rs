@@ -392,12 +392,15 @@ fn start_proxy(
     let mut server = Server::new_with_opt_and_conf(None, conf);
     server.bootstrap();
     let mut service = crate::conn::proxy_service(&server.configuration, proxy, limits);
-    service.add_tcp(&config.listen.to_string());
+    service.add_listener(crate::conn::listener(&config.listen.to_string(), None));
     if let (Some(tls), Some(certs)) = (&config.tls, certs) {
         let mut settings = TlsSettings::intermediate("", "").map_err(|e| anyhow!("tls: {e}"))?;
         settings.set_cert_resolver(certs);
         settings.enable_h2();
-        service.add_tls_with_settings(&tls.listen.to_string(), None, settings);
+        service.add_listener(crate::conn::listener(
+            &tls.listen.to_string(),
+            Some(settings),
+        ));
     }
     server.add_service(service);
     let (done_tx, done_rx) = oneshot::channel();

@@ -18,7 +18,7 @@ mod failure;
 mod headers;
 mod limits;
 mod public;
-mod rate_headers;
+pub mod rate_headers;
 mod responses;
 mod whoami;
 
@@ -432,28 +432,8 @@ impl ProxyHttp for Proxy {
         resp: &mut ResponseHeader,
         ctx: &mut Ctx,
     ) -> Result<()> {
-        if ctx.rate.is_some() {
-            // On plain parts, like the upstream request (see `headers::prepare`): six
-            // `insert_header`s on pingora's case-preserving header cost more than the rest of
-            // the rate limiting. Names then go out in canonical case.
-            // Only a non-canonical reason phrase needs carrying over (and allocating).
-            let canonical = resp.status.canonical_reason();
-            let reason = resp
-                .get_reason_phrase()
-                .filter(|r| Some(*r) != canonical)
-                .map(str::to_owned);
-            let mut parts: http::response::Parts =
-                std::mem::replace(resp, ResponseHeader::from(headers::empty_response())).into();
-            let fields = ctx.rate_headers();
-            // Room for all of them at once: growing the map per insert costs more.
-            parts.headers.reserve(fields.len());
-            for (name, value) in fields {
-                parts.headers.insert(name, value);
-            }
-            *resp = ResponseHeader::from(parts);
-            if reason.is_some() {
-                resp.set_reason_phrase(reason.as_deref())?;
-            }
+        if let Some(d) = &ctx.rate {
+            rate_headers::apply(resp, d, unix_now())?;
         }
         Ok(())
     }

@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use http::{HeaderName, HeaderValue};
+use pingora::http::ResponseHeader;
 
 use crate::ratelimit::Decision;
 
@@ -28,11 +29,45 @@ static RETRY_AFTER: HeaderName = http::header::RETRY_AFTER;
 /// The response header fields of `d`, in a fixed order: `X-RateLimit-Limit`, `-Remaining`,
 /// `-Used`, `-Reset`, `RateLimit-Policy`, `RateLimit`, and `Retry-After` only when refused.
 /// `unix_now` is the wall clock (time since the Unix epoch).
+pub fn render(d: &Decision, unix_now: Duration) -> Vec<(HeaderName, HeaderValue)> {
+    let mut h = Vec::with_capacity(7);
+    each(d, unix_now, |name, value| h.push((name.clone(), value)));
+    h
+}
+
+/// Adds the fields of `d` (as [`render`] lists them) to a response on its way to the client,
+/// replacing any of the same name the upstream sent.
+///
+/// On plain parts, like the upstream request (see `headers::prepare`): six `insert_header`s on
+/// pingora's case-preserving header cost more than the rest of the rate limiting. Names then go
+/// out in canonical case. The fields go straight into the map (no list in between), and only a
+/// non-canonical reason phrase needs carrying over (and allocating).
+pub fn apply(resp: &mut ResponseHeader, d: &Decision, unix_now: Duration) -> pingora::Result<()> {
+    let canonical = resp.status.canonical_reason();
+    let reason = resp
+        .get_reason_phrase()
+        .filter(|r| Some(*r) != canonical)
+        .map(str::to_owned);
+    let mut parts: http::response::Parts =
+        std::mem::replace(resp, ResponseHeader::from(super::headers::empty_response())).into();
+    // Room for all of them at once: growing the map per insert costs more.
+    parts.headers.reserve(7);
+    each(d, unix_now, |name, value| {
+        parts.headers.insert(name.clone(), value);
+    });
+    *resp = ResponseHeader::from(parts);
+    if reason.is_some() {
+        resp.set_reason_phrase(reason.as_deref())?;
+    }
+    Ok(())
+}
+
+/// Hands each field of `d` to `emit`, in [`render`]'s order.
 ///
 /// Every response of a limited token carries these, so the values are written back to back
-/// into one buffer and each is a slice of it: two allocations instead of one per value
-/// (`HeaderValue::from(u64)` and `format!` each allocate).
-pub(crate) fn render(d: &Decision, unix_now: Duration) -> Vec<(HeaderName, HeaderValue)> {
+/// into one buffer and each is a slice of it: one allocation for all of them
+/// (`HeaderValue::from(u64)` and `format!` each allocate); `benches/headers.rs` counts them.
+fn each(d: &Decision, unix_now: Duration, mut emit: impl FnMut(&'static HeaderName, HeaderValue)) {
     let name = d.policy_name();
     let mut num = itoa::Buffer::new();
     let mut buf: Vec<u8> = Vec::with_capacity(128);
@@ -72,16 +107,14 @@ pub(crate) fn render(d: &Decision, unix_now: Duration) -> Vec<(HeaderName, Heade
         &RETRY_AFTER,
     ];
     let count = if retry.is_some() { 7 } else { 6 };
-    let mut h = Vec::with_capacity(count);
     let mut start = 0;
-    for (name, &end) in names.iter().zip(&ends).take(count) {
+    for (name, &end) in names.into_iter().zip(&ends).take(count) {
         // Digits, `;`, `=`, quotes and the policy name: always a valid value.
         let value = HeaderValue::from_maybe_shared(buf.slice(start..end))
             .unwrap_or_else(|_| HeaderValue::from_static(""));
-        h.push(((*name).clone(), value));
+        emit(name, value);
         start = end;
     }
-    h
 }
 
 #[cfg(test)]
