@@ -239,8 +239,7 @@ impl App {
         let upstream = UpstreamPeers::new(&config.upstream, upstream_addrs);
         tokio::spawn(upstream.clone().run(stop_rx.clone()));
         let ledger = crate::usage::Ledger::new(&config.usage, store.clone());
-        let webhooks = (!hooks.is_empty())
-            .then(|| crate::webhook::Webhooks::new(hooks, store.clone(), ledger.clone()));
+        let webhooks = crate::webhook::Webhooks::start(hooks, &store, &ledger, stop_rx.clone());
         let proxy = Proxy::new(
             &config,
             upstream,
@@ -252,9 +251,6 @@ impl App {
         let usage_task = ledger
             .clone()
             .map(|l| tokio::spawn(crate::usage::run(l, stop_rx.clone())));
-        if let Some(w) = &webhooks {
-            tokio::spawn(w.clone().run(stop_rx.clone()));
-        }
         {
             // Verification budgets and rate-limit buckets that are full again, and buckets of
             // tokens no longer in the set, are forgotten off the request path; the expiry gauges

@@ -146,6 +146,22 @@ fn token_json(t: &Token) -> Value {
 }
 
 impl Webhooks {
+    /// Starts the sender of `hooks` on this runtime (until `stop` fires); `None` when there
+    /// are none.
+    pub fn start(
+        hooks: Vec<Hook>,
+        store: &Arc<Store>,
+        ledger: &Option<Arc<Ledger>>,
+        stop: tokio::sync::watch::Receiver<bool>,
+    ) -> Option<Arc<Self>> {
+        if hooks.is_empty() {
+            return None;
+        }
+        let w = Self::new(hooks, store.clone(), ledger.clone());
+        tokio::spawn(w.clone().run(stop));
+        Some(w)
+    }
+
     /// A sender for `hooks`; `ledger` (when there is one) supplies anomalies and the database
     /// of the claims.
     pub fn new(hooks: Vec<Hook>, store: Arc<Store>, ledger: Option<Arc<Ledger>>) -> Arc<Self> {
