@@ -35,6 +35,7 @@ fn token_with(params: &HashParams, routes: Vec<Route>) -> (Token, String) {
         generation: 1,
         disabled: false,
         allowed_ips: Default::default(),
+        previous: None,
         source: Source::Database,
     };
     (t, g.token.expose().to_string())

@@ -240,7 +240,7 @@ impl App {
         tokio::spawn(upstream.clone().run(stop_rx.clone()));
         let ledger = crate::usage::Ledger::new(&config.usage, store.clone());
         let webhooks = crate::webhook::Webhooks::start(hooks, &store, &ledger, stop_rx.clone());
-        let proxy = Proxy::new(
+        let mut proxy = Proxy::new(
             &config,
             upstream,
             store.clone(),
@@ -251,6 +251,14 @@ impl App {
         let usage_task = ledger
             .clone()
             .map(|l| tokio::spawn(crate::usage::run(l, stop_rx.clone())));
+        let oidc = if config.oidc.enabled {
+            let oidc = Arc::new(crate::oidc::Oidc::new(&config, store.clone())?);
+            tokio::spawn(oidc.clone().run(stop_rx.clone()));
+            proxy = proxy.with_oidc(oidc.clone());
+            Some(oidc)
+        } else {
+            None
+        };
         {
             // Verification budgets and rate-limit buckets that are full again, and buckets of
             // tokens no longer in the set, are forgotten off the request path; the expiry gauges
@@ -288,15 +296,22 @@ impl App {
             hashing: config.hashing,
             default_rate_limit: config.rate_limit,
             max_lifetime: config.tokens.max_lifetime,
+            max_overlap: config.tokens.max_overlap,
             trusted_proxies: Arc::new(config.trusted_proxies.clone()),
             health: health.clone(),
             usage: ledger,
             webhooks,
+            oidc,
         };
         let admin_task = tokio::spawn(admin::serve(
             admin_listener,
             state,
             admin_tls,
+            stop_rx.clone(),
+        ));
+        tokio::spawn(crate::auth::rotation::run(
+            verifier.clone(),
+            store.clone(),
             stop_rx.clone(),
         ));
         let store_task = {
@@ -387,7 +402,14 @@ fn start_proxy(
     };
     let mut server = Server::new_with_opt_and_conf(None, conf);
     server.bootstrap();
-    let mut service = crate::conn::proxy_service(&server.configuration, proxy, limits);
+    let mut service = crate::conn::proxy_service(
+        &server.configuration,
+        proxy,
+        limits,
+        config
+            .listen_proxy_protocol
+            .then(|| config.trusted_proxies.clone()),
+    );
     service.add_listener(crate::conn::listener(&config.listen.to_string(), None));
     if let (Some(tls), Some(certs)) = (&config.tls, certs) {
         let mut settings = TlsSettings::intermediate("", "").map_err(|e| anyhow!("tls: {e}"))?;

@@ -3,7 +3,7 @@
 //! The library holds everything; `main.rs` only parses the command line and calls [`app`].
 //! Pure parts (token format, routes and path normalization, credentials, policy, config merge)
 //! never see a pingora type;
-//! only `proxy`, `admin`, `store`, `usage`, `webhook` and `app` do I/O.
+//! only `proxy`, `admin`, `store`, `oidc`, `usage`, `webhook` and `app` do I/O.
 
 pub mod admin;
 pub mod app;
@@ -15,6 +15,7 @@ pub mod lifecycle;
 pub mod logging;
 pub mod metrics;
 pub mod net;
+pub mod oidc;
 pub mod proxy;
 pub mod ratelimit;
 pub mod store;

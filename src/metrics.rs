@@ -61,7 +61,8 @@ pub struct Metrics {
     /// The cap on open client connections (`limits.max_connections`, resolved).
     pub connections_max: IntGauge,
     /// Client connections refused by a cap, by reason (`max_connections`,
-    /// `max_connections_per_ip`).
+    /// `max_connections_per_ip`), or closed for lack of a valid PROXY header from a trusted
+    /// proxy (`proxy_protocol`).
     pub connections_refused: IntCounterVec,
     /// Client connections closed by a deadline, by kind (`header`: the request head was not
     /// complete in time; `keepalive`: idle between requests).
@@ -74,6 +75,8 @@ pub struct Metrics {
     /// Webhook delivery attempts by result (`delivered`, `retry`, `failed`: given up after
     /// the last retry, `dropped`: the queue was full).
     pub webhook_deliveries: IntCounterVec,
+    /// Trusted-publishing exchanges by result (`success`, or the refusal's code).
+    pub oidc_exchanges: IntCounterVec,
 }
 
 fn register<T: prometheus::core::Collector + Clone + 'static>(r: &Registry, c: T) -> T {
@@ -281,7 +284,7 @@ impl Metrics {
                 IntCounterVec::new(
                     Opts::new(
                         "connections_refused_total",
-                        "Client connections refused by a connection cap, by reason",
+                        "Client connections refused by a connection cap, or for lack of a valid PROXY header, by reason",
                     ),
                     &["reason"],
                 )
@@ -320,6 +323,17 @@ impl Metrics {
                     Opts::new(
                         "webhook_deliveries_total",
                         "Webhook delivery attempts by result",
+                    ),
+                    &["result"],
+                )
+                .expect("valid metric"),
+            ),
+            oidc_exchanges: register(
+                &r,
+                IntCounterVec::new(
+                    Opts::new(
+                        "oidc_exchanges_total",
+                        "Trusted-publishing exchanges of CI job tokens, by result",
                     ),
                     &["result"],
                 )

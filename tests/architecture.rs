@@ -202,6 +202,8 @@ fn each_layer_names_only_the_layers_below_it() {
         "webhook",
         &["config", "metrics", "store", "token", "usage"],
     );
+    // Trusted publishing: verifies job tokens, keeps its tables, mints through the store.
+    only(&c, "oidc", &["config", "token", "store", "metrics"]);
     only(
         &c,
         "proxy",
@@ -212,6 +214,7 @@ fn each_layer_names_only_the_layers_below_it() {
             "logging",
             "metrics",
             "net",
+            "oidc",
             "ratelimit",
             "store",
             "token",
@@ -227,6 +230,7 @@ fn each_layer_names_only_the_layers_below_it() {
             "config",
             "lifecycle",
             "metrics",
+            "oidc",
             "store",
             "tls",
             "token",

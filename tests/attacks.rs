@@ -125,6 +125,19 @@ async fn identity_forwarding_and_override_headers_cannot_be_spoofed() {
         ("Forwarded", "for=6.6.6.6;host=evil.example"),
         ("X-Real-IP", "6.6.6.6"),
         ("X_Real_IP", "6.6.6.6"),
+        ("X.Tollgate.Token.Id", "AAAAAAAAAAAA"),
+        ("X-Remote-User", "admin"),
+        ("Remote-User", "admin"),
+        ("X-Forwarded-User", "admin"),
+        ("X-Auth-Request-User", "admin"),
+        ("True-Client-IP", "6.6.6.6"),
+        ("CF-Connecting-IP", "6.6.6.6"),
+        ("X-Client-IP", "6.6.6.6"),
+        ("X-Forwarded-Protocol", "https"),
+        ("X-Url-Scheme", "https"),
+        ("Front-End-Https", "on"),
+        ("X-Forwarded-Uri", "/admin/secret"),
+        ("X-Envoy-Original-Path", "/admin/secret"),
     ];
     let mut headers = vec![("Authorization", reader.bearer())];
     headers.extend(spoofed.iter().map(|(k, v)| (*k, v.to_string())));
@@ -153,6 +166,19 @@ async fn identity_forwarding_and_override_headers_cannot_be_spoofed() {
         "x-original-url",
         "x-rewrite-url",
         "x-forwarded-port",
+        "x.tollgate.token.id",
+        "x-remote-user",
+        "remote-user",
+        "x-forwarded-user",
+        "x-auth-request-user",
+        "true-client-ip",
+        "cf-connecting-ip",
+        "x-client-ip",
+        "x-forwarded-protocol",
+        "x-url-scheme",
+        "front-end-https",
+        "x-forwarded-uri",
+        "x-envoy-original-path",
     ] {
         assert!(got.header(name).is_none(), "{name} reached the store");
     }

@@ -310,3 +310,69 @@ async fn a_restricted_manager_cannot_drop_its_deny_rule() {
     let r = http_get(&client(), &proxy.url(DENIED), Some(&bearer(&child))).await;
     assert_eq!(r.status, 403, "{}", r.body);
 }
+
+/// A deny rule holds for every spelling of its path that a store reads as the same file:
+/// reserved characters percent-encoded (`%40` for `@`, `%21` for `!`, `%2B` for `+`) and npm's
+/// `%2F` between scope and name, in both directions. The store is reached only by the allowed
+/// package, and receives it in the one normal spelling.
+#[tokio::test]
+async fn a_deny_rule_holds_for_every_spelling_of_its_path() {
+    let upstream = Upstream::start();
+    let reader = TestToken::builder("npm-reader")
+        .route("/@acme/internal-*", "none")
+        .route("/secret!", "none")
+        .route("/v1+internal", "none")
+        .build();
+    // The same deny rule written in npm's one-segment form.
+    let encoded_rule = TestToken::builder("npm-reader-2")
+        .route("/@acme%2Finternal-*", "none")
+        .build();
+    let proxy = Setup::new(&upstream.url())
+        .with_tokens(&[&reader, &encoded_rule])
+        .start()
+        .await;
+    let get = |target: &'static str, token: &TestToken| {
+        let auth = token.bearer();
+        let addr = proxy.setup.listen;
+        async move { raw_request(addr, "GET", target, &[("Authorization", &auth)]).await }
+    };
+
+    for target in [
+        "/@acme/internal-x",
+        "/%40acme/internal-x",
+        "/@acme%2Finternal-x",
+        "/@acme%2finternal-x",
+        "/%40acme%2Finternal-x/-/internal-x-1.0.0.tgz",
+        "/@acme/%69nternal-x",
+    ] {
+        for token in [&reader, &encoded_rule] {
+            let resp = get(target, token).await;
+            assert_eq!(
+                resp.status,
+                403,
+                "{} GET {target}: {}",
+                token.name,
+                resp.text()
+            );
+        }
+    }
+    for target in [
+        "/secret!",
+        "/secret%21",
+        "/v1+internal",
+        "/v1%2Binternal",
+        "/v1%2binternal/x",
+    ] {
+        let resp = get(target, &reader).await;
+        assert_eq!(resp.status, 403, "GET {target}: {}", resp.text());
+    }
+    assert_eq!(upstream.count(), 0, "a denied spelling reached the store");
+
+    // Allowed packages pass, in the normal spelling (pchars decoded, the npm `%2F` kept).
+    let ok = get("/%40acme%2fwidget", &reader).await;
+    assert_eq!(ok.status, 200, "{}", ok.text());
+    assert_eq!(upstream.last().expect("forwarded").uri, "/@acme%2Fwidget");
+    let ok = get("/a/%5bx%5D%21", &reader).await;
+    assert_eq!(ok.status, 200, "{}", ok.text());
+    assert_eq!(upstream.last().expect("forwarded").uri, "/a/%5Bx%5D!");
+}

@@ -45,6 +45,16 @@ fn piece() -> impl Strategy<Value = &'static str> {
         "_",
         "%00",
         "//",
+        "!",
+        "%21",
+        "+",
+        "%2b",
+        "[",
+        "%5B",
+        ":",
+        "%3a",
+        "internal-x",
+        "\u{e9}",
     ])
 }
 
@@ -135,6 +145,63 @@ proptest! {
                             "{raw:?} normalized to {n:?} is read as {seen:?} (servlet: {servlet})"
                         );
                     }
+                }
+            }
+        }
+    }
+
+    /// One spelling per character: writing any characters of a path percent-encoded (as a
+    /// store decodes them back) normalizes to the same path, so no rule can be passed by
+    /// spelling its path another way.
+    #[test]
+    fn every_spelling_normalizes_alike(
+        raw in raw_path(),
+        encode in prop::collection::vec(any::<bool>(), 64),
+    ) {
+        let b = raw.as_bytes();
+        let mut alt = String::new();
+        let (mut i, mut k) = (0, 0);
+        while i < b.len() {
+            if b[i] == b'%' {
+                // An escape (or a bad one) stays as it is.
+                let end = (i + 3).min(b.len());
+                alt.push_str(&raw[i..end]);
+                i = end;
+            } else {
+                let c = raw[i..].chars().next().unwrap();
+                if c != '/' && encode[k % encode.len()] {
+                    for byte in c.to_string().bytes() {
+                        alt.push_str(&format!("%{byte:02X}"));
+                    }
+                } else {
+                    alt.push(c);
+                }
+                i += c.len_utf8();
+            }
+            k += 1;
+        }
+        let (a, n) = (normalize_path(&alt), normalize_path(&raw));
+        prop_assert_eq!(a.is_ok(), n.is_ok(), "{:?} vs {:?}: {:?} vs {:?}", raw, alt, n, a);
+        if let (Ok(a), Ok(n)) = (a, n) {
+            prop_assert_eq!(a, n, "{:?} vs {:?}", raw, alt);
+        }
+    }
+
+    /// A deny rule holds for whatever the store reads under it: if nginx reads the forwarded
+    /// path as `/@acme/internal-…`, the rule `/@acme/internal-*` matches it (`%2F` included).
+    #[test]
+    fn a_deny_rule_sees_what_the_store_sees(tail in raw_path()) {
+        let deny = RoutePattern::parse("/@acme/internal-*").unwrap();
+        for raw in [format!("/@acme{tail}"), format!("/%40acme{tail}")] {
+            if let Ok(n) = normalize_path(&raw) {
+                if let Some(seen) = store_view(&n, false) {
+                    let mut segs = seen.split('/').skip(1);
+                    let under = segs.next() == Some("@acme")
+                        && segs.next().is_some_and(|s| s.starts_with("internal-"));
+                    prop_assert!(
+                        !under || deny.matches(&n),
+                        "{raw:?} normalized to {n:?} is read as {seen:?}, which the rule misses"
+                    );
                 }
             }
         }

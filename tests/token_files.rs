@@ -414,6 +414,11 @@ async fn entries_beyond_tokens_max_lifetime_are_refused_by_check_config_and_at_r
     let good = TestToken::builder("within").expires_at(&soon).build();
     let forever = TestToken::read("forever");
     let far = TestToken::builder("far").expires_at(&late).build();
+    // Made "in 300 days", expiring in 400: within 365 days of its own created_at, but not of
+    // today.
+    let mut postdated = TestToken::builder("postdated").expires_at(&late).build();
+    postdated.entry["created_at"] =
+        json!((chrono::Utc::now() + chrono::Duration::days(300)).to_rfc3339());
     let check = |tokens: &[&TestToken]| {
         let setup = Setup::new(&upstream.url())
             .set("tokens.max_lifetime", json!("365d"))
@@ -429,7 +434,7 @@ async fn entries_beyond_tokens_max_lifetime_are_refused_by_check_config_and_at_r
     };
     let (out, _) = check(&[&good]);
     assert!(out.status.success(), "check-config: {out:?}");
-    for bad in [&forever, &far] {
+    for bad in [&forever, &far, &postdated] {
         let (out, file) = check(&[&good, bad]);
         assert_eq!(out.status.code(), Some(2), "{}: {out:?}", bad.name);
         let line = out

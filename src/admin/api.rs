@@ -21,6 +21,7 @@ use super::AdminState;
 use crate::auth::{parse_authorization, AuthError, Caller};
 use crate::config::WebhookEvent;
 use crate::store::manage::{self, NewToken, Patch};
+use crate::store::rotation::{self, RegenerateRequest};
 use crate::store::{ChangeError, StoreError};
 use crate::token::{Permission, Secret, Token};
 
@@ -44,6 +45,7 @@ pub fn routes(state: AdminState) -> Router<AdminState> {
         .route("/api/v1/tokens/{id}/regenerate", post(regenerate))
         .route("/api/v1/reload", post(reload))
         .merge(super::usage::routes())
+        .merge(super::trust::routes())
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .route_layer(axum::middleware::from_fn_with_state(state, require_manager))
 }
@@ -147,9 +149,9 @@ async fn require_manager(State(s): State<AdminState>, mut req: Request, next: Ne
 }
 
 /// The request body, or a JSON error (e.g. 413 over the size limit).
-type Body = Result<Bytes, BytesRejection>;
+pub(super) type Body = Result<Bytes, BytesRejection>;
 
-fn parse_body<T: DeserializeOwned>(body: &Body) -> ApiResult<T> {
+pub(super) fn parse_body<T: DeserializeOwned>(body: &Body) -> ApiResult<T> {
     let body = match body {
         Ok(b) => b,
         Err(rejection) => {
@@ -342,7 +344,12 @@ async fn modify(
     if let Some(name) = &patch.name {
         check_name_free(&s, name, Some(&current.id))?;
     }
-    let t = manage::apply_patch(&current, patch)?;
+    let mut t = manage::apply_patch(&current, patch)?;
+    if t.previous.is_some() && !s.verifier.rotation.previous_usable(&current, Utc::now()) {
+        // Retired here (its database write may still be on its way): a change must not bring
+        // the previous secret back under a new generation.
+        t.previous = None;
+    }
     within(&s, &actor, &current)?;
     within(&s, &actor, &t)?;
     database.update(&t, current.generation).await?;
@@ -355,7 +362,18 @@ async fn regenerate(
     State(s): State<AdminState>,
     Extension(actor): Extension<Actor>,
     Path(id): Path<String>,
+    body: Body,
 ) -> ApiResult<Response> {
+    // The body is optional: none (or empty) regenerates without an overlap.
+    let req: RegenerateRequest = match &body {
+        Ok(b) if b.is_empty() => RegenerateRequest::default(),
+        _ => parse_body(&body)?,
+    };
+    let overlap = req
+        .overlap
+        .as_deref()
+        .map(|o| rotation::parse_overlap(o, s.max_overlap, s.max_lifetime))
+        .transpose()?;
     let current = find(&s, &id)?;
     writable(&current)?;
     within(&s, &actor, &current)?;
@@ -363,11 +381,26 @@ async fn regenerate(
     let params = s.hashing;
     let cur = current.clone();
     let max = s.max_lifetime;
-    let (t, secret) = blocking(move || manage::regenerate(&cur, &params, Utc::now(), max)).await?;
+    let now = Utc::now();
+    let (t, secret) = blocking(move || manage::regenerate(&cur, &params, now, max)).await?;
+    let t = match overlap {
+        Some(o) => rotation::with_overlap(&current, t, o, now),
+        None => t,
+    };
     database.update(&t, current.generation).await?;
     apply(&s).await?;
     audit(&actor, "token.regenerate", &t);
     super::usage::notify(&s, WebhookEvent::Regenerated, &t, &actor.0);
+    if let Some(p) = &t.previous {
+        tracing::info!(
+            target: "audit",
+            action = "token.overlap",
+            token_id = &*t.id,
+            token_name = &*t.name,
+            previous_valid_until = %p.valid_until.to_rfc3339(),
+            "previous secret kept until the overlap ends"
+        );
+    }
     Ok(created(&s, &t, &secret, StatusCode::OK))
 }
 

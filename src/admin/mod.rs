@@ -4,6 +4,7 @@
 
 pub mod api;
 mod error;
+mod trust;
 pub mod ui;
 mod usage;
 
@@ -37,6 +38,8 @@ pub struct AdminState {
     pub default_rate_limit: RateLimitRule,
     /// `tokens.max_lifetime`: the latest expiry a created or regenerated token may have.
     pub max_lifetime: Option<std::time::Duration>,
+    /// `tokens.max_overlap`: the longest overlap a regeneration may keep the old secret for.
+    pub max_overlap: std::time::Duration,
     /// `trusted_proxies`: behind one of them, a manager token's allowlist and the budgets
     /// key on the client `X-Forwarded-For` names, as on the proxy.
     pub trusted_proxies: Arc<crate::config::TrustedProxies>,
@@ -46,6 +49,8 @@ pub struct AdminState {
     pub usage: Option<Arc<crate::usage::Ledger>>,
     /// Webhooks of token changes (`None`: none configured).
     pub webhooks: Option<Arc<crate::webhook::Webhooks>>,
+    /// Trusted publishing, when `oidc.enabled` (the trust-policy routes answer 409 otherwise).
+    pub oidc: Option<Arc<crate::oidc::Oidc>>,
 }
 
 /// Every admin route.

@@ -17,6 +17,11 @@
 //! A cached verification counts only while the snapshot still holds that id with that
 //! generation, so revocation, regeneration and rights changes act on the next request; the
 //! disabled flag, the expiry and the client allowlist are read from the snapshot's record after every verification.
+//! A token regenerated with an overlap also accepts its previous secret while
+//! [`super::rotation::Rotation`] says it is usable: a credential is checked against the
+//! current hash, then the previous one (in the same argon2 job, for one budget), and the
+//! cache remembers which of the two it proved, so a previous secret retired or past its
+//! deadline is refused on the next request, cached or not.
 //! Concurrent misses for one credential share one argon2 run (`try_get_with`); failures are
 //! remembered briefly so a replayed wrong secret costs no argon2.
 //!
@@ -30,6 +35,8 @@ use chrono::{DateTime, Utc};
 use moka::future::Cache;
 use tokio::sync::Semaphore;
 
+use super::argon2_pool::Argon2Pool;
+use super::rotation::Rotation;
 use super::Presented;
 use crate::config::Config;
 use crate::metrics::METRICS;
@@ -111,6 +118,17 @@ impl Caller {
 struct Verified {
     id: Arc<str>,
     generation: u64,
+    /// The credential is the record's previous secret (overlapping rotation).
+    previous: bool,
+}
+
+/// A verified token, and which of its secrets proved it.
+#[derive(Debug, Clone)]
+pub struct Authenticated {
+    /// The token.
+    pub token: Arc<Token>,
+    /// The credential was the token's previous secret (a regeneration's overlap).
+    pub previous_secret: bool,
 }
 
 /// Verifies credentials against a snapshot.
@@ -128,6 +146,8 @@ pub struct Verifier {
     attempts: Option<Attempts>,
     /// What an unknown id or name is verified against (same parameters as real hashes).
     dummy: Option<Arc<Token>>,
+    /// Previous secrets of overlapping rotations: which are retired, and when used.
+    pub rotation: Rotation,
 }
 
 struct Attempts {
@@ -169,6 +189,7 @@ impl Verifier {
                 _ => None,
             },
             dummy: dummy_token(config).map(Arc::new),
+            rotation: Rotation::new(config.tokens.rotation_overlap_ends),
         }
     }
 
@@ -201,9 +222,6 @@ impl Verifier {
     }
 
     /// Returns the token `presented` proves, as of `now`.
-    ///
-    /// The cache hit is the hot path and stays inline; everything else (a miss, argon2, a
-    /// stale entry) is a boxed future, so callers' futures stay small.
     pub async fn authenticate(
         &self,
         presented: &Presented,
@@ -211,6 +229,23 @@ impl Verifier {
         now: DateTime<Utc>,
         caller: Caller,
     ) -> Result<Arc<Token>, AuthError> {
+        self.authenticate_detailed(presented, snapshot, now, caller)
+            .await
+            .map(|a| a.token)
+    }
+
+    /// Returns the token `presented` proves, as of `now`, and whether it was its previous
+    /// secret.
+    ///
+    /// The cache hit is the hot path and stays inline; everything else (a miss, argon2, a
+    /// stale entry) is a boxed future, so callers' futures stay small.
+    pub async fn authenticate_detailed(
+        &self,
+        presented: &Presented,
+        snapshot: &Snapshot,
+        now: DateTime<Utc>,
+        caller: Caller,
+    ) -> Result<Authenticated, AuthError> {
         let record = match presented {
             Presented::Token { id, .. } => snapshot.by_id(id),
             Presented::Named { name, .. } => snapshot.by_name(name),
@@ -224,7 +259,12 @@ impl Verifier {
         if let Some(v) = self.positive.get(&digest).await {
             if v.generation == record.generation && v.id == record.id {
                 METRICS.cache_hits.inc();
-                return check_usable(record.clone(), now, caller.addr);
+                let result = self.finish(record.clone(), v.previous, now, caller.addr);
+                if v.previous && matches!(result, Err(AuthError::WrongSecret)) {
+                    // A previous secret that died: forget it, so it costs nothing again.
+                    Box::pin(self.forget_dead_previous(digest, record.generation)).await;
+                }
+                return result;
             }
         }
         Box::pin(self.authenticate_slow(presented, record.clone(), digest, now, caller)).await
@@ -236,17 +276,17 @@ impl Verifier {
         presented: &Presented,
         digest: [u8; 32],
         caller: Caller,
-    ) -> Result<Arc<Token>, AuthError> {
+    ) -> Result<Authenticated, AuthError> {
         METRICS.cache_misses.inc();
         if self.negative.get(&digest).await == Some(UNKNOWN_GENERATION) {
             return Err(AuthError::Unknown);
         }
         self.spend_attempt(&caller, presented.who())?;
         let result = match &self.dummy {
-            Some(dummy) => {
-                self.run_argon2(presented.secret().clone(), dummy.clone())
-                    .await
-            }
+            Some(dummy) => self
+                .run_argon2(presented.secret().clone(), dummy.clone(), false)
+                .await
+                .map(|_| ()),
             None => Err(AuthError::WrongSecret),
         };
         match result {
@@ -266,7 +306,7 @@ impl Verifier {
         digest: [u8; 32],
         now: DateTime<Utc>,
         caller: Caller,
-    ) -> Result<Arc<Token>, AuthError> {
+    ) -> Result<Authenticated, AuthError> {
         let current = |v: &Verified| v.generation == record.generation && v.id == record.id;
 
         // Two rounds at most: a stale entry (another generation) is dropped and verified afresh.
@@ -274,7 +314,11 @@ impl Verifier {
             match self.positive.get(&digest).await {
                 Some(v) if current(&v) => {
                     METRICS.cache_hits.inc();
-                    return check_usable(record, now, caller.addr);
+                    let result = self.finish(record.clone(), v.previous, now, caller.addr);
+                    if v.previous && matches!(result, Err(AuthError::WrongSecret)) {
+                        self.forget_dead_previous(digest, record.generation).await;
+                    }
+                    return result;
                 }
                 Some(_) => self.positive.invalidate(&digest).await,
                 None => {}
@@ -285,30 +329,38 @@ impl Verifier {
             }
             let secret = presented.secret().clone();
             let rec = record.clone();
+            let with_previous = self.rotation.previous_usable(&record, now);
             let verified = self
                 .positive
                 .try_get_with(digest, async move {
                     self.spend_attempt(&caller, presented.who())?;
                     let started = Instant::now();
-                    let result = self.run_argon2(secret, rec.clone()).await;
+                    let result = self.run_argon2(secret, rec.clone(), with_previous).await;
                     METRICS
                         .verification_duration
                         .observe(started.elapsed().as_secs_f64());
                     let label = match &result {
-                        Ok(()) => "ok",
+                        Ok(_) => "ok",
                         Err(AuthError::WrongSecret) => "wrong_secret",
                         Err(AuthError::Busy) => "busy",
                         Err(_) => "error",
                     };
                     METRICS.verifications.with_label_values(&[label]).inc();
-                    result.map(|()| Verified {
+                    result.map(|previous| Verified {
                         id: rec.id.clone(),
                         generation: rec.generation,
+                        previous,
                     })
                 })
                 .await;
             match verified {
-                Ok(v) if current(&v) => return check_usable(record, now, caller.addr),
+                Ok(v) if current(&v) => {
+                    let result = self.finish(record.clone(), v.previous, now, caller.addr);
+                    if v.previous && matches!(result, Err(AuthError::WrongSecret)) {
+                        self.forget_dead_previous(digest, record.generation).await;
+                    }
+                    return result;
+                }
                 // Another request cached a verification of an older record: drop it, go again.
                 Ok(_) => continue,
                 Err(e) => {
@@ -322,94 +374,68 @@ impl Verifier {
         Err(AuthError::Unknown)
     }
 
+    /// Checks a verified credential against the record's state at `now` (a previous secret
+    /// must still be usable), and notes which secret was used: the current one retires the
+    /// previous one when overlaps end at first use.
+    fn finish(
+        &self,
+        record: Arc<Token>,
+        previous: bool,
+        now: DateTime<Utc>,
+        client: Option<std::net::IpAddr>,
+    ) -> Result<Authenticated, AuthError> {
+        if previous && !self.rotation.previous_usable(&record, now) {
+            if record.previous.is_some() {
+                // Past its deadline: the control plane's sweep may not have run yet.
+                self.rotation
+                    .retire(&record, super::rotation::RetireReason::Deadline);
+            }
+            return Err(AuthError::WrongSecret);
+        }
+        let token = check_usable(record, now, client)?;
+        if previous {
+            self.rotation.previous_used(&token, now);
+        } else {
+            self.rotation.current_used(&token);
+        }
+        Ok(Authenticated {
+            token,
+            previous_secret: previous,
+        })
+    }
+
+    /// A cached verification of a previous secret that is no longer usable: dropped, and
+    /// remembered as wrong for this generation.
+    async fn forget_dead_previous(&self, digest: [u8; 32], generation: u64) {
+        self.positive.invalidate(&digest).await;
+        self.negative.insert(digest, generation).await;
+    }
+
+    /// Verifies `secret` against the record's hash, then, with `with_previous`, against its
+    /// previous secret's hash; `Ok(true)` when it is the previous secret.
     async fn run_argon2(
         &self,
         secret: crate::token::Secret,
         record: Arc<Token>,
-    ) -> Result<(), AuthError> {
+        with_previous: bool,
+    ) -> Result<bool, AuthError> {
         let _admitted = self
             .admission
             .clone()
             .try_acquire_owned()
             .map_err(|_| AuthError::Busy)?;
-        let ok = self
+        let matched = self
             .pool
-            .run(move || verify_secret(secret.expose(), &record.hash))
+            .run(move || {
+                if verify_secret(secret.expose(), &record.hash) {
+                    return Some(false);
+                }
+                let previous = record.previous.as_ref().filter(|_| with_previous)?;
+                verify_secret(secret.expose(), &previous.hash).then_some(true)
+            })
             .await
             .ok_or(AuthError::Internal)?;
-        if ok {
-            Ok(())
-        } else {
-            Err(AuthError::WrongSecret)
-        }
-    }
-}
-
-type Job = Box<dyn FnOnce() + Send>;
-
-/// A fixed set of threads for argon2, started at a lower CPU priority (a higher nice value)
-/// so that under contention the proxy's threads get the cores first. Jobs wait in a channel;
-/// the threads end when the pool is dropped.
-struct Argon2Pool {
-    jobs: std::sync::mpsc::Sender<Job>,
-}
-
-impl Argon2Pool {
-    fn start(threads: usize, nice: i32) -> Self {
-        let (jobs, rx) = std::sync::mpsc::channel::<Job>();
-        let rx = Arc::new(std::sync::Mutex::new(rx));
-        for i in 0..threads.max(1) {
-            let rx = rx.clone();
-            let spawned = std::thread::Builder::new()
-                .name(format!("tollgate-argon2-{i}"))
-                .spawn(move || {
-                    lower_priority(nice);
-                    loop {
-                        let job = match rx.lock() {
-                            Ok(rx) => rx.recv(),
-                            Err(p) => p.into_inner().recv(),
-                        };
-                        match job {
-                            // A panicking job drops its answer (the caller gets `Internal`);
-                            // the thread stays, so the pool never shrinks.
-                            Ok(job) => {
-                                if std::panic::catch_unwind(std::panic::AssertUnwindSafe(job))
-                                    .is_err()
-                                {
-                                    tracing::error!("an argon2 verification panicked");
-                                }
-                            }
-                            Err(_) => return,
-                        }
-                    }
-                });
-            if let Err(e) = spawned {
-                tracing::error!(error = %e, "cannot start an argon2 thread");
-            }
-        }
-        Argon2Pool { jobs }
-    }
-
-    /// Runs `f` on a pool thread; `None` if it could not run (no thread, or it panicked).
-    async fn run<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> Option<T> {
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        self.jobs
-            .send(Box::new(move || {
-                let _ = tx.send(f());
-            }))
-            .ok()?;
-        rx.await.ok()
-    }
-}
-
-/// Lowers the calling thread's CPU priority to `nice` (Linux: `setpriority` on a thread id
-/// applies to that thread only). Best effort: a failure leaves the default priority.
-fn lower_priority(nice: i32) {
-    if nice <= 0 {
-        return;
-    }
-    if !crate::sys::set_thread_nice(nice) {
-        tracing::debug!(nice, "could not lower the argon2 thread priority");
+        matched.ok_or(AuthError::WrongSecret)
     }
 }
 
@@ -434,6 +460,7 @@ fn dummy_token(config: &Config) -> Option<Token> {
         rate_limit: None,
         disabled: false,
         allowed_ips: Default::default(),
+        previous: None,
         generation: UNKNOWN_GENERATION,
         source: crate::token::Source::Bootstrap,
     })

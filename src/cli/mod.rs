@@ -2,6 +2,7 @@
 //! `check-config` validates without changing anything; `token` is in [`token`].
 
 mod token;
+mod trust;
 mod usage;
 
 use std::path::{Path, PathBuf};
@@ -41,6 +42,9 @@ pub enum Command {
     Token(TokenCommand),
     /// Which tokens fetched a path, when, how often, from how many addresses (the usage ledger).
     Usage(usage::UsageArgs),
+    /// Trust policies of trusted publishing (OIDC job tokens exchanged for minted tokens).
+    #[command(subcommand)]
+    TrustPolicy(trust::TrustCommand),
 }
 
 /// Flags of `serve`; they override the file and the environment.
@@ -74,8 +78,10 @@ pub enum TokenCommand {
     Show(TargetArgs),
     /// Revoke (delete) a database token; effective at once.
     Revoke(TargetArgs),
-    /// Give a database token a new secret; the old one stops working at once. Prints the token once.
-    Regenerate(TargetArgs),
+    /// Give a database token a new secret; the old one stops working at once, or with
+    /// `--overlap 24h` keeps working until then (or until the new one is first used, see
+    /// `tokens.rotation_overlap_ends`). Prints the token once.
+    Regenerate(RegenerateArgs),
     /// Rename a database token.
     Rename(RenameArgs),
     /// Change description, permission, routes or rate limit of a database token.
@@ -112,6 +118,21 @@ pub struct OutputArgs {
 pub struct TargetArgs {
     /// The token's id or name.
     pub token: String,
+    /// table or json.
+    #[arg(long, short = 'o', value_enum, default_value_t = Output::Table)]
+    pub output: Output,
+}
+
+/// Flags of `token regenerate`.
+#[derive(Debug, Args)]
+pub struct RegenerateArgs {
+    /// The token's id or name.
+    pub token: String,
+    /// Keep the old secret working this long (`24h`, `7d`; at most `tokens.max_overlap`),
+    /// or until the new secret is first used when `tokens.rotation_overlap_ends` is
+    /// `first_use` (the default).
+    #[arg(long)]
+    pub overlap: Option<String>,
     /// table or json.
     #[arg(long, short = 'o', value_enum, default_value_t = Output::Table)]
     pub output: Output,
@@ -231,6 +252,7 @@ pub fn run(cli: Cli) -> i32 {
         Command::Token(TokenCommand::Usage(args)) => usage::token_usage(config, args),
         Command::Token(cmd) => token::run(config, cmd),
         Command::Usage(args) => usage::path_usage(config, args),
+        Command::TrustPolicy(cmd) => trust::run(config, cmd),
     };
     match result {
         Ok(()) => 0,
@@ -359,6 +381,7 @@ fn bootstrap_token(spec: &str, params: &HashParams) -> anyhow::Result<Token> {
         rate_limit: None,
         disabled: false,
         allowed_ips: Default::default(),
+        previous: None,
         generation: 1,
         source: Source::Bootstrap,
     })

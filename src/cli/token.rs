@@ -10,7 +10,8 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 use super::{
-    load_config, runtime, ModifyArgs, NewTokenArgs, Output, RenameArgs, TargetArgs, TokenCommand,
+    load_config, runtime, ModifyArgs, NewTokenArgs, Output, RegenerateArgs, RenameArgs, TargetArgs,
+    TokenCommand,
 };
 use crate::app::refused;
 use crate::config::{Config, Overrides};
@@ -21,7 +22,7 @@ use crate::token::{
     route_specs, Access, AllowedIps, Permission, RateLimitRule, RouteSpec, Secret, Token,
 };
 
-fn parse_route(s: &str) -> anyhow::Result<RouteSpec> {
+pub(super) fn parse_route(s: &str) -> anyhow::Result<RouteSpec> {
     let (path, access) = s
         .rsplit_once('=')
         .ok_or_else(|| anyhow!("--route {s:?} must be PATH=ACCESS, e.g. /p2/acme/*=read"))?;
@@ -210,8 +211,16 @@ fn print_tokens(
                     .unwrap_or_else(|| "-".into())
             };
             println!(
-                "{:<12}  {:<24}  {:<10}  {:<8}  {:<8}  {:<16}  {:<16}  {:<18}  ROUTES",
-                "ID", "NAME", "PERMISSION", "SOURCE", "STATE", "EXPIRES", "LAST USED", "CLIENTS"
+                "{:<12}  {:<24}  {:<10}  {:<8}  {:<8}  {:<16}  {:<16}  {:<18}  {:<16}  ROUTES",
+                "ID",
+                "NAME",
+                "PERMISSION",
+                "SOURCE",
+                "STATE",
+                "EXPIRES",
+                "LAST USED",
+                "CLIENTS",
+                "PREVIOUS UNTIL"
             );
             for t in tokens {
                 let expires = match t.expires_at {
@@ -224,7 +233,7 @@ fn print_tokens(
                     .map(|r| format!("{}={}", r.pattern.as_str(), r.access.as_str()))
                     .collect();
                 println!(
-                    "{:<12}  {:<24}  {:<10}  {:<8}  {:<8}  {:<16}  {:<16}  {:<18}  {}",
+                    "{:<12}  {:<24}  {:<10}  {:<8}  {:<8}  {:<16}  {:<16}  {:<18}  {:<16}  {}",
                     t.id,
                     t.name,
                     t.permission.as_str(),
@@ -237,6 +246,8 @@ fn print_tokens(
                     } else {
                         t.allowed_ips.to_string()
                     },
+                    // The previous secret of an overlapping rotation: valid until then.
+                    day(t.live_previous(now).map(|p| p.valid_until)),
                     if routes.is_empty() {
                         "*".to_string()
                     } else {
@@ -340,15 +351,31 @@ async fn db_command(config: &Config, db: &Database, cmd: TokenCommand) -> anyhow
             audit_cli("token.revoke", &t);
             eprintln!("revoked {} ({})", t.name, t.id);
         }
-        TokenCommand::Regenerate(TargetArgs { token, output }) => {
+        TokenCommand::Regenerate(RegenerateArgs {
+            token,
+            overlap,
+            output,
+        }) => {
+            let overlap = overlap
+                .as_deref()
+                .map(|o| {
+                    crate::store::rotation::parse_overlap(
+                        o,
+                        config.tokens.max_overlap,
+                        config.tokens.max_lifetime,
+                    )
+                })
+                .transpose()
+                .map_err(|e| anyhow!(e))?;
             let current = db.find(&token).await?;
-            let (t, secret) = manage::regenerate(
-                &current,
-                &config.hashing,
-                Utc::now(),
-                config.tokens.max_lifetime,
-            )
-            .map_err(|e| anyhow!(e))?;
+            let now = Utc::now();
+            let (t, secret) =
+                manage::regenerate(&current, &config.hashing, now, config.tokens.max_lifetime)
+                    .map_err(|e| anyhow!(e))?;
+            let t = match overlap {
+                Some(o) => crate::store::rotation::with_overlap(&current, t, o, now),
+                None => t,
+            };
             db.update(&t, current.generation).await?;
             audit_cli("token.regenerate", &t);
             one(&t, output);

@@ -39,6 +39,7 @@ const TOP_LEVEL: &[&str] = &[
     "trusted_proxies",
     "usage",
     "webhooks",
+    "listen_proxy_protocol",
 ];
 
 /// Values given on the command line, as `(dotted.field, value)` pairs with the flag's name.
@@ -215,6 +216,14 @@ fn build(col: &mut Collector, root: Value) -> Config {
         crate::net::TrustedProxies::default(),
         trusted_proxies,
     );
+    let listen_proxy_protocol: bool = top.take("listen_proxy_protocol", false);
+    if listen_proxy_protocol && trusted_proxies.is_empty() {
+        let f = top.field("listen_proxy_protocol");
+        top.collector().error(
+            &f,
+            "needs trusted_proxies: only connections from those peers are read for a PROXY header",
+        );
+    }
     let shutdown_grace = top.section("shutdown", build_shutdown);
     let tls_given = !matches!(top.peek("tls"), None | Some(Value::Null));
     let tls = top.section("tls", |s| build_tls(s, tls_given));
@@ -227,6 +236,15 @@ fn build(col: &mut Collector, root: Value) -> Config {
     let log = top.section("log", build_log);
     let usage = top.section("usage", super::usage::build_usage);
     let webhooks = super::usage::build_webhooks(&mut top);
+    let oidc = top.section("oidc", super::oidc::build_oidc);
+    if oidc.enabled && tokens.database.is_none() {
+        let f = top.field("oidc.enabled");
+        top.collector().error(
+            &f,
+            "trusted publishing needs the token database (tokens.database): minted tokens and \
+             used job-token ids live there",
+        );
+    }
     top.finish();
     Config {
         source,
@@ -255,6 +273,8 @@ fn build(col: &mut Collector, root: Value) -> Config {
         trusted_proxies,
         usage,
         webhooks,
+        listen_proxy_protocol,
+        oidc,
     }
 }
 

@@ -5,6 +5,7 @@
 mod database_url;
 mod fields;
 mod load;
+mod oidc;
 mod sections;
 #[cfg(test)]
 pub(crate) mod testing;
@@ -21,6 +22,7 @@ pub use crate::token::HashParams;
 pub use database_url::{backend_of, redact_url, Backend};
 pub use fields::{ConfigError, ConfigErrors, Origins};
 pub use load::{load, load_text, Overrides, DEFAULT_CONFIG_PATH};
+pub use oidc::{fetchable_url, OidcConfig, TrustPolicy, LIFETIME_CEILING};
 pub use usage::{UsageConfig, WebhookConfig, WebhookEvent, WebhookSecret};
 
 /// The package store Tollgate forwards to.
@@ -74,6 +76,32 @@ pub struct TokensConfig {
     /// that expires later, or never, is refused, and so is a token-file entry that does.
     /// `None` (`none`, the default): no limit.
     pub max_lifetime: Option<Duration>,
+    /// When the previous secret of a token regenerated with an overlap stops working
+    /// (`tokens.rotation_overlap_ends`): at the first use of the new secret, or only at the
+    /// overlap's deadline.
+    pub rotation_overlap_ends: OverlapEnds,
+    /// The longest overlap a regeneration may ask for (`tokens.max_overlap`, default 30d).
+    pub max_overlap: Duration,
+}
+
+/// When the previous secret of a token regenerated with an overlap stops working.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OverlapEnds {
+    /// At the first use of the new secret, or at the deadline, whichever comes first.
+    #[default]
+    FirstUse,
+    /// Only at the deadline: both secrets work until then.
+    Deadline,
+}
+
+impl OverlapEnds {
+    /// The configuration word (`first_use`, `deadline`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OverlapEnds::FirstUse => "first_use",
+            OverlapEnds::Deadline => "deadline",
+        }
+    }
 }
 
 impl std::fmt::Debug for TokensConfig {
@@ -86,6 +114,8 @@ impl std::fmt::Debug for TokensConfig {
             .field("identity_headers", &self.identity_headers)
             .field("token_usernames", &self.token_usernames)
             .field("max_lifetime", &self.max_lifetime)
+            .field("rotation_overlap_ends", &self.rotation_overlap_ends)
+            .field("max_overlap", &self.max_overlap)
             .finish()
     }
 }
@@ -235,4 +265,10 @@ pub struct Config {
     pub usage: UsageConfig,
     /// Webhooks notified of token events.
     pub webhooks: Vec<WebhookConfig>,
+    /// Connections to `listen` from a `trusted_proxies` peer start with a PROXY protocol v1 or
+    /// v2 header, whose source address is the client's (`listen_proxy_protocol`; default
+    /// false). The TLS listener never reads one.
+    pub listen_proxy_protocol: bool,
+    /// Trusted publishing (`oidc:`): the exchange endpoint and the trust policies of the file.
+    pub oidc: OidcConfig,
 }

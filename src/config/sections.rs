@@ -129,6 +129,26 @@ pub(super) fn build_tokens(s: &mut Section<'_>) -> TokensConfig {
             d => Ok(Some(d)),
         }
     });
+    let rotation_overlap_ends = s.take_with(
+        "rotation_overlap_ends",
+        super::OverlapEnds::FirstUse,
+        |v| match as_string(v)?.as_str() {
+            "first_use" => Ok(super::OverlapEnds::FirstUse),
+            "deadline" => Ok(super::OverlapEnds::Deadline),
+            other => Err(format!("{other:?} is not first_use or deadline")),
+        },
+    );
+    let max_overlap =
+        s.take_with(
+            "max_overlap",
+            Duration::from_secs(30 * 86_400),
+            |v| match as_duration(v)? {
+                d if d < Duration::from_secs(1) || d > Duration::from_secs(366 * 86_400) => {
+                    Err("must be between 1s and 366d".to_string())
+                }
+                d => Ok(d),
+            },
+        );
     TokensConfig {
         files,
         files_defaulted,
@@ -137,6 +157,8 @@ pub(super) fn build_tokens(s: &mut Section<'_>) -> TokensConfig {
         identity_headers,
         token_usernames,
         max_lifetime,
+        rotation_overlap_ends,
+        max_overlap,
     }
 }
 

@@ -1,6 +1,8 @@
 //! [`Guarded`]: the [`ServerApp`] in front of pingora's HTTP application that admits each
 //! connection against the [`Limits`] and, for HTTP/1, reads every request head under the
-//! header and keep-alive deadlines before pingora sees it.
+//! header and keep-alive deadlines before pingora sees it. With `listen_proxy_protocol`, a
+//! plain connection from a trusted proxy first gives its PROXY header (`super::proxy_protocol`),
+//! and is admitted and served as from the client it names.
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -15,6 +17,8 @@ use pingora::server::ShutdownWatch;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::limits::Limits;
+use super::proxy_protocol;
+use crate::config::TrustedProxies;
 
 /// Pingora refuses a request head longer than this (its `MAX_HEADER_SIZE`); past it the bytes
 /// go to pingora, which answers 400.
@@ -80,10 +84,14 @@ async fn read_head(
     idle: Option<Duration>,
     header_timeout: Duration,
     watch: &mut ShutdownWatch,
+    mut buf: BytesMut,
 ) -> Head {
-    let mut buf = BytesMut::with_capacity(4096);
+    // Bytes already read (after a PROXY header) may hold the whole head.
+    if !buf.is_empty() && (head_complete(&buf, 0) || buf.len() > MAX_HEAD) {
+        return Head::Read(buf);
+    }
+    let mut scanned = buf.len();
     let mut deadline = Instant::now() + idle.unwrap_or(header_timeout);
-    let mut scanned = 0;
     loop {
         if buf.capacity() - buf.len() < 1024 {
             buf.reserve(4096);
@@ -142,6 +150,9 @@ fn whole_secs(d: Duration) -> u64 {
 pub struct Guarded<A> {
     pub(super) inner: Arc<A>,
     pub(super) limits: Arc<Limits>,
+    /// With `listen_proxy_protocol`: the peers whose plain connections start with a PROXY
+    /// header.
+    pub(super) proxy_protocol: Option<TrustedProxies>,
 }
 
 impl<A> Guarded<A>
@@ -149,39 +160,44 @@ where
     A: HttpServerApp + Send + Sync + 'static,
 {
     /// The HTTP/1 keep-alive loop under the deadlines.
-    async fn serve_http1(&self, mut stream: Stream, shutdown: &ShutdownWatch) {
+    async fn serve_http1(&self, mut stream: Stream, shutdown: &ShutdownWatch, early: BytesMut) {
         let limits = &self.limits;
         let mut watch = shutdown.clone();
         let mut persisted: Option<HttpPersistentSettings> = None;
         let mut first = true;
+        let mut early = Some(early);
         loop {
             let idle = (!first).then_some(limits.keepalive_timeout);
-            let head = match read_head(&mut stream, idle, limits.header_timeout, &mut watch).await {
-                Head::Read(head) => head,
-                Head::Closed | Head::Shutdown => return,
-                Head::Idle => {
-                    limits.keepalive_timeouts.inc();
-                    return;
-                }
-                Head::TimedOut { partial } => {
-                    limits.header_timeouts.inc();
-                    tracing::debug!(partial, "request head not complete within header_timeout");
-                    if partial {
-                        let message = format!(
-                            "the request head did not arrive within {}",
-                            humantime::format_duration(limits.header_timeout)
-                        );
-                        answer_and_close(
-                            stream,
-                            "408 Request Timeout",
-                            "request_timeout",
-                            &message,
-                        )
-                        .await;
+            let buf = early
+                .take()
+                .unwrap_or_else(|| BytesMut::with_capacity(4096));
+            let head =
+                match read_head(&mut stream, idle, limits.header_timeout, &mut watch, buf).await {
+                    Head::Read(head) => head,
+                    Head::Closed | Head::Shutdown => return,
+                    Head::Idle => {
+                        limits.keepalive_timeouts.inc();
+                        return;
                     }
-                    return;
-                }
-            };
+                    Head::TimedOut { partial } => {
+                        limits.header_timeouts.inc();
+                        tracing::debug!(partial, "request head not complete within header_timeout");
+                        if partial {
+                            let message = format!(
+                                "the request head did not arrive within {}",
+                                humantime::format_duration(limits.header_timeout)
+                            );
+                            answer_and_close(
+                                stream,
+                                "408 Request Timeout",
+                                "request_timeout",
+                                &message,
+                            )
+                            .await;
+                        }
+                        return;
+                    }
+                };
             let mut session = ServerSession::new_http1(stream);
             match persisted.take() {
                 Some(p) => p.apply_to_session(&mut session),
@@ -232,7 +248,40 @@ where
                 stream.selected_alpn_proto(),
                 Some(ALPN::H2) | Some(ALPN::Custom(_))
             );
-        let ip = peer_ip(&stream);
+        let mut stream = stream;
+        let mut ip = peer_ip(&stream);
+        let mut early = BytesMut::new();
+        let proxied = match &self.proxy_protocol {
+            // Only plain HTTP/1 connections (a TLS connection was handshaken before this).
+            Some(trusted) if !pingora_handles && stream.get_ssl_digest().is_none() => {
+                ip.is_some_and(|ip| trusted.trusts(ip))
+            }
+            _ => false,
+        };
+        if proxied {
+            // Read before admission, so the caps count the client the header names (only
+            // trusted peers get here, and only for the header deadline).
+            let deadline = tokio::time::Instant::now() + self.limits.header_timeout;
+            match proxy_protocol::read_header(&mut stream, deadline).await {
+                Ok((source, rest)) => {
+                    if let Some(source) = source {
+                        let source =
+                            std::net::SocketAddr::new(source.ip().to_canonical(), source.port());
+                        proxy_protocol::set_client(&mut stream, source);
+                        ip = Some(source.ip());
+                    }
+                    early = rest;
+                }
+                Err(e) => {
+                    crate::metrics::METRICS
+                        .connections_refused
+                        .with_label_values(&["proxy_protocol"])
+                        .inc();
+                    tracing::debug!(peer = ?ip, reason = e.as_str(), "connection from a trusted proxy closed");
+                    return None;
+                }
+            }
+        }
         let _slot = match self.limits.admit(ip) {
             Ok(slot) => slot,
             Err(reason) => {
@@ -252,7 +301,7 @@ where
         if pingora_handles {
             return ServerApp::process_new(&self.inner, stream, shutdown).await;
         }
-        self.serve_http1(stream, shutdown).await;
+        self.serve_http1(stream, shutdown, early).await;
         None
     }
 

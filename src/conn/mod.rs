@@ -19,10 +19,11 @@
 //!   keep-alive timeout.
 //!
 //! [`limits`] holds the counters and the open-file limit; [`guarded`] the per-connection
-//! loop.
+//! loop; [`proxy_protocol`] the PROXY header of connections from trusted load balancers.
 
 mod guarded;
 mod limits;
+pub mod proxy_protocol;
 
 use std::sync::Arc;
 
@@ -40,10 +41,13 @@ pub use limits::{
 use crate::config::LimitsConfig;
 
 /// The proxy service with the connection limits in front of `proxy`.
+/// `proxy_protocol`: with `listen_proxy_protocol`, the trusted proxies whose plain connections
+/// start with a PROXY header.
 pub fn proxy_service<P>(
     conf: &Arc<ServerConf>,
     proxy: P,
     limits: Arc<Limits>,
+    proxy_protocol: Option<crate::config::TrustedProxies>,
 ) -> Service<Guarded<HttpProxy<P>>>
 where
     P: ProxyHttp + Send + Sync + 'static,
@@ -58,6 +62,7 @@ where
         Guarded {
             inner: Arc::new(app),
             limits,
+            proxy_protocol,
         },
     )
 }

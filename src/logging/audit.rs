@@ -54,6 +54,9 @@ pub struct Record<'a> {
     pub client: Option<IpAddr>,
     /// Time from the request head to the end of the response.
     pub duration: Duration,
+    /// The token's previous secret (a regeneration's overlap) was presented: the line gets
+    /// `"secret":"previous"`, so the log says when the old secret was last used.
+    pub previous_secret: bool,
 }
 
 struct Local {
@@ -105,6 +108,7 @@ fn write_through_tracing(r: &Record<'_>) {
         status = r.status,
         outcome = r.outcome,
         client = r.client.map(tracing::field::display),
+        secret = r.previous_secret.then_some("previous"),
         duration_ms = r.duration.as_secs_f64() * 1000.0,
     );
 }
@@ -144,6 +148,9 @@ fn format_json(buf: &mut Vec<u8>, date: &[u8; 19], micros: u32, r: &Record<'_>) 
         let mut ip_buf = [0u8; 48];
         buf.extend_from_slice(crate::net::format_ip(ip, &mut ip_buf));
         buf.push(b'"');
+    }
+    if r.previous_secret {
+        buf.extend_from_slice(b",\"secret\":\"previous\"");
     }
     // Milliseconds with microsecond precision.
     let micros = r.duration.as_micros().min(u64::MAX as u128) as u64;
@@ -222,6 +229,7 @@ mod tests {
             outcome: "ok",
             client,
             duration: Duration::from_micros(1_234_567),
+            previous_secret: false,
         }
     }
 
@@ -266,6 +274,13 @@ mod tests {
         assert_eq!(v["status"], 200);
         assert_eq!(v["client"], "10.20.30.40");
         assert_eq!(v["duration_ms"].as_f64(), Some(1234.567));
+        assert!(v.get("secret").is_none(), "the current secret: no key");
+        let previous = Record {
+            previous_secret: true,
+            ..record("ci", "/", Some(ip))
+        };
+        let v: Value = serde_json::from_str(&line(&previous, 1_764_639_000, 42)).unwrap();
+        assert_eq!(v["secret"], "previous");
     }
 
     #[test]

@@ -192,10 +192,29 @@ pub fn buffered(mut out: impl Write + Send + 'static, linger: Duration) -> (LogW
     )
 }
 
+/// pingora's records at debug and trace quote request heads (a head that fails to parse is
+/// logged whole, `Authorization` included): at those levels pingora's crates stay at `info`,
+/// unless the level names them itself (an explicit `pingora_core=debug` is the operator's call).
+fn with_pingora_capped(filter: EnvFilter, level: &str) -> EnvFilter {
+    let verbose = filter
+        .max_level_hint()
+        .is_some_and(|max| max > tracing::level_filters::LevelFilter::INFO);
+    if !verbose || level.contains("pingora") {
+        return filter;
+    }
+    ["pingora_core=info", "pingora_proxy=info", "pingora=info"]
+        .into_iter()
+        .filter_map(|d| d.parse().ok())
+        .fold(filter, EnvFilter::add_directive)
+}
+
 /// Installs the global subscriber (once; later calls are ignored). Keep the returned guard
 /// alive until exit: dropping it writes the last lines.
 pub fn init(config: &LogConfig) -> LogGuard {
-    let filter = EnvFilter::try_new(&config.level).unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter = with_pingora_capped(
+        EnvFilter::try_new(&config.level).unwrap_or_else(|_| EnvFilter::new("info")),
+        &config.level,
+    );
     let (writer, guard) = buffered(std::io::stdout(), LINGER);
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)

@@ -168,31 +168,33 @@ pub(super) fn empty_response() -> http::response::Parts {
 
 /// Client headers that never reach the upstream: Tollgate's own `X-Tollgate-*`, the
 /// forwarding headers it sets itself (`X-Forwarded-For` is appended to, not dropped), method
-/// overrides (a read token must not turn a GET into a DELETE at a store that honours them) and
-/// path overrides (`X-Original-URL`, `X-Rewrite-URL`: some frameworks route by them, past the
-/// path Tollgate checked). Names are compared with `_` read as `-`: WSGI and CGI stores map
-/// both to `_`, so `X_Tollgate_Token_Name` would arrive as the identity header.
+/// overrides (a read token must not turn a GET into a DELETE at a store that honours them),
+/// path overrides (`X-Original-URL`, `X-Forwarded-Uri`…: some frameworks route by them, past
+/// the path Tollgate checked), and the identity, client-address and scheme headers that
+/// authenticating proxies and CDNs set (`X-Remote-User`, `X-Forwarded-User`, `True-Client-IP`,
+/// `X-Forwarded-Protocol`…): a store behind Tollgate may trust one of them. Names are compared
+/// with `_` and `.` read as `-`: WSGI and CGI stores map them to `_`, so `X_Tollgate_Token_Name`
+/// would arrive as the identity header.
 fn is_reserved_header(name: &http::HeaderName) -> bool {
     let n = name.as_str().as_bytes();
-    // Every reserved name starts with `x` or `f` (names are lower case): most headers stop here.
-    if !matches!(n.first(), Some(b'x' | b'f')) || n.len() < 9 {
+    // Every reserved name starts with `x`, `f`, `r`, `t` or `c` (names are lower case) and has
+    // at least 9 bytes: most headers stop here.
+    if !matches!(n.first(), Some(b'x' | b'f' | b'r' | b't' | b'c')) || n.len() < 9 {
         return false;
     }
-    let mut buf = [0u8; 32];
+    let fold = |b: u8| if b == b'_' || b == b'.' { b'-' } else { b };
+    let mut buf = [0u8; 40];
     let Some(dst) = buf.get_mut(..n.len()) else {
-        return n.len() > 11
-            && n[..11]
-                .iter()
-                .map(|&b| if b == b'_' { b'-' } else { b })
-                .eq(*b"x-tollgate-");
+        return n.len() > 11 && n[..11].iter().map(|&b| fold(b)).eq(*b"x-tollgate-");
     };
     for (d, &b) in dst.iter_mut().zip(n) {
-        *d = if b == b'_' { b'-' } else { b };
+        *d = fold(b);
     }
     let folded: &[u8] = dst;
     folded.starts_with(b"x-tollgate-")
         || matches!(
             folded,
+            // Forwarding: Tollgate sets these itself.
             b"x-forwarded-host"
                 | b"x-forwarded-proto"
                 | b"x-forwarded-port"
@@ -202,13 +204,44 @@ fn is_reserved_header(name: &http::HeaderName) -> bool {
                 | b"x-forwarded-scheme"
                 | b"forwarded"
                 | b"x-real-ip"
+                // Scheme, as other proxies and frameworks spell it.
+                | b"x-forwarded-protocol"
+                | b"x-forwarded-https"
+                | b"x-url-scheme"
+                | b"front-end-https"
+                // The client's address, as CDNs and load balancers spell it.
+                | b"x-client-ip"
+                | b"true-client-ip"
+                | b"cf-connecting-ip"
+                | b"fastly-client-ip"
+                | b"x-cluster-client-ip"
+                | b"x-original-forwarded-for"
+                // Identity, as authenticating proxies (oauth2-proxy, Apache, nginx) pass it.
+                | b"x-remote-user"
+                | b"remote-user"
+                | b"x-remote-group"
+                | b"x-webauth-user"
+                | b"x-forwarded-user"
+                | b"x-forwarded-email"
+                | b"x-forwarded-groups"
+                | b"x-forwarded-preferred-username"
+                | b"x-auth-request-user"
+                | b"x-auth-request-email"
+                | b"x-auth-request-groups"
+                | b"x-auth-request-preferred-username"
+                // Method and path overrides.
                 | b"x-http-method-override"
                 | b"x-http-method"
                 | b"x-method-override"
                 | b"x-original-url"
                 | b"x-rewrite-url"
+                | b"x-original-uri"
+                | b"x-original-path"
+                | b"x-forwarded-uri"
+                | b"x-forwarded-path"
+                | b"x-envoy-original-path"
         )
-        // The underscore spelling of `X-Forwarded-For` (the dash one is appended to).
+        // Other spellings of `X-Forwarded-For` (the plain one is appended to).
         || (folded == b"x-forwarded-for" && n != b"x-forwarded-for")
 }
 
@@ -357,6 +390,23 @@ mod tests {
             "x-original-url",
             "x_original_url",
             "x-rewrite-url",
+            "x.tollgate.token.id",
+            "x-remote-user",
+            "remote-user",
+            "x-forwarded-user",
+            "x-auth-request-user",
+            "x-auth-request-preferred-username",
+            "x-client-ip",
+            "true-client-ip",
+            "cf-connecting-ip",
+            "x-cluster-client-ip",
+            "x-forwarded-protocol",
+            "x-url-scheme",
+            "front-end-https",
+            "x-forwarded-uri",
+            "x-original-path",
+            "x-envoy-original-path",
+            "x-forwarded-path",
         ];
         // Set by Tollgate itself: the client's value is replaced, never kept beside it.
         let replaced = [
@@ -370,6 +420,10 @@ mod tests {
             ("x-custom", "kept"),
             ("forwarded-by", "kept"),
             ("x-tollgate", "kept"),
+            ("remote-addr-x", "kept"),
+            ("content-type", "kept"),
+            ("cache-control", "kept"),
+            ("true-client", "kept"),
         ];
         let mut sent: Vec<(&str, &str)> = removed.iter().map(|n| (*n, "spoofed")).collect();
         sent.extend(replaced);

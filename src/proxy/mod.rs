@@ -17,6 +17,7 @@ mod cargo;
 mod failure;
 mod headers;
 mod limits;
+mod oidc;
 mod public;
 pub mod rate_headers;
 mod responses;
@@ -60,6 +61,8 @@ pub struct Ctx {
     /// says (set first thing in `request_filter`).
     client: Option<std::net::IpAddr>,
     token: Option<Arc<Token>>,
+    /// The token's previous secret was presented (a regeneration's overlap).
+    previous_secret: bool,
     outcome: &'static str,
     path: Option<String>,
     class: &'static str,
@@ -110,6 +113,8 @@ pub struct Proxy {
     trusted_proxies: TrustedProxies,
     /// The usage ledger, when there is one: every request made with a token is counted.
     usage: Option<Arc<crate::usage::Ledger>>,
+    /// Trusted publishing, when `oidc.enabled`: its exchange path is answered here.
+    oidc: Option<Arc<crate::oidc::Oidc>>,
 }
 
 impl Proxy {
@@ -140,12 +145,19 @@ impl Proxy {
             public: config.public.clone().into_boxed_slice(),
             trusted_proxies: config.trusted_proxies.clone(),
             usage: None,
+            oidc: None,
         }
     }
 
     /// Counts every request made with a token in `ledger`.
     pub fn with_usage(mut self, ledger: Option<Arc<crate::usage::Ledger>>) -> Self {
         self.usage = ledger;
+        self
+    }
+
+    /// Answers trusted-publishing exchanges at `oidc`'s exchange path.
+    pub fn with_oidc(mut self, oidc: Arc<crate::oidc::Oidc>) -> Self {
+        self.oidc = Some(oidc);
         self
     }
 
@@ -222,6 +234,7 @@ impl ProxyHttp for Proxy {
             started: Instant::now(),
             client: None,
             token: None,
+            previous_secret: false,
             outcome: "ok",
             path: None,
             class: "proxied",
@@ -251,6 +264,13 @@ impl ProxyHttp for Proxy {
             return self.refuse(session, ctx, Refusal::NotReady).await;
         }
         headers::fix_framing(session.req_header_mut());
+        if let Some(oidc) = &self.oidc {
+            // Before credentials: a job token is not a Tollgate token. The exact path only.
+            if session.req_header().uri.path() == oidc.exchange_path() {
+                let oidc = oidc.clone();
+                return Box::pin(self.oidc_exchange(session, ctx, &oidc)).await;
+            }
+        }
         let headers = &session.req_header().headers;
         let mut values = headers.get_all(AUTHORIZATION).iter();
         let first = values.next().map(|v| v.as_bytes());
@@ -276,10 +296,13 @@ impl ProxyHttp for Proxy {
                 let caller = Caller::proxy(ctx.client);
                 let token = match self
                     .verifier
-                    .authenticate(&presented, &snapshot, now, caller)
+                    .authenticate_detailed(&presented, &snapshot, now, caller)
                     .await
                 {
-                    Ok(t) => t,
+                    Ok(a) => {
+                        ctx.previous_secret = a.previous_secret;
+                        a.token
+                    }
                     Err(e) => return self.refuse(session, ctx, e.into()).await,
                 };
                 drop(snapshot);
@@ -527,6 +550,7 @@ impl ProxyHttp for Proxy {
             // Set by `request_filter`; a request refused before it (a bad head) by the peer.
             client: ctx.client.or_else(|| peer_ip(session)),
             duration: elapsed,
+            previous_secret: ctx.previous_secret,
         });
     }
 }

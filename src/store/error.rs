@@ -121,6 +121,7 @@ fn read_only_message(name: &str, source: &Source) -> String {
         }
         Source::Bootstrap => "the bootstrap token lives in memory only: change --bootstrap-token / TOLLGATE_BOOTSTRAP_TOKEN".into(),
         Source::Database => format!("token {name:?} lives in the database"),
+        Source::Oidc(_) => format!("token {name:?} was minted by a trusted-publishing exchange"),
     }
 }
 

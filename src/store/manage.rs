@@ -151,6 +151,7 @@ pub fn build_new(
         rate_limit: req.rate_limit,
         disabled: false,
         allowed_ips: req.allowed_ips,
+        previous: None,
         generation: 1,
         source: Source::Database,
     };
@@ -201,6 +202,8 @@ pub fn regenerate(
     let g = token::generate_with_id(&current.id);
     let mut t = current.clone();
     t.hash = hash(&g.token, params)?;
+    // No overlap unless asked for (`rotation::with_overlap`): an earlier previous secret dies.
+    t.previous = None;
     t.generation = current.generation + 1;
     Ok((t, g.token))
 }
@@ -226,7 +229,12 @@ pub fn token_view(
         "rate_limit": t.rate_limit,
         "disabled": t.disabled,
         "allowed_ips": t.allowed_ips,
+        "previous_valid_until": t.live_previous(now).map(|p| p.valid_until),
         "source": t.source.kind(),
+        "oidc": match &t.source {
+            Source::Oidc(o) => serde_json::to_value(&**o).ok(),
+            _ => None,
+        },
     })
 }
 
@@ -345,7 +353,8 @@ pub fn check_within(actor: &Token, t: &Token, default: RateLimitRule) -> Result<
 /// Refuses changes to tokens that do not live in the database.
 pub fn check_writable(t: &Token) -> Result<(), ChangeError> {
     match &t.source {
-        Source::Database => Ok(()),
+        // A minted token lives in the database too: it can be revoked or disabled early.
+        Source::Database | Source::Oidc(_) => Ok(()),
         origin => Err(ChangeError::ReadOnly {
             name: t.name.to_string(),
             origin: origin.clone(),

@@ -6,6 +6,7 @@ mod error;
 pub mod lifetime;
 mod live;
 pub mod manage;
+pub mod rotation;
 mod snapshot;
 pub mod yaml;
 

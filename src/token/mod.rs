@@ -18,7 +18,10 @@ pub use format::{
 pub use hash::{hash_secret, validate_phc, verify_secret, HashError, HashParams, PhcHash};
 pub use ips::{canonical_ip, parse_network, AllowedIps, MAX_ALLOWED_IPS};
 pub use path::{normalize_path, PathError};
-pub use record::{valid_name, Access, Permission, RateLimitRule, Route, Source, Token, NAME_RULE};
+pub use record::{
+    valid_name, Access, OidcOrigin, Permission, PreviousSecret, RateLimitRule, Route, Source,
+    Token, NAME_RULE,
+};
 pub use route::{
     compile_routes, route_specs, segments, RoutePattern, RouteSpec, MAX_ROUTE_LEN,
     MAX_ROUTE_SEGMENTS,

@@ -4,6 +4,12 @@
 //! The path is normalized once; the normalized form is both what the route rules see and what
 //! is forwarded. Pure: route patterns (which must be written in normal form) and the
 //! authorization check both build on it.
+//!
+//! The normal form spells every character one way, because stores decode `%XX` before they
+//! look a file up: `/%40acme/x` and `/@acme/x` are one file to nginx, so they must be one path to
+//! a deny rule. Characters a path segment may hold as they are (RFC 3986 `pchar`: letters,
+//! digits, `-._~!$&'()*+,=:@`) are decoded; every other byte is percent-encoded with upper-case
+//! hex (`[` is `%5B`, `é` is `%C3%A9`, a space `%20`).
 
 use std::borrow::Cow;
 
@@ -57,6 +63,22 @@ fn is_unreserved(b: u8) -> bool {
     b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~')
 }
 
+/// Bytes the normal form holds as they are (besides `/`): RFC 3986's `pchar` without `%` and
+/// without `;` (refused, see [`PathError::Semicolon`]).
+fn is_plain(b: u8) -> bool {
+    is_unreserved(b)
+        || matches!(
+            b,
+            b'!' | b'$' | b'&' | b'\'' | b'(' | b')' | b'*' | b'+' | b',' | b'=' | b':' | b'@'
+        )
+}
+
+/// Appends `%XX` (upper-case hex) for `v`.
+fn push_escaped(out: &mut Vec<u8>, v: u8) {
+    const HEX: &[u8; 16] = b"0123456789ABCDEF";
+    out.extend_from_slice(&[b'%', HEX[(v >> 4) as usize], HEX[(v & 15) as usize]]);
+}
+
 fn is_npm_name_char(b: u8) -> bool {
     b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'-' | b'.' | b'_' | b'~')
 }
@@ -81,8 +103,9 @@ fn is_npm_scope(decoded_so_far: &[u8], rest: &[u8]) -> bool {
         && name != b".."
 }
 
-/// Normalizes a request path: decodes percent-encoded unreserved characters (and upper-cases
-/// the hex of the others), resolves `.` and `..`, collapses `//`, keeps a trailing `/`.
+/// Normalizes a request path: one spelling per character (see the module documentation:
+/// `pchar`s decoded, every other byte percent-encoded with upper-case hex), `.` and `..`
+/// resolved, `//` collapsed, a trailing `/` kept.
 /// Refuses what common stores would read differently from Tollgate (see [`PathError`]):
 /// encoded slashes, backslashes, NUL, `;`, double encoding, encoded bytes that are not UTF-8,
 /// compatibility forms of `.`, `/`, `\`, `;`, `%`, bad encodings and escapes above the root.
@@ -96,8 +119,8 @@ pub fn normalize_path(raw: &str) -> Result<Cow<'_, str>, PathError> {
     }
 }
 
-/// Whether `normalize_slow` would return `b` unchanged: absolute, plain ASCII without `%`,
-/// `\`, `;` or NUL, and no empty, `.` or `..` segment but a trailing empty one.
+/// Whether `normalize_slow` would return `b` unchanged: absolute, nothing but `/` and
+/// [`is_plain`] bytes (so no `%`), and no empty, `.` or `..` segment but a trailing empty one.
 fn is_normal(b: &[u8]) -> bool {
     if b.first() != Some(&b'/') {
         return false;
@@ -110,7 +133,7 @@ fn is_normal(b: &[u8]) -> bool {
                 return false;
             }
             start = i + 1;
-        } else if matches!(b[i], b'%' | b'\\' | b';' | 0) || !b[i].is_ascii() {
+        } else if !is_plain(b[i]) {
             return false;
         }
     }
@@ -158,15 +181,8 @@ fn normalize_slow(raw: &str) -> Result<String, PathError> {
                     b'\\' => return Err(PathError::Backslash),
                     b';' => return Err(PathError::Semicolon),
                     0 => return Err(PathError::Nul),
-                    v if is_unreserved(v) => decoded.push(v),
-                    v => {
-                        const HEX: &[u8; 16] = b"0123456789ABCDEF";
-                        decoded.extend_from_slice(&[
-                            b'%',
-                            HEX[(v >> 4) as usize],
-                            HEX[(v & 15) as usize],
-                        ]);
-                    }
+                    v if is_plain(v) => decoded.push(v),
+                    v => push_escaped(&mut decoded, v),
                 }
                 non_ascii |= !v.is_ascii();
                 plain.push(v);
@@ -177,7 +193,12 @@ fn normalize_slow(raw: &str) -> Result<String, PathError> {
             0 => return Err(PathError::Nul),
             _ => {
                 non_ascii |= !b.is_ascii();
-                decoded.push(b);
+                if b == b'/' || is_plain(b) {
+                    decoded.push(b);
+                } else {
+                    // Raw bytes a store decodes nothing from: `[`, a space, UTF-8 of `é`.
+                    push_escaped(&mut decoded, b);
+                }
                 plain.push(b);
                 i += 1;
             }
@@ -196,7 +217,7 @@ fn normalize_slow(raw: &str) -> Result<String, PathError> {
             return Err(PathError::Confusable);
         }
     }
-    // Only ASCII was removed or added, so this stays valid UTF-8.
+    // Every byte outside ASCII was escaped, so this is ASCII.
     let decoded = String::from_utf8(decoded).map_err(|_| PathError::BadEncoding)?;
     let mut out: Vec<&str> = Vec::new();
     let mut trailing = false;
@@ -247,7 +268,19 @@ mod tests {
             ("/a/%7euser", Ok("/a/~user")),
             ("/a/%41%5A%30%2D%5F", Ok("/a/AZ0-_")),
             ("/a/%20b", Ok("/a/%20b")),
-            ("/a/%3a", Ok("/a/%3A")),
+            ("/a/%3a", Ok("/a/:")),
+            // One spelling per character: pchars decoded, the rest escaped (upper-case hex).
+            ("/%40acme/internal-x", Ok("/@acme/internal-x")),
+            ("/secret%21", Ok("/secret!")),
+            ("/v1%2Binternal", Ok("/v1+internal")),
+            ("/a%24%26%27%28%29%2A%2C%3D", Ok("/a$&'()*,=")),
+            ("/a/[b]", Ok("/a/%5Bb%5D")),
+            ("/a/%5b", Ok("/a/%5B")),
+            ("/a/\"q\"", Ok("/a/%22q%22")),
+            ("/a/{x}|^`<>", Ok("/a/%7Bx%7D%7C%5E%60%3C%3E")),
+            ("/caf\u{e9}/f", Ok("/caf%C3%A9/f")),
+            ("/caf%C3%A9/f", Ok("/caf%C3%A9/f")),
+            ("/a/%7e", Ok("/a/~")),
             ("/a/%252e%252e/b", Err(DoubleEncoding)),
             ("/a/%25", Ok("/a/%25")),
             ("/a;b/c", Err(Semicolon)),

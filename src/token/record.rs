@@ -102,6 +102,26 @@ pub enum Source {
     Database,
     /// `--bootstrap-token` / `TOLLGATE_BOOTSTRAP_TOKEN`: in memory only.
     Bootstrap,
+    /// Minted by a trusted-publishing exchange (kept in the token database, short-lived).
+    Oidc(Arc<OidcOrigin>),
+}
+
+/// Where a minted token came from: the trust policy and the CI job's identity (from its
+/// verified OIDC token).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OidcOrigin {
+    /// The trust policy that allowed the exchange.
+    pub policy: String,
+    /// The job token's issuer.
+    pub issuer: String,
+    /// The job token's `sub`.
+    pub subject: String,
+    /// The job token's `repository` (GitHub) or `project_path` (GitLab), when present.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repository: Option<String>,
+    /// The job token's `run_id` (GitHub) or `pipeline_id` (GitLab), when present.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run_id: Option<String>,
 }
 
 impl Source {
@@ -111,6 +131,7 @@ impl Source {
             Source::File(_) => "file",
             Source::Database => "database",
             Source::Bootstrap => "bootstrap",
+            Source::Oidc(_) => "oidc",
         }
     }
 
@@ -118,6 +139,7 @@ impl Source {
     pub fn describe(&self) -> String {
         match self {
             Source::File(p) => p.to_string(),
+            Source::Oidc(o) => format!("oidc policy {}", o.policy),
             other => other.kind().to_string(),
         }
     }
@@ -235,6 +257,9 @@ pub struct Token {
     /// The client networks the token may be used from (empty: any). Checked after the secret
     /// verifies, like `disabled`.
     pub allowed_ips: super::AllowedIps,
+    /// The secret this one replaced, still accepted until its deadline (a regeneration with
+    /// an overlap); `None` when there is none.
+    pub previous: Option<PreviousSecret>,
     /// Changes whenever the secret or the rights change; cached verifications of another
     /// generation do not count.
     pub generation: u64,
@@ -242,7 +267,22 @@ pub struct Token {
     pub source: Source,
 }
 
+/// The secret a regeneration with an overlap replaced: accepted until `valid_until` (or,
+/// by default, until the new secret is first used).
+#[derive(Debug, Clone)]
+pub struct PreviousSecret {
+    /// argon2id PHC hash of the previous secret.
+    pub hash: PhcHash,
+    /// The overlap's deadline: from then on the previous secret is refused.
+    pub valid_until: DateTime<Utc>,
+}
+
 impl Token {
+    /// The previous secret while `now` is before its deadline.
+    pub fn live_previous(&self, now: DateTime<Utc>) -> Option<&PreviousSecret> {
+        self.previous.as_ref().filter(|p| now < p.valid_until)
+    }
+
     /// True once `now` has reached the expiry.
     pub fn is_expired(&self, now: DateTime<Utc>) -> bool {
         self.expires_at.is_some_and(|e| now >= e)
@@ -269,6 +309,7 @@ impl Token {
             rate_limit: None,
             disabled: false,
             allowed_ips: Default::default(),
+            previous: None,
             generation: 1,
             source: Source::File("t.yaml".into()),
         }

@@ -72,13 +72,8 @@ impl RoutePattern {
         }
         // The source differs from its normal form at most in trailing slashes: same segments.
         let mut segs = Vec::new();
-        let mut offset = 0;
-        for s in source.split('/') {
-            let (start, end) = (offset, offset + s.len());
-            offset = end + 1;
-            if s.is_empty() {
-                continue;
-            }
+        for (start, s) in segment_spans(source) {
+            let end = start + s.len();
             let kind = if s == "**" {
                 SegKind::AnyDeep
             } else if s.contains("**") {
@@ -233,8 +228,38 @@ fn glob(pat: &[u8], s: &[u8]) -> bool {
 }
 
 /// The segments of a normalized path, as route patterns see them (empty ones skipped).
+///
+/// `%2F` separates segments too: the normal form keeps it only in npm's `/@scope%2Fname`, which
+/// a store decodes to `/@scope/name`, so a rule for `/@acme/internal-*` must hold for both
+/// spellings (and a rule written `/@acme%2F*` for both as well).
 pub fn segments(path: &str) -> impl Iterator<Item = &str> {
-    path.split('/').filter(|s| !s.is_empty())
+    segment_spans(path).map(|(_, s)| s)
+}
+
+/// [`segments`] with the byte offset where each starts. One pass over the bytes.
+fn segment_spans(path: &str) -> impl Iterator<Item = (usize, &str)> {
+    let b = path.as_bytes();
+    let (mut i, mut start) = (0, 0);
+    std::iter::from_fn(move || {
+        while start <= b.len() {
+            let sep = if i == b.len() || b[i] == b'/' {
+                1
+            } else if b[i..].starts_with(b"%2F") {
+                3
+            } else {
+                i += 1;
+                continue;
+            };
+            let (seg_start, seg_end) = (start, i);
+            i += sep;
+            start = i;
+            if seg_end > seg_start {
+                // Separators are ASCII: these are char boundaries.
+                return path.get(seg_start..seg_end).map(|s| (seg_start, s));
+            }
+        }
+        None
+    })
 }
 
 /// A route as stored (JSON) and shown by the API.
@@ -305,6 +330,16 @@ mod tests {
             ("/@acme%2F*", "/@acme%2Fwidget/-/widget-1.0.0.tgz", true),
             ("/@acme%2F*", "/@acme-evil%2Fwidget", false),
             ("/@acme%2F*", "/@acme", false),
+            // `%2F` separates segments as `/` does, whichever spelling the rule or path uses.
+            ("/@acme%2F*", "/@acme/widget", true),
+            ("/@acme/internal-*", "/@acme%2Finternal-x", true),
+            (
+                "/@acme/internal-*",
+                "/@acme%2Finternal-x/-/internal-x-1.0.0.tgz",
+                true,
+            ),
+            ("/@acme%2Finternal-*", "/@acme/internal-x", true),
+            ("/@acme/*", "/@acme-evil%2Fwidget", false),
         ];
         for (pat, path, want) in cases {
             let p = RoutePattern::parse(pat).unwrap();
@@ -365,6 +400,18 @@ mod tests {
             "p2/acme", "/a/../b", "/a/%2f", "/a/b**", "/a?x", "/a\\b", "/a//b",
         ] {
             assert!(RoutePattern::parse(bad).is_err(), "{bad}");
+        }
+        // Another spelling than the normal one is refused with the normal one suggested: a
+        // rule written with a raw `é` could never match (requests arrive with `%C3%A9`).
+        for (bad, normal) in [
+            ("/caf\u{e9}", "/caf%C3%A9"),
+            ("/%40acme/*", "/@acme/*"),
+            ("/secret%21", "/secret!"),
+            ("/a/%5b", "/a/%5B"),
+        ] {
+            let err = RoutePattern::parse(bad).expect_err(bad);
+            assert!(err.contains(&format!("{normal:?}")), "{bad}: {err}");
+            assert!(RoutePattern::parse(normal).is_ok(), "{normal}");
         }
     }
 

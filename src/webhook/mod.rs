@@ -232,7 +232,8 @@ impl Webhooks {
             let Some(expires) = t.expires_at else {
                 continue;
             };
-            if t.source == Source::Bootstrap || expires <= now {
+            // Minted (trusted-publishing) tokens live minutes by design: no notice for them.
+            if matches!(t.source, Source::Bootstrap | Source::Oidc(_)) || expires <= now {
                 continue;
             }
             let left = expires - now;

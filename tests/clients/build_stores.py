@@ -12,7 +12,8 @@ writes, under STORES:
   pypi/      pypiserver's package directory, holding the wheel of tg-hello 1.0.0
   npm/       the npm registry's directory (empty: the suite publishes into it)
   maven/     the Maven layout, empty (the suite deploys into it)
-and, under STORES/../artifacts/, the wheel that twine uploads (tg_upload 1.0.0).
+and, under STORES/../artifacts/, the wheels that twine uploads (tg_upload 1.0.0; tg_oidc 1.0.0
+with a token minted by trusted publishing).
 Only the standard library is used; the outputs are deterministic.
 """
 
@@ -155,6 +156,8 @@ def main():
     os.makedirs(artifacts)
     make_wheel(artifacts, "tg-upload", "1.0.0", "tg_upload", pkg,
                "Fixture package the Tollgate client tests upload with twine")
+    make_wheel(artifacts, "tg-oidc", "1.0.0", "tg_oidc", pkg,
+               "Fixture package the Tollgate client tests publish with a minted token")
 
 
 if __name__ == "__main__":

@@ -8,7 +8,7 @@
 #   bash tests/clients/run.sh            # installs what is missing, builds tollgate, runs all
 #   TOLLGATE_BIN=target/debug/tollgate   # use this binary instead of `cargo build`
 #   CLIENTS_KEEP=1                       # keep the work directory (logs, stores) after the run
-#   CLIENTS_ONLY="curl npm"              # run only these groups (curl composer pypi npm maven cargo)
+#   CLIENTS_ONLY="curl npm"              # run only these groups (curl composer pypi npm maven cargo oidc)
 #
 # Stores: nginx (static Composer repository, static cargo sparse registry whose config.json does
 # NOT say auth-required, Maven layout with PUT), pypiserver (uploads open: -a . -P .) and a small
@@ -25,7 +25,7 @@ here="$(cd "$(dirname "$0")" && pwd)"
 repo="$(cd "$here/../.." && pwd)"
 cache="${CLIENTS_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/tollgate-client-tests}"
 limit="${CLIENTS_TIME_LIMIT:-480}"
-only=" ${CLIENTS_ONLY:-curl composer pypi npm maven cargo} "
+only=" ${CLIENTS_ONLY:-curl composer pypi npm maven cargo oidc} "
 started=$SECONDS
 
 say() { printf '== %s\n' "$*"; }
@@ -158,6 +158,7 @@ i=5
 for s in composer pypi npm cargo maven cargo-plain; do
   proxy[$s]=${ports[$i]}; admin[$s]=${ports[$((i + 1))]}; i=$((i + 2))
 done
+issuer_port=${ports[17]}   # the OIDC issuer of the trusted-publishing scenarios
 store=([composer]=$composer_store [cargo]=$cargo_store [maven]=$maven_store [pypi]=$pypi_store [npm]=$npm_store)
 P() { printf 'http://127.0.0.1:%s' "${proxy[$1]}"; }   # a Tollgate's base URL
 
@@ -192,6 +193,17 @@ python3 "$here/npm_registry.py" --port "$npm_store" --dir "$work/stores/npm" \
   --log "$work/logs/npm-store.log" >"$work/logs/npm.out" 2>&1 &
 pids+=($!)
 
+# The OIDC issuer of the trusted-publishing scenarios: its discovery document and JWKS (the
+# public key of tests/fixtures/oidc/rsa-1.pem) as static files; job tokens are signed below.
+issuer_url="http://127.0.0.1:$issuer_port"
+mkdir -p "$work/issuer/.well-known"
+printf '{"issuer": "%s", "jwks_uri": "%s/.well-known/jwks"}\n' "$issuer_url" "$issuer_url" \
+  >"$work/issuer/.well-known/openid-configuration"
+printf '{"keys": [%s]}\n' "$(cat "$repo/tests/fixtures/oidc/rsa-1.jwk.json")" >"$work/issuer/.well-known/jwks"
+python3 -m http.server "$issuer_port" --bind 127.0.0.1 --directory "$work/issuer" \
+  >"$work/logs/issuer.log" 2>&1 &
+pids+=($!)
+
 # wait_http URL: until it answers at all (any status), 20 s at most
 wait_http() {
   local _
@@ -204,6 +216,7 @@ wait_http() {
 wait_http "http://127.0.0.1:$composer_store/packages.json"
 wait_http "http://127.0.0.1:$pypi_store/simple/"
 wait_http "http://127.0.0.1:$npm_store/tg-hello"
+wait_http "$issuer_url/.well-known/openid-configuration"
 
 # ---------------------------------------------------------------- Tollgates and tokens
 db="$work/tollgate/tokens.db"
@@ -221,6 +234,12 @@ tokens:
 hashing: {memory_kib: 64, iterations: 1, parallelism: 1}
 rate_limit: unlimited
 log: {format: json}
+oidc:
+  enabled: true
+  audience: tollgate-clients
+  policies:
+    - {name: release, issuer: "http://127.0.0.1:$issuer_port", claims: {repository: acme/widget, ref: "refs/tags/v*"}, permission: write}
+    - {name: short, issuer: "http://127.0.0.1:$issuer_port", claims: {repository: acme/widget, ref: "refs/tags/v*"}, permission: write, lifetime: 2s}
 EOF
 }
 for s in composer pypi npm maven; do write_config "$s" "${store[$s]}"; done
@@ -252,6 +271,7 @@ composer-acme read --route /packages.json=read --route /p2/acme/*=read --route /
 curl-revocable read
 composer-revocable read
 pip-revocable read
+pip-fenced read --allow-ip 127.0.0.1/32
 twine-revocable write
 npm-revocable read
 maven-revocable read
@@ -505,6 +525,39 @@ s_pip_revoked() {
   revoke pip-revocable pypi
   expect_refused "$work/out/pip-rev.txt" '401 Error, Credentials not correct' pip_install_env "$work/pip-rev2" "$tok"
 }
+# pip_from SOURCE DIR TOKEN: pip itself, its connections made from SOURCE (127.0.0.0/8 all
+# reaches the listener; pip has no source-address option, so every socket it connects is bound
+# to SOURCE first).
+pip_from() {
+  pyenv_clean timeout -k 5 120 "$venv/bin/python" -c '
+import runpy, socket, sys
+source = sys.argv.pop(1)
+connect = socket.socket.connect
+def bound(self, address):
+    if self.family == socket.AF_INET and self.getsockname()[1] == 0:
+        self.bind((source, 0))
+    return connect(self, address)
+socket.socket.connect = bound
+sys.argv[0] = "pip"
+runpy.run_module("pip", run_name="__main__", alter_sys=True)
+' "$1" install --no-deps --target "$2" \
+    --index-url "http://token:$3@127.0.0.1:${proxy[pypi]}/simple/" tg-hello==1.0.0
+}
+s_pip_allowlist() {
+  local tok=${TOK[pip-fenced]}
+  pip_from 127.0.0.1 "$work/pip-fenced-ok" "$tok"
+  PYTHONPATH="$work/pip-fenced-ok" python3 -c 'import tg_hello; print(tg_hello.hello())'
+  local before; before=$(lines pypi)
+  # pip reports a refused index page as "no matching distribution"; the audit line says why
+  expect_refused "$work/out/pip-fenced.txt" 'No matching distribution found' \
+    pip_from 127.0.0.2 "$work/pip-fenced-no" "$tok"
+  [ "$(lines pypi)" = "$before" ] || fail "a refused request reached the store"
+  [ ! -d "$work/pip-fenced-no/tg_hello" ] || fail "the package was installed"
+  # the refusal is the allowlist's, for the address pip really came from
+  grep -q '"outcome":"ip_not_allowed"' "$work/logs/tollgate-pypi.log" || fail "no ip_not_allowed audit line"
+  grep '"outcome":"ip_not_allowed"' "$work/logs/tollgate-pypi.log" | grep '"status":403' \
+    | grep -q '"client":"127.0.0.2"' || fail "the refusal is not a 403 naming 127.0.0.2"
+}
 s_twine_read() {
   local before; before=$(writes pypi)
   expect_refused "$work/out/twine-read.txt" '403 Forbidden' twine_upload "$READ"
@@ -538,6 +591,7 @@ if in_group pypi; then
   scenario pip "pip.conf index-url with a read token: install, import runs" s_pip_read
   scenario pip "--index-url, wrong token: install fails (401), store untouched" s_pip_wrong
   scenario pip "PIP_INDEX_URL, __token__, revoked: installs before, fails after" s_pip_revoked
+  scenario pip "allowed_ips 127.0.0.1/32: installs from .1, 403 from .2, store untouched" s_pip_allowlist
   scenario twine "read token: upload refused (403), nothing stored" s_twine_read
   scenario twine "wrong token: upload fails (401), store untouched" s_twine_wrong
   scenario twine "revoked write token: upload fails (401)" s_twine_revoked
@@ -790,6 +844,68 @@ if in_group cargo; then
   scenario cargo "wrong token: cargo build fails (401), store untouched" s_cargo_wrong
   scenario cargo "revoked token: builds before, fails after" s_cargo_revoked
   scenario cargo "without upstream.cargo_index, a valid token fails (why it exists)" s_cargo_without_option
+fi
+
+# ---------------------------------------------------------------- trusted publishing (OIDC)
+# A CI job's OIDC token (RS256, signed here with openssl as a provider would) is exchanged for
+# a minted token, which the real clients publish with.
+b64url() { openssl base64 -A | tr '+/' '-_' | tr -d '='; }
+job_token() { # REPOSITORY: a signed job token of a tag build of REPOSITORY, with a fresh jti
+  local now h p sig; now=$(date +%s)
+  h=$(printf '{"alg":"RS256","kid":"rsa-1","typ":"JWT"}' | b64url)
+  p=$(printf '{"iss":"%s","aud":"tollgate-clients","sub":"repo:%s:ref:refs/tags/v1.0.0","repository":"%s","ref":"refs/tags/v1.0.0","run_id":"4711","jti":"%s","iat":%d,"nbf":%d,"exp":%d}' \
+    "$issuer_url" "$1" "$1" "jti-$RANDOM-$RANDOM-$now" "$now" "$((now - 5))" "$((now + 300))" | b64url)
+  sig=$(printf '%s.%s' "$h" "$p" | openssl dgst -sha256 -binary -sign "$repo/tests/fixtures/oidc/rsa-1.pem" | b64url)
+  printf '%s.%s.%s' "$h" "$p" "$sig"
+}
+mint() { # GROUP JOB-TOKEN [POLICY]: prints the minted token
+  local body='{}'; [ -n "${3:-}" ] && body="{\"policy\": \"$3\"}"
+  curl -fsS -m 30 -X POST "$(P "$1")/_tollgate/oidc/exchange" -H "Authorization: Bearer $2" \
+    -H 'Content-Type: application/json' -d "$body" \
+    | python3 -c 'import json, sys; print(json.load(sys.stdin)["token"])'
+}
+oidc_wheel="$work/artifacts/tg_oidc-1.0.0-py3-none-any.whl"
+twine_upload_file() { # TOKEN FILE
+  pyenv_clean TWINE_PASSWORD="$1" timeout -k 5 120 "$venv/bin/twine" upload --non-interactive \
+    --disable-progress-bar --repository-url "$(P pypi)/" -u __token__ "$2"
+}
+s_oidc_twine() {
+  local tok; tok=$(mint pypi "$(job_token acme/widget)")
+  [[ $tok == tok_* ]] || fail "no token minted"
+  twine_upload_file "$tok" "$oidc_wheel"
+  cmp "$oidc_wheel" "$work/stores/pypi/tg_oidc-1.0.0-py3-none-any.whl" || fail "the store lacks the file"
+}
+s_oidc_npm() {
+  local tok dir="$work/npm-oidc"; tok=$(mint npm "$(job_token acme/widget)")
+  [[ $tok == tok_* ]] || fail "no token minted"
+  rm -rf "$dir" "$dir.home"; mkdir -p "$dir"; cp -r "$here/fixtures/npm/tg-hello/." "$dir/"
+  sed -i 's/"name": "tg-hello"/"name": "tg-oidc"/' "$dir/package.json"
+  npm_env "$dir" "$tok" npm publish
+  [ -s "$work/stores/npm/tarballs/tg-oidc-1.0.0.tgz" ] || fail "the tarball is not in the store"
+}
+s_oidc_expired() {
+  local tok before code; tok=$(mint pypi "$(job_token acme/widget)" short)
+  code=$(curl -s -o /dev/null -w '%{http_code}' -u "__token__:$tok" "$(P pypi)/simple/")
+  [ "$code" = 200 ] || fail "the fresh token: $code"
+  sleep 3   # the policy's lifetime is 2 s
+  before=$(writes pypi)
+  expect_refused "$work/out/oidc-expired.txt" '401 Unauthorized' \
+    twine_upload_file "$tok" "$work/artifacts/tg_upload-1.0.0-py3-none-any.whl"
+  [ "$(writes pypi)" = "$before" ] || fail "the upload reached the store"
+}
+s_oidc_refused() {
+  local before out; before=$(lines npm)
+  out=$(curl -s -m 30 -X POST "$(P npm)/_tollgate/oidc/exchange" -H "Authorization: Bearer $(job_token evil/widget)")
+  echo "$out"
+  [[ $out == *'"claim_mismatch"'* ]] || fail "a job of another repository was not refused"
+  [ "$(lines npm)" = "$before" ] || fail "the exchange reached the store"
+}
+if in_group oidc; then
+  say "trusted publishing (job tokens of $issuer_url → minted tokens)"
+  scenario oidc "job token → minted token: twine upload, in the store" s_oidc_twine
+  scenario oidc "job token → minted token: npm publish, tarball in the store" s_oidc_npm
+  scenario oidc "minted token past its 2 s lifetime: twine upload fails (401)" s_oidc_expired
+  scenario oidc "job of another repository: exchange refused (claim_mismatch)" s_oidc_refused
 fi
 
 # ---------------------------------------------------------------- the stores never saw a token

@@ -129,6 +129,10 @@ async function start() {
         'hashing: {memory_kib: 64, iterations: 1, parallelism: 1}',
         'log: {format: text, level: warn}',
         'usage: {flush_interval: 200ms}',
+        'oidc:',
+        '  enabled: true',
+        '  audience: https://repo.example.com',
+        '  policies: [{name: widget-release, issuer: "https://token.actions.githubusercontent.com", claims: {repository: acme/widget, ref: "refs/tags/v*"}, permission: write, routes: [{path: "/simple/acme-widget/**", access: write}]}]',
         '',
       ].join('\n'),
     );
@@ -359,6 +363,15 @@ async function run(w, t) {
   await rows.locator('tr[data-name="admin"]').waitFor();
   assert.match(await rows.locator('tr[data-name="admin"]').innerText(), /bootstrap[\s\S]*Read-only/);
   await assertText(page.locator('#whoami'), /Signed in as admin/);
+
+  // ---- trusted publishing: the trust policies are listed (read-only), as text.
+  const policy = page.locator('#trust-rows tr[data-name="widget-release"]');
+  await policy.waitFor();
+  assert.match(
+    await policy.innerText(),
+    /token\.actions\.githubusercontent\.com[\s\S]*ref = refs\/tags\/v\*[\s\S]*repository = acme\/widget[\s\S]*write[\s\S]*\/simple\/acme-widget\/\*\*[\s\S]*15m[\s\S]*file/,
+  );
+  assert.equal(await page.locator('#trust').isVisible(), true);
   assert.ok(await page.evaluate(() => sessionStorage.getItem('tollgate.auth')), 'kept in sessionStorage');
   assert.deepEqual(await context.cookies(), [], 'no cookies');
   assert.ok(!page.url().includes(w.bootstrap.split(':')[1]), 'token not in the URL');
@@ -490,16 +503,34 @@ async function run(w, t) {
   assert.equal(await proxyStatus(`${w.proxy}/p2/acme/pkg.json`, token1), 401, 'old secret after regenerate');
   assert.equal(await proxyStatus(`${w.proxy}/p2/acme/pkg.json`, token2), 200, 'new secret after regenerate');
 
+  // ---- regenerate with an overlap: the old secret keeps working, the row says until when,
+  // and the first use of the new secret ends it.
+  await row.getByRole('button', { name: 'Regenerate ci-reader' }).click();
+  await confirm.getByLabel('Keep the old secret working').selectOption('24h');
+  await confirm.getByRole('button', { name: 'Regenerate ci-reader' }).click();
+  await assertText(reveal.locator('#reveal-title'), /New secret for ci-reader/);
+  const token3 = await reveal.getByLabel('Token', { exact: true }).inputValue();
+  assert.match(token3, TOKEN_RE);
+  await page.keyboard.press('Escape');
+  await reveal.waitFor({ state: 'hidden' });
+  await assertText(row, /previous secret valid until/);
+  const overlapped = (await apiTokens(w)).find((x) => x.name === 'ci-reader');
+  const left = new Date(overlapped.previous_valid_until).getTime() - Date.now();
+  assert.ok(left > 23 * 3600e3 && left <= 24 * 3600e3, `previous_valid_until ${overlapped.previous_valid_until}`);
+  assert.equal(await proxyStatus(`${w.proxy}/p2/acme/pkg.json`, token2), 200, 'old secret in the overlap');
+  assert.equal(await proxyStatus(`${w.proxy}/p2/acme/pkg.json`, token3), 200, 'new secret');
+  assert.equal(await proxyStatus(`${w.proxy}/p2/acme/pkg.json`, token2), 401, 'old secret after the new one was used');
+
   // ---- disable / enable: one click each; refused meanwhile, the same secret works after.
   await row.getByRole('button', { name: 'Disable ci-reader' }).click();
   await assertText(status, /Disabled “ci-reader”/);
   await assertText(row.locator('th'), /disabled/);
   assert.equal((await apiTokens(w)).find((x) => x.name === 'ci-reader').disabled, true);
-  assert.equal(await proxyStatus(`${w.proxy}/p2/acme/pkg.json`, token2), 401, 'disabled');
+  assert.equal(await proxyStatus(`${w.proxy}/p2/acme/pkg.json`, token3), 401, 'disabled');
   await row.getByRole('button', { name: 'Enable ci-reader' }).click();
   await assertText(status, /Enabled “ci-reader”/);
   assert.equal((await apiTokens(w)).find((x) => x.name === 'ci-reader').disabled, false);
-  assert.equal(await proxyStatus(`${w.proxy}/p2/acme/pkg.json`, token2), 200, 'enabled again');
+  assert.equal(await proxyStatus(`${w.proxy}/p2/acme/pkg.json`, token3), 200, 'enabled again');
 
   // ---- a duplicate name: the API's refusal shows next to the name field, in plain words.
   await page.getByRole('button', { name: 'New token' }).click();
@@ -517,7 +548,7 @@ async function run(w, t) {
   await assertText(status, /Revoked “ci-reader”/);
   await row.waitFor({ state: 'detached' });
   assert.equal((await apiTokens(w)).find((x) => x.name === 'ci-reader'), undefined, 'gone from the API');
-  assert.equal(await proxyStatus(`${w.proxy}/p2/acme/pkg.json`, token2), 401, 'revoked token');
+  assert.equal(await proxyStatus(`${w.proxy}/p2/acme/pkg.json`, token3), 401, 'revoked token');
 
   // ---- a token expiring within 7 days is marked.
   const soon = new Date(Date.now() + 3 * 86400000).toISOString().replace(/\.\d+Z$/, 'Z');

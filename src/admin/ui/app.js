@@ -235,6 +235,7 @@
   function showSignIn(message) {
     $('tokens').hidden = true;
     $('usage').hidden = true;
+    $('trust').hidden = true;
     $('session').hidden = true;
     $('signin').hidden = false;
     setError('signin-error', message || '');
@@ -246,6 +247,7 @@
     $('tokens').hidden = false;
     $('usage').hidden = false;
     $('session').hidden = false;
+    loadTrust();
   }
 
   function signOut(message) {
@@ -322,6 +324,48 @@
       if (isAuthError(e)) sessionEnded(e);
       else setError('list-error', 'The token list could not be loaded. ' + plain(e));
       return false;
+    }
+  }
+
+  /** The trust policies (trusted publishing), shown only when it is enabled. */
+  async function loadTrust() {
+    setError('trust-error', '');
+    try {
+      const data = await api('GET', '/api/v1/trust-policies');
+      $('trust').hidden = !data.enabled;
+      const policies = Array.isArray(data.policies) ? data.policies : [];
+      const code = (t) => el('code', { text: t });
+      $('trust-rows').replaceChildren(
+        ...policies.map((p) =>
+          el(
+            'tr',
+            { 'data-name': p.name },
+            el('td', { text: p.name }),
+            el('td', null, code(p.issuer)),
+            el(
+              'td',
+              null,
+              el('ul', { class: 'plain' }, ...Object.entries(p.claims || {}).map(([k, v]) => el('li', null, code(`${k} = ${v}`)))),
+            ),
+            el('td', { text: p.permission }),
+            el(
+              'td',
+              null,
+              (p.routes || []).length
+                ? el('ul', { class: 'plain' }, ...p.routes.map((r) => el('li', null, code(r.path), ' ', el('span', { class: 'muted', text: r.access }))))
+                : el('span', { class: 'muted', text: 'all paths' }),
+            ),
+            el('td', { text: p.lifetime || '15m' }),
+            el('td', { text: p.source }),
+          ),
+        ),
+      );
+    } catch (e) {
+      if (isAuthError(e)) sessionEnded(e);
+      else {
+        $('trust').hidden = false;
+        setError('trust-error', 'The trust policies could not be loaded. ' + plain(e));
+      }
     }
   }
 
@@ -420,6 +464,19 @@
     ];
   }
 
+  /** While a regeneration's overlap lasts: until when the previous secret still works. */
+  function previousSecret(t) {
+    if (!t.previous_valid_until) return [];
+    const d = new Date(t.previous_valid_until);
+    return [
+      el('div', {
+        class: 'mark previous-secret',
+        title: dateTimeFmt.format(d),
+        text: `previous secret valid until ${dateTimeFmt.format(d)}`,
+      }),
+    ];
+  }
+
   function sortValue(t, key) {
     switch (key) {
       case 'name':
@@ -491,7 +548,13 @@
       : el('span', { class: 'muted', text: 'any address' });
     const actions = el('td', { class: 'row-actions' });
     actions.append(actionButton('Usage', t.name, () => openUsage(t)));
-    if (t.source === 'database') {
+    if (t.source === 'oidc') {
+      // Minted by trusted publishing: short-lived; it can be disabled or revoked early.
+      actions.append(
+        actionButton(t.disabled ? 'Enable' : 'Disable', t.name, (ev) => toggleDisabled(t, ev.currentTarget)),
+        actionButton('Revoke', t.name, () => openConfirm('revoke', t), 'danger'),
+      );
+    } else if (t.source === 'database') {
       actions.append(
         actionButton('Edit', t.name, () => openForm(t)),
         actionButton(t.disabled ? 'Enable' : 'Disable', t.name, (ev) => toggleDisabled(t, ev.currentTarget)),
@@ -530,10 +593,18 @@
             ]
           : [el('span', { class: 'muted', text: 'never' })]),
       ),
-      el('td', null, ...expiresCell(t)),
-      el('td', { text: t.source }),
+      el('td', null, ...expiresCell(t), ...previousSecret(t)),
+      el('td', null, t.source, ...oidcOrigin(t)),
       actions,
     );
+  }
+
+  /** For a minted token: the trust policy and the CI job it was minted for, as text. */
+  function oidcOrigin(t) {
+    const o = t.oidc;
+    if (!o) return [];
+    const parts = [`policy ${o.policy}`, o.repository, o.run_id && `run ${o.run_id}`].filter(Boolean);
+    return [el('div', { class: 'muted oidc-origin', title: o.subject || '', text: parts.join(' · ') })];
   }
 
   /** The address and user agent of the last use, as text (never HTML), when known. */
@@ -856,6 +927,8 @@
     state.confirm = { kind, token: t };
     setError('confirm-error', '');
     const self = isMe(t);
+    $('confirm-overlap-field').hidden = kind !== 'regenerate';
+    $('confirm-overlap').value = '';
     if (kind === 'revoke') {
       $('confirm-title').textContent = `Revoke “${t.name}”?`;
       $('confirm-text').textContent =
@@ -894,7 +967,8 @@
         announce(`Revoked “${token.name}”. It no longer works.`);
         $('new-token').focus();
       } else {
-        const t = await api('POST', `${url}/regenerate`, undefined);
+        const overlap = $('confirm-overlap').value;
+        const t = await api('POST', `${url}/regenerate`, overlap ? { overlap } : undefined);
         if (self) {
           // The old secret no longer works, this tab's included: continue with the new one.
           session.set(AUTH_KEY, 'Bearer ' + t.token);
@@ -959,7 +1033,9 @@
     announce(
       kind === 'created'
         ? `Created “${t.name}”. Copy the token now: it will not be shown again.`
-        : `Regenerated “${t.name}”. The old secret no longer works; copy the new one now.`,
+        : t.previous_valid_until
+          ? `Regenerated “${t.name}”. The old secret works until ${dateTimeFmt.format(new Date(t.previous_valid_until))} or until the new one is first used; copy the new one now.`
+          : `Regenerated “${t.name}”. The old secret no longer works; copy the new one now.`,
     );
   }
 

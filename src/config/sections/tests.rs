@@ -235,6 +235,35 @@ fn tokens_max_lifetime() {
 }
 
 #[test]
+fn tokens_rotation_settings() {
+    use crate::config::OverlapEnds;
+    let (c, _) = load(None, vec![], &Overrides::default()).unwrap();
+    assert_eq!(c.tokens.rotation_overlap_ends, OverlapEnds::FirstUse);
+    assert_eq!(c.tokens.max_overlap, Duration::from_secs(30 * 86_400));
+    let (c, _) = load_doc(
+        &doc("tokens: {rotation_overlap_ends: deadline, max_overlap: 2d}\n"),
+        vec![],
+        &Overrides::default(),
+    )
+    .unwrap();
+    assert_eq!(c.tokens.rotation_overlap_ends, OverlapEnds::Deadline);
+    assert_eq!(c.tokens.max_overlap, Duration::from_secs(2 * 86_400));
+    for (bad, field) in [
+        (
+            "tokens: {rotation_overlap_ends: never}\n",
+            "tokens.rotation_overlap_ends",
+        ),
+        ("tokens: {max_overlap: 0s}\n", "tokens.max_overlap"),
+        ("tokens: {max_overlap: 400d}\n", "tokens.max_overlap"),
+    ] {
+        let e = load_doc(&doc(bad), vec![], &Overrides::default())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains(field), "{bad}: {e}");
+    }
+}
+
+#[test]
 fn public_paths_defaults_values_and_refusals() {
     let (c, _) = load(None, vec![], &Overrides::default()).unwrap();
     assert!(c.public.is_empty());

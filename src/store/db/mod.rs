@@ -7,6 +7,7 @@
 //! Here: the connection pool and the queries; `url` handles database URLs, `row` turns rows
 //! into tokens and back.
 
+mod minted;
 mod row;
 mod url;
 
@@ -34,7 +35,9 @@ pub struct LastUse {
     /// The `User-Agent` it sent, if any.
     pub user_agent: Option<Arc<str>>,
 }
-use row::{from_millis, millis, rate_limit_json, routes_json, row_to_token};
+use row::{
+    from_millis, millis, oidc_json, previous_columns, rate_limit_json, routes_json, row_to_token,
+};
 pub use url::{backend_of, missing_sqlite_file, redact_url, Backend};
 use url::{create_private, sqlite_path};
 
@@ -101,7 +104,7 @@ impl std::fmt::Debug for Database {
 }
 
 const TOKEN_COLUMNS: &str =
-    "id, name, description, hash, permission, routes, rate_limit, created_at, expires_at, generation, disabled, allowed_ips";
+    "id, name, description, hash, permission, routes, rate_limit, created_at, expires_at, generation, disabled, allowed_ips, previous_hash, previous_valid_until, oidc";
 
 impl Database {
     /// Opens (creating the SQLite file and its directory if needed, private to the user) and
@@ -170,8 +173,8 @@ impl Database {
         &self.url
     }
 
-    /// The connection pool, for the tables other parts own (the usage ledger, webhook claims);
-    /// the token tables are written only through the methods here.
+    /// The connection pool, for the tables other parts own (trusted publishing's, the usage
+    /// ledger, webhook claims); the token tables are written only through the methods here.
     pub fn pool(&self) -> &AnyPool {
         &self.pool
     }
@@ -262,7 +265,7 @@ impl Database {
         let c = |e| classify(e, &t.name, &t.id);
         let mut tx = self.pool.begin().await.map_err(unavailable)?;
         sqlx::query(&format!(
-            "INSERT INTO tokens ({TOKEN_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"
+            "INSERT INTO tokens ({TOKEN_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)"
         ))
         .bind(&*t.id)
         .bind(&*t.name)
@@ -280,6 +283,9 @@ impl Database {
         .bind(t.generation as i64)
         .bind(i64::from(t.disabled))
         .bind(t.allowed_ips.to_string())
+        .bind(previous_columns(t).0)
+        .bind(previous_columns(t).1)
+        .bind(oidc_json(&t.source))
         .execute(&mut *tx)
         .await
         .map_err(c)?;
@@ -288,14 +294,15 @@ impl Database {
     }
 
     /// Rewrites a token's mutable fields (name, description, hash, permission, routes, rate
-    /// limit, disabled, allowed IPs), if it is still at generation `expected`; its generation becomes `t.generation`.
+    /// limit, disabled, allowed IPs, previous secret), if it is still at generation `expected`; its generation becomes `t.generation`.
     pub async fn update(&self, t: &Token, expected: u64) -> Result<(), DbError> {
         let c = |e| classify(e, &t.name, &t.id);
         let mut tx = self.pool.begin().await.map_err(unavailable)?;
         let done = sqlx::query(
             "UPDATE tokens SET name = $1, description = $2, hash = $3, permission = $4, routes = $5, \
-             rate_limit = $6, generation = $7, disabled = $8, allowed_ips = $9 \
-             WHERE id = $10 AND generation = $11",
+             rate_limit = $6, generation = $7, disabled = $8, allowed_ips = $9, \
+             previous_hash = $10, previous_valid_until = $11 \
+             WHERE id = $12 AND generation = $13",
         )
         .bind(&*t.name)
         .bind(t.description.clone())
@@ -306,6 +313,8 @@ impl Database {
         .bind(t.generation as i64)
         .bind(i64::from(t.disabled))
         .bind(t.allowed_ips.to_string())
+        .bind(previous_columns(t).0)
+        .bind(previous_columns(t).1)
         .bind(&*t.id)
         .bind(expected as i64)
         .execute(&mut *tx)
@@ -316,6 +325,29 @@ impl Database {
         }
         Self::bump(&mut tx).await.map_err(c)?;
         tx.commit().await.map_err(c)
+    }
+
+    /// Forgets the previous secret of token `id` at generation `generation` (its overlap
+    /// ended); false when there was none to forget (already retired, or the token changed).
+    /// The generation stays: cached verifications of the current secret remain valid.
+    pub async fn retire_previous(&self, id: &str, generation: u64) -> Result<bool, DbError> {
+        let c = |e| classify(e, "", id);
+        let mut tx = self.pool.begin().await.map_err(unavailable)?;
+        let done = sqlx::query(
+            "UPDATE tokens SET previous_hash = NULL, previous_valid_until = NULL \
+             WHERE id = $1 AND generation = $2 AND previous_hash IS NOT NULL",
+        )
+        .bind(id)
+        .bind(generation as i64)
+        .execute(&mut *tx)
+        .await
+        .map_err(c)?;
+        if done.rows_affected() == 0 {
+            return Ok(false);
+        }
+        Self::bump(&mut tx).await.map_err(c)?;
+        tx.commit().await.map_err(c)?;
+        Ok(true)
     }
 
     /// Deletes (revokes) a token; false if there was none.
@@ -394,106 +426,4 @@ impl Database {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::token::{
-        self, compile_routes, Access, Permission, RateLimitRule, RouteSpec, Source,
-    };
-
-    fn sample(name: &str) -> Token {
-        let g = token::generate();
-        Token {
-            id: Arc::from(g.id.as_str()),
-            name: Arc::from(name),
-            description: Some("d".into()),
-            hash: token::validate_phc(
-                &token::hash_secret(g.token.expose(), &token::HashParams::cheap()).unwrap(),
-            )
-            .unwrap(),
-            permission: Permission::Write,
-            routes: compile_routes(&[RouteSpec {
-                path: "/p2/acme/*".into(),
-                access: Access::Read,
-            }])
-            .unwrap(),
-            created_at: Some(Utc::now()),
-            expires_at: None,
-            rate_limit: Some(RateLimitRule::Limited {
-                requests: 5,
-                period: Duration::from_secs(60),
-            }),
-            generation: 1,
-            disabled: false,
-            allowed_ips: Default::default(),
-            source: Source::Database,
-        }
-    }
-
-    #[tokio::test]
-    async fn round_trip_on_sqlite() {
-        let dir = tempfile::tempdir().unwrap();
-        let url = format!("sqlite://{}/sub/t.db", dir.path().display());
-        let db = Database::open(&url).await.unwrap();
-        let c0 = db.changes().await.unwrap();
-        let t = sample("a");
-        db.insert(&t).await.unwrap();
-        assert!(db.changes().await.unwrap() > c0);
-        assert_eq!(
-            db.insert(&sample("a")).await,
-            Err(DbError::DuplicateName("a".into()))
-        );
-        let back = db.token(&t.id).await.unwrap();
-        assert_eq!(back.routes, t.routes);
-        assert_eq!(back.rate_limit, t.rate_limit);
-        assert_eq!(db.find("a").await.unwrap().id, t.id);
-        let mut renamed = back.clone();
-        renamed.name = Arc::from("b");
-        renamed.generation = 2;
-        db.update(&renamed, 1).await.unwrap();
-        assert_eq!(
-            db.update(&renamed, 1).await,
-            Err(DbError::NotFound(t.id.to_string()))
-        );
-        assert_eq!(&*db.tokens().await.unwrap()[0].name, "b");
-        assert!(!db.token(&t.id).await.unwrap().disabled);
-        let mut off = renamed.clone();
-        off.disabled = true;
-        off.generation = 3;
-        db.update(&off, 2).await.unwrap();
-        assert!(db.token(&t.id).await.unwrap().disabled);
-        let mut fenced = off.clone();
-        fenced.allowed_ips = crate::token::AllowedIps::parse(&["10.0.0.0/8", "::1"]).unwrap();
-        fenced.generation = 4;
-        db.update(&fenced, 3).await.unwrap();
-        assert_eq!(
-            db.token(&t.id).await.unwrap().allowed_ips,
-            fenced.allowed_ips
-        );
-        let now = Utc::now();
-        let use_at = |at, ip: &str, agent: &str| LastUse {
-            at,
-            ip: Some(ip.parse().unwrap()),
-            user_agent: Some(Arc::from(agent)),
-        };
-        db.record_usage(&[(t.id.clone(), use_at(now, "127.0.0.2", "pip/24.0"))])
-            .await
-            .unwrap();
-        db.record_usage(&[(
-            t.id.clone(),
-            use_at(now - chrono::Duration::hours(1), "10.0.0.9", "old"),
-        )])
-        .await
-        .unwrap();
-        let last = &db.usage().await.unwrap()[&*t.id];
-        assert_eq!(last.at.timestamp_millis(), now.timestamp_millis());
-        assert_eq!(last.ip, Some("127.0.0.2".parse().unwrap()));
-        assert_eq!(last.user_agent.as_deref(), Some("pip/24.0"));
-        assert!(db.delete(&t.id).await.unwrap());
-        assert!(!db.delete(&t.id).await.unwrap());
-        assert!(db.tokens().await.unwrap().is_empty());
-        // reopening keeps data and does not re-run migrations
-        db.close().await;
-        let again = Database::open(&url).await.unwrap();
-        assert!(again.changes().await.unwrap() >= 3);
-    }
-}
+mod tests;

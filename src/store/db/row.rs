@@ -24,6 +24,25 @@ pub(super) fn routes_json(routes: &[Route]) -> String {
     serde_json::to_string(&route_specs(routes)).unwrap_or_else(|_| "[]".into())
 }
 
+/// The previous secret as its two columns (both `None` when there is none).
+pub(super) fn previous_columns(t: &Token) -> (Option<String>, Option<i64>) {
+    match &t.previous {
+        Some(p) => (
+            Some(p.hash.as_str().to_owned()),
+            Some(millis(p.valid_until)),
+        ),
+        None => (None, None),
+    }
+}
+
+/// The origin of a minted token, as stored (`NULL` for every other token).
+pub(super) fn oidc_json(source: &Source) -> Option<String> {
+    match source {
+        Source::Oidc(o) => serde_json::to_string(&**o).ok(),
+        _ => None,
+    }
+}
+
 pub(super) fn rate_limit_json(r: Option<RateLimitRule>) -> Option<String> {
     r.and_then(|r| serde_json::to_string(&r).ok())
 }
@@ -46,6 +65,29 @@ pub(super) fn row_to_token(row: &AnyRow) -> Result<Token, DbError> {
     let disabled: i64 = row.try_get("disabled").map_err(unavailable)?;
     let allowed_ips: String = row.try_get("allowed_ips").map_err(unavailable)?;
     let allowed_ips = token::AllowedIps::parse_stored(&allowed_ips).map_err(bad)?;
+    let previous_hash: Option<String> = row.try_get("previous_hash").map_err(unavailable)?;
+    let previous_valid_until: Option<i64> =
+        row.try_get("previous_valid_until").map_err(unavailable)?;
+    let previous = match (previous_hash, previous_valid_until) {
+        (Some(h), Some(until)) => Some(token::PreviousSecret {
+            hash: token::validate_phc(&h).map_err(|e| bad(format!("previous_hash: {e}")))?,
+            valid_until: from_millis(until)
+                .ok_or_else(|| bad("previous_valid_until out of range".into()))?,
+        }),
+        (None, None) => None,
+        _ => {
+            return Err(bad(
+                "previous_hash and previous_valid_until go together".into()
+            ))
+        }
+    };
+    let oidc: Option<String> = row.try_get("oidc").map_err(unavailable)?;
+    let source = match oidc {
+        None => Source::Database,
+        Some(o) => Source::Oidc(Arc::new(
+            serde_json::from_str(&o).map_err(|e| bad(format!("oidc: {e}")))?,
+        )),
+    };
     let permission = match permission.as_str() {
         "read" => Permission::Read,
         "write" => Permission::Write,
@@ -72,6 +114,7 @@ pub(super) fn row_to_token(row: &AnyRow) -> Result<Token, DbError> {
         generation: generation as u64,
         disabled: disabled != 0,
         allowed_ips,
-        source: Source::Database,
+        previous,
+        source,
     })
 }

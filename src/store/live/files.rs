@@ -149,7 +149,8 @@ fn survivors(
 
 /// The problems of the entries of `path` that break `tokens.max_lifetime` (`max`), if any: an
 /// entry must expire, at most `max` after its `created_at` (or, without one, after `now`).
-/// They refuse the file like any invalid entry.
+/// They refuse the file like any invalid entry. A `created_at` later than `now` counts as
+/// `now`: a postdated entry would otherwise live longer than the policy from today.
 fn beyond_lifetime(
     path: &Path,
     tokens: &[Arc<Token>],
@@ -161,7 +162,8 @@ fn beyond_lifetime(
     let problems: Vec<String> = tokens
         .iter()
         .filter_map(|t| {
-            crate::store::lifetime::check_lifetime(t.expires_at, t.created_at.unwrap_or(now), max)
+            let from = t.created_at.map_or(now, |c| c.min(now));
+            crate::store::lifetime::check_lifetime(t.expires_at, from, max)
                 .err()
                 .map(|e| format!("{file}: token {:?} (id {}): {e}", &*t.name, t.id))
         })
@@ -276,6 +278,9 @@ impl Store {
             .flat_map(|f| survivors(&previous, &f.path, f.text.as_deref()))
             .collect();
         let rebuild = if kept.len() != previous.len() {
+            // What serves is no longer the last good load: putting that text back must be read
+            // as a change (it restores what this edit took away), not skipped as unchanged.
+            *lock(&self.files_digest) = None;
             self.rebuild_with(Some(kept)).await.err()
         } else {
             None

@@ -140,6 +140,7 @@ pub(super) fn validate(
         rate_limit: e.rate_limit,
         disabled: e.disabled,
         allowed_ips: e.allowed_ips,
+        previous: None,
         source: source.clone(),
     })
 }

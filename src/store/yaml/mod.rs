@@ -99,10 +99,24 @@ pub(super) fn too_large(file: &str, text: &str) -> Option<FileRefused> {
 
 /// Reads a token file as text, refusing (`FileTooLarge`) one larger than [`MAX_FILE_BYTES`]
 /// without reading more than that.
+///
+/// Only a regular file is read (after symlinks): a FIFO would hold the loader thread until
+/// someone writes to it (opening it is non-blocking, so even the open returns), and a device
+/// such as `/dev/zero` would be read up to the bound for nothing.
 pub fn read_token_file(path: &Path) -> std::io::Result<String> {
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)?;
+    if !file.metadata()?.is_file() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "not a regular file (a FIFO, device, socket or directory)",
+        ));
+    }
     let mut text = String::new();
-    std::fs::File::open(path)?
-        .take(MAX_FILE_BYTES as u64 + 1)
+    file.take(MAX_FILE_BYTES as u64 + 1)
         .read_to_string(&mut text)?;
     if text.len() > MAX_FILE_BYTES {
         return Err(std::io::Error::new(
