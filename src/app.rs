@@ -4,6 +4,10 @@
 //! runtimes), then waits for whichever comes first: the `shutdown` future, or the proxy
 //! thread ending on its own — which is a failure (`/healthz` fails, `run` returns an error).
 //!
+//! Over 500 lines: `App::run` is the one place that orders the start and the stop of every
+//! part (proxy, admin listener, token store, usage ledger, webhooks, trusted publishing); split,
+//! that order would have to be read across files.
+//!
 //! Nothing here polls: the proxy thread reports its end on a oneshot channel (a dropped
 //! sender, i.e. a panic, counts as an end), and the drain waits on [`Health::idle`].
 

@@ -214,7 +214,7 @@ fn build(col: &mut Collector, root: Value) -> Config {
     let trusted_proxies = top.take_with(
         "trusted_proxies",
         crate::net::TrustedProxies::default(),
-        trusted_proxies,
+        super::sections::trusted_proxies,
     );
     let listen_proxy_protocol: bool = top.take("listen_proxy_protocol", false);
     if listen_proxy_protocol && trusted_proxies.is_empty() {
@@ -276,32 +276,6 @@ fn build(col: &mut Collector, root: Value) -> Config {
         listen_proxy_protocol,
         oidc,
     }
-}
-
-/// `trusted_proxies`: a list of networks or addresses, or (from the environment) one string of
-/// them separated by commas.
-fn trusted_proxies(v: Value) -> Result<crate::net::TrustedProxies, String> {
-    let items: Vec<String> = match v {
-        Value::Null => Vec::new(),
-        Value::String(s) => s
-            .split(',')
-            .map(str::trim)
-            .filter(|p| !p.is_empty())
-            .map(str::to_owned)
-            .collect(),
-        Value::Sequence(seq) => seq.into_iter().map(as_string).collect::<Result<_, _>>()?,
-        other => {
-            return Err(format!(
-                "must be a list of networks, not {}",
-                kind_of(&other)
-            ))
-        }
-    };
-    items
-        .iter()
-        .map(|i| crate::token::parse_network(i))
-        .collect::<Result<Vec<_>, _>>()
-        .map(crate::net::TrustedProxies::new)
 }
 
 #[cfg(test)]
