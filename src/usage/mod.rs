@@ -178,6 +178,12 @@ impl Ledger {
             Some(mut e) if fits(&e) => e.counters.add(bytes, status, client, now_ms, cap),
             Some(_) => overflow = true,
             None if self.len.load(Ordering::Relaxed) >= self.config.max_entries => overflow = true,
+            // A slot is reserved before the insert, so that threads racing for the last ones
+            // never take more than the bound.
+            None if self.len.fetch_add(1, Ordering::Relaxed) >= self.config.max_entries => {
+                self.len.fetch_sub(1, Ordering::Relaxed);
+                overflow = true;
+            }
             None => {
                 let mut fresh = false;
                 let mut e = self.entries.entry(hash).or_insert_with(|| {
@@ -189,8 +195,9 @@ impl Ledger {
                         counters: Counters::new(now_ms),
                     }
                 });
-                if fresh {
-                    self.len.fetch_add(1, Ordering::Relaxed);
+                if !fresh {
+                    // Another thread inserted it meanwhile: the reserved slot is not used.
+                    self.len.fetch_sub(1, Ordering::Relaxed);
                 }
                 if fits(&e) {
                     e.counters.add(bytes, status, client, now_ms, cap);
