@@ -509,6 +509,8 @@ async function run(w, t) {
   await confirm.getByLabel('Keep the old secret working').selectOption('24h');
   await confirm.getByRole('button', { name: 'Regenerate ci-reader' }).click();
   await assertText(reveal.locator('#reveal-title'), /New secret for ci-reader/);
+  // The title is still the last reveal's until this one opens: wait for the new token itself.
+  await until('the overlap token revealed', 10000, async () => (await reveal.getByLabel('Token', { exact: true }).inputValue()) !== '');
   const token3 = await reveal.getByLabel('Token', { exact: true }).inputValue();
   assert.match(token3, TOKEN_RE);
   await page.keyboard.press('Escape');
