@@ -36,6 +36,7 @@ fn token_with(params: &HashParams, routes: Vec<Route>) -> (Token, String) {
         disabled: false,
         allowed_ips: Default::default(),
         previous: None,
+        packages: Default::default(),
         source: Source::Database,
     };
     (t, g.token.expose().to_string())

@@ -15,6 +15,8 @@
 #   tollgate-info the same with the default log level info (one JSON audit line per request)
 #   tollgate-rl   tollgate-warn with a rate-limited token (GCRA + 6 rate-limit response headers)
 #   tollgate-default  the configuration users run: log info (audit line) and a rate-limited token
+#   tollgate-scoped   log warn, a token with packages: [acme/*] under a Composer layout, fetching
+#                     the same files as Composer dists (the cost of package scopes per request)
 #   baseline-warn, baseline-rl   only with BASELINE_TG=/path/to/another/tollgate: the same two
 #                 rows for another build (e.g. the commit before a change), in the same run
 # Every target gets `Authorization: Bearer TOKEN` but Caddy, which takes Basic `token:TOKEN`.
@@ -51,9 +53,21 @@ wait_http "http://127.0.0.1:$PT/small.bin" 20
 TOKENS="$WORK/tokens/tokens.yaml"   # a directory of its own: Tollgate watches it
 write_config "$WORK/tg-warn.yaml" "$TGW" "$TGW_ADMIN" "$UP" "$TOKENS" warn
 write_config "$WORK/tg-info.yaml" "$TGI" "$TGI_ADMIN" "$UP" "$TOKENS" info
+# Package scopes: both instances know a Composer layout (unscoped tokens pay nothing for it), and
+# tollgate-scoped is a token limited to acme/* fetching the same files as Composer dists.
+# The scoped token has a file of its own, which a BASELINE_TG from before scopes never reads.
+TOKENS_SC="$WORK/tokens/scoped.yaml"
+for c in tg-warn tg-info; do
+    sed -i -e 's|^upstream: {url: \(.*\)}$|upstream: {url: \1, layouts: [{kind: composer, prefix: /}]}|' \
+        -e "s|files: \[\"$TOKENS\"\]|files: [\"$TOKENS\", \"$TOKENS_SC\"]|" "$WORK/$c.yaml"
+done
+mkdir -p "$WORK/www/dist/acme/widget"
+cp "$WORK/www/small.bin" "$WORK/www/large.bin" "$WORK/www/dist/acme/widget/"
+chmod -R a+rX "$WORK/www"
 log "hashing the tokens (argon2id, default parameters)"
 TOKEN=$(new_token "$WORK/tg-warn.yaml" "$TOKENS" bench-throughput --rate-limit unlimited)
 TOKEN_RL=$(new_token "$WORK/tg-warn.yaml" "$TOKENS" bench-limited --rate-limit 1000000000/1h)
+TOKEN_SC=$(new_token "$WORK/tg-warn.yaml" "$TOKENS_SC" bench-scoped --rate-limit unlimited --package 'acme/*')
 
 log "starting Tollgate log=warn (:$TGW) and log=info (:$TGI)"
 start_tollgate "$WORK/tg-warn.yaml" "$WORK/tg-warn.log"; TGW_PID=$TG_PID
@@ -76,6 +90,7 @@ for port in $TGW $TGI; do
 done
 wait_http "http://127.0.0.1:$TGW/small.bin" 10 -H "Authorization: Bearer $TOKEN_RL"
 wait_http "http://127.0.0.1:$TGI/small.bin" 10 -H "Authorization: Bearer $TOKEN_RL"
+wait_http "http://127.0.0.1:$TGW/dist/acme/widget/small.bin" 10 -H "Authorization: Bearer $TOKEN_SC"
 
 log "starting Caddy (:$CADDY)"
 start_caddy "$CADDY" "$UP" token "$TOKEN"
@@ -95,11 +110,13 @@ for t in direct nginx-proxy passthrough tollgate-warn tollgate-info; do AUTH[$t]
 AUTH[tollgate-rl]="Bearer $TOKEN_RL"
 AUTH[tollgate-default]="Bearer $TOKEN_RL"
 AUTH[caddy]=$CADDY_AUTH
+URL[tollgate-scoped]=http://127.0.0.1:$TGW/dist/acme/widget
+AUTH[tollgate-scoped]="Bearer $TOKEN_SC"
 # Whose CPU time is charged to each target (nginx: its workers, which serve both hops).
 NGINX_WORKERS=$(pgrep -P "$NGINX_PID" | tr '\n' ' ')
 declare -A PROCS=([direct]=$NGINX_WORKERS [nginx-proxy]=$NGINX_WORKERS [caddy]=$CADDY_PID [passthrough]=$PT_PID
-    [tollgate-warn]=$TGW_PID [tollgate-info]=$TGI_PID [tollgate-rl]=$TGW_PID [tollgate-default]=$TGI_PID)
-TARGETS=(direct nginx-proxy caddy passthrough tollgate-warn tollgate-info tollgate-rl tollgate-default)
+    [tollgate-warn]=$TGW_PID [tollgate-info]=$TGI_PID [tollgate-rl]=$TGW_PID [tollgate-default]=$TGI_PID [tollgate-scoped]=$TGW_PID)
+TARGETS=(direct nginx-proxy caddy passthrough tollgate-warn tollgate-info tollgate-rl tollgate-default tollgate-scoped)
 if [ -n "${BASELINE_TG:-}" ]; then
     URL[baseline-warn]=http://127.0.0.1:$BLW
     URL[baseline-rl]=http://127.0.0.1:$BLW
@@ -170,6 +187,7 @@ names = {
     "tollgate-info": "Tollgate, log info (audit)",
     "tollgate-rl": "Tollgate, log warn, rate-limited token",
     "tollgate-default": "Tollgate default: log info, rate-limited token",
+    "tollgate-scoped": "Tollgate, log warn, token scoped to acme/* (Composer dist)",
     "baseline-warn": "baseline Tollgate (BASELINE_TG), log warn",
     "baseline-rl": "baseline Tollgate, log warn, rate-limited token",
 }

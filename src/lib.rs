@@ -18,6 +18,7 @@ pub mod net;
 pub mod oidc;
 pub mod proxy;
 pub mod ratelimit;
+pub mod scope;
 pub mod store;
 pub mod sys;
 pub mod tls;

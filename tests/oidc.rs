@@ -157,6 +157,11 @@ async fn a_job_token_buys_a_short_lived_token_that_publishes() {
         std::fs::read_to_string(&tg.setup.tokens_path).unwrap(),
         "tokens: []\n"
     );
+    // The log is written in batches: wait for the exchange's line before reading it.
+    poll_until(Duration::from_secs(3), || async {
+        tg.logs().contains("oidc.exchange")
+    })
+    .await;
     let logs = tg.logs();
     let secret = token.rsplit('_').next().unwrap();
     assert!(!logs.contains(secret), "the minted token is logged");
@@ -746,4 +751,36 @@ async fn a_body_that_never_arrives_is_answered_408_within_the_bound() {
         started.elapsed()
     );
     assert_eq!(upstream.count(), 0);
+}
+
+/// A policy's `packages` scope the minted token like a token's own: under a PyPI layout it
+/// reads `acme-*` projects (any spelling PEP 503 folds into one) and nothing of another vendor.
+#[tokio::test]
+async fn a_policys_packages_scope_the_minted_token() {
+    let upstream = Upstream::start();
+    let issuer = Issuer::start();
+    let claims = json!({"repository": "acme/widget"});
+    let tg = setup(&upstream, &issuer)
+        .set("upstream.layouts", json!([{"kind": "pypi", "prefix": "/"}]))
+        .set(
+            "oidc.policies",
+            json!([{"name": "acme-only", "issuer": issuer.url(), "claims": claims,
+                    "permission": "read", "packages": ["acme-*"]}]),
+        )
+        .start()
+        .await;
+    let token = mint(&tg, &issuer.sign("rsa-1", &issuer.claims())).await;
+    let listed = minted_tokens(&tg).await;
+    assert_eq!(listed[0]["packages"], json!(["acme-*"]), "{listed:?}");
+    let c = client();
+    let bearer = format!("Bearer {token}");
+    for (path, want) in [
+        ("/simple/acme-widget/", 200),
+        ("/simple/Acme_Widget/", 200),
+        ("/simple/globex-gadget/", 403),
+    ] {
+        let resp = http_get(&c, &tg.url(path), Some(&bearer)).await;
+        assert_eq!(resp.status, want, "{path}: {}", resp.body);
+    }
+    assert_eq!(upstream.count_path("/simple/globex-gadget/"), 0);
 }

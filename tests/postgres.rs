@@ -1113,3 +1113,52 @@ async fn allowed_ips_are_stored_and_enforced_across_replicas() {
     )
     .await;
 }
+
+#[tokio::test]
+async fn packages_are_stored_and_enforced_across_replicas() {
+    let mut pg = PgCluster::start();
+    let url = pg.create_database("packages");
+    let upstream = Upstream::start();
+    let (a, b) = two_replicas(&upstream, &url).await;
+    let client = client();
+
+    // No layouts on the replicas: a scoped token can tell no package, so B refuses it.
+    let (record, token) = a
+        .create_token(
+            &boot(),
+            json!({"name": "scoped-on-a", "permission": "read", "packages": ["acme/*", "com.acme:*"]}),
+        )
+        .await;
+    let id = record["id"].as_str().expect("id").to_owned();
+    let auth = bearer(&token);
+    propagation(
+        "packages set-up: refused by B",
+        GIVE_UP,
+        &client,
+        &[(&b, "/pkg/one", &auth, 403)],
+    )
+    .await;
+    let resp = http_get(&client, &b.url("/pkg/one"), Some(&auth)).await;
+    assert_eq!(resp.error_code().as_deref(), Some("package_unknown"));
+    let shown = b
+        .api("GET", &format!("/api/v1/tokens/{id}"), Some(&boot()), None)
+        .await
+        .expect(200);
+    assert_eq!(shown["packages"], json!(["acme/*", "com.acme:*"]));
+
+    a.api(
+        "PATCH",
+        &format!("/api/v1/tokens/{id}"),
+        Some(&boot()),
+        Some(&json!({"packages": []})),
+    )
+    .await
+    .expect(200);
+    propagation(
+        "unscoped on A → accepted by B",
+        PROPAGATION,
+        &client,
+        &[(&b, "/pkg/one", &auth, 200)],
+    )
+    .await;
+}

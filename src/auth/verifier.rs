@@ -461,6 +461,7 @@ fn dummy_token(config: &Config) -> Option<Token> {
         disabled: false,
         allowed_ips: Default::default(),
         previous: None,
+        packages: Default::default(),
         generation: UNKNOWN_GENERATION,
         source: crate::token::Source::Bootstrap,
     })

@@ -2,6 +2,7 @@
 //! `check-config` validates without changing anything; `token` is in [`token`].
 
 mod token;
+mod token_table;
 mod trust;
 mod usage;
 
@@ -176,6 +177,12 @@ pub struct ModifyArgs {
     /// Remove the client allowlist (the token works from any address).
     #[arg(long, conflicts_with = "allow_ips")]
     pub no_allow_ip: bool,
+    /// Replace the package patterns, repeatable: --package 'acme/*' --package '@acme/*'
+    #[arg(long = "package", value_name = "PATTERN")]
+    pub packages: Vec<String>,
+    /// Remove the package patterns (the token reaches every package).
+    #[arg(long, conflicts_with = "packages")]
+    pub no_package: bool,
     /// table or json.
     #[arg(long, short = 'o', value_enum, default_value_t = Output::Table)]
     pub output: Output,
@@ -207,6 +214,11 @@ pub struct NewTokenArgs {
     /// --allow-ip 10.0.0.0/8 --allow-ip 203.0.113.7 (default: any address).
     #[arg(long = "allow-ip", value_name = "CIDR")]
     pub allow_ips: Vec<String>,
+    /// A package pattern the token is limited to, repeatable, in the ecosystem's own naming:
+    /// --package 'acme/*' --package '@acme/*' --package 'acme-*' --package 'com.acme:*'
+    /// (default: every package).
+    #[arg(long = "package", value_name = "PATTERN")]
+    pub packages: Vec<String>,
     /// Read a custom secret from stdin (`-`) instead of generating a token; the client then
     /// sends Basic NAME:SECRET.
     #[arg(long)]
@@ -382,6 +394,7 @@ fn bootstrap_token(spec: &str, params: &HashParams) -> anyhow::Result<Token> {
         disabled: false,
         allowed_ips: Default::default(),
         previous: None,
+        packages: Default::default(),
         generation: 1,
         source: Source::Bootstrap,
     })

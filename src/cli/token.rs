@@ -9,12 +9,14 @@ use anyhow::{anyhow, bail, Context};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
+use super::token_table::print_tokens;
 use super::{
     load_config, runtime, ModifyArgs, NewTokenArgs, Output, RegenerateArgs, RenameArgs, TargetArgs,
     TokenCommand,
 };
 use crate::app::refused;
 use crate::config::{Config, Overrides};
+use crate::scope::PackagePatterns;
 use crate::store::db::Database;
 use crate::store::manage::{self, NewToken, Patch};
 use crate::store::yaml;
@@ -89,8 +91,13 @@ fn new_token_request(args: &NewTokenArgs) -> anyhow::Result<NewToken> {
             .map(parse_rate_limit)
             .transpose()?,
         allowed_ips: parse_allow_ips(&args.allow_ips)?,
+        packages: parse_packages(&args.packages)?,
         secret: read_secret(args.secret.as_deref())?,
     })
+}
+
+fn parse_packages(items: &[String]) -> anyhow::Result<PackagePatterns> {
+    PackagePatterns::parse(items).map_err(|e| anyhow!("--package: {e}"))
 }
 
 fn parse_allow_ips(items: &[String]) -> anyhow::Result<AllowedIps> {
@@ -129,6 +136,8 @@ struct EntryOut {
     rate_limit: Option<RateLimitRule>,
     #[serde(skip_serializing_if = "AllowedIps::is_empty")]
     allowed_ips: AllowedIps,
+    #[serde(skip_serializing_if = "PackagePatterns::is_empty")]
+    packages: PackagePatterns,
     created_at: DateTime<Utc>,
     #[serde(skip_serializing_if = "Option::is_none")]
     expires_at: Option<DateTime<Utc>>,
@@ -149,6 +158,7 @@ fn token_hash(config: &Config, args: &NewTokenArgs) -> anyhow::Result<()> {
         routes: route_specs(&t.routes),
         rate_limit: t.rate_limit,
         allowed_ips: t.allowed_ips.clone(),
+        packages: t.packages.clone(),
         created_at: t.created_at.unwrap_or_else(Utc::now),
         expires_at: t.expires_at,
     };
@@ -185,80 +195,6 @@ fn file_tokens(config: &Config) -> anyhow::Result<Vec<Token>> {
     }
     Ok(all)
 }
-
-fn print_tokens(
-    tokens: &[Token],
-    usage: &std::collections::HashMap<String, crate::store::LastUse>,
-    output: Output,
-) {
-    let now = Utc::now();
-    match output {
-        Output::Json => {
-            let views: Vec<_> = tokens
-                .iter()
-                .map(|t| manage::token_view(t, usage.get(&*t.id), now))
-                .collect();
-            let v = if views.len() == 1 {
-                views.into_iter().next().unwrap_or_default()
-            } else {
-                serde_json::json!({ "tokens": views })
-            };
-            println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
-        }
-        Output::Table => {
-            let day = |d: Option<DateTime<Utc>>| {
-                d.map(|d| d.format("%Y-%m-%d %H:%M").to_string())
-                    .unwrap_or_else(|| "-".into())
-            };
-            println!(
-                "{:<12}  {:<24}  {:<10}  {:<8}  {:<8}  {:<16}  {:<16}  {:<18}  {:<16}  ROUTES",
-                "ID",
-                "NAME",
-                "PERMISSION",
-                "SOURCE",
-                "STATE",
-                "EXPIRES",
-                "LAST USED",
-                "CLIENTS",
-                "PREVIOUS UNTIL"
-            );
-            for t in tokens {
-                let expires = match t.expires_at {
-                    Some(_) if t.is_expired(now) => "expired".to_string(),
-                    e => day(e),
-                };
-                let routes: Vec<String> = t
-                    .routes
-                    .iter()
-                    .map(|r| format!("{}={}", r.pattern.as_str(), r.access.as_str()))
-                    .collect();
-                println!(
-                    "{:<12}  {:<24}  {:<10}  {:<8}  {:<8}  {:<16}  {:<16}  {:<18}  {:<16}  {}",
-                    t.id,
-                    t.name,
-                    t.permission.as_str(),
-                    t.source.kind(),
-                    if t.disabled { "disabled" } else { "enabled" },
-                    expires,
-                    day(usage.get(&*t.id).map(|u| u.at)),
-                    if t.allowed_ips.is_empty() {
-                        "*".to_string()
-                    } else {
-                        t.allowed_ips.to_string()
-                    },
-                    // The previous secret of an overlapping rotation: valid until then.
-                    day(t.live_previous(now).map(|p| p.valid_until)),
-                    if routes.is_empty() {
-                        "*".to_string()
-                    } else {
-                        routes.join(",")
-                    }
-                );
-            }
-        }
-    }
-}
-
 async fn db_command(config: &Config, db: &Database, cmd: TokenCommand) -> anyhow::Result<()> {
     let usage = db.usage().await.unwrap_or_default();
     // Names are unique across the token files, the database and the bootstrap token (the
@@ -407,6 +343,8 @@ async fn db_command(config: &Config, db: &Database, cmd: TokenCommand) -> anyhow
                 rate_limit,
                 allow_ips,
                 no_allow_ip,
+                packages,
+                no_package,
                 output,
             } = args;
             let current = db.find(&token).await?;
@@ -438,6 +376,13 @@ async fn db_command(config: &Config, db: &Database, cmd: TokenCommand) -> anyhow
                     None
                 } else {
                     Some(Some(parse_allow_ips(&allow_ips)?))
+                },
+                packages: if no_package {
+                    Some(None)
+                } else if packages.is_empty() {
+                    None
+                } else {
+                    Some(Some(parse_packages(&packages)?))
                 },
             };
             let t = manage::apply_patch(&current, patch).map_err(|e| anyhow!(e))?;

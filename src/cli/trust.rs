@@ -46,6 +46,9 @@ pub struct AddArgs {
     /// The minted token's routes, repeatable: --route '/simple/acme-widget/**=write'
     #[arg(long = "route")]
     pub routes: Vec<String>,
+    /// The minted token's package scopes, repeatable: --package 'acme-*' (see token create).
+    #[arg(long = "package")]
+    pub packages: Vec<String>,
     /// The minted token's lifetime (default 15m; at most oidc.max_lifetime).
     #[arg(long)]
     pub lifetime: Option<String>,
@@ -84,6 +87,8 @@ fn policy_from(args: AddArgs) -> anyhow::Result<TrustPolicy> {
         claims,
         permission: Permission::from(args.permission),
         routes,
+        packages: crate::token::PackagePatterns::parse(&args.packages)
+            .map_err(|e| anyhow!("--package: {e}"))?,
         lifetime,
     })
 }

@@ -6,6 +6,7 @@ mod database_url;
 mod fields;
 mod load;
 mod oidc;
+mod scopes;
 mod sections;
 #[cfg(test)]
 pub(crate) mod testing;
@@ -52,6 +53,12 @@ pub struct UpstreamConfig {
     /// Client-side path of a cargo sparse index (`/index/`): its `config.json` gets
     /// `"auth-required": true`, without which cargo never sends its token.
     pub cargo_index: Option<String>,
+    /// Which ecosystem each part of the store is (package scopes); empty: none, and every
+    /// request of a token limited to packages is refused.
+    pub layouts: crate::scope::Layouts,
+    /// The largest listing body filtered for a token limited to packages (a bigger one is
+    /// answered 502, never passed unfiltered); also the largest upload such a token may send.
+    pub listing_max_body: usize,
 }
 
 /// Where tokens come from and how they are presented upstream. `Debug` redacts the database

@@ -84,6 +84,12 @@ pub struct TrustPolicy {
     /// The minted token's routes (none: every path).
     #[serde(default)]
     pub routes: Vec<RouteSpec>,
+    /// The minted token's package scopes (none: every package), as a token's `packages`.
+    #[serde(
+        default,
+        skip_serializing_if = "crate::token::PackagePatterns::is_empty"
+    )]
+    pub packages: crate::token::PackagePatterns,
     /// The minted token's lifetime (`15m` when absent; at most `oidc.max_lifetime`).
     #[serde(
         default,

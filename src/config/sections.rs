@@ -385,6 +385,8 @@ pub(super) fn build_upstream(s: &mut Section<'_>) -> UpstreamConfig {
             _ => Err(format!("{p:?} must be a normalized path such as /index/")),
         }
     });
+    let layouts = super::scopes::build_layouts(s);
+    let listing_max_body = super::scopes::build_listing_max_body(s);
     let field = s.field("url");
     let parsed = parse_upstream(&url, host.as_deref()).unwrap_or_else(|reason| {
         s.collector().error(&field, reason);
@@ -409,6 +411,8 @@ pub(super) fn build_upstream(s: &mut Section<'_>) -> UpstreamConfig {
         read_timeout,
         resolve_interval,
         cargo_index,
+        layouts,
+        listing_max_body,
     }
 }
 

@@ -75,6 +75,7 @@ pub fn build(
         allowed_ips: Default::default(),
         generation: 1,
         previous: None,
+        packages: policy.packages.clone(),
         source: Source::Oidc(Arc::new(origin)),
     };
     Ok((t, g.token))

@@ -149,6 +149,7 @@ mod tests {
                 .collect(),
             permission: crate::token::Permission::Write,
             routes: vec![],
+            packages: Default::default(),
             lifetime: None,
         }
     }

@@ -21,6 +21,7 @@ mod oidc;
 mod public;
 pub mod rate_headers;
 mod responses;
+mod scoped;
 mod whoami;
 
 use std::borrow::Cow;
@@ -75,6 +76,10 @@ pub struct Ctx {
     connect_retried: bool,
     /// The status a failure was answered with (0: the client was gone), for its log line.
     failure_status: u16,
+    /// Package scopes: a listing to filter or an upload to hold (`scoped`), and the refusal
+    /// a scope hook stopped the request with.
+    scoped: scoped::Scoped,
+    scoped_refusal: Option<Refusal>,
     _in_flight: InFlight,
 }
 
@@ -115,6 +120,8 @@ pub struct Proxy {
     usage: Option<Arc<crate::usage::Ledger>>,
     /// Trusted publishing, when `oidc.enabled`: its exchange path is answered here.
     oidc: Option<Arc<crate::oidc::Oidc>>,
+    /// `upstream.layouts` and `upstream.listing_max_body` (package scopes).
+    scopes: scoped::Scopes,
 }
 
 impl Proxy {
@@ -146,6 +153,7 @@ impl Proxy {
             trusted_proxies: config.trusted_proxies.clone(),
             usage: None,
             oidc: None,
+            scopes: scoped::Scopes::new(up.layouts.clone(), up.listing_max_body),
         }
     }
 
@@ -244,6 +252,8 @@ impl ProxyHttp for Proxy {
             resolve_wait: None,
             connect_retried: false,
             failure_status: 0,
+            scoped: scoped::Scoped::No,
+            scoped_refusal: None,
             _in_flight: InFlight::new(&self.health),
         }
     }
@@ -341,6 +351,24 @@ impl ProxyHttp for Proxy {
                     ctx.path = Some(path.into_owned());
                     return self.refuse(session, ctx, Refusal::Forbidden).await;
                 }
+                if !token.packages.is_empty() {
+                    let req = session.req_header();
+                    let header = |name| req.headers.get(name).and_then(|v| v.to_str().ok());
+                    let decided = self.scopes.check(
+                        token,
+                        &req.method,
+                        &path,
+                        header(http::header::CONTENT_TYPE),
+                        header(http::header::CONTENT_LENGTH).and_then(|v| v.parse().ok()),
+                    );
+                    match decided {
+                        Ok(s) => ctx.scoped = s,
+                        Err(r) => {
+                            ctx.path = Some(path.into_owned());
+                            return self.refuse(session, ctx, r).await;
+                        }
+                    }
+                }
             }
             None => {
                 if let Err(r) = self.admit_anonymous(ctx, required, &path) {
@@ -424,7 +452,8 @@ impl ProxyHttp for Proxy {
         ctx: &mut Ctx,
     ) -> Result<()> {
         self.prepare_upstream_request(session, req, ctx);
-        if ctx.cargo.is_requested() {
+        if ctx.cargo.is_requested() || ctx.scoped.is_listing() {
+            // The whole file in identity encoding: it is rewritten on its way back.
             cargo::prepare_request(req);
         }
         ctx.upstream_sent = Some(Instant::now());
@@ -440,6 +469,16 @@ impl ProxyHttp for Proxy {
         if ctx.cargo.is_requested() {
             let head_only = session.req_header().method == http::Method::HEAD;
             ctx.cargo.on_response(resp, head_only)?;
+        }
+        if ctx.scoped.is_listing() {
+            let head_only = session.req_header().method == http::Method::HEAD;
+            if let Err(r) =
+                ctx.scoped
+                    .on_response(resp, head_only, self.scopes.max_body, &self.scopes.budget)
+            {
+                ctx.scoped_refusal = Some(r);
+                return Err(scoped::stop(r));
+            }
         }
         if let Some(sent) = ctx.upstream_sent.take() {
             METRICS
@@ -469,11 +508,44 @@ impl ProxyHttp for Proxy {
         ctx: &mut Ctx,
     ) -> Result<Option<Duration>> {
         ctx.cargo.on_body(body, end_of_stream)?;
+        if let (scoped::Scoped::Collecting(..), Some(token)) = (&ctx.scoped, &ctx.token) {
+            let token = token.clone();
+            let max = self.scopes.max_body;
+            if let Err(r) = ctx
+                .scoped
+                .on_body(body, end_of_stream, &token.packages, max)
+            {
+                ctx.scoped_refusal = Some(r);
+                return Err(scoped::stop(r));
+            }
+        }
         Ok(None)
     }
 
+    async fn request_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<Bytes>,
+        end_of_stream: bool,
+        ctx: &mut Ctx,
+    ) -> Result<()> {
+        if let (scoped::Scoped::Holding(..), Some(token)) = (&ctx.scoped, &ctx.token) {
+            let token = token.clone();
+            let max = self.scopes.max_body;
+            if let Err(r) = ctx
+                .scoped
+                .on_request_body(body, end_of_stream, &token.packages, max)
+            {
+                ctx.scoped_refusal = Some(r);
+                return Err(scoped::stop(r));
+            }
+        }
+        Ok(())
+    }
+
     async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut Ctx) -> FailToProxy {
-        let refusal = failure::refusal_for(e);
+        // A scope hook's own refusal (a listing it cannot filter, an upload it refuses).
+        let refusal = ctx.scoped_refusal.or_else(|| failure::refusal_for(e));
         if let Some(kind) = failure::upstream_kind(e) {
             METRICS.upstream_errors.with_label_values(&[kind]).inc();
         }

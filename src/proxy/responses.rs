@@ -32,6 +32,17 @@ pub enum Refusal {
     IpNotAllowed,
     /// 403: the token lacks the permission or route.
     Forbidden,
+    /// 403: the request touches a package outside the token's `packages`.
+    PackageNotAllowed,
+    /// 403: the token is limited to packages and the request's package cannot be told (no
+    /// layout covers the path, or an upload body names none).
+    PackageUnknown,
+    /// 502: a listing too large to filter for a token limited to packages.
+    ListingTooLarge,
+    /// 502: a listing that could not be filtered (not its format, or compressed).
+    ListingUnfilterable,
+    /// 503: the listings and uploads held for scoped tokens fill their shared budget.
+    ScopeBusy,
     /// 400: the path cannot be normalized safely.
     BadPath(PathError),
     /// 405: a method the proxy's own endpoint does not take.
@@ -62,11 +73,15 @@ impl Refusal {
             | Refusal::TokenInvalid
             | Refusal::TokenExpired
             | Refusal::TokenDisabled => 401,
-            Refusal::Forbidden | Refusal::IpNotAllowed => 403,
+            Refusal::Forbidden
+            | Refusal::IpNotAllowed
+            | Refusal::PackageNotAllowed
+            | Refusal::PackageUnknown => 403,
+            Refusal::ListingTooLarge | Refusal::ListingUnfilterable => 502,
             Refusal::BadPath(_) => 400,
             Refusal::MethodNotAllowed => 405,
             Refusal::RateLimited(_) | Refusal::Throttled(_) => 429,
-            Refusal::Busy | Refusal::NotReady => 503,
+            Refusal::Busy | Refusal::NotReady | Refusal::ScopeBusy => 503,
             Refusal::UpstreamUnavailable => 502,
             Refusal::UpstreamTimeout => 504,
             Refusal::Internal => 500,
@@ -83,6 +98,11 @@ impl Refusal {
             Refusal::TokenDisabled => "token_disabled",
             Refusal::IpNotAllowed => "ip_not_allowed",
             Refusal::Forbidden => "forbidden",
+            Refusal::PackageNotAllowed => "package_not_allowed",
+            Refusal::PackageUnknown => "package_unknown",
+            Refusal::ListingTooLarge => "listing_too_large",
+            Refusal::ListingUnfilterable => "listing_unfilterable",
+            Refusal::ScopeBusy => "scope_busy",
             Refusal::BadPath(_) => "bad_path",
             Refusal::MethodNotAllowed => "method_not_allowed",
             Refusal::RateLimited(_) => "rate_limited",
@@ -109,6 +129,20 @@ impl Refusal {
                 "the token may not be used from this client address".into()
             }
             Refusal::Forbidden => "the token does not allow this method on this path".into(),
+            Refusal::PackageNotAllowed => "the token does not allow this package".into(),
+            Refusal::PackageUnknown => {
+                "the token is limited to packages, and the package of this request cannot be told".into()
+            }
+            Refusal::ListingTooLarge => {
+                "the package store's listing is too large to filter for this token".into()
+            }
+            Refusal::ListingUnfilterable => {
+                "the package store's listing could not be filtered for this token".into()
+            }
+            Refusal::ScopeBusy => {
+                "too many listings and uploads are being checked for package scopes; retry shortly"
+                    .into()
+            }
             Refusal::BadPath(e) => format!("the request path is refused: {e}").into(),
             Refusal::MethodNotAllowed => "this endpoint answers GET only".into(),
             Refusal::RateLimited(s) => {
@@ -199,7 +233,7 @@ pub async fn write_refusal(
 ) -> Result<()> {
     if r.status() == 401 {
         extra.push((WWW_AUTHENTICATE, challenge.clone()));
-    } else if r == Refusal::Busy || r == Refusal::NotReady {
+    } else if matches!(r, Refusal::Busy | Refusal::NotReady | Refusal::ScopeBusy) {
         extra.push((RETRY_AFTER, HeaderValue::from_static("1")));
     } else if let Refusal::Throttled(secs) = r {
         extra.push((RETRY_AFTER, HeaderValue::from(secs)));
@@ -221,6 +255,11 @@ mod tests {
             Refusal::TokenDisabled,
             Refusal::IpNotAllowed,
             Refusal::Forbidden,
+            Refusal::PackageNotAllowed,
+            Refusal::PackageUnknown,
+            Refusal::ListingTooLarge,
+            Refusal::ListingUnfilterable,
+            Refusal::ScopeBusy,
             Refusal::BadPath(PathError::Nul),
             Refusal::MethodNotAllowed,
             Refusal::RateLimited(3),

@@ -68,6 +68,7 @@ fn body(
         "source": token.source.kind(),
         "rate_limit": rate,
         "allowed_ips": token.allowed_ips,
+        "packages": token.packages,
         "client": client,
     })
 }

@@ -65,6 +65,7 @@ mod tests {
             expires_in: expires_in.map(Into::into),
             rate_limit: None,
             allowed_ips: Default::default(),
+            packages: Default::default(),
             secret: None,
         };
         let with = |expires: &str| build_new(req("x", Some(expires)), &p, now, year);

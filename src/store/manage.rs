@@ -41,6 +41,9 @@ pub struct NewToken {
     /// absent: any address.
     #[serde(default)]
     pub allowed_ips: AllowedIps,
+    /// Package patterns the token is limited to; empty or absent: every package.
+    #[serde(default)]
+    pub packages: crate::token::PackagePatterns,
     /// A custom secret (CLI only; never accepted over the API).
     #[serde(skip)]
     pub secret: Option<Secret>,
@@ -78,6 +81,9 @@ pub struct Patch {
     /// New client allowlist (replaces it; `[]` or `null` = any address).
     #[serde(default, deserialize_with = "nullable")]
     pub allowed_ips: Option<Option<AllowedIps>>,
+    /// New package patterns (replaces them; `[]` or `null` = every package).
+    #[serde(default, deserialize_with = "nullable")]
+    pub packages: Option<Option<crate::token::PackagePatterns>>,
 }
 
 /// Shortest custom secret accepted.
@@ -152,6 +158,7 @@ pub fn build_new(
         disabled: false,
         allowed_ips: req.allowed_ips,
         previous: None,
+        packages: req.packages,
         generation: 1,
         source: Source::Database,
     };
@@ -183,6 +190,9 @@ pub fn apply_patch(current: &Token, patch: Patch) -> Result<Token, ChangeError> 
     }
     if let Some(ips) = patch.allowed_ips {
         t.allowed_ips = ips.unwrap_or_default();
+    }
+    if let Some(p) = patch.packages {
+        t.packages = p.unwrap_or_default();
     }
     t.generation = current.generation + 1;
     Ok(t)
@@ -230,6 +240,7 @@ pub fn token_view(
         "disabled": t.disabled,
         "allowed_ips": t.allowed_ips,
         "previous_valid_until": t.live_previous(now).map(|p| p.valid_until),
+        "packages": t.packages,
         "source": t.source.kind(),
         "oidc": match &t.source {
             Source::Oidc(o) => serde_json::to_value(&**o).ok(),
@@ -267,6 +278,8 @@ fn allow_routes(t: &Token) -> Vec<(&Route, Permission)> {
 ///   same pattern or one covering it (`t` may add deny rules of its own);
 /// - expiry: when the actor expires, `t` expires no later;
 /// - client allowlist: when the actor has `allowed_ips`, `t` has some too, each network inside
+///   one of the actor's;
+/// - packages: when the actor is limited to packages, `t` is too, each of its patterns inside
 ///   one of the actor's;
 /// - rate limit: when the actor is limited (its own limit or the default), `t` is limited to
 ///   no more requests per period and no higher rate.
@@ -316,6 +329,12 @@ pub fn check_within(actor: &Token, t: &Token, default: RateLimitRule) -> Result<
         return Err(ChangeError::ExceedsActor(format!(
             "{who} may be used only from {}: the token's allowed_ips must be set and inside them",
             actor.allowed_ips.to_strings().join(", ")
+        )));
+    }
+    if !t.packages.within(&actor.packages) {
+        return Err(ChangeError::ExceedsActor(format!(
+            "{who} is limited to the packages {}: the token's packages must be set and inside them",
+            actor.packages.patterns().join(", ")
         )));
     }
     if let Some(limit) = actor.expires_at {
@@ -375,6 +394,7 @@ mod tests {
             expires_in: Some("30d".into()),
             rate_limit: None,
             allowed_ips: Default::default(),
+            packages: Default::default(),
             secret: None,
         }
     }

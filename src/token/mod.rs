@@ -10,6 +10,8 @@ mod record;
 mod route;
 mod secret;
 
+/// A token's package patterns (package scopes); their matching is `crate::scope`'s.
+pub use crate::scope::PackagePatterns;
 pub use expiry::parse_expiry;
 pub use format::{
     generate, generate_id, generate_with_id, is_valid_id, parse, Generated, ParseError,

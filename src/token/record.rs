@@ -260,6 +260,9 @@ pub struct Token {
     /// The secret this one replaced, still accepted until its deadline (a regeneration with
     /// an overlap); `None` when there is none.
     pub previous: Option<PreviousSecret>,
+    /// The packages the token may touch (empty: every package), matched per ecosystem under
+    /// `upstream.layouts`; combined with `permission` and `routes` (all must allow).
+    pub packages: crate::scope::PackagePatterns,
     /// Changes whenever the secret or the rights change; cached verifications of another
     /// generation do not count.
     pub generation: u64,
@@ -310,6 +313,7 @@ impl Token {
             disabled: false,
             allowed_ips: Default::default(),
             previous: None,
+            packages: Default::default(),
             generation: 1,
             source: Source::File("t.yaml".into()),
         }

@@ -4,16 +4,18 @@
     build_stores.py FIXTURES STORES CRATE --composer-proxy URL --cargo-proxy URL
 
 writes, under STORES:
-  composer/  a static Composer repository: packages.json (metadata-url), p2/acme/hello.json and the
-             dist zip, whose URL goes through the Composer Tollgate (--composer-proxy)
+  composer/  a static Composer repository: packages.json (metadata-url, available-packages and a
+             Satis-style include/all$<sha1>.json), p2/acme/hello.json, p2/globex/gadget.json and
+             their dist zips, whose URLs go through the Composer Tollgate (--composer-proxy)
   cargo/     a static sparse cargo registry: index/config.json WITHOUT "auth-required" (the store
              does not declare it; Tollgate adds it), index/tg/_h/tg_hello and the .crate (CRATE,
              made by `cargo package`), downloaded through the cargo Tollgate (--cargo-proxy)
-  pypi/      pypiserver's package directory, holding the wheel of tg-hello 1.0.0
+  pypi/      pypiserver's package directory, holding the wheels of tg-hello, acme-widget and
+             globex-gadget 1.0.0
   npm/       the npm registry's directory (empty: the suite publishes into it)
   maven/     the Maven layout, empty (the suite deploys into it)
-and, under STORES/../artifacts/, the wheels that twine uploads (tg_upload 1.0.0; tg_oidc 1.0.0
-with a token minted by trusted publishing).
+and, under STORES/../artifacts/, the wheels that twine uploads (tg_upload and acme_upload 1.0.0;
+tg_oidc 1.0.0 with a token minted by trusted publishing).
 Only the standard library is used; the outputs are deterministic.
 """
 
@@ -110,28 +112,36 @@ def main():
     for sub in ("composer", "cargo", "pypi", "npm", "maven"):
         os.makedirs(os.path.join(st, sub), exist_ok=True)
 
-    # Composer: packages.json points at /p2/%package%.json; the dist goes through the proxy.
-    dist_zip = zip_entries(files_under(os.path.join(fx, "composer", "acme-hello")))
-    dist_rel = "dist/acme/hello/acme-hello-1.0.0.zip"
-    write(os.path.join(st, "composer", dist_rel), dist_zip)
-    with open(os.path.join(fx, "composer", "acme-hello", "composer.json")) as fh:
-        manifest = json.load(fh)
-    version = dict(manifest)
-    version.update({
-        "version": "1.0.0",
-        "version_normalized": "1.0.0.0",
-        "dist": {
-            "type": "zip",
-            "url": args.composer_proxy.rstrip("/") + "/" + dist_rel,
-            "shasum": hashlib.sha1(dist_zip).hexdigest(),
-        },
-    })
-    write(os.path.join(st, "composer", "p2", "acme", "hello.json"),
-          json.dumps({"packages": {"acme/hello": [version]}}, indent=2) + "\n")
+    # Composer: packages.json points at /p2/%package%.json; the dists go through the proxy.
+    versions = {}
+    for name, fixture in (("acme/hello", "acme-hello"), ("globex/gadget", "globex-gadget")):
+        dist_zip = zip_entries(files_under(os.path.join(fx, "composer", fixture)))
+        dist_rel = f"dist/{name}/{name.replace('/', '-')}-1.0.0.zip"
+        write(os.path.join(st, "composer", dist_rel), dist_zip)
+        with open(os.path.join(fx, "composer", fixture, "composer.json")) as fh:
+            manifest = json.load(fh)
+        version = dict(manifest)
+        version.update({
+            "version": "1.0.0",
+            "version_normalized": "1.0.0.0",
+            "dist": {
+                "type": "zip",
+                "url": args.composer_proxy.rstrip("/") + "/" + dist_rel,
+                "shasum": hashlib.sha1(dist_zip).hexdigest(),
+            },
+        })
+        versions[name] = version
+        write(os.path.join(st, "composer", "p2", name + ".json"),
+              json.dumps({"packages": {name: [version]}}, indent=2) + "\n")
+    # A Satis-style include file listing every package (Composer 1 form: version-keyed).
+    include = json.dumps({"packages": {n: {"1.0.0": v} for n, v in versions.items()}}, indent=2) + "\n"
+    include_rel = "include/all$" + hashlib.sha1(include.encode()).hexdigest() + ".json"
+    write(os.path.join(st, "composer", include_rel), include)
     write(os.path.join(st, "composer", "packages.json"), json.dumps({
         "packages": [],
         "metadata-url": "/p2/%package%.json",
-        "available-packages": ["acme/hello"],
+        "available-packages": sorted(versions),
+        "includes": {include_rel: {"sha1": hashlib.sha1(include.encode()).hexdigest()}},
     }, indent=2) + "\n")
 
     # cargo: a sparse index whose config.json does NOT say auth-required.
@@ -150,6 +160,11 @@ def main():
     pkg = os.path.join(fx, "python", "tg_hello")
     make_wheel(os.path.join(st, "pypi"), "tg-hello", "1.0.0", "tg_hello", pkg,
                "Fixture package of the Tollgate client tests")
+    # Two more for package scopes: one inside acme-*, one outside.
+    make_wheel(os.path.join(st, "pypi"), "acme-widget", "1.0.0", "acme_widget", pkg,
+               "Fixture package inside the acme-* scope")
+    make_wheel(os.path.join(st, "pypi"), "globex-gadget", "1.0.0", "globex_gadget", pkg,
+               "Fixture package outside the acme-* scope")
     artifacts = os.path.join(os.path.dirname(os.path.abspath(st)), "artifacts")
     if os.path.isdir(artifacts):
         shutil.rmtree(artifacts)
@@ -158,6 +173,8 @@ def main():
                "Fixture package the Tollgate client tests upload with twine")
     make_wheel(artifacts, "tg-oidc", "1.0.0", "tg_oidc", pkg,
                "Fixture package the Tollgate client tests publish with a minted token")
+    make_wheel(artifacts, "acme-upload", "1.0.0", "acme_upload", pkg,
+               "Fixture package a token scoped to acme-* uploads with twine")
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@
 It answers what `npm publish` and `npm install` use:
   GET  /NAME                    the packument (DIR/packuments/NAME.json), 404 if unknown
   GET  /NAME/-/FILE.tgz         a tarball (DIR/tarballs/FILE.tgz; scoped: /@S/N/-/@S/N-V.tgz)
+  GET  /-/v1/search?text=T      packages whose name holds one of the words of T (npm search)
   PUT  /NAME                    a publish: the versions and dist-tags are merged into the packument,
                                 each `_attachments` entry is written to DIR/tarballs/; 409 when a
                                 version exists already
@@ -64,7 +65,31 @@ class Handler(BaseHTTPRequestHandler):
     def packument_path(self, name):
         return os.path.join(self.server.dir, "packuments", name.replace("/", "%2f") + ".json")
 
+    def search(self):
+        query = urllib.parse.parse_qs(urllib.parse.urlsplit(self.path).query)
+        words = " ".join(query.get("text", [""])).split()
+        objects = []
+        folder = os.path.join(self.server.dir, "packuments")
+        for fname in sorted(os.listdir(folder)) if os.path.isdir(folder) else []:
+            with open(os.path.join(folder, fname)) as fh:
+                doc = json.load(fh)
+            name = doc.get("name", "")
+            if words and not any(w in name for w in words):
+                continue
+            latest = doc.get("dist-tags", {}).get("latest", "")
+            objects.append({
+                "package": {"name": name, "version": latest,
+                            "description": doc.get("description", ""),
+                            "date": "2024-01-01T00:00:00.000Z", "links": {}, "keywords": [],
+                            "publisher": {"username": "tollgate"}, "maintainers": []},
+                "score": {"final": 1, "detail": {"quality": 1, "popularity": 1, "maintenance": 1}},
+                "searchScore": 1,
+            })
+        self.reply(200, {"objects": objects, "total": len(objects), "time": "2024-01-01T00:00:00.000Z"})
+
     def do_GET(self):
+        if urllib.parse.urlsplit(self.path).path == "/-/v1/search":
+            return self.search()
         parsed = split(self.path)
         if parsed is None:
             return self.reply(404, {"error": "not_found"})

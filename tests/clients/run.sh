@@ -242,8 +242,13 @@ oidc:
     - {name: short, issuer: "http://127.0.0.1:$issuer_port", claims: {repository: acme/widget, ref: "refs/tags/v*"}, permission: write, lifetime: 2s}
 EOF
 }
-for s in composer pypi npm maven; do write_config "$s" "${store[$s]}"; done
-write_config cargo "$cargo_store" "$cargo_index_line"
+# Package scopes: each store's layout (only tokens with --package are affected).
+write_config composer "$composer_store" "  layouts: [{kind: composer, prefix: /}]"
+write_config pypi "$pypi_store" "  layouts: [{kind: pypi, prefix: /}]"
+write_config npm "$npm_store" "  layouts: [{kind: npm, prefix: /}]"
+write_config maven "$maven_store" "  layouts: [{kind: maven, prefix: /maven2/}]"
+write_config cargo "$cargo_store" "$cargo_index_line
+  layouts: [{kind: cargo, prefix: /index/, dist: ['/crates/{name}/{name}-{version}.crate']}]"
 write_config cargo-plain "$cargo_store"   # the same store, without cargo_index
 cfg="$work/tollgate/composer.yaml"   # the CLI works on the shared database through any config
 for s in composer pypi npm cargo maven cargo-plain; do
@@ -276,6 +281,15 @@ twine-revocable write
 npm-revocable read
 maven-revocable read
 cargo-revocable read
+composer-pkg read --package acme/*
+pip-pkg read --package acme-*
+twine-pkg write --package acme-*
+npm-pkg read --package @acme/*
+npm-pkg-write write --package @acme/*
+cargo-pkg read --package tg_*
+cargo-other read --package acme_*
+maven-pkg read --package com.example:*
+maven-other write --package com.acme:*
 EOF
 set +f
 READ=${TOK[reader]} WRITE=${TOK[writer]}
@@ -477,8 +491,44 @@ s_composer_revoked() {
   expect_refused "$work/out/composer-rev.txt" 'required authentication' composer_install "$work/composer-rev2"
   [ ! -d "$work/composer-rev2/vendor/acme" ] || fail "the package was installed"
 }
+composer_project_for() { # DIR TOKEN PACKAGE: a project requiring PACKAGE
+  composer_project "$1" "$2" >/dev/null
+  sed -i "s|\"acme/hello\": \"^1.0\"|\"$3\": \"^1.0\"|" "$1/composer.json"
+}
+s_composer_packages() {
+  local tok=${TOK[composer-pkg]} dir="$work/composer-pkg"
+  composer_project_for "$dir" "$tok" acme/hello
+  composer_install "$dir"
+  (cd "$dir" && php -r 'require "vendor/autoload.php"; echo \Acme\Hello\Greeter::hello(), "\n";') \
+    | grep -qx 'hello from acme/hello' || fail "the installed code did not run"
+  # globex/gadget: not in the filtered listing, so Composer's own "could not be found"
+  composer_project_for "$work/composer-pkg-globex" "$tok" globex/gadget
+  expect_refused "$work/out/composer-pkg-globex.txt" 'could not be found' \
+    composer_install "$work/composer-pkg-globex"
+  [ ! -d "$work/composer-pkg-globex/vendor/globex" ] || fail "globex/gadget was installed"
+  # the same project installs with an unscoped token
+  composer_project_for "$work/composer-pkg-open" "$READ" globex/gadget
+  composer_install "$work/composer-pkg-open"
+  # composer show -a lists only acme/*
+  (cd "$dir" && composer_env "$dir" timeout -k 5 60 composer show -a -N --no-ansi) \
+    >"$work/out/composer-show.txt" 2>&1 || { cat "$work/out/composer-show.txt"; fail "composer show -a"; }
+  cat "$work/out/composer-show.txt"
+  grep -qx 'acme/hello' "$work/out/composer-show.txt" || fail "acme/hello not listed"
+  ! grep -q 'globex' "$work/out/composer-show.txt" || fail "globex/gadget listed"
+  # the Satis-style include lists only acme/* for the scoped token, both for the reader
+  local inc; inc=$(ls "$work/stores/composer/include/")
+  curl -s -m 10 -u "token:$tok" "$(P composer)/include/$inc" | tee "$work/out/include.json"
+  grep -q 'acme/hello' "$work/out/include.json" || fail "acme/hello missing from the include"
+  ! grep -q 'globex' "$work/out/include.json" || fail "globex/gadget in the scoped include"
+  curl -s -m 10 -u "token:$READ" "$(P composer)/include/$inc" | grep -q globex/gadget \
+    || fail "the unscoped include lacks globex/gadget"
+  # and the files themselves: 403
+  code=$(curl -s -o /dev/null -w '%{http_code}' -u "token:$tok" "$(P composer)/dist/globex/gadget/globex-gadget-1.0.0.zip")
+  [ "$code" = 403 ] || fail "the globex dist answered $code"
+}
 if in_group composer; then
   say "composer ($(P composer) → nginx :$composer_store)"
+  scenario composer "package scope acme/*: installs acme/hello, not globex/gadget; show -a" s_composer_packages
   scenario composer "read token: composer install, php runs the code" s_composer_read
   scenario composer "COMPOSER_AUTH, token routed to acme/*: installs; 403 elsewhere" s_composer_scoped
   scenario composer "wrong token: install fails (401), store untouched" s_composer_wrong
@@ -586,8 +636,47 @@ s_twine_write() {
     --index-url "http://token:$READ@127.0.0.1:${proxy[pypi]}/simple/" tg-upload==1.0.0
   PYTHONPATH="$work/pip-uploaded" python3 -c 'import tg_upload; print(tg_upload.hello())'
 }
+pip_download() { # DIR TOKEN SPEC
+  pyenv_clean timeout -k 5 120 "$venv/bin/pip" download --no-deps -d "$1" \
+    --index-url "http://token:$2@127.0.0.1:${proxy[pypi]}/simple/" "$3"
+}
+s_pip_packages() {
+  local tok=${TOK[pip-pkg]}
+  pip_download "$work/pip-pkg" "$tok" acme-widget==1.0.0
+  ls "$work/pip-pkg/acme_widget-1.0.0-py3-none-any.whl" || fail "acme-widget was not downloaded"
+  pip_download "$work/pip-pkg-spelt" "$tok" Acme_Widget==1.0.0
+  local spec
+  for spec in globex-gadget==1.0.0 Globex_Gadget==1.0.0 globex.gadget==1.0.0; do
+    expect_refused "$work/out/pip-pkg-globex.txt" 'No matching distribution' \
+      pip_download "$work/pip-pkg-globex" "$tok" "$spec"
+  done
+  [ ! -e "$work/pip-pkg-globex" ] || ! ls "$work/pip-pkg-globex"/*.whl 2>/dev/null || fail "downloaded"
+  pip_download "$work/pip-open" "$READ" globex-gadget==1.0.0   # unscoped: fine
+  # /simple/ as HTML and as PEP 691 JSON lists only acme-*
+  curl -s -m 10 -u "token:$tok" "$(P pypi)/simple/" | tee "$work/out/simple.html"
+  grep -q 'acme-widget' "$work/out/simple.html" || fail "acme-widget missing from /simple/"
+  ! grep -qE 'globex|tg-hello' "$work/out/simple.html" || fail "/simple/ lists other projects"
+  curl -s -m 10 -u "token:$tok" -H 'Accept: application/vnd.pypi.simple.v1+json' "$(P pypi)/simple/" \
+    | tee "$work/out/simple.json"
+  ! grep -qE 'globex|tg-hello' "$work/out/simple.json" || fail "the JSON page lists other projects"
+  curl -s -m 10 -u "token:$READ" "$(P pypi)/simple/" | grep -q globex-gadget || fail "unscoped /simple/ lacks globex"
+}
+s_twine_packages() {
+  local tok=${TOK[twine-pkg]} before
+  before=$(writes pypi)
+  expect_refused "$work/out/twine-pkg.txt" '403 Forbidden' twine_upload "$tok"
+  [ "$(writes pypi)" = "$before" ] || fail "the refused upload reached the store"
+  [ ! -e "$uploaded" ] || fail "the file is in the store"
+  pyenv_clean TWINE_PASSWORD="$tok" timeout -k 5 120 "$venv/bin/twine" upload --non-interactive \
+    --disable-progress-bar --repository-url "$(P pypi)/" -u __token__ \
+    "$work/artifacts/acme_upload-1.0.0-py3-none-any.whl"
+  cmp "$work/artifacts/acme_upload-1.0.0-py3-none-any.whl" \
+    "$work/stores/pypi/acme_upload-1.0.0-py3-none-any.whl" || fail "the store lacks acme_upload"
+}
 if in_group pypi; then
   say "pip / twine ($(P pypi) → pypiserver :$pypi_store)"
+  scenario pip "package scope acme-*: downloads acme-widget, not globex-gadget; /simple/" s_pip_packages
+  scenario twine "package scope acme-*: tg_upload refused, acme_upload stored" s_twine_packages
   scenario pip "pip.conf index-url with a read token: install, import runs" s_pip_read
   scenario pip "--index-url, wrong token: install fails (401), store untouched" s_pip_wrong
   scenario pip "PIP_INDEX_URL, __token__, revoked: installs before, fails after" s_pip_revoked
@@ -671,6 +760,32 @@ s_npm_scoped() {
   out=$(cd "$work/npm-scoped" && node -e 'console.log(require("@acme/widget").widget())')
   [ "$out" = "hello from @acme/widget" ] || fail "the installed code did not run"
 }
+s_npm_packages() {
+  # @globex/x published by an unscoped writer; @acme/widget by the scoped one
+  local dir="$work/npm-globex-pub"
+  rm -rf "$dir" "$dir.home"; mkdir -p "$dir"; cp -r "$here/fixtures/npm/globex-x/." "$dir/"
+  npm_env "$dir" "$WRITE" npm publish --access public
+  dir="$work/npm-pkg-pub-globex"
+  rm -rf "$dir" "$dir.home"; mkdir -p "$dir"; cp -r "$here/fixtures/npm/globex-x/." "$dir/"
+  sed -i 's/"1.0.0"/"1.0.1"/' "$dir/package.json"
+  local before; before=$(writes npm)
+  expect_refused "$work/out/npm-pkg-pub.txt" 'E403' npm_env "$dir" "${TOK[npm-pkg-write]}" npm publish --access public
+  [ "$(writes npm)" = "$before" ] || fail "the refused publish reached the store"
+  mkdir -p "$work/npm-pkg"
+  echo '{"name": "consumer", "version": "1.0.0", "private": true}' >"$work/npm-pkg/package.json"
+  npm_env "$work/npm-pkg" "${TOK[npm-pkg]}" npm install --no-package-lock @acme/widget@1.0.0
+  (cd "$work/npm-pkg" && node -e 'console.log(require("@acme/widget").widget())') | grep -qx 'hello from @acme/widget' \
+    || fail "the installed code did not run"
+  expect_refused "$work/out/npm-pkg-globex.txt" 'E403' \
+    npm_env "$work/npm-pkg" "${TOK[npm-pkg]}" npm install --no-package-lock @globex/x@1.0.0
+  [ ! -d "$work/npm-pkg/node_modules/@globex" ] || fail "@globex/x was installed"
+  # npm search: only @acme/*
+  npm_env "$work/npm-pkg" "${TOK[npm-pkg]}" npm search --json widget x >"$work/out/npm-search.json" \
+    || { cat "$work/out/npm-search.json"; fail "npm search"; }
+  cat "$work/out/npm-search.json"
+  grep -q '@acme/widget' "$work/out/npm-search.json" || fail "@acme/widget not found"
+  ! grep -q '@globex' "$work/out/npm-search.json" || fail "@globex/x found"
+}
 if in_group npm; then
   say "npm ($(P npm) → npm_registry.py :$npm_store)"
   scenario npm "read token: npm publish refused (E403), nothing stored" s_npm_publish_read
@@ -681,6 +796,7 @@ if in_group npm; then
   scenario npm "revoked token: installs before, fails after" s_npm_revoked
   # npm sends scoped names as /@scope%2fname: the one encoded slash Tollgate accepts.
   scenario npm "scoped @acme/widget: publish and install" s_npm_scoped
+  scenario npm "package scope @acme/*: installs @acme/widget, not @globex/x; search" s_npm_packages
 fi
 
 # ---------------------------------------------------------------- Maven
@@ -764,6 +880,21 @@ s_mvn_revoked() {
   revoke maven-revocable maven
   expect_refused "$work/out/mvn-rev.txt" 'status: 401 Unauthorized' mvn_get "$work/mvn-rev2" "$tok"
 }
+s_mvn_packages() {
+  mvn_get "$work/mvn-pkg" "${TOK[maven-pkg]}"
+  java -cp "$work/mvn-pkg/m2/com/example/hello/1.0.0/hello-1.0.0.jar" com.example.Hello \
+    | grep -qx 'hello from com.example:hello' || fail "the resolved code did not run"
+  local before; before=$(lines maven)
+  expect_refused "$work/out/mvn-pkg-other.txt" 'status: 403 Forbidden' mvn_get "$work/mvn-pkg-other" "${TOK[maven-other]}"
+  [ "$(lines maven)" = "$before" ] || fail "a refused request reached the store"
+  make_jar
+  expect_refused "$work/out/mvn-pkg-deploy.txt" 'status: 403 Forbidden' \
+    mvn_run "$work/mvn-pkg-deploy" "${TOK[maven-other]}" "org.apache.maven.plugins:maven-deploy-plugin:$deploy_plugin:deploy-file" \
+    -Dfile="$work/build/hello.jar" -DgroupId=com.example -DartifactId=scoped -Dversion=1.0.0 \
+    -Dpackaging=jar -DgeneratePom=true -DrepositoryId=private -Durl="$(maven_url)"
+  [ "$(lines maven)" = "$before" ] || fail "a refused upload reached the store"
+  [ ! -e "$work/stores/maven/maven2/com/example/scoped" ] || fail "the jar is in the store"
+}
 if in_group maven; then
   say "Maven ($(maven_url) → nginx :$maven_store)"
   scenario maven "read token: deploy:deploy-file refused (403), nothing stored" s_mvn_deploy_read
@@ -772,6 +903,7 @@ if in_group maven; then
   scenario maven "read token: dependency:get, java runs the jar" s_mvn_get_read
   scenario maven "wrong token: dependency:get fails (401), store untouched" s_mvn_get_wrong
   scenario maven "revoked token: resolves before, fails after" s_mvn_revoked
+  scenario maven "package scopes: com.example:* resolves, com.acme:* neither gets nor deploys" s_mvn_packages
 fi
 
 # ---------------------------------------------------------------- cargo (last: needs cargo_index)
@@ -837,12 +969,22 @@ s_cargo_without_option() {
   done
   fail "the index file was not refused for want of a credential"
 }
+s_cargo_packages() {
+  cargo_build "$work/cargo-pkg" "${TOK[cargo-pkg]}"
+  "$work/cargo-pkg/target/debug/tg-app" | grep -qx 'hello from tg_hello' || fail "the built code did not run"
+  local before; before=$(lines cargo)
+  expect_refused "$work/out/cargo-pkg-other.txt" '403' cargo_build "$work/cargo-pkg-other" "${TOK[cargo-other]}"
+  grep -q 'Finished' "$work/out/cargo-pkg-other.txt" && fail "cargo built"
+  # config.json reaches the store (it names no package); tg_hello's index file does not
+  ! tail -n +"$((before + 1))" "$work/logs/cargo-store.log" | grep -q 'tg_hello' || fail "tg_hello reached the store"
+}
 if in_group cargo; then
   say "cargo ($(P cargo)/index/ → nginx :$cargo_store)"
   scenario cargo "store's config.json lacks auth-required; the proxy adds it" s_cargo_store_plain
   scenario cargo "read token (cargo:token): cargo build, the binary runs" s_cargo_read
   scenario cargo "wrong token: cargo build fails (401), store untouched" s_cargo_wrong
   scenario cargo "revoked token: builds before, fails after" s_cargo_revoked
+  scenario cargo "package scopes: tg_* builds against tg_hello, acme_* fails" s_cargo_packages
   scenario cargo "without upstream.cargo_index, a valid token fails (why it exists)" s_cargo_without_option
 fi
 

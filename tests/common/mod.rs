@@ -5,6 +5,7 @@
 //! Every wait in here is a poll with a deadline; nothing sleeps to "let time pass".
 #![allow(dead_code)]
 
+pub mod fixed;
 pub mod oidc;
 pub mod pg;
 pub mod stores;

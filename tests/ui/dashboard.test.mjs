@@ -122,6 +122,7 @@ async function start() {
         `admin_listen: 127.0.0.1:${adminPort}`,
         'upstream:',
         `  url: http://127.0.0.1:${upstreamPort}`,
+        '  layouts: [{kind: composer, prefix: /}]',
         'realm: tollgate-ui-test',
         'tokens:',
         '  files: []',
@@ -468,6 +469,7 @@ async function run(w, t) {
   assert.ok(await form.locator('#f-expiry-group').isHidden(), 'expiry not editable');
   await form.getByLabel('Description').fill('CI pipeline (nightly)');
   await form.getByLabel('Allowed client networks').fill('127.0.0.1, ::1');
+  await form.getByLabel('Packages').fill('acme/pkg, acme/internal-*');
   // A deny rule under the broader route: access "none".
   await form.getByRole('button', { name: 'Add route' }).click();
   await form.getByLabel('Path', { exact: true }).last().fill('/p2/acme/internal-*');
@@ -479,6 +481,8 @@ async function run(w, t) {
   assert.equal(rec.description, 'CI pipeline (nightly)');
   assert.deepEqual(rec.rate_limit, { requests: 100, period: '1h' }, 'rate limit kept');
   assert.deepEqual(rec.allowed_ips, ['127.0.0.1/32', '::1/128'], 'client allowlist saved');
+  assert.deepEqual(rec.packages, ['acme/pkg', 'acme/internal-*'], 'package patterns saved');
+  await assertText(row, /acme\/internal-\*/);
   await assertText(row, /127\.0\.0\.1\/32/);
   assert.deepEqual(rec.routes, [
     { path: '/p2/acme/*', access: 'read' },
@@ -486,6 +490,7 @@ async function run(w, t) {
   ]);
   assert.equal(await proxyStatus(`${w.proxy}/p2/acme/pkg.json`, token1), 200, 'allowed beside the deny rule');
   assert.equal(await proxyStatus(`${w.proxy}/p2/acme/internal-x.json`, token1), 403, 'the deny rule');
+  assert.equal(await proxyStatus(`${w.proxy}/p2/acme/other.json`, token1), 403, 'inside the route, outside the packages');
 
   // ---- regenerate: confirmation names the token; the old secret stops working.
   await row.getByRole('button', { name: 'Regenerate ci-reader' }).click();

@@ -197,6 +197,7 @@
     if (/expires_in|expires_at|expiry/.test(m)) return 'expiry';
     if (/rate_limit/.test(m)) return 'rate';
     if (/allowed_ips/.test(m)) return 'ips';
+    if (/packages|package pattern/.test(m)) return 'packages';
     if (/permission|unknown variant/.test(m)) return 'permission';
     return 'form';
   }
@@ -546,6 +547,9 @@
     const clients = (t.allowed_ips || []).length
       ? el('ul', { class: 'plain' }, ...t.allowed_ips.map((n) => el('li', null, el('code', { text: n }))))
       : el('span', { class: 'muted', text: 'any address' });
+    const packages = (t.packages || []).length
+      ? el('ul', { class: 'plain' }, ...t.packages.map((p) => el('li', null, el('code', { text: p }))))
+      : el('span', { class: 'muted', text: 'all packages' });
     const actions = el('td', { class: 'row-actions' });
     actions.append(actionButton('Usage', t.name, () => openUsage(t)));
     if (t.source === 'oidc') {
@@ -580,6 +584,7 @@
       el('td', { text: t.permission }),
       el('td', null, routes),
       el('td', null, clients),
+      el('td', null, packages),
       el('td', { text: rateText(t.rate_limit) }),
       el('td', null, t.created_at ? timeEl(t.created_at) : el('span', { class: 'muted', text: 'unknown' })),
       el(
@@ -656,6 +661,7 @@
     expiry: 'f-expiry-error',
     rate: 'f-rate-error',
     ips: 'f-allowed-ips-error',
+    packages: 'f-packages-error',
     form: 'f-form-error',
   };
   const FORM_FOCUS = {
@@ -666,6 +672,7 @@
     expiry: 'f-expiry',
     rate: 'f-rate-requests',
     ips: 'f-allowed-ips',
+    packages: 'f-packages',
     form: 'f-submit',
   };
 
@@ -771,6 +778,7 @@
         : 'Never expires. The expiry is chosen at creation and cannot be changed.';
       setRate(t.rate_limit);
       $('f-allowed-ips').value = (t.allowed_ips || []).join(', ');
+      $('f-packages').value = (t.packages || []).join(', ');
     } else {
       setRate(null);
     }
@@ -820,12 +828,17 @@
     const allowedIps = $('f-allowed-ips')
       .value.split(/[\s,]+/)
       .filter((s) => s !== '');
+    // Checked by the server too (400 names the pattern); here only split into a list.
+    const packages = $('f-packages')
+      .value.split(/[\s,]+/)
+      .filter((s) => s !== '');
     const body = {
       name,
       permission: $('f-permission').value,
       routes,
       rate_limit: rate,
       allowed_ips: allowedIps,
+      packages,
     };
     if (state.editing) {
       body.description = description || null;

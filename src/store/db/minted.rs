@@ -50,6 +50,7 @@ mod tests {
             allowed_ips: Default::default(),
             generation: 1,
             previous: None,
+            packages: Default::default(),
             source,
         }
     }

@@ -104,7 +104,7 @@ impl std::fmt::Debug for Database {
 }
 
 const TOKEN_COLUMNS: &str =
-    "id, name, description, hash, permission, routes, rate_limit, created_at, expires_at, generation, disabled, allowed_ips, previous_hash, previous_valid_until, oidc";
+    "id, name, description, hash, permission, routes, rate_limit, created_at, expires_at, generation, disabled, allowed_ips, previous_hash, previous_valid_until, oidc, packages";
 
 impl Database {
     /// Opens (creating the SQLite file and its directory if needed, private to the user) and
@@ -265,7 +265,7 @@ impl Database {
         let c = |e| classify(e, &t.name, &t.id);
         let mut tx = self.pool.begin().await.map_err(unavailable)?;
         sqlx::query(&format!(
-            "INSERT INTO tokens ({TOKEN_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)"
+            "INSERT INTO tokens ({TOKEN_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)"
         ))
         .bind(&*t.id)
         .bind(&*t.name)
@@ -286,6 +286,7 @@ impl Database {
         .bind(previous_columns(t).0)
         .bind(previous_columns(t).1)
         .bind(oidc_json(&t.source))
+        .bind(t.packages.to_string())
         .execute(&mut *tx)
         .await
         .map_err(c)?;
@@ -301,8 +302,8 @@ impl Database {
         let done = sqlx::query(
             "UPDATE tokens SET name = $1, description = $2, hash = $3, permission = $4, routes = $5, \
              rate_limit = $6, generation = $7, disabled = $8, allowed_ips = $9, \
-             previous_hash = $10, previous_valid_until = $11 \
-             WHERE id = $12 AND generation = $13",
+             previous_hash = $10, previous_valid_until = $11, packages = $12 \
+             WHERE id = $13 AND generation = $14",
         )
         .bind(&*t.name)
         .bind(t.description.clone())
@@ -315,6 +316,7 @@ impl Database {
         .bind(t.allowed_ips.to_string())
         .bind(previous_columns(t).0)
         .bind(previous_columns(t).1)
+        .bind(t.packages.to_string())
         .bind(&*t.id)
         .bind(expected as i64)
         .execute(&mut *tx)

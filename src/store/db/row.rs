@@ -88,6 +88,8 @@ pub(super) fn row_to_token(row: &AnyRow) -> Result<Token, DbError> {
             serde_json::from_str(&o).map_err(|e| bad(format!("oidc: {e}")))?,
         )),
     };
+    let packages: String = row.try_get("packages").map_err(unavailable)?;
+    let packages = crate::token::PackagePatterns::parse_stored(&packages).map_err(bad)?;
     let permission = match permission.as_str() {
         "read" => Permission::Read,
         "write" => Permission::Write,
@@ -115,6 +117,7 @@ pub(super) fn row_to_token(row: &AnyRow) -> Result<Token, DbError> {
         disabled: disabled != 0,
         allowed_ips,
         previous,
+        packages,
         source,
     })
 }

@@ -28,6 +28,7 @@ fn sample(name: &str) -> Token {
         disabled: false,
         allowed_ips: Default::default(),
         previous: None,
+        packages: Default::default(),
         source: Source::Database,
     }
 }

@@ -42,6 +42,8 @@ pub(super) struct Entry<'a> {
     disabled: bool,
     #[serde(default)]
     allowed_ips: AllowedIps,
+    #[serde(default)]
+    packages: crate::token::PackagePatterns,
 }
 
 #[derive(Debug, Deserialize)]
@@ -141,6 +143,7 @@ pub(super) fn validate(
         disabled: e.disabled,
         allowed_ips: e.allowed_ips,
         previous: None,
+        packages: e.packages,
         source: source.clone(),
     })
 }
