@@ -214,7 +214,7 @@ fn build(col: &mut Collector, root: Value) -> Config {
     let trusted_proxies = top.take_with(
         "trusted_proxies",
         crate::net::TrustedProxies::default(),
-        super::sections::trusted_proxies,
+        super::fields::trusted_proxies,
     );
     let listen_proxy_protocol: bool = top.take("listen_proxy_protocol", false);
     if listen_proxy_protocol && trusted_proxies.is_empty() {
