@@ -4,6 +4,10 @@
 //! runtimes), then waits for whichever comes first: the `shutdown` future, or the proxy
 //! thread ending on its own — which is a failure (`/healthz` fails, `run` returns an error).
 //!
+//! Over 500 lines: `App::run` is the one place that orders the start and the stop of every
+//! part (proxy, admin listener, token store, usage ledger, webhooks, trusted publishing); split,
+//! that order would have to be read across files.
+//!
 //! Nothing here polls: the proxy thread reports its end on a oneshot channel (a dropped
 //! sender, i.e. a panic, counts as an end), and the drain waits on [`Health::idle`].
 
@@ -58,6 +62,7 @@ pub struct App {
     admin_listener: std::net::TcpListener,
     certs: Option<Arc<CertStore>>,
     upstream_addrs: Vec<std::net::SocketAddr>,
+    hooks: Vec<crate::webhook::Hook>,
 }
 
 /// What the configuration names outside itself, found before anything starts: the upstream's
@@ -67,6 +72,8 @@ pub(crate) struct Preflight {
     pub upstream_addrs: Vec<std::net::SocketAddr>,
     /// The certificate pair of the HTTPS listener, when there is one.
     pub certs: Option<Arc<CertStore>>,
+    /// The webhooks, their secrets read.
+    pub hooks: Vec<crate::webhook::Hook>,
 }
 
 /// Resolves the upstream host and loads the certificate pair. Problems are refused like the
@@ -93,12 +100,20 @@ pub(crate) async fn preflight(config: &Config) -> anyhow::Result<Preflight> {
         None => None,
     };
     problems.extend(quotas::preflight(config));
+    let hooks = crate::webhook::resolve(&config.webhooks).unwrap_or_else(|found| {
+        for p in found {
+            let (field, reason) = p.split_once(": ").unwrap_or(("webhooks", &p));
+            problems.push(config.origins.problem(field, reason));
+        }
+        Vec::new()
+    });
     if !problems.is_empty() {
         return Err(config_refused(&ConfigErrors(problems)));
     }
     Ok(Preflight {
         upstream_addrs,
         certs,
+        hooks,
     })
 }
 
@@ -162,6 +177,7 @@ impl App {
         let Preflight {
             upstream_addrs,
             certs,
+            hooks,
         } = preflight(&config).await?;
         // Then: the connection cap is derived from the raised limit.
         let limits = crate::conn::start(&config.limits);
@@ -183,6 +199,7 @@ impl App {
             admin_listener,
             certs,
             upstream_addrs,
+            hooks,
         })
     }
 
@@ -209,6 +226,7 @@ impl App {
             admin_listener,
             certs,
             upstream_addrs,
+            hooks,
         } = self;
         tracing::info!(
             tokens = store.set.load().len(),
@@ -227,13 +245,19 @@ impl App {
         let (stop_tx, stop_rx) = watch::channel(false);
         let upstream = UpstreamPeers::new(&config.upstream, upstream_addrs);
         tokio::spawn(upstream.clone().run(stop_rx.clone()));
+        let ledger = crate::usage::Ledger::new(&config.usage, store.clone());
+        let webhooks = crate::webhook::Webhooks::start(hooks, &store, &ledger, stop_rx.clone());
         let mut proxy = Proxy::new(
             &config,
             upstream,
             store.clone(),
             verifier.clone(),
             health.clone(),
-        );
+        )
+        .with_usage(ledger.clone());
+        let usage_task = ledger
+            .clone()
+            .map(|l| tokio::spawn(crate::usage::run(l, stop_rx.clone())));
         let oidc = if config.oidc.enabled {
             let oidc = Arc::new(crate::oidc::Oidc::new(&config, store.clone())?);
             tokio::spawn(oidc.clone().run(stop_rx.clone()));
@@ -284,6 +308,8 @@ impl App {
             trusted_proxies: Arc::new(config.trusted_proxies.clone()),
             health: health.clone(),
             quotas: proxy.quotas(),
+            usage: ledger,
+            webhooks,
             oidc,
         };
         let admin_task = tokio::spawn(admin::serve(
@@ -345,6 +371,9 @@ impl App {
         // ---- stop the control plane, which flushes last-use times
         let _ = stop_tx.send(true);
         let _ = tokio::time::timeout(Duration::from_secs(5), store_task).await;
+        if let Some(task) = usage_task {
+            let _ = tokio::time::timeout(Duration::from_secs(10), task).await;
+        }
         let _ = tokio::time::timeout(Duration::from_secs(2), admin_task).await;
         tracing::info!("tollgate stopped");
         result

@@ -3,7 +3,7 @@
 //! The library holds everything; `main.rs` only parses the command line and calls [`app`].
 //! Pure parts (token format, routes and path normalization, credentials, policy, config merge)
 //! never see a pingora type;
-//! only `proxy`, `admin`, `store`, `oidc`, `shared` (Redis) and `app` do I/O.
+//! only `proxy`, `admin`, `store`, `oidc`, `shared` (Redis), `usage`, `webhook` and `app` do I/O.
 
 pub mod admin;
 pub mod app;
@@ -25,3 +25,5 @@ pub mod sys;
 pub mod tls;
 pub mod token;
 pub mod upstream;
+pub mod usage;
+pub mod webhook;

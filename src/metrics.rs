@@ -1,5 +1,8 @@
 //! Every metric Tollgate exports, defined once, in one registry served by the admin listener.
 //! Labels are bounded: outcomes, methods, results and sources — never token ids, names or paths.
+//!
+//! Over 500 lines: a field and a registration for each of some forty metrics; one file keeps
+//! every exported name and label set in one place to read and review.
 
 use std::cell::RefCell;
 use std::sync::LazyLock;
@@ -75,6 +78,14 @@ pub struct Metrics {
     /// Requests refused because the token's quota for the period is used up, by kind
     /// (`requests`, `bytes`).
     pub quota_exceeded: IntCounterVec,
+    /// Requests the usage ledger counted in a token's `other` row because its in-memory bound
+    /// (`usage.max_entries`) was reached.
+    pub usage_overflow: IntCounter,
+    /// Usage ledger entries written to the database.
+    pub usage_flushed: IntCounter,
+    /// Webhook delivery attempts by result (`delivered`, `retry`, `failed`: given up after
+    /// the last retry, `dropped`: the queue was full).
+    pub webhook_deliveries: IntCounterVec,
     /// Trusted-publishing exchanges by result (`success`, or the refusal's code).
     pub oidc_exchanges: IntCounterVec,
 }
@@ -333,6 +344,33 @@ impl Metrics {
                 )
                 .expect("valid metric"),
             ),
+            usage_overflow: register(
+                &r,
+                IntCounter::new(
+                    "usage_overflow_total",
+                    "Requests counted in a token's `other` usage row (the in-memory bound was reached)",
+                )
+                .expect("valid metric"),
+            ),
+            usage_flushed: register(
+                &r,
+                IntCounter::new(
+                    "usage_entries_written_total",
+                    "Usage ledger entries written to the database",
+                )
+                .expect("valid metric"),
+            ),
+            webhook_deliveries: register(
+                &r,
+                IntCounterVec::new(
+                    Opts::new(
+                        "webhook_deliveries_total",
+                        "Webhook delivery attempts by result",
+                    ),
+                    &["result"],
+                )
+                .expect("valid metric"),
+            ),
             oidc_exchanges: register(
                 &r,
                 IntCounterVec::new(
@@ -348,6 +386,9 @@ impl Metrics {
         };
         for kind in ["requests", "bytes"] {
             metrics.quota_exceeded.with_label_values(&[kind]);
+        }
+        for result in ["delivered", "retry", "failed", "dropped"] {
+            metrics.webhook_deliveries.with_label_values(&[result]);
         }
         for result in ["ok", "error"] {
             // Present from the start, so that a rate over them is defined.

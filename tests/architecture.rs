@@ -204,6 +204,12 @@ fn each_layer_names_only_the_layers_below_it() {
     );
     only(&c, "conn", &["config", "metrics", "sys"]);
     only(&c, "upstream", &["config", "metrics"]);
+    only(&c, "usage", &["config", "metrics", "store", "token"]);
+    only(
+        &c,
+        "webhook",
+        &["config", "metrics", "store", "token", "usage"],
+    );
     // Trusted publishing: verifies job tokens, keeps its tables, mints through the store.
     only(&c, "oidc", &["config", "token", "store", "metrics"]);
     only(&c, "shared", &["config", "metrics", "ratelimit", "token"]);
@@ -224,6 +230,7 @@ fn each_layer_names_only_the_layers_below_it() {
             "store",
             "token",
             "upstream",
+            "usage",
         ],
     );
     only(
@@ -239,6 +246,8 @@ fn each_layer_names_only_the_layers_below_it() {
             "store",
             "tls",
             "token",
+            "usage",
+            "webhook",
         ],
     );
 }

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Every test Tollgate has: unit and integration tests (the real binary against real
 # upstreams, a private PostgreSQL cluster included), a promtool lint of a live scrape, the
+# alert rules' promtool unit tests, the
 # Kubernetes manifests, the dashboard in headless Chromium, and real package-manager clients.
 # Installs what a fresh machine lacks; fails on the first failure.
 set -euo pipefail
@@ -13,6 +14,9 @@ export TOLLGATE_BIN="$PWD/target/debug/tollgate"
 
 step "metrics: promtool check metrics on a live scrape"
 bash tests/metrics/promtool.sh
+
+step "alerts and dashboard: promtool check/test rules, metric names"
+bash tests/metrics/rules.sh
 
 step "deploy: kustomize render + Kubernetes schema validation"
 bash tests/deploy/check.sh

@@ -19,6 +19,7 @@ use serde_json::{json, Value};
 use super::error::ApiError;
 use super::AdminState;
 use crate::auth::{parse_authorization, AuthError, Caller};
+use crate::config::WebhookEvent;
 use crate::store::manage::{self, NewToken, Patch};
 use crate::store::rotation::{self, RegenerateRequest};
 use crate::store::{ChangeError, StoreError};
@@ -43,6 +44,7 @@ pub fn routes(state: AdminState) -> Router<AdminState> {
         )
         .route("/api/v1/tokens/{id}/regenerate", post(regenerate))
         .route("/api/v1/reload", post(reload))
+        .merge(super::usage::routes())
         .merge(super::trust::routes())
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .route_layer(axum::middleware::from_fn_with_state(state, require_manager))
@@ -331,6 +333,7 @@ async fn create(
     database.insert(&t).await?;
     apply(&s).await?;
     audit(&actor, "token.create", &t);
+    super::usage::notify(&s, WebhookEvent::Created, &t, &actor.0);
     Ok(created(&s, &t, &secret, StatusCode::CREATED))
 }
 
@@ -402,6 +405,7 @@ async fn regenerate(
     database.update(&t, current.generation).await?;
     apply(&s).await?;
     audit(&actor, "token.regenerate", &t);
+    super::usage::notify(&s, WebhookEvent::Regenerated, &t, &actor.0);
     if let Some(p) = &t.previous {
         tracing::info!(
             target: "audit",
@@ -433,6 +437,7 @@ async fn revoke(
     }
     apply(&s).await?;
     audit(&actor, "token.revoke", &current);
+    super::usage::notify(&s, WebhookEvent::Revoked, &current, &actor.0);
     Ok(StatusCode::NO_CONTENT)
 }
 

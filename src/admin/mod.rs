@@ -6,6 +6,7 @@ pub mod api;
 mod error;
 mod trust;
 pub mod ui;
+mod usage;
 
 use std::sync::Arc;
 
@@ -46,6 +47,10 @@ pub struct AdminState {
     pub health: Arc<Health>,
     /// The proxy's quota counters (usage shown with each token that has a quota).
     pub quotas: Arc<crate::shared::Quotas>,
+    /// The usage ledger (`None`: usage is not recorded).
+    pub usage: Option<Arc<crate::usage::Ledger>>,
+    /// Webhooks of token changes (`None`: none configured).
+    pub webhooks: Option<Arc<crate::webhook::Webhooks>>,
     /// Trusted publishing, when `oidc.enabled` (the trust-policy routes answer 409 otherwise).
     pub oidc: Option<Arc<crate::oidc::Oidc>>,
 }

@@ -5,6 +5,7 @@ mod quota;
 mod token;
 mod token_table;
 mod trust;
+mod usage;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -41,6 +42,8 @@ pub enum Command {
     /// Token utilities.
     #[command(subcommand)]
     Token(TokenCommand),
+    /// Which tokens fetched a path, when, how often, from how many addresses (the usage ledger).
+    Usage(usage::UsageArgs),
     /// Trust policies of trusted publishing (OIDC job tokens exchanged for minted tokens).
     #[command(subcommand)]
     TrustPolicy(trust::TrustCommand),
@@ -90,6 +93,8 @@ pub enum TokenCommand {
     Disable(TargetArgs),
     /// Enable a disabled database token again.
     Enable(TargetArgs),
+    /// A token's usage per day (requests, bytes, addresses, statuses) and its most fetched paths.
+    Usage(usage::TokenUsageArgs),
 }
 
 /// Output format.
@@ -265,7 +270,9 @@ pub fn run(cli: Cli) -> i32 {
     let result = match cli.command {
         Command::Serve(args) => serve(config, &args),
         Command::CheckConfig => check_config(config),
+        Command::Token(TokenCommand::Usage(args)) => usage::token_usage(config, args),
         Command::Token(cmd) => token::run(config, cmd),
+        Command::Usage(args) => usage::path_usage(config, args),
         Command::TrustPolicy(cmd) => trust::run(config, cmd),
     };
     match result {

@@ -236,7 +236,9 @@ async fn db_command(config: &Config, db: &Database, cmd: TokenCommand) -> anyhow
     };
     let one = |t: &Token, output| print_tokens(std::slice::from_ref(t), &usage, output);
     match cmd {
-        TokenCommand::Hash(_) => unreachable!("handled before opening the database"),
+        TokenCommand::Hash(_) | TokenCommand::Usage(_) => {
+            unreachable!("handled before opening the database")
+        }
         TokenCommand::Create(args) => {
             let req = new_token_request(&args)?;
             name_taken(&req.name, None)?;

@@ -244,6 +244,32 @@ pub fn as_duration(v: Value) -> Result<std::time::Duration, String> {
         .map_err(|e| format!("not a duration ({e}); use e.g. 500ms, 2s, 5m, 1h"))
 }
 
+/// `trusted_proxies`: a list of networks or addresses, or (from the environment) one string of
+/// them separated by commas.
+pub(super) fn trusted_proxies(v: Value) -> Result<crate::net::TrustedProxies, String> {
+    let items: Vec<String> = match v {
+        Value::Null => Vec::new(),
+        Value::String(s) => s
+            .split(',')
+            .map(str::trim)
+            .filter(|p| !p.is_empty())
+            .map(str::to_owned)
+            .collect(),
+        Value::Sequence(seq) => seq.into_iter().map(as_string).collect::<Result<_, _>>()?,
+        other => {
+            return Err(format!(
+                "must be a list of networks, not {}",
+                kind_of(&other)
+            ))
+        }
+    };
+    items
+        .iter()
+        .map(|i| crate::token::parse_network(i))
+        .collect::<Result<Vec<_>, _>>()
+        .map(crate::net::TrustedProxies::new)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -38,6 +38,8 @@ const TOP_LEVEL: &[&str] = &[
     "tls",
     "limits",
     "trusted_proxies",
+    "usage",
+    "webhooks",
     "listen_proxy_protocol",
 ];
 
@@ -212,7 +214,7 @@ fn build(col: &mut Collector, root: Value) -> Config {
     let trusted_proxies = top.take_with(
         "trusted_proxies",
         crate::net::TrustedProxies::default(),
-        trusted_proxies,
+        super::fields::trusted_proxies,
     );
     let listen_proxy_protocol: bool = top.take("listen_proxy_protocol", false);
     if listen_proxy_protocol && trusted_proxies.is_empty() {
@@ -232,6 +234,8 @@ fn build(col: &mut Collector, root: Value) -> Config {
     let verify = top.section("verify", build_verify);
     let hashing = top.section("hashing", build_hashing);
     let log = top.section("log", build_log);
+    let usage = top.section("usage", super::usage::build_usage);
+    let webhooks = super::usage::build_webhooks(&mut top);
     let oidc = top.section("oidc", super::oidc::build_oidc);
     if oidc.enabled && tokens.database.is_none() {
         let f = top.field("oidc.enabled");
@@ -268,35 +272,11 @@ fn build(col: &mut Collector, root: Value) -> Config {
         tls,
         limits,
         trusted_proxies,
+        usage,
+        webhooks,
         listen_proxy_protocol,
         oidc,
     }
-}
-
-/// `trusted_proxies`: a list of networks or addresses, or (from the environment) one string of
-/// them separated by commas.
-fn trusted_proxies(v: Value) -> Result<crate::net::TrustedProxies, String> {
-    let items: Vec<String> = match v {
-        Value::Null => Vec::new(),
-        Value::String(s) => s
-            .split(',')
-            .map(str::trim)
-            .filter(|p| !p.is_empty())
-            .map(str::to_owned)
-            .collect(),
-        Value::Sequence(seq) => seq.into_iter().map(as_string).collect::<Result<_, _>>()?,
-        other => {
-            return Err(format!(
-                "must be a list of networks, not {}",
-                kind_of(&other)
-            ))
-        }
-    };
-    items
-        .iter()
-        .map(|i| crate::token::parse_network(i))
-        .collect::<Result<Vec<_>, _>>()
-        .map(crate::net::TrustedProxies::new)
 }
 
 #[cfg(test)]

@@ -11,6 +11,7 @@ mod sections;
 mod shared_backend;
 #[cfg(test)]
 pub(crate) mod testing;
+mod usage;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -25,6 +26,7 @@ pub use fields::{ConfigError, ConfigErrors, Origins};
 pub use load::{load, load_text, Overrides, DEFAULT_CONFIG_PATH};
 pub use oidc::{fetchable_url, OidcConfig, TrustPolicy, LIFETIME_CEILING};
 pub use shared_backend::{BackendUrl, OnBackendError, SharedBackendConfig};
+pub use usage::{UsageConfig, WebhookConfig, WebhookEvent, WebhookSecret};
 
 /// The package store Tollgate forwards to.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -271,6 +273,10 @@ pub struct Config {
     /// Proxies whose `X-Forwarded-For` names the client (`trusted_proxies`; default none):
     /// see [`crate::net::TrustedProxies`].
     pub trusted_proxies: crate::net::TrustedProxies,
+    /// The usage ledger.
+    pub usage: UsageConfig,
+    /// Webhooks notified of token events.
+    pub webhooks: Vec<WebhookConfig>,
     /// Connections to `listen` from a `trusted_proxies` peer start with a PROXY protocol v1 or
     /// v2 header, whose source address is the client's (`listen_proxy_protocol`; default
     /// false). The TLS listener never reads one.

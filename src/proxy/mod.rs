@@ -124,6 +124,8 @@ pub struct Proxy {
     /// Paths served without credentials (empty: none, and a missing token is refused at once).
     public: Box<[PublicPath]>,
     trusted_proxies: TrustedProxies,
+    /// The usage ledger, when there is one: every request made with a token is counted.
+    usage: Option<Arc<crate::usage::Ledger>>,
     /// Trusted publishing, when `oidc.enabled`: its exchange path is answered here.
     oidc: Option<Arc<crate::oidc::Oidc>>,
     /// `upstream.layouts` and `upstream.listing_max_body` (package scopes).
@@ -159,6 +161,7 @@ impl Proxy {
             cargo_config: up.cargo_index.as_deref().map(cargo::config_json_path),
             public: config.public.clone().into_boxed_slice(),
             trusted_proxies: config.trusted_proxies.clone(),
+            usage: None,
             oidc: None,
             scopes: scoped::Scopes::new(up.layouts.clone(), up.listing_max_body),
         }
@@ -183,6 +186,12 @@ impl Proxy {
     /// The quota counters (the application flushes them).
     pub fn quotas(&self) -> Arc<crate::shared::Quotas> {
         self.quotas.clone()
+    }
+
+    /// Counts every request made with a token in `ledger`.
+    pub fn with_usage(mut self, ledger: Option<Arc<crate::usage::Ledger>>) -> Self {
+        self.usage = ledger;
+        self
     }
 
     /// Answers trusted-publishing exchanges at `oidc`'s exchange path.
@@ -669,6 +678,10 @@ impl ProxyHttp for Proxy {
             .path
             .as_deref()
             .unwrap_or_else(|| session.req_header().uri.path());
+        if let (Some(ledger), Some(t)) = (&self.usage, &ctx.token) {
+            let sent = session.body_bytes_sent() as u64;
+            ledger.record(&t.id, path, sent, status, ctx.client, Utc::now());
+        }
         crate::logging::audit::write(&crate::logging::audit::Record {
             token_id,
             token_name,

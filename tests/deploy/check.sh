@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Renders the Kubernetes kustomizations and validates every object against the Kubernetes
 # schemas offline (kubernetes-validate bundles them); the ServiceMonitor CRD is checked for
-# its required shape by hand since no schema ships for it.
+# its required shape by hand since no schema ships for it, and the PrometheusRule must hold
+# exactly the groups of deploy/prometheus/tollgate-rules.yaml.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 command -v kubectl >/dev/null || { echo "kubectl is needed to render kustomizations" >&2; exit 1; }
@@ -24,6 +25,11 @@ for i, d in enumerate(docs):
         spec = d["spec"]
         assert d["apiVersion"] == "monitoring.coreos.com/v1", d["apiVersion"]
         assert spec["selector"]["matchLabels"] and spec["endpoints"][0]["port"], spec
+        continue
+    if kind == "PrometheusRule":
+        assert d["apiVersion"] == "monitoring.coreos.com/v1", d["apiVersion"]
+        rules = yaml.safe_load(open("deploy/prometheus/tollgate-rules.yaml"))["groups"]
+        assert d["spec"]["groups"] == rules, "PrometheusRule differs from deploy/prometheus/tollgate-rules.yaml"
         continue
     with open(os.path.join(sys.argv[2], f"{i:02d}-{kind}.yaml"), "w") as f:
         yaml.safe_dump(d, f)

@@ -51,7 +51,8 @@ for m in tollgate_requests_total tollgate_request_duration_seconds_bucket tollga
          tollgate_verification_duration_seconds_bucket tollgate_rate_limited_total tollgate_tokens \
          tollgate_reloads_total tollgate_build_info tollgate_snapshot_generation \
          tollgate_upstream_addresses tollgate_upstream_resolutions_total tollgate_client_aborts_total \
-         tollgate_tokens_expiring tollgate_tokens_expired; do
+         tollgate_tokens_expiring tollgate_tokens_expired tollgate_webhook_deliveries_total \
+         tollgate_usage_overflow_total tollgate_usage_entries_written_total; do
   grep -q "^$m" "$work/metrics" || { echo "metric $m missing from the scrape" >&2; exit 1; }
 done
 grep -q "$TOKEN" "$work/metrics" "$work/log" && { echo "a secret reached metrics or logs" >&2; exit 1; }

@@ -129,6 +129,7 @@ async function start() {
         `  database: sqlite://${path.join(dir, 't.db')}`,
         'hashing: {memory_kib: 64, iterations: 1, parallelism: 1}',
         'log: {format: text, level: warn}',
+        'usage: {flush_interval: 200ms}',
         'oidc:',
         '  enabled: true',
         '  audience: https://repo.example.com',
@@ -216,6 +217,86 @@ test('token dashboard: sign in, create, use, edit, regenerate, revoke', { timeou
     throw e;
   }
 });
+
+test('usage: a token\'s chart of requests per day, and the search by path', { timeout: 60000 }, async (t) => {
+  const w = await start();
+  t.after(() => w.stop());
+  await mkdir(OUT, { recursive: true });
+  try {
+    await runUsage(w);
+  } catch (e) {
+    if (w.page) await w.page.screenshot({ path: path.join(OUT, 'usage-failure.png'), fullPage: true }).catch(() => {});
+    e.message += `\n--- tollgate log (tail) ---\n${w.log.join('').slice(-4000)}`;
+    throw e;
+  }
+});
+
+async function runUsage(w) {
+  // A token used three times through the proxy, once refused (403 on a path outside its route).
+  const made = await fetch(`${w.admin}/api/v1/tokens`, {
+    method: 'POST',
+    headers: { Authorization: w.adminAuth, 'Content-Type': 'application/json' },
+    body: JSON.stringify({ name: 'fetcher', permission: 'read', routes: [{ path: '/p2/acme/*', access: 'read' }] }),
+  });
+  assert.equal(made.status, 201);
+  const { id, token } = await made.json();
+  for (let i = 0; i < 3; i++) assert.equal(await proxyStatus(`${w.proxy}/p2/acme/widget.json`, token), 200);
+  assert.equal(await proxyStatus(`${w.proxy}/p2/other/x.json`, token), 403);
+  await until('the usage flushed', 10000, async () => {
+    const r = await fetch(`${w.admin}/api/v1/tokens/${id}/usage`, { headers: { Authorization: w.adminAuth } });
+    const u = await r.json();
+    return u.days.length === 1 && u.days[0].requests === 4;
+  });
+
+  const page = w.context.pages()[0] || (await w.context.newPage());
+  w.page = page;
+  page.setDefaultTimeout(10000);
+  const errors = [];
+  page.on('pageerror', (e) => errors.push(e.message));
+  await page.goto(`${w.admin}/`);
+  await page.getByLabel('Manager token').fill(w.bootstrap);
+  await page.getByRole('button', { name: 'Sign in' }).click();
+  const row = page.locator('#token-rows tr[data-name="fetcher"]');
+  await row.waitFor();
+
+  // The chart: 30 bars, today's holds the 4 requests, the others none.
+  await row.getByRole('button', { name: 'Usage fetcher' }).click();
+  const dialog = page.locator('#usage-dialog');
+  await assertText(dialog.locator('#usage-dialog-summary'), /^4 requests, .* sent from /);
+  const today = new Date().toISOString().slice(0, 10);
+  const bars = dialog.locator('#usage-chart svg rect.bar');
+  assert.equal(await bars.count(), 30);
+  const todayBar = dialog.locator(`#usage-chart rect[data-day="${today}"]`);
+  assert.equal(await todayBar.getAttribute('data-requests'), '4');
+  assert.match(await todayBar.locator('title').textContent(), new RegExp(`^${today}: 4 requests, .*, 1 addresses$`));
+  assert.ok(Number(await todayBar.getAttribute('height')) > 100, 'the tallest bar fills the chart');
+  const zero = await page.evaluate(() => [...document.querySelectorAll('#usage-chart rect.bar')].filter((r) => r.getAttribute('height') === '0').length);
+  assert.equal(zero, 29);
+  const paths = await dialog.locator('#usage-path-rows').innerText();
+  assert.match(paths, /\/p2\/acme\/widget\.json\s+3/);
+  assert.match(paths, /\/p2\/other\/x\.json\s+1/);
+  await page.screenshot({ path: path.join(OUT, 'usage-chart.png') });
+  await dialog.getByRole('button', { name: 'Close' }).click();
+  await dialog.waitFor({ state: 'hidden' });
+
+  // The search by path names the token; a path nobody fetched says so; a bad one explains.
+  const search = page.locator('#usage');
+  await search.getByLabel('Path', { exact: true }).fill('/p2/acme/./widget.json');
+  await search.getByRole('button', { name: 'Search' }).click();
+  await assertText(page.locator('#usage-summary'), /^1 token fetched \/p2\/acme\/widget\.json from /);
+  const found = page.locator(`#usage-rows tr[data-id="${id}"]`);
+  assert.match(await found.innerText(), /fetcher[\s\S]*\t3\t/);
+  await page.screenshot({ path: path.join(OUT, 'usage-search.png') });
+  await search.getByLabel('Path', { exact: true }).fill('/p2/acme/nothing.json');
+  await search.getByRole('button', { name: 'Search' }).click();
+  await assertText(page.locator('#usage-summary'), /^No token fetched \/p2\/acme\/nothing\.json/);
+  assert.equal(await page.locator('#usage-table').isHidden(), true);
+  await search.getByLabel('Path', { exact: true }).fill('widget.json');
+  await search.getByRole('button', { name: 'Search' }).click();
+  await assertText(page.locator('#usage-error'), /starts with \//);
+  assert.deepEqual(await unlabelled(page), [], 'every input has a label');
+  assert.deepEqual(errors, []);
+}
 
 async function run(w, t) {
   // Headers of the page and its assets.
@@ -465,6 +546,8 @@ async function run(w, t) {
     throw new Error(`no reveal after regenerating with an overlap: ${await page.locator('#confirm-error').textContent()} (${e.message})`);
   });
   await assertText(reveal.locator('#reveal-title'), /New secret for ci-reader/);
+  // The title is still the last reveal's until this one opens: wait for the new token itself.
+  await until('the overlap token revealed', 10000, async () => (await reveal.getByLabel('Token', { exact: true }).inputValue()) !== '');
   const token3 = await reveal.getByLabel('Token', { exact: true }).inputValue();
   assert.match(token3, TOKEN_RE);
   await page.keyboard.press('Escape');

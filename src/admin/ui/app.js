@@ -235,6 +235,7 @@
 
   function showSignIn(message) {
     $('tokens').hidden = true;
+    $('usage').hidden = true;
     $('trust').hidden = true;
     $('session').hidden = true;
     $('signin').hidden = false;
@@ -245,6 +246,7 @@
   function showApp() {
     $('signin').hidden = true;
     $('tokens').hidden = false;
+    $('usage').hidden = false;
     $('session').hidden = false;
     loadTrust();
   }
@@ -579,6 +581,7 @@
       ? el('ul', { class: 'plain' }, ...t.packages.map((p) => el('li', null, el('code', { text: p }))))
       : el('span', { class: 'muted', text: 'all packages' });
     const actions = el('td', { class: 'row-actions' });
+    actions.append(actionButton('Usage', t.name, () => openUsage(t)));
     if (t.source === 'oidc') {
       // Minted by trusted publishing: short-lived; it can be disabled or revoked early.
       actions.append(
@@ -1121,10 +1124,154 @@
   }
 
   // ---------------------------------------------------------------------------------------
+  // Usage: a token's requests per day (an SVG bar chart) and the search by path
+  // ---------------------------------------------------------------------------------------
+
+  const SVG = 'http://www.w3.org/2000/svg';
+  const svg = (tag, attrs, ...children) => {
+    const e = document.createElementNS(SVG, tag);
+    for (const [k, v] of Object.entries(attrs || {})) e.setAttribute(k, String(v));
+    for (const c of children) if (c) e.append(c);
+    return e;
+  };
+
+  function bytesText(n) {
+    const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
+    let v = Number(n) || 0;
+    let u = 0;
+    while (v >= 1024 && u + 1 < units.length) {
+      v /= 1024;
+      u += 1;
+    }
+    return u ? `${v.toFixed(1)} ${units[u]}` : `${v} B`;
+  }
+
+  const addressText = (n, capped) => (capped ? `${n}+` : String(n));
+
+  /** The last 30 UTC days as YYYY-MM-DD, oldest first. */
+  function lastDays(n = 30) {
+    const today = Date.UTC(new Date().getUTCFullYear(), new Date().getUTCMonth(), new Date().getUTCDate());
+    return Array.from({ length: n }, (_, i) => new Date(today - (n - 1 - i) * DAY).toISOString().slice(0, 10));
+  }
+
+  /** Bars of requests per day; every bar carries its numbers as a title (and for screen readers). */
+  function usageChart(days) {
+    const byDay = new Map(days.map((d) => [d.day, d]));
+    const all = lastDays();
+    const max = Math.max(1, ...days.map((d) => d.requests));
+    const W = 600;
+    const H = 160;
+    const bw = W / all.length;
+    const bars = all.map((day, i) => {
+      const d = byDay.get(day);
+      const n = d ? d.requests : 0;
+      const h = n ? Math.max(2, Math.round(((H - 20) * n) / max)) : 0;
+      const label = d
+        ? `${day}: ${n} requests, ${bytesText(d.bytes_sent)}, ${addressText(d.addresses, d.addresses_capped)} addresses`
+        : `${day}: no requests`;
+      return svg(
+        'rect',
+        { x: (i * bw + 1).toFixed(1), y: H - h, width: (bw - 2).toFixed(1), height: h, class: 'bar', 'data-day': day, 'data-requests': n },
+        svg('title', null, document.createTextNode(label)),
+      );
+    });
+    const axis = svg('line', { x1: 0, y1: H, x2: W, y2: H, class: 'axis' });
+    const top = svg('text', { x: 2, y: 12, class: 'chart-label' }, document.createTextNode(`${max}`));
+    const total = days.reduce((a, d) => a + d.requests, 0);
+    return svg(
+      'svg',
+      { viewBox: `0 0 ${W} ${H + 1}`, role: 'img', 'aria-label': `${total} requests in the last 30 days; most in one day: ${max}` },
+      ...bars,
+      axis,
+      top,
+    );
+  }
+
+  async function openUsage(t) {
+    const d = $('usage-dialog');
+    $('usage-dialog-title').textContent = `Usage of ${t.name}`;
+    $('usage-dialog-summary').textContent = 'Loading…';
+    setError('usage-dialog-error', '');
+    $('usage-chart').replaceChildren();
+    $('usage-path-rows').replaceChildren();
+    d.showModal();
+    try {
+      const u = await api('GET', `${API}/${encodeURIComponent(t.id)}/usage?granularity=day`);
+      const total = u.days.reduce((a, x) => a + x.requests, 0);
+      const sent = u.days.reduce((a, x) => a + x.bytes_sent, 0);
+      $('usage-dialog-summary').textContent = `${total} requests, ${bytesText(sent)} sent from ${u.from} to ${u.to} (UTC).`;
+      $('usage-chart').replaceChildren(usageChart(u.days));
+      $('usage-path-rows').replaceChildren(
+        ...(u.paths.length
+          ? u.paths.map((p) =>
+              el(
+                'tr',
+                null,
+                el('td', null, el('code', { text: p.key })),
+                el('td', { text: String(p.requests) }),
+                el('td', { text: bytesText(p.bytes_sent) }),
+                el('td', null, p.last_at ? timeEl(p.last_at) : null),
+              ),
+            )
+          : [el('tr', null, el('td', { colSpan: 4, class: 'empty', text: 'No requests in the last 30 days.' }))]),
+      );
+    } catch (e) {
+      if (isAuthError(e)) return sessionEnded(e);
+      $('usage-dialog-summary').textContent = '';
+      setError('usage-dialog-error', plain(e));
+    }
+  }
+
+  async function searchUsage(ev) {
+    ev.preventDefault();
+    const path = $('usage-path').value.trim();
+    setError('usage-error', '');
+    if (!path.startsWith('/')) {
+      setError('usage-error', 'Enter a path that starts with /, such as /p2/acme/widget.json.');
+      $('usage-path').focus();
+      return;
+    }
+    const q = new URLSearchParams({ path });
+    if ($('usage-from').value) q.set('from', $('usage-from').value);
+    if ($('usage-to').value) q.set('to', $('usage-to').value);
+    const button = $('usage-submit');
+    busy(button, true);
+    try {
+      const r = await api('GET', `/api/v1/usage?${q}`);
+      const names = new Map(state.tokens.map((t) => [t.id, t.name]));
+      $('usage-rows').replaceChildren(
+        ...r.tokens.map((x) =>
+          el(
+            'tr',
+            { 'data-id': x.token_id },
+            el('th', { scope: 'row' }, el('span', { class: 'name', text: x.token_name || names.get(x.token_id) || x.token_id }), ' ', el('code', { class: 'muted', text: x.token_id })),
+            el('td', { text: String(x.requests) }),
+            el('td', { text: bytesText(x.bytes_sent) }),
+            el('td', { text: String(x.days) }),
+            el('td', { text: addressText(x.addresses, x.addresses_capped) }),
+            el('td', null, x.first_at ? timeEl(x.first_at) : null),
+            el('td', null, x.last_at ? timeEl(x.last_at) : null),
+          ),
+        ),
+      );
+      $('usage-table').hidden = !r.tokens.length;
+      $('usage-summary').textContent = r.tokens.length
+        ? `${r.tokens.length} ${r.tokens.length === 1 ? 'token' : 'tokens'} fetched ${r.path} from ${r.from} to ${r.to} (UTC).`
+        : `No token fetched ${r.path} from ${r.from} to ${r.to} (UTC).`;
+    } catch (e) {
+      if (isAuthError(e)) return sessionEnded(e);
+      setError('usage-error', plain(e));
+    } finally {
+      busy(button, false);
+    }
+  }
+
+  // ---------------------------------------------------------------------------------------
   // Wiring
   // ---------------------------------------------------------------------------------------
 
   function init() {
+    $('usage-form').addEventListener('submit', searchUsage);
     $('signin-form').addEventListener('submit', signIn);
     $('sign-out').addEventListener('click', () => signOut());
     $('refresh').addEventListener('click', async () => {

@@ -170,14 +170,15 @@ impl Database {
         Ok(())
     }
 
-    /// The connection pool, for trusted publishing's own tables (`crate::oidc`).
-    pub fn pool(&self) -> &AnyPool {
-        &self.pool
-    }
-
     /// The URL (with its password: never log it; see [`redact_url`]).
     pub fn url(&self) -> &str {
         &self.url
+    }
+
+    /// The connection pool, for the tables other parts own (trusted publishing's, the usage
+    /// ledger, webhook claims); the token tables are written only through the methods here.
+    pub fn pool(&self) -> &AnyPool {
+        &self.pool
     }
 
     /// The engine in use.
