@@ -8,6 +8,21 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 step() { printf '\n== %s\n' "$*"; }
 
+# The engines the Rust suites start themselves: real stores for tests/paths.rs (Tomcat and
+# Jetty bring a Java runtime) and redis-server for tests/redis.rs.
+need_apt=()
+command -v cmake >/dev/null 2>&1 || need_apt+=(cmake)
+[ -f /usr/share/tomcat10/bin/catalina.sh ] || need_apt+=(tomcat10)
+[ -f /usr/share/jetty9/start.jar ] || need_apt+=(jetty9)
+command -v nginx >/dev/null 2>&1 || need_apt+=(nginx)
+command -v redis-server >/dev/null 2>&1 || need_apt+=(redis-server)
+if [ ${#need_apt[@]} -gt 0 ]; then
+  step "installing ${need_apt[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq "${need_apt[@]}"
+fi
+
 step "cargo test --all-targets"
 cargo test --all-targets
 export TOLLGATE_BIN="$PWD/target/debug/tollgate"
