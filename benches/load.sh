@@ -20,6 +20,8 @@
 #                 the background; compare its ratio with tollgate-rl's
 #   tollgate-scoped   log warn, a token with packages: [acme/*] under a Composer layout, fetching
 #                     the same files as Composer dists (the cost of package scopes per request)
+#   tollgate-ledger   tollgate-warn with the usage ledger on (`usage.database`: a SQLite file of
+#                     its own): every request counted per token, path and day, flushed in batches
 #   baseline-warn, baseline-rl   only with BASELINE_TG=/path/to/another/tollgate: the same two
 #                 rows for another build (e.g. the commit before a change), in the same run
 # Every target gets `Authorization: Bearer TOKEN` but Caddy, which takes Basic `token:TOKEN`.
@@ -39,12 +41,12 @@ tools
 need redis-server redis-server
 build_release
 wait_quiet "${QUIET_WAIT:-240}"
-watchdog "${BENCH_TIME_LIMIT:-480}"
+watchdog "${BENCH_TIME_LIMIT:-900}"
 
-mapfile -t P < <(free_ports 13)
+mapfile -t P < <(free_ports 15)
 UP=${P[0]} NGPROXY=${P[1]} PT=${P[2]} TGW=${P[3]} TGW_ADMIN=${P[4]} TGI=${P[5]} TGI_ADMIN=${P[6]} CADDY=${P[7]}
 BLW=${P[8]} BLW_ADMIN=${P[9]}
-REDIS=${P[10]} TGR=${P[11]} TGR_ADMIN=${P[12]}
+REDIS=${P[10]} TGR=${P[11]} TGR_ADMIN=${P[12]} TGL=${P[13]} TGL_ADMIN=${P[14]}
 
 log "starting nginx (upstream :$UP, proxy_pass :$NGPROXY)"
 start_nginx "$UP" "$NGPROXY"
@@ -67,11 +69,15 @@ write_config "$WORK/tg-warn.yaml" "$TGW" "$TGW_ADMIN" "$UP" "$TOKENS" warn
 write_config "$WORK/tg-info.yaml" "$TGI" "$TGI_ADMIN" "$UP" "$TOKENS" info
 write_config "$WORK/tg-redis.yaml" "$TGR" "$TGR_ADMIN" "$UP" "$TOKENS" warn \
     "rate_limit: {requests: 1000, period: 1h, backend: \"redis://127.0.0.1:$REDIS/0\"}"
+# The usage ledger needs a database: tollgate-ledger is tollgate-warn with one of its own.
+mkdir -p "$WORK/usage"
+write_config "$WORK/tg-ledger.yaml" "$TGL" "$TGL_ADMIN" "$UP" "$TOKENS" warn \
+    "usage: {database: \"sqlite://$WORK/usage/usage.db\"}"
 # Package scopes: both instances know a Composer layout (unscoped tokens pay nothing for it), and
 # tollgate-scoped is a token limited to acme/* fetching the same files as Composer dists.
 # The scoped token has a file of its own, which a BASELINE_TG from before scopes never reads.
 TOKENS_SC="$WORK/tokens/scoped.yaml"
-for c in tg-warn tg-info; do
+for c in tg-warn tg-info tg-ledger; do
     sed -i -e 's|^upstream: {url: \(.*\)}$|upstream: {url: \1, layouts: [{kind: composer, prefix: /}]}|' \
         -e "s|files: \[\"$TOKENS\"\]|files: [\"$TOKENS\", \"$TOKENS_SC\"]|" "$WORK/$c.yaml"
 done
@@ -88,6 +94,10 @@ start_tollgate "$WORK/tg-warn.yaml" "$WORK/tg-warn.log"; TGW_PID=$TG_PID
 start_tollgate "$WORK/tg-info.yaml" "$WORK/tg-info.log"; TGI_PID=$TG_PID
 wait_http "http://127.0.0.1:$TGW_ADMIN/readyz" 30
 wait_http "http://127.0.0.1:$TGI_ADMIN/readyz" 30
+log "starting Tollgate with the usage ledger (:$TGL)"
+start_tollgate "$WORK/tg-ledger.yaml" "$WORK/tg-ledger.log"; TGL_PID=$TG_PID
+wait_http "http://127.0.0.1:$TGL_ADMIN/readyz" 30
+wait_http "http://127.0.0.1:$TGL/small.bin" 10 -H "Authorization: Bearer $TOKEN"
 log "starting Tollgate on Redis (:$TGR)"
 start_tollgate "$WORK/tg-redis.yaml" "$WORK/tg-redis.log"; TGR_PID=$TG_PID
 wait_http "http://127.0.0.1:$TGR_ADMIN/readyz" 30
@@ -130,7 +140,8 @@ URL[tollgate-info]=http://127.0.0.1:$TGI
 URL[tollgate-rl]=http://127.0.0.1:$TGW
 URL[tollgate-default]=http://127.0.0.1:$TGI
 URL[tollgate-redis]=http://127.0.0.1:$TGR
-for t in direct nginx-proxy passthrough tollgate-warn tollgate-info; do AUTH[$t]="Bearer $TOKEN"; done
+URL[tollgate-ledger]=http://127.0.0.1:$TGL
+for t in direct nginx-proxy passthrough tollgate-warn tollgate-info tollgate-ledger; do AUTH[$t]="Bearer $TOKEN"; done
 AUTH[tollgate-rl]="Bearer $TOKEN_RL"
 AUTH[tollgate-default]="Bearer $TOKEN_RL"
 AUTH[tollgate-redis]="Bearer $TOKEN_RL"
@@ -140,8 +151,8 @@ AUTH[tollgate-scoped]="Bearer $TOKEN_SC"
 # Whose CPU time is charged to each target (nginx: its workers, which serve both hops).
 NGINX_WORKERS=$(pgrep -P "$NGINX_PID" | tr '\n' ' ')
 declare -A PROCS=([direct]=$NGINX_WORKERS [nginx-proxy]=$NGINX_WORKERS [caddy]=$CADDY_PID [passthrough]=$PT_PID
-    [tollgate-warn]=$TGW_PID [tollgate-info]=$TGI_PID [tollgate-rl]=$TGW_PID [tollgate-default]=$TGI_PID [tollgate-scoped]=$TGW_PID [tollgate-redis]=$TGR_PID)
-TARGETS=(direct nginx-proxy caddy passthrough tollgate-warn tollgate-info tollgate-rl tollgate-default tollgate-scoped tollgate-redis)
+    [tollgate-warn]=$TGW_PID [tollgate-info]=$TGI_PID [tollgate-rl]=$TGW_PID [tollgate-default]=$TGI_PID [tollgate-scoped]=$TGW_PID [tollgate-redis]=$TGR_PID [tollgate-ledger]=$TGL_PID)
+TARGETS=(direct nginx-proxy caddy passthrough tollgate-warn tollgate-info tollgate-rl tollgate-default tollgate-scoped tollgate-redis tollgate-ledger)
 if [ -n "${BASELINE_TG:-}" ]; then
     URL[baseline-warn]=http://127.0.0.1:$BLW
     URL[baseline-rl]=http://127.0.0.1:$BLW
@@ -214,6 +225,7 @@ names = {
     "tollgate-default": "Tollgate default: log info, rate-limited token",
     "tollgate-scoped": "Tollgate, log warn, token scoped to acme/* (Composer dist)",
     "tollgate-redis": "Tollgate, log warn, rate-limited token shared on Redis (leases)",
+    "tollgate-ledger": "Tollgate, log warn, usage ledger on (its own SQLite database)",
     "baseline-warn": "baseline Tollgate (BASELINE_TG), log warn",
     "baseline-rl": "baseline Tollgate, log warn, rate-limited token",
 }
