@@ -36,21 +36,6 @@ write_config "$WORK/tg-info.yaml" "$TGP" "$ADMIN" "$UP" "$TOKENS" info
 TOKEN=$(new_token "$WORK/tg-warn.yaml" "$TOKENS" bench-throughput --rate-limit unlimited)
 TOKEN_RL=$(new_token "$WORK/tg-warn.yaml" "$TOKENS" bench-limited --rate-limit 1000000000/1h)
 
-# requests PORT COUNT TOKEN: COUNT GETs of /small.bin on one keep-alive connection; all 200.
-requests() {
-    python3 - "$@" <<'EOF'
-import http.client, sys
-port, count, token = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
-c = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
-for i in range(count):
-    c.request("GET", "/small.bin", headers={"Authorization": "Bearer " + token})
-    r = c.getresponse()
-    body = r.read()
-    if r.status != 200 or len(body) != 1024:
-        sys.exit(f"request {i}: status {r.status}, {len(body)} bytes")
-EOF
-}
-
 # measure NAME PORT TOKEN CMD...: runs CMD under callgrind, prints instructions per request.
 measure() {
     local name=$1 port=$2 token=$3; shift 3

@@ -338,3 +338,18 @@ parse_wrk() {
     /Socket errors:/ { gsub(",", ""); err = $4 + $6 + $8 + $10 }
     END { printf "%s %.3f %.3f %d %d %d\n", rps, p50, p99, bad, err, n }' "$1"
 }
+
+# requests PORT COUNT TOKEN: COUNT GETs of /small.bin on one keep-alive connection; all 200.
+requests() {
+    python3 - "$@" <<'EOF'
+import http.client, sys
+port, count, token = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+c = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+for i in range(count):
+    c.request("GET", "/small.bin", headers={"Authorization": "Bearer " + token})
+    r = c.getresponse()
+    body = r.read()
+    if r.status != 200 or len(body) != 1024:
+        sys.exit(f"request {i}: status {r.status}, {len(body)} bytes")
+EOF
+}

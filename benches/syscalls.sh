@@ -33,21 +33,6 @@ TOKENS="$WORK/tokens/tokens.yaml"   # a directory of its own: Tollgate watches i
 write_config "$WORK/tg-info.yaml" "$TGP" "$ADMIN" "$UP" "$TOKENS" info
 TOKEN_RL=$(new_token "$WORK/tg-info.yaml" "$TOKENS" bench-limited --rate-limit 1000000000/1h)
 
-# requests PORT COUNT TOKEN: COUNT GETs of /small.bin on one keep-alive connection; all 200.
-requests() {
-    python3 - "$@" <<'EOF'
-import http.client, sys
-port, count, token = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
-c = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
-for i in range(count):
-    c.request("GET", "/small.bin", headers={"Authorization": "Bearer " + token})
-    r = c.getresponse()
-    body = r.read()
-    if r.status != 200 or len(body) != 1024:
-        sys.exit(f"request {i}: status {r.status}, {len(body)} bytes")
-EOF
-}
-
 # count NAME PORT PIDS...: per-syscall counts of PIDS (all their threads) over REQUESTS
 # requests to PORT, as NAME<TAB>SYSCALL<TAB>CALLS lines.
 count() {
