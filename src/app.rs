@@ -403,6 +403,7 @@ fn start_proxy(
 ) -> anyhow::Result<oneshot::Receiver<()>> {
     let conf = ServerConf {
         threads: config.threads,
+        work_stealing: crate::conn::WORK_STEALING,
         // Our own drain exits as soon as in-flight requests are done; pingora's grace (which
         // always sleeps in full) is only the backstop.
         grace_period_seconds: Some(config.shutdown_grace.as_secs().max(1)),
@@ -414,6 +415,7 @@ fn start_proxy(
     let mut service = crate::conn::proxy_service(
         &server.configuration,
         proxy,
+        config.threads,
         limits,
         config
             .listen_proxy_protocol

@@ -147,20 +147,56 @@ fn whole_secs(d: Duration) -> u64 {
 }
 
 /// The proxy application behind the connection limits.
+///
+/// # Shards
+/// pingora runs the service on one single-threaded runtime per thread (`work_stealing: false`)
+/// and spawns each accepted connection on one of them, where it stays. `Guarded` holds one
+/// proxy application per runtime thread, each with its own upstream connection pool, and a
+/// connection is served by its thread's: an upstream connection is then only ever used on the
+/// thread whose runtime it was opened on. Nothing on the request path crosses threads, as in
+/// nginx's workers.
+///
+/// Measured reason: with pingora's usual set-up (one work-stealing runtime and one pool for all
+/// threads) a task woken on one worker wakes the idle other, a `futex` each way (~1.9 per
+/// request, `benches/syscalls.sh`). With single-threaded runtimes but one shared pool it is
+/// worse: an upstream connection opened on one thread's runtime and reused on the other's is
+/// woken across threads on every read. Per-thread pools remove both (BENCHMARKS.md, "Shards").
 pub struct Guarded<A> {
-    pub(super) inner: Arc<A>,
+    /// One application per runtime thread (see [`Guarded::shard`]).
+    pub(super) shards: Box<[Arc<A>]>,
     pub(super) limits: Arc<Limits>,
     /// With `listen_proxy_protocol`: the peers whose plain connections start with a PROXY
     /// header.
     pub(super) proxy_protocol: Option<TrustedProxies>,
 }
 
+/// Numbers the threads that serve connections, in the order they first do.
+static NEXT_SHARD: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+thread_local! {
+    /// This thread's number (see [`NEXT_SHARD`]).
+    static SHARD: usize = NEXT_SHARD.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+}
+
 impl<A> Guarded<A>
 where
     A: HttpServerApp + Send + Sync + 'static,
 {
+    /// The application of the calling thread. Threads are numbered as they first serve a
+    /// connection; with one runtime per thread the service's threads get one shard each.
+    fn shard(&self) -> &Arc<A> {
+        let n = SHARD.with(|n| *n);
+        &self.shards[n % self.shards.len()]
+    }
+
     /// The HTTP/1 keep-alive loop under the deadlines.
-    async fn serve_http1(&self, mut stream: Stream, shutdown: &ShutdownWatch, early: BytesMut) {
+    async fn serve_http1(
+        &self,
+        inner: &Arc<A>,
+        mut stream: Stream,
+        shutdown: &ShutdownWatch,
+        early: BytesMut,
+    ) {
         let limits = &self.limits;
         let mut watch = shutdown.clone();
         let mut persisted: Option<HttpPersistentSettings> = None;
@@ -202,7 +238,7 @@ where
             match persisted.take() {
                 Some(p) => p.apply_to_session(&mut session),
                 None => session.set_keepalive_reuses_remaining(
-                    self.inner
+                    inner
                         .server_options()
                         .and_then(|o| o.keepalive_request_limit),
                 ),
@@ -220,7 +256,7 @@ where
                 h1.set_pipelined_prefix(head);
             }
             first = false;
-            match self.inner.process_new_http(session, shutdown).await {
+            match inner.process_new_http(session, shutdown).await {
                 Some(reused) => {
                     let (s, p) = reused.consume();
                     stream = s;
@@ -242,7 +278,10 @@ where
         stream: Stream,
         shutdown: &ShutdownWatch,
     ) -> Option<Stream> {
-        let options = self.inner.server_options();
+        // A connection's task never leaves the thread it was spawned on (single-threaded
+        // runtimes), so its shard is chosen once.
+        let inner = self.shard().clone();
+        let options = inner.server_options();
         let pingora_handles = options.is_some_and(|o| o.h2c || o.force_custom)
             || matches!(
                 stream.selected_alpn_proto(),
@@ -299,14 +338,16 @@ where
             }
         };
         if pingora_handles {
-            return ServerApp::process_new(&self.inner, stream, shutdown).await;
+            return ServerApp::process_new(&inner, stream, shutdown).await;
         }
-        self.serve_http1(stream, shutdown, early).await;
+        self.serve_http1(&inner, stream, shutdown, early).await;
         None
     }
 
     async fn cleanup(&self) {
-        self.inner.http_cleanup().await;
+        for inner in self.shards.iter() {
+            inner.http_cleanup().await;
+        }
     }
 }
 

@@ -40,32 +40,45 @@ pub use limits::{
 
 use crate::config::LimitsConfig;
 
-/// The proxy service with the connection limits in front of `proxy`.
+/// The proxy service with the connection limits in front of `proxy`: one proxy application
+/// per runtime thread (see [`Guarded`]'s shards), on `threads` single-threaded runtimes.
 /// `proxy_protocol`: with `listen_proxy_protocol`, the trusted proxies whose plain connections
 /// start with a PROXY header.
 pub fn proxy_service<P>(
     conf: &Arc<ServerConf>,
     proxy: P,
+    threads: usize,
     limits: Arc<Limits>,
     proxy_protocol: Option<crate::config::TrustedProxies>,
 ) -> Service<Guarded<HttpProxy<P>>>
 where
-    P: ProxyHttp + Send + Sync + 'static,
+    P: ProxyHttp + Clone + Send + Sync + 'static,
     P::CTX: Send + Sync,
 {
-    let mut app = pingora::proxy::http_proxy(conf, proxy);
-    let mut options = HttpServerOptions::default();
-    options.h2_idle_timeout = Some(limits.keepalive_timeout);
-    app.server_options = Some(options);
-    Service::new(
+    let shards = (0..threads.max(1))
+        .map(|_| {
+            let mut app = pingora::proxy::http_proxy(conf, proxy.clone());
+            let mut options = HttpServerOptions::default();
+            options.h2_idle_timeout = Some(limits.keepalive_timeout);
+            app.server_options = Some(options);
+            Arc::new(app)
+        })
+        .collect();
+    let mut service = Service::new(
         "Tollgate proxy".to_string(),
         Guarded {
-            inner: Arc::new(app),
+            shards,
             limits,
             proxy_protocol,
         },
-    )
+    );
+    service.threads = Some(threads.max(1));
+    service
 }
+
+/// The runtime set-up [`proxy_service`] expects: one single-threaded runtime per thread
+/// (pingora's `work_stealing: false`). See [`Guarded`] for why.
+pub const WORK_STEALING: bool = false;
 
 /// Bytes of a response pingora gathers before writing them to the client socket.
 ///

@@ -103,7 +103,9 @@ fn unix_now() -> Duration {
         .unwrap_or_default()
 }
 
-/// The proxy service.
+/// The proxy service. Cloned once per shard (`conn::proxy_services`): every field is shared
+/// state behind an `Arc` or a small setting.
+#[derive(Clone)]
 pub struct Proxy {
     store: Arc<Store>,
     rate_limits: Arc<TokenLimits>,

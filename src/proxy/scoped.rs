@@ -112,6 +112,7 @@ pub enum Scoped {
 
 /// The proxy's package-scope settings: `upstream.layouts`, `upstream.listing_max_body`, and
 /// the budget every held body shares.
+#[derive(Clone)]
 pub struct Scopes {
     layouts: Layouts,
     /// `upstream.listing_max_body`.
