@@ -54,7 +54,7 @@ fn placeholder(name: &str) -> Result<&'static str, String> {
         "vendor" => "(?P<vendor>[^/]+)",
         "package" => "(?P<package>[^/]+)",
         "name" => "(?P<name>@[^/]+(?:/|%2[Ff])[^/]+|[^/@][^/]*)",
-        "version" => "[^/]+",
+        "version" => "(?P<version>[^/]+)",
         "file" => "[^/]+",
         "filename" => "(?P<filename>[^/]+)",
         other => {
@@ -74,6 +74,7 @@ fn compile(prefix: &str, pattern: &str) -> Result<Regex, String> {
     let mut re = String::from("^/");
     let segs: Vec<&str> = path.split('/').collect();
     let mut names = (false, false, false, false); // vendor, package, name, filename
+    let mut version = false;
     for (i, seg) in segs.iter().enumerate() {
         let last = i + 1 == segs.len();
         if *seg == "**" {
@@ -94,6 +95,7 @@ fn compile(prefix: &str, pattern: &str) -> Result<Regex, String> {
                 "package" => &mut names.1,
                 "name" => &mut names.2,
                 "filename" => &mut names.3,
+                "version" => &mut version,
                 _ => &mut false,
             };
             if *seen {
