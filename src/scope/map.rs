@@ -89,15 +89,13 @@ pub fn artifact(layouts: &Layouts, method: &Method, path: &str) -> Option<Artifa
 
 /// [`classify`], and the version the path names (a part of `path`), if any.
 fn read<'a>(layouts: &Layouts, method: &Method, path: &'a str) -> (Target, Option<&'a str>) {
-    for layout in layouts.iter() {
-        for re in &layout.dists {
-            if let Some(c) = re.captures(path) {
-                let version = c.name("version").map(|v| v.as_str());
-                return match from_captures(layout.kind, &c) {
-                    (t, Some(v)) => (t, Some(v)),
-                    (t, None) => (t, version),
-                };
-            }
+    if let Some((layout, re)) = layouts.dist_of(path) {
+        if let Some(c) = re.captures(path) {
+            let version = c.name("version").map(|v| v.as_str());
+            return match from_captures(layout.kind, &c) {
+                (t, Some(v)) => (t, Some(v)),
+                (t, None) => (t, version),
+            };
         }
     }
     let Some(layout) = layouts.iter().find(|l| {
