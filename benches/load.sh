@@ -18,7 +18,7 @@
 #   tollgate-redis  tollgate-rl with the limit shared on Redis (`rate_limit.backend`, a
 #                 redis-server this script starts): requests served from leases, refills in
 #                 the background; compare its ratio with tollgate-rl's (REDIS_LEASE=N sets
-#                 rate_limit.lease, default 20)
+#                 rate_limit.lease; unset, the shipped default)
 #   tollgate-scoped   log warn, a token with packages: [acme/*] under a Composer layout, fetching
 #                     the same files as Composer dists (the cost of package scopes per request)
 #   tollgate-ledger   tollgate-warn with the usage ledger on (`usage.database`: a SQLite file of
@@ -69,7 +69,7 @@ TOKENS="$WORK/tokens/tokens.yaml"   # a directory of its own: Tollgate watches i
 write_config "$WORK/tg-warn.yaml" "$TGW" "$TGW_ADMIN" "$UP" "$TOKENS" warn
 write_config "$WORK/tg-info.yaml" "$TGI" "$TGI_ADMIN" "$UP" "$TOKENS" info
 write_config "$WORK/tg-redis.yaml" "$TGR" "$TGR_ADMIN" "$UP" "$TOKENS" warn \
-    "rate_limit: {requests: 1000, period: 1h, backend: \"redis://127.0.0.1:$REDIS/0\", lease: ${REDIS_LEASE:-20}}"
+    "rate_limit: {requests: 1000, period: 1h, backend: \"redis://127.0.0.1:$REDIS/0\"${REDIS_LEASE:+, lease: $REDIS_LEASE}}"
 # The usage ledger needs a database: tollgate-ledger is tollgate-warn with one of its own.
 mkdir -p "$WORK/usage"
 write_config "$WORK/tg-ledger.yaml" "$TGL" "$TGL_ADMIN" "$UP" "$TOKENS" warn \

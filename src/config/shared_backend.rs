@@ -86,7 +86,7 @@ pub(super) fn take_backend(r: &mut Section<'_>) -> Option<SharedBackendConfig> {
             other => Err(format!("{other:?} is not local or deny")),
         },
     );
-    let lease_max = r.take_with("lease", 20u32, |v| {
+    let lease_max = r.take_with("lease", 100u32, |v| {
         let n: u64 = serde_yaml_ng::from_value(v).map_err(|e| e.to_string())?;
         match n {
             1..=10_000 => Ok(n as u32),

@@ -2,12 +2,19 @@
 //! from it without a round-trip, asking for the next slice in the background once half of it
 //! is spent.
 //!
+//! # Lease size
+//! The largest slice is the token's *cap*: 5 % of its limit, at most `rate_limit.lease`. A
+//! token's slices start small ([`FIRST_SLICE`]) and follow its traffic on this replica: a
+//! slice spent within [`FAST`] of the previous call doubles the next one (up to the cap), one
+//! that lasted longer than [`SLOW`] halves it. A busy token thus calls Redis a few times a
+//! second whatever its rate, and a quiet one holds almost nothing it could leave unspent.
+//!
 //! # Accuracy
 //! Every leased request is paid for in Redis when it is leased, so Redis never grants more
 //! than the limit allows. A replica may serve a leased request later than it was granted,
 //! though, so within any window of one period the requests admitted across all replicas are
-//! at most `limit + replicas × lease` (each replica holds at most one lease's worth unspent:
-//! a refill asks only for what tops it up to one lease). Leases left unspent when a token goes
+//! at most `limit + replicas × cap` (each replica holds at most one slice unspent, and a slice
+//! is at most the cap: a refill asks only for what tops it up to one slice). Leases left unspent when a token goes
 //! quiet are lost: a token may get slightly *less* than its limit, never more than the bound.
 //!
 //! Headers: `remaining` is the shared budget as Redis last reported it to this replica, plus
@@ -35,17 +42,45 @@ struct Lease {
     denied_until: u64,
     /// A call to Redis for this token is under way.
     refilling: bool,
+    /// The slice asked for next (1 ..= the cap).
+    slice: u32,
+    /// When (µs) the last call for a slice started.
+    leased_at: u64,
 }
 
+/// The first slice of a token (or its cap, when smaller).
+const FIRST_SLICE: u32 = 4;
+/// A slice spent faster than this (µs) since the previous call: the next one is twice as big.
+const FAST: u64 = 250_000;
+/// A slice that lasted longer than this (µs): the next one is half as big.
+const SLOW: u64 = 5_000_000;
+
 impl Lease {
-    fn empty(limit: Limit) -> Self {
+    fn empty(limit: Limit, cap: u32) -> Self {
         Lease {
             limit,
             left: 0,
             full_at: 0,
             denied_until: 0,
             refilling: false,
+            slice: FIRST_SLICE.min(cap),
+            leased_at: 0,
         }
+    }
+
+    /// The next slice, sized to how fast the last one went (see the module comment).
+    fn next_slice(&mut self, cap: u32, now: u64) -> u32 {
+        let since = now.saturating_sub(self.leased_at);
+        if self.leased_at == 0 {
+            // The token's first slice here.
+        } else if since < FAST {
+            self.slice = self.slice.saturating_mul(2);
+        } else if since > SLOW {
+            self.slice /= 2;
+        }
+        self.slice = self.slice.clamp(1, cap.max(1));
+        self.leased_at = now;
+        self.slice
     }
 
     fn decision(&self, allowed: bool, now: u64) -> Decision {
@@ -129,21 +164,21 @@ impl SharedLimits {
         limit: &Limit,
     ) -> Result<Decision, Unavailable> {
         let now = now_micros();
-        let size = self.backend.lease_size(limit);
-        let leader = {
+        let cap = self.backend.lease_size(limit);
+        let (leader, size) = {
             let mut entry = self
                 .leases
                 .entry(id.clone())
-                .or_insert_with(|| Lease::empty(*limit));
+                .or_insert_with(|| Lease::empty(*limit, cap));
             if entry.limit != *limit {
-                *entry = Lease::empty(*limit);
+                *entry = Lease::empty(*limit, cap);
             }
             if entry.left > 0 {
                 entry.left -= 1;
                 let decision = entry.decision(true, now);
-                if entry.left <= size / 2 && !entry.refilling && self.backend.is_up() {
+                if entry.left <= entry.slice / 2 && !entry.refilling && self.backend.is_up() {
                     entry.refilling = true;
-                    let want = size - entry.left;
+                    let want = entry.next_slice(cap, now).saturating_sub(entry.left).max(1);
                     drop(entry);
                     let this = self.clone();
                     let (id, limit) = (id.clone(), *limit);
@@ -158,9 +193,14 @@ impl SharedLimits {
             // ask for their own request only, so unspent leases stay within one slice.
             let leader = !entry.refilling;
             entry.refilling = true;
-            leader
+            let size = if leader {
+                entry.next_slice(cap, now)
+            } else {
+                1
+            };
+            (leader, size)
         };
-        let want = if leader { size } else { 1 };
+        let want = size;
         // Clears the flag even when this request is dropped while it waits (client gone).
         let guard = leader.then(|| RefillGuard {
             leases: &self.leases,
@@ -172,10 +212,10 @@ impl SharedLimits {
         let mut entry = self
             .leases
             .entry(id.clone())
-            .or_insert_with(|| Lease::empty(*limit));
+            .or_insert_with(|| Lease::empty(*limit, cap));
         let grant = result?;
         if entry.limit != *limit {
-            *entry = Lease::empty(*limit);
+            *entry = Lease::empty(*limit, cap);
         }
         entry.apply(&grant, now);
         if grant.granted > 0 {
@@ -212,7 +252,7 @@ impl SharedLimits {
                 let allowed = lease.left > 0 || now >= lease.denied_until;
                 lease.decision(allowed, now)
             }
-            _ => Lease::empty(*limit).decision(true, now),
+            _ => Lease::empty(*limit, 1).decision(true, now),
         }
     }
 
@@ -229,5 +269,38 @@ impl SharedLimits {
     /// Number of tokens with a lease.
     pub fn tracked(&self) -> usize {
         self.leases.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slices_follow_the_traffic_within_the_cap() {
+        let limit = Limit {
+            requests: 10_000,
+            period: Duration::from_secs(60),
+        };
+        let mut l = Lease::empty(limit, 100);
+        let mut t = 1_000_000;
+        assert_eq!(l.next_slice(100, t), FIRST_SLICE, "the first slice");
+        // Spent fast: doubles up to the cap, never past it.
+        let mut sizes = vec![];
+        for _ in 0..8 {
+            t += 1_000;
+            sizes.push(l.next_slice(100, t));
+        }
+        assert_eq!(sizes, [8, 16, 32, 64, 100, 100, 100, 100]);
+        // Neither fast nor slow: kept.
+        t += 1_000_000;
+        assert_eq!(l.next_slice(100, t), 100);
+        // Slow: halves, down to 1.
+        for want in [50, 25, 12, 6, 3, 1, 1] {
+            t += SLOW + 1;
+            assert_eq!(l.next_slice(100, t), want);
+        }
+        // A cap below the first slice bounds it from the start.
+        assert_eq!(Lease::empty(limit, 2).next_slice(2, t), 2);
     }
 }

@@ -342,7 +342,8 @@ impl Backend {
         )
     }
 
-    /// The lease size of a limit: 5 % of its requests, at most `rate_limit.lease`, at least 1.
+    /// The largest lease of a limit (its cap): 5 % of its requests, at most `rate_limit.lease`,
+    /// at least 1.
     pub fn lease_size(&self, limit: &Limit) -> u32 {
         (limit.requests / 20).clamp(1, self.lease_max)
     }
