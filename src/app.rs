@@ -245,7 +245,11 @@ impl App {
         let (stop_tx, stop_rx) = watch::channel(false);
         let upstream = UpstreamPeers::new(&config.upstream, upstream_addrs);
         tokio::spawn(upstream.clone().run(stop_rx.clone()));
-        let ledger = crate::usage::Ledger::new(&config.usage, store.clone());
+        let ledger = crate::usage::Ledger::with_ecosystems(
+            &config.usage,
+            store.clone(),
+            config.upstream.layouts.iter().map(|l| l.kind).collect(),
+        );
         let webhooks = crate::webhook::Webhooks::start(hooks, &store, &ledger, stop_rx.clone());
         let mut proxy = Proxy::new(
             &config,

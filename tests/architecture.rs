@@ -204,7 +204,11 @@ fn each_layer_names_only_the_layers_below_it() {
     );
     only(&c, "conn", &["config", "metrics", "sys"]);
     only(&c, "upstream", &["config", "metrics"]);
-    only(&c, "usage", &["config", "metrics", "store", "token"]);
+    only(
+        &c,
+        "usage",
+        &["config", "metrics", "scope", "store", "token"],
+    );
     only(
         &c,
         "webhook",

@@ -1,14 +1,17 @@
 //! The usage ledger through the real binary: downloads by two tokens are counted exactly per
-//! day (API and CLI), the reverse lookup by path names both tokens, a flood of distinct paths
-//! keeps the ledger bounded (the overflow row counts the rest), rows past the retention are
-//! purged, and a restart keeps what was flushed.
+//! day (API and CLI), the reverse lookup by path names both tokens, rows past the retention are
+//! purged, and a restart keeps what was flushed. The flood of distinct paths is in
+//! `usage/flood.rs`, the ledger keyed by package in `usage/packages.rs`.
 
 mod common;
+#[path = "usage/flood.rs"]
+mod flood;
+#[path = "usage/packages.rs"]
+mod packages;
 
 use std::time::Duration;
 
 use common::*;
-use futures_util::StreamExt;
 use serde_json::{json, Value};
 use sqlx::Row;
 
@@ -166,6 +169,17 @@ async fn downloads_by_two_tokens_are_counted_exactly_and_the_reverse_lookup_name
         .await
         .expect(200);
     assert_eq!(old["tokens"], json!([]));
+    // Without layouts every download is keyed by path: a package lookup finds nobody.
+    let none = t
+        .api(
+            "GET",
+            "/api/v1/usage?package=acme/widget",
+            Some(&boot()),
+            None,
+        )
+        .await
+        .expect(200);
+    assert_eq!(none["tokens"], json!([]));
 
     // Bad input is a clear 400; the API needs a manager.
     for bad in [
@@ -173,7 +187,6 @@ async fn downloads_by_two_tokens_are_counted_exactly_and_the_reverse_lookup_name
         "/api/v1/usage?path=/x&from=yesterday",
         "/api/v1/usage?path=/x&from=2026-12-02&to=2026-01-01",
         "/api/v1/usage?path=/x;y",
-        "/api/v1/usage?package=acme/widget",
     ] {
         t.api("GET", bad, Some(&boot()), None)
             .await
@@ -217,77 +230,6 @@ async fn downloads_by_two_tokens_are_counted_exactly_and_the_reverse_lookup_name
         "{}",
         out.stdout
     );
-}
-
-#[tokio::test]
-async fn a_flood_of_distinct_paths_stays_bounded_and_the_other_row_counts_the_rest() {
-    const N: usize = 20_000;
-    const CAP: usize = 500;
-    let upstream = Upstream::start();
-    let a = TestToken::read("flood");
-    let mut t = Setup::new(&upstream.url())
-        .with_tokens(&[&a])
-        .with_bootstrap()
-        .set("rate_limit", json!("unlimited"))
-        .set("log", json!({"format": "json", "level": "warn"}))
-        // No flush before the graceful stop: everything is in memory until then.
-        .set("usage", json!({"flush_interval": "1h", "max_entries": CAP}))
-        .start()
-        .await;
-    let client = client();
-    let auth = a.auth();
-    let statuses: Vec<u16> = futures_util::stream::iter(0..N)
-        .map(|i| {
-            let client = &client;
-            let url = t.url(&format!("/flood/{i}"));
-            let auth = &auth;
-            async move {
-                client
-                    .get(url)
-                    .header("authorization", auth)
-                    .send()
-                    .await
-                    .map(|r| r.status().as_u16())
-                    .unwrap_or(0)
-            }
-        })
-        .buffer_unordered(16)
-        .collect()
-        .await;
-    assert!(statuses.iter().all(|s| *s == 200));
-    // The logging phase (where the ledger counts) runs just after the response is sent: the
-    // last requests may still be on their way in.
-    let want = (N - CAP) as f64;
-    poll_until(Duration::from_secs(10), || async {
-        t.metric("tollgate_usage_overflow_total").await >= want
-    })
-    .await;
-    assert_eq!(t.metric("tollgate_usage_overflow_total").await, want);
-
-    // A graceful stop writes the batch: nothing is lost.
-    let (status, _) = t.stop_gracefully(Duration::from_secs(30)).await;
-    assert!(status.success());
-    let db = sqlite(&t).await;
-    let rows: i64 = sqlx::query("SELECT COUNT(*) FROM usage_daily WHERE token_id = ?")
-        .bind(&a.id)
-        .fetch_one(&db)
-        .await
-        .unwrap()
-        .get(0);
-    assert_eq!(rows as usize, CAP + 1, "the bound's rows and one `other`");
-    let other: i64 =
-        sqlx::query("SELECT requests FROM usage_daily WHERE token_id = ? AND usage_key = 'other'")
-            .bind(&a.id)
-            .fetch_one(&db)
-            .await
-            .unwrap()
-            .get(0);
-    assert_eq!(other as usize, N - CAP);
-    db.close().await;
-    t.restart().await;
-    let u = token_usage(&t, &a.id).await;
-    assert_eq!(u["days"][0]["requests"].as_u64(), Some(N as u64), "{u}");
-    assert_eq!(u["paths"][0]["key"], "other");
 }
 
 #[tokio::test]

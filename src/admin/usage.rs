@@ -1,7 +1,7 @@
 //! Usage routes of the admin API (behind the manager-token check of [`super::api`]):
-//! `GET /api/v1/tokens/{id}/usage` (a token's usage per day, and its most fetched paths) and
-//! `GET /api/v1/usage?path=…` (the reverse lookup: which tokens fetched a path, when, how
-//! often, from how many addresses). Also the webhook hook of the token changes.
+//! `GET /api/v1/tokens/{id}/usage` (a token's usage per day, and its most fetched packages and
+//! paths) and `GET /api/v1/usage?path=…|package=…` (the reverse lookup: which tokens fetched a
+//! path or a package, when, how often, from how many addresses; per version for a package). Also the webhook hook of the token changes.
 
 use std::collections::HashMap;
 
@@ -18,7 +18,7 @@ use super::AdminState;
 use crate::config::WebhookEvent;
 use crate::store::db::Database;
 use crate::token::Token;
-use crate::usage::{db, DayRange, Ledger};
+use crate::usage::{db, packages_named, DayRange, Ledger};
 
 type Params = Result<Query<HashMap<String, String>>, QueryRejection>;
 
@@ -113,9 +113,12 @@ async fn token_usage(
 async fn path_usage(State(s): State<AdminState>, q: Params) -> Result<Json<Value>, ApiError> {
     let q = params(q)?;
     if q.contains_key("package") {
-        return Err(ApiError::bad(
-            "package: the ledger is keyed by path for now; look up the package's paths with path=",
-        ));
+        return package_usage(&s, &q).await;
+    }
+    for only in ["ecosystem", "version"] {
+        if q.contains_key(only) {
+            return Err(ApiError::bad(format!("{only}: only with package=")));
+        }
     }
     let raw = q.get("path").ok_or_else(|| {
         ApiError::bad("path is required (a normalized path such as /p2/acme/widget.json)")
@@ -139,6 +142,57 @@ async fn path_usage(State(s): State<AdminState>, q: Params) -> Result<Json<Value
         .collect();
     Ok(Json(json!({
         "path": path,
+        "from": range.from,
+        "to": range.to,
+        "tokens": tokens,
+    })))
+}
+
+/// `GET /api/v1/usage?package=NAME[&ecosystem=E][&version=V]`: which tokens fetched a package
+/// (every ecosystem of the layouts whose rules accept the name, unless one is given), their
+/// totals and what they fetched of each version.
+async fn package_usage(
+    s: &AdminState,
+    q: &HashMap<String, String>,
+) -> Result<Json<Value>, ApiError> {
+    if q.contains_key("path") {
+        return Err(ApiError::bad("path and package: give one"));
+    }
+    let name = q.get("package").map(String::as_str).unwrap_or_default();
+    let version = match q.get("version").map(|v| v.trim()) {
+        Some("") => return Err(ApiError::bad("version: empty")),
+        v => v,
+    };
+    let range = range(q)?;
+    let (ledger, database) = ledger(s)?;
+    let packages = packages_named(
+        name,
+        q.get("ecosystem").map(String::as_str),
+        ledger.ecosystems().iter().copied(),
+    )
+    .map_err(ApiError::bad)?;
+    let max = ledger.config().max_addresses;
+    let rows =
+        crate::usage::package_usage(database, &packages, version, &range.from, &range.to, max)
+            .await?;
+    let snap = s.store.set.load();
+    let tokens: Vec<Value> = rows
+        .into_iter()
+        .map(|r| {
+            let name = snap.by_id(&r.token_id).map(|t| t.name.to_string());
+            let mut v = serde_json::to_value(&r).unwrap_or_default();
+            v["token_name"] = json!(name);
+            v
+        })
+        .collect();
+    let searched: Vec<Value> = packages
+        .iter()
+        .map(|(e, n)| json!({"ecosystem": e.as_str(), "package": n}))
+        .collect();
+    Ok(Json(json!({
+        "package": name,
+        "packages": searched,
+        "version": version,
         "from": range.from,
         "to": range.to,
         "tokens": tokens,

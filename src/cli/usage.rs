@@ -1,6 +1,6 @@
-//! `tollgate token usage NAME` and `tollgate usage --path PATH`: the usage ledger read straight
-//! from its database (`usage.database`, else `tokens.database`), with or without a running
-//! server. What the server has not flushed yet (at most `usage.flush_interval`) is not shown.
+//! `tollgate token usage NAME` and `tollgate usage --path PATH|--package NAME`: the usage ledger
+//! read straight from its database (`usage.database`, else `tokens.database`), with or without a
+//! running server. What the server has not flushed yet (at most `usage.flush_interval`) is not shown.
 
 use std::path::Path;
 
@@ -36,9 +36,17 @@ pub struct UsageArgs {
     /// The path fetched (normalized like a request's: /p2/acme/widget.json).
     #[arg(long)]
     pub path: Option<String>,
-    /// A package (the ledger is keyed by path for now: use --path).
-    #[arg(long)]
+    /// A package (acme/widget, @acme/widget, acme-widget, com.acme:widget), read in its
+    /// ecosystem's normal form.
+    #[arg(long, conflicts_with = "path")]
     pub package: Option<String>,
+    /// With --package: only this ecosystem (composer, npm, pypi, cargo, maven; default: every
+    /// ecosystem of upstream.layouts whose rules accept the name).
+    #[arg(long, requires = "package")]
+    pub ecosystem: Option<String>,
+    /// With --package: only this version (as the paths write it).
+    #[arg(long = "version", requires = "package")]
+    pub version: Option<String>,
     /// First day (YYYY-MM-DD; default: 30 days before --to).
     #[arg(long)]
     pub from: Option<String>,
@@ -188,15 +196,13 @@ pub(super) fn token_usage(explicit: Option<&Path>, args: TokenUsageArgs) -> anyh
     Ok(())
 }
 
-/// `usage --path PATH`.
+/// `usage --path PATH` or `usage --package NAME`.
 pub(super) fn path_usage(explicit: Option<&Path>, args: UsageArgs) -> anyhow::Result<()> {
     if args.package.is_some() {
-        bail!(
-            "--package: the ledger is keyed by path for now; give the package's path with --path"
-        );
+        return package_usage(explicit, args);
     }
     let Some(raw) = args.path.as_deref() else {
-        bail!("--path is required (a path such as /p2/acme/widget.json)");
+        bail!("--path or --package is required (/p2/acme/widget.json, acme/widget)");
     };
     let path = crate::token::normalize_path(raw)
         .map_err(|e| anyhow!("--path: {e}"))?
@@ -237,6 +243,84 @@ pub(super) fn path_usage(explicit: Option<&Path>, args: UsageArgs) -> anyhow::Re
                     at(t.first_at),
                     at(t.last_at)
                 );
+            }
+        }
+    }
+    Ok(())
+}
+
+fn at(v: Option<chrono::DateTime<Utc>>) -> String {
+    v.map(|v| v.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+        .unwrap_or_default()
+}
+
+/// `usage --package NAME [--ecosystem E] [--version V]`.
+fn package_usage(explicit: Option<&Path>, args: UsageArgs) -> anyhow::Result<()> {
+    let name = args.package.as_deref().unwrap_or_default();
+    let config = load_config(explicit, &Overrides::default())?;
+    let packages = crate::usage::packages_named(
+        name,
+        args.ecosystem.as_deref(),
+        config.upstream.layouts.iter().map(|l| l.kind),
+    )
+    .map_err(|e| anyhow!("--{e}"))?;
+    let version = args.version.as_deref().map(str::trim);
+    if version == Some("") {
+        bail!("--version: empty");
+    }
+    let range = DayRange::parse(args.from.as_deref(), args.to.as_deref(), Utc::now())
+        .map_err(|e| anyhow!(e))?;
+    let max = config.usage.max_addresses;
+    let rows = with_db(&config, async |database| {
+        Ok(
+            crate::usage::package_usage(database, &packages, version, &range.from, &range.to, max)
+                .await?,
+        )
+    })?;
+    let searched: Vec<String> = packages.iter().map(|(e, n)| format!("{e} {n}")).collect();
+    match args.output {
+        Output::Json => println!(
+            "{}",
+            serde_json::to_string_pretty(&json!({
+                "package": name,
+                "packages": packages.iter().map(|(e, n)| json!({"ecosystem": e.as_str(), "package": n})).collect::<Vec<_>>(),
+                "version": version, "from": range.from, "to": range.to, "tokens": rows,
+            }))?
+        ),
+        Output::Table => {
+            println!(
+                "{}{} from {} to {}",
+                searched.join(", "),
+                version.map(|v| format!(" version {v}")).unwrap_or_default(),
+                range.from,
+                range.to
+            );
+            println!(
+                "{:<14} {:>10} {:>12} {:>5} {:>9}  {:<25} LAST",
+                "TOKEN", "REQUESTS", "SENT", "DAYS", "ADDRESSES", "FIRST"
+            );
+            for r in &rows {
+                let t = &r.totals;
+                println!(
+                    "{:<14} {:>10} {:>12} {:>5} {:>9}  {:<25} {}",
+                    r.token_id,
+                    t.requests,
+                    human_bytes(t.bytes_sent),
+                    r.days,
+                    addresses(t.addresses, t.addresses_capped),
+                    at(t.first_at),
+                    at(t.last_at)
+                );
+                for v in &r.versions {
+                    println!(
+                        "  {:<12} {:>10} {:>12}  {} {}",
+                        v.version.as_deref().unwrap_or("(metadata)"),
+                        v.requests,
+                        human_bytes(v.bytes_sent),
+                        v.ecosystem,
+                        at(v.last_at)
+                    );
+                }
             }
         }
     }

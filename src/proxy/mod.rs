@@ -682,7 +682,21 @@ impl ProxyHttp for Proxy {
             .unwrap_or_else(|| session.req_header().uri.path());
         if let (Some(ledger), Some(t)) = (&self.usage, &ctx.token) {
             let sent = session.body_bytes_sent() as u64;
-            ledger.record(&t.id, path, sent, status, ctx.client, Utc::now());
+            // A download the layouts name the package of is counted under (ecosystem,
+            // package, version); listings, uploads and other paths under the path.
+            match self.scopes.artifact(method, path) {
+                Some(a) => ledger.record_package(
+                    &t.id,
+                    a.ecosystem,
+                    &a.package,
+                    a.version.as_deref(),
+                    sent,
+                    status,
+                    ctx.client,
+                    Utc::now(),
+                ),
+                None => ledger.record(&t.id, path, sent, status, ctx.client, Utc::now()),
+            }
         }
         crate::logging::audit::write(&crate::logging::audit::Record {
             token_id,

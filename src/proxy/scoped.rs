@@ -131,6 +131,14 @@ impl Scopes {
         }
     }
 
+    /// The artifact a read fetches, for the usage ledger (`None` at once without layouts).
+    pub fn artifact(&self, method: &http::Method, path: &str) -> Option<scope::Artifact> {
+        if self.layouts.is_empty() {
+            return None;
+        }
+        scope::artifact(&self.layouts, method, path)
+    }
+
     /// Decides a scoped token's request: allowed as it is, allowed with a filter or a held
     /// body, or refused.
     pub fn check(

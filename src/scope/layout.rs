@@ -54,7 +54,7 @@ fn placeholder(name: &str) -> Result<&'static str, String> {
         "vendor" => "(?P<vendor>[^/]+)",
         "package" => "(?P<package>[^/]+)",
         "name" => "(?P<name>@[^/]+(?:/|%2[Ff])[^/]+|[^/@][^/]*)",
-        "version" => "[^/]+",
+        "version" => "(?P<version>[^/]+)",
         "file" => "[^/]+",
         "filename" => "(?P<filename>[^/]+)",
         other => {
@@ -74,6 +74,7 @@ fn compile(prefix: &str, pattern: &str) -> Result<Regex, String> {
     let mut re = String::from("^/");
     let segs: Vec<&str> = path.split('/').collect();
     let mut names = (false, false, false, false); // vendor, package, name, filename
+    let mut version = false;
     for (i, seg) in segs.iter().enumerate() {
         let last = i + 1 == segs.len();
         if *seg == "**" {
@@ -94,6 +95,7 @@ fn compile(prefix: &str, pattern: &str) -> Result<Regex, String> {
                 "package" => &mut names.1,
                 "name" => &mut names.2,
                 "filename" => &mut names.3,
+                "version" => &mut version,
                 _ => &mut false,
             };
             if *seen {
@@ -155,9 +157,25 @@ impl Layout {
     }
 }
 
-/// The configured layouts, longest prefix first.
-#[derive(Debug, Clone, Default)]
-pub struct Layouts(Vec<Layout>);
+/// The configured layouts, longest prefix first, and every dist pattern of them in one set
+/// (one pass over a path tells which pattern, if any, it matches first).
+#[derive(Debug, Clone)]
+pub struct Layouts {
+    layouts: Vec<Layout>,
+    dists: regex::RegexSet,
+    /// Per pattern of the set: its layout, and its index in that layout's `dists`.
+    owners: Vec<(usize, usize)>,
+}
+
+impl Default for Layouts {
+    fn default() -> Self {
+        Layouts {
+            layouts: Vec::new(),
+            dists: regex::RegexSet::empty(),
+            owners: Vec::new(),
+        }
+    }
+}
 
 impl Layouts {
     /// Orders the layouts by prefix, longest first; two layouts may not share a prefix.
@@ -174,17 +192,42 @@ impl Layouts {
         if let Some(w) = layouts.windows(2).find(|w| w[0].prefix == w[1].prefix) {
             return Err(format!("two layouts share the prefix {:?}", w[0].prefix));
         }
-        Ok(Layouts(layouts))
+        let mut owners = Vec::new();
+        let mut sources = Vec::new();
+        for (i, l) in layouts.iter().enumerate() {
+            for (j, re) in l.dists.iter().enumerate() {
+                owners.push((i, j));
+                sources.push(re.as_str().to_string());
+            }
+        }
+        let dists = regex::RegexSet::new(&sources).map_err(|e| e.to_string())?;
+        Ok(Layouts {
+            layouts,
+            dists,
+            owners,
+        })
     }
 
     /// No layout configured.
     pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
+        self.layouts.is_empty()
     }
 
     /// The layouts, longest prefix first.
     pub fn iter(&self) -> impl Iterator<Item = &Layout> {
-        self.0.iter()
+        self.layouts.iter()
+    }
+
+    /// The first dist pattern (layouts longest prefix first, then as written) that matches
+    /// `path`, with its layout.
+    pub(super) fn dist_of(&self, path: &str) -> Option<(&Layout, &Regex)> {
+        if self.owners.is_empty() {
+            return None;
+        }
+        let first = self.dists.matches(path).into_iter().next()?;
+        let (i, j) = self.owners[first];
+        let layout = &self.layouts[i];
+        Some((layout, &layout.dists[j]))
     }
 }
 
@@ -200,7 +243,7 @@ impl Eq for Layout {}
 
 impl PartialEq for Layouts {
     fn eq(&self, other: &Self) -> bool {
-        self.0 == other.0
+        self.layouts == other.layouts
     }
 }
 

@@ -54,41 +54,82 @@ fn package(eco: Ecosystem, name: &str) -> Target {
 
 /// Maps a request under `layouts`. `path` is normalized (see `token::normalize_path`).
 pub fn classify(layouts: &Layouts, method: &Method, path: &str) -> Target {
-    for layout in layouts.iter() {
-        for re in &layout.dists {
-            if let Some(c) = re.captures(path) {
-                return from_captures(layout.kind, &c);
-            }
+    read(layouts, method, path).0
+}
+
+/// A package and, where the path names it, its version: what the usage ledger counts a
+/// download under.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Artifact {
+    /// The package's ecosystem.
+    pub ecosystem: Ecosystem,
+    /// The package's name, in its ecosystem's normal form.
+    pub package: String,
+    /// The version, as the path writes it; `None` for a package's metadata (Composer `p2`
+    /// file, npm packument, PyPI `/simple/{project}/`, cargo index file, `maven-metadata.xml`).
+    pub version: Option<String>,
+}
+
+/// The artifact a read (`GET`, `HEAD`) fetches, as [`classify`] reads the path: `None` for
+/// listings, uploads and other writes, paths no layout tells, and names that are ambiguous
+/// (a legacy PyPI sdist whose name could end at more than one `-`).
+pub fn artifact(layouts: &Layouts, method: &Method, path: &str) -> Option<Artifact> {
+    if !matches!(*method, Method::GET | Method::HEAD) {
+        return None;
+    }
+    match read(layouts, method, path) {
+        (Target::Package(ecosystem, mut names), version) if names.len() == 1 => Some(Artifact {
+            ecosystem,
+            package: names.pop()?,
+            version: version.filter(|v| !v.is_empty()).map(str::to_string),
+        }),
+        _ => None,
+    }
+}
+
+/// [`classify`], and the version the path names (a part of `path`), if any.
+fn read<'a>(layouts: &Layouts, method: &Method, path: &'a str) -> (Target, Option<&'a str>) {
+    if let Some((layout, re)) = layouts.dist_of(path) {
+        if let Some(c) = re.captures(path) {
+            let version = c.name("version").map(|v| v.as_str());
+            return match from_captures(layout.kind, &c) {
+                (t, Some(v)) => (t, Some(v)),
+                (t, None) => (t, version),
+            };
         }
     }
     let Some(layout) = layouts.iter().find(|l| {
         path.starts_with(&l.prefix)
             || path.len() + 1 == l.prefix.len() && l.prefix.starts_with(path)
     }) else {
-        return Target::Unknown;
+        return (Target::Unknown, None);
     };
     let rel = path.get(layout.prefix.len()..).unwrap_or("");
     let read = matches!(*method, Method::GET | Method::HEAD);
     builtin(layout, method, read, rel)
 }
 
-fn from_captures(kind: Ecosystem, c: &regex::Captures<'_>) -> Target {
+fn from_captures<'a>(kind: Ecosystem, c: &regex::Captures<'a>) -> (Target, Option<&'a str>) {
     if let (Some(v), Some(p)) = (c.name("vendor"), c.name("package")) {
-        return package(kind, &format!("{}/{}", v.as_str(), p.as_str()));
+        return (
+            package(kind, &format!("{}/{}", v.as_str(), p.as_str())),
+            None,
+        );
     }
     if let Some(n) = c.name("name") {
-        return match kind {
+        let t = match kind {
             Ecosystem::Npm => npm_name(n.as_str()).map_or(Target::Unknown, |n| package(kind, &n)),
             _ => package(kind, n.as_str()),
         };
+        return (t, None);
     }
     if let Some(f) = c.name("filename") {
         return match kind {
-            Ecosystem::Pypi => pypi_file(f.as_str()),
-            _ => Target::Unknown,
+            Ecosystem::Pypi => pypi_read(f.as_str()),
+            _ => (Target::Unknown, None),
         };
     }
-    Target::Unknown
+    (Target::Unknown, None)
 }
 
 /// An npm name as it appears in a path: `name`, `@scope/name`, `@scope%2Fname`, with `@`
@@ -115,47 +156,68 @@ pub fn npm_name(raw: &str) -> Option<String> {
 /// ambiguous: all readings must be allowed). Signatures (`.asc`) and PEP 658 metadata
 /// (`.metadata`) count as their file.
 pub fn pypi_file(file: &str) -> Target {
+    pypi_read(file).0
+}
+
+/// [`pypi_file`], and the version: a wheel's second field, an sdist's rest after the name
+/// when there is one reading.
+fn pypi_read(file: &str) -> (Target, Option<&str>) {
     let file = file.strip_suffix(".asc").unwrap_or(file);
     let file = file.strip_suffix(".metadata").unwrap_or(file);
     if file.contains('%') {
-        return Target::Unknown;
+        return (Target::Unknown, None);
     }
     if file.ends_with(".whl") || file.ends_with(".egg") {
         return match file.split_once('-') {
-            Some((name, _)) => package(Ecosystem::Pypi, name),
-            None => Target::Unknown,
+            Some((name, rest)) => {
+                let version = rest
+                    .split('-')
+                    .next()
+                    .map(|v| v.trim_end_matches(".egg").trim_end_matches(".whl"));
+                (package(Ecosystem::Pypi, name), version)
+            }
+            None => (Target::Unknown, None),
         };
     }
     let stem = [".tar.gz", ".zip", ".tar.bz2", ".tgz", ".tar.xz", ".tar"]
         .iter()
         .find_map(|ext| file.strip_suffix(ext));
     let Some(stem) = stem else {
-        return Target::Unknown;
+        return (Target::Unknown, None);
     };
     let b = stem.as_bytes();
     let mut names = Vec::new();
+    let mut version = None;
     for i in 1..b.len() {
         if b[i - 1] == b'-' && b[i].is_ascii_digit() {
             match normalize(Ecosystem::Pypi, &stem[..i - 1]) {
-                Some(n) if !names.contains(&n) => names.push(n),
+                Some(n) if !names.contains(&n) => {
+                    names.push(n);
+                    version = Some(&stem[i..]);
+                }
                 Some(_) => {}
-                None => return Target::Unknown,
+                None => return (Target::Unknown, None),
             }
         }
     }
-    if names.is_empty() {
-        Target::Unknown
-    } else {
-        Target::Package(Ecosystem::Pypi, names)
+    match names.len() {
+        0 => (Target::Unknown, None),
+        1 => (Target::Package(Ecosystem::Pypi, names), version),
+        _ => (Target::Package(Ecosystem::Pypi, names), None),
     }
 }
 
-fn builtin(layout: &Layout, method: &Method, read: bool, rel: &str) -> Target {
+fn builtin<'a>(
+    layout: &Layout,
+    method: &Method,
+    read: bool,
+    rel: &'a str,
+) -> (Target, Option<&'a str>) {
     let segs: Vec<&str> = rel.split('/').collect();
     match layout.kind {
-        Ecosystem::Composer => composer(read, &segs),
+        Ecosystem::Composer => (composer(read, &segs), None),
         Ecosystem::Npm => npm(read, &segs),
-        Ecosystem::Pypi => pypi(method, read, &segs),
+        Ecosystem::Pypi => (pypi(method, read, &segs), None),
         Ecosystem::Cargo => cargo(method, &segs),
         Ecosystem::Maven => maven(&segs),
     }
@@ -204,41 +266,47 @@ fn npm_lead(segs: &[&str]) -> Option<(String, usize)> {
     Some((first, 1))
 }
 
-fn npm(read: bool, segs: &[&str]) -> Target {
+fn npm<'a>(read: bool, segs: &[&'a str]) -> (Target, Option<&'a str>) {
     let eco = Ecosystem::Npm;
     match segs {
-        ["-", "v1", "search"] if read => return Target::Listing(eco, Listing::NpmSearch),
+        ["-", "v1", "search"] if read => return (Target::Listing(eco, Listing::NpmSearch), None),
         ["-", "package", rest @ ..] => {
             // `/-/package/{name}/dist-tags[/{tag}]`
-            return match npm_lead(rest) {
+            let t = match npm_lead(rest) {
                 Some((name, n)) if rest.get(n) == Some(&"dist-tags") => package(eco, &name),
                 _ => Target::Unknown,
             };
+            return (t, None);
         }
         _ => {}
     }
     let Some((name, n)) = npm_lead(segs) else {
-        return Target::Unknown;
+        return (Target::Unknown, None);
     };
     if name.starts_with('-') {
-        return Target::Unknown;
+        return (Target::Unknown, None);
     }
     let bare = name.rsplit('/').next().unwrap_or(&name);
     // A tarball's file is `{bare}-{version}.tgz` (npm itself names it so); another file name
     // under this package's path is refused, in case a store serves files by name alone.
-    let tarball = |file: &str| {
+    let tarball = |file: &'a str| {
         file.strip_prefix(bare)
-            .is_some_and(|rest| rest.starts_with('-') && rest.ends_with(".tgz"))
+            .and_then(|rest| rest.strip_prefix('-'))
+            .and_then(|rest| rest.strip_suffix(".tgz"))
     };
     match &segs[n..] {
-        // Packument, publish (PUT), unpublish of all (DELETE …/-rev/…), a version's manifest.
-        [] | [_] | ["-rev", _] => package(eco, &name),
-        ["-", file] | ["-", file, "-rev", _] if tarball(file) => package(eco, &name),
-        // `/@scope/name/-/@scope/name-1.0.0.tgz`, as `npm publish` writes tarball URLs.
-        ["-", scope, file] if name.split('/').next() == Some(*scope) && tarball(file) => {
-            package(eco, &name)
+        // Packument, publish (PUT), unpublish of all (DELETE …/-rev/…).
+        [] | ["-rev", _] => (package(eco, &name), None),
+        // A version's manifest (`/{name}/{version}`, or a dist-tag such as `latest`).
+        [version] => (package(eco, &name), Some(*version)),
+        ["-", file] | ["-", file, "-rev", _] if tarball(file).is_some() => {
+            (package(eco, &name), tarball(file))
         }
-        _ => Target::Unknown,
+        // `/@scope/name/-/@scope/name-1.0.0.tgz`, as `npm publish` writes tarball URLs.
+        ["-", scope, file] if name.split('/').next() == Some(*scope) && tarball(file).is_some() => {
+            (package(eco, &name), tarball(file))
+        }
+        _ => (Target::Unknown, None),
     }
 }
 
@@ -280,30 +348,32 @@ fn cargo_index(segs: &[&str]) -> Option<String> {
     same.then(|| name.to_string())
 }
 
-fn cargo(method: &Method, segs: &[&str]) -> Target {
+fn cargo<'a>(method: &Method, segs: &[&'a str]) -> (Target, Option<&'a str>) {
     let eco = Ecosystem::Cargo;
     match segs {
-        ["config.json"] => Target::Neutral,
+        ["config.json"] => (Target::Neutral, None),
         ["api", "v1", "crates", "new"] if *method == Method::PUT => {
-            Target::Upload(eco, Upload::CargoPublish)
+            (Target::Upload(eco, Upload::CargoPublish), None)
         }
-        ["api", "v1", "crates", name, _, "yank" | "unyank" | "download"]
-        | ["api", "v1", "crates", name, "owners"] => package(eco, name),
+        ["api", "v1", "crates", name, version, "yank" | "unyank" | "download"] => {
+            (package(eco, name), Some(*version))
+        }
+        ["api", "v1", "crates", name, "owners"] => (package(eco, name), None),
         _ => match cargo_index(segs) {
-            Some(name) => package(eco, &name),
-            None => Target::Unknown,
+            Some(name) => (package(eco, &name), None),
+            None => (Target::Unknown, None),
         },
     }
 }
 
-fn maven(segs: &[&str]) -> Target {
+fn maven<'a>(segs: &[&'a str]) -> (Target, Option<&'a str>) {
     let eco = Ecosystem::Maven;
     let n = segs.len();
     let Some(file) = segs.last() else {
-        return Target::Unknown;
+        return (Target::Unknown, None);
     };
     if file.is_empty() || segs.iter().any(|s| s.contains('%')) {
-        return Target::Unknown;
+        return (Target::Unknown, None);
     }
     let coords = |group: &[&str], artifact: &str| {
         if group.is_empty() {
@@ -316,12 +386,12 @@ fn maven(segs: &[&str]) -> Target {
         // `{group}/{artifact}/maven-metadata.xml`, or a SNAPSHOT version's
         // `{group}/{artifact}/{version}-SNAPSHOT/maven-metadata.xml`.
         if n >= 4 && segs[n - 2].ends_with("-SNAPSHOT") {
-            return coords(&segs[..n - 3], segs[n - 3]);
+            return (coords(&segs[..n - 3], segs[n - 3]), Some(segs[n - 2]));
         }
         if n >= 3 {
-            return coords(&segs[..n - 2], segs[n - 2]);
+            return (coords(&segs[..n - 2], segs[n - 2]), None);
         }
-        return Target::Unknown;
+        return (Target::Unknown, None);
     }
     // `{group}/{artifact}/{version}/{artifact}-{version}[-classifier].{ext}`
     if n >= 4 {
@@ -330,10 +400,10 @@ fn maven(segs: &[&str]) -> Target {
             .strip_prefix(artifact)
             .is_some_and(|rest| rest.starts_with('-'))
         {
-            return coords(&segs[..n - 3], artifact);
+            return (coords(&segs[..n - 3], artifact), Some(segs[n - 2]));
         }
     }
-    Target::Unknown
+    (Target::Unknown, None)
 }
 
 #[cfg(test)]

@@ -17,5 +17,5 @@ pub mod name;
 pub mod upload;
 
 pub use layout::{Layout, Layouts};
-pub use map::{classify, Listing, Target, Upload};
+pub use map::{artifact, classify, Artifact, Listing, Target, Upload};
 pub use name::{Ecosystem, PackagePatterns};

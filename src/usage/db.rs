@@ -1,5 +1,5 @@
-//! The ledger's tables (`usage_daily`, `usage_addresses`; migrations `0009_usage` SQLite,
-//! `0010_usage` PostgreSQL): batch writes, the per-token and reverse queries, the retention
+//! The ledger's tables (`usage_daily`, `usage_addresses`; migrations `0009_usage` and
+//! `0010_usage_packages` SQLite, `0010_usage` and `0011_usage_packages` PostgreSQL): batch writes, the per-token and reverse queries, the retention
 //! purge, and the webhook claim rows (`webhook_claims`) that make one replica send each event.
 
 use std::collections::HashMap;
@@ -10,7 +10,7 @@ use sqlx::Row;
 use super::{day_text, Entry};
 use crate::store::db::{Database, DbError};
 
-fn unavailable(e: sqlx::Error) -> DbError {
+pub(super) fn unavailable(e: sqlx::Error) -> DbError {
     DbError::Unavailable(e.to_string())
 }
 
@@ -25,11 +25,15 @@ pub async fn write(db: &Database, batch: &[Entry], max_addresses: usize) -> Resu
         for e in chunk {
             let day = day_text(e.day);
             let key = e.key.stored();
+            let (eco, package, version) = match e.key.parts() {
+                Some(p) => (p.ecosystem.as_str(), p.package, p.version),
+                None => ("", "", ""),
+            };
             let c = &e.counters;
             sqlx::query(
                 "INSERT INTO usage_daily (token_id, day, usage_key, requests, bytes_sent, first_at, \
-                 last_at, status_2xx, status_3xx, status_4xx, status_5xx) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) \
+                 last_at, status_2xx, status_3xx, status_4xx, status_5xx, ecosystem, package, \
+                 version) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) \
                  ON CONFLICT (token_id, day, usage_key) DO UPDATE SET \
                  requests = usage_daily.requests + excluded.requests, \
                  bytes_sent = usage_daily.bytes_sent + excluded.bytes_sent, \
@@ -53,13 +57,16 @@ pub async fn write(db: &Database, batch: &[Entry], max_addresses: usize) -> Resu
             .bind(c.status[1] as i64)
             .bind(c.status[2] as i64)
             .bind(c.status[3] as i64)
+            .bind(eco)
+            .bind(package)
+            .bind(version)
             .execute(&mut *tx)
             .await
             .map_err(unavailable)?;
             for ip in &c.addresses {
                 sqlx::query(
-                    "INSERT INTO usage_addresses (token_id, day, usage_key, address) \
-                     SELECT $1, $2, $3, $4 WHERE (SELECT COUNT(*) FROM usage_addresses \
+                    "INSERT INTO usage_addresses (token_id, day, usage_key, address, ecosystem, \
+                     package, version) SELECT $1, $2, $3, $4, $6, $7, $8 WHERE (SELECT COUNT(*) FROM usage_addresses \
                      WHERE token_id = $1 AND day = $2 AND usage_key = $3) < $5 \
                      ON CONFLICT DO NOTHING",
                 )
@@ -68,6 +75,9 @@ pub async fn write(db: &Database, batch: &[Entry], max_addresses: usize) -> Resu
                 .bind(key)
                 .bind(ip.to_string())
                 .bind(max_addresses as i64)
+                .bind(eco)
+                .bind(package)
+                .bind(version)
                 .execute(&mut *tx)
                 .await
                 .map_err(unavailable)?;
@@ -172,8 +182,17 @@ pub struct DayUsage {
 /// One key (path) a token fetched, over the whole range.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct KeyUsage {
-    /// The path (or `other`).
+    /// The key as stored: a path, a package key (`pkg:composer/acme/widget@2.3.1`) or `other`.
     pub key: String,
+    /// A package key's ecosystem.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ecosystem: Option<String>,
+    /// A package key's package (normal form).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub package: Option<String>,
+    /// A package key's version (`null`: the package's metadata, no version).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
     /// Requests.
     pub requests: i64,
     /// Bytes sent.
@@ -196,12 +215,12 @@ pub struct TokenUsage {
 
 /// The totals' columns. PostgreSQL sums BIGINTs into NUMERIC, which the `Any` driver cannot
 /// read as an integer: every sum is cast back.
-const SUMS: &str = "CAST(SUM(requests) AS BIGINT), CAST(SUM(bytes_sent) AS BIGINT), \
+pub(super) const SUMS: &str = "CAST(SUM(requests) AS BIGINT), CAST(SUM(bytes_sent) AS BIGINT), \
                     MIN(first_at), MAX(last_at), CAST(SUM(status_2xx) AS BIGINT), \
                     CAST(SUM(status_3xx) AS BIGINT), CAST(SUM(status_4xx) AS BIGINT), \
                     CAST(SUM(status_5xx) AS BIGINT)";
 
-fn totals(r: &sqlx::any::AnyRow, from: usize) -> Result<Totals, DbError> {
+pub(super) fn totals(r: &sqlx::any::AnyRow, from: usize) -> Result<Totals, DbError> {
     let get = |i: usize| -> Result<i64, DbError> {
         r.try_get::<Option<i64>, _>(from + i)
             .map(Option::unwrap_or_default)
@@ -264,8 +283,9 @@ pub async fn token_usage(
     }
     let keys = sqlx::query(
         "SELECT usage_key, CAST(SUM(requests) AS BIGINT), CAST(SUM(bytes_sent) AS BIGINT), \
-         MAX(last_at) FROM usage_daily \
-         WHERE token_id = $1 AND day >= $2 AND day <= $3 GROUP BY usage_key \
+         MAX(last_at), ecosystem, package, version FROM usage_daily \
+         WHERE token_id = $1 AND day >= $2 AND day <= $3 \
+         GROUP BY usage_key, ecosystem, package, version \
          ORDER BY SUM(requests) DESC, usage_key LIMIT $4",
     )
     .bind(token)
@@ -278,8 +298,17 @@ pub async fn token_usage(
     let keys = keys
         .iter()
         .map(|r| {
+            let text = |i: usize| -> Result<String, DbError> {
+                r.try_get::<String, _>(i).map_err(unavailable)
+            };
+            let (ecosystem, package) = (text(4)?, text(5)?);
+            let is_package = !package.is_empty();
+            let version = Some(text(6)?).filter(|v| is_package && !v.is_empty());
             Ok(KeyUsage {
                 key: r.try_get(0).map_err(unavailable)?,
+                ecosystem: is_package.then_some(ecosystem),
+                package: is_package.then_some(package),
+                version,
                 requests: r
                     .try_get::<Option<i64>, _>(1)
                     .map_err(unavailable)?

@@ -1,17 +1,22 @@
-//! A ledger entry: its key (token, [`UsageKey`], UTC day) and its [`Counters`]; days as
-//! numbers and as stored text.
+//! A ledger entry: its key (token, [`UsageKey`], UTC day) and its [`Counters`]; package keys'
+//! stored form; days as numbers and as stored text.
 
 use std::net::IpAddr;
 use std::sync::Arc;
 
 use chrono::{DateTime, NaiveDate, Utc};
 
-/// What a ledger row counts usage of. Today a normalized path; a package, once the proxy
-/// knows the layouts, becomes another variant with its own stored form.
+use crate::scope::Ecosystem;
+
+/// What a ledger row counts usage of: a package (and version) when `upstream.layouts` tell it
+/// from the path, else the normalized path.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum UsageKey {
     /// A normalized request path (`/p2/acme/widget.json`), without the query.
     Path(Box<str>),
+    /// A package and maybe its version, as stored ([`package_key`]:
+    /// `pkg:composer/acme/widget@2.3.1`).
+    Package(Box<str>),
     /// Everything that did not fit in memory between two flushes.
     Other,
 }
@@ -19,13 +24,59 @@ pub enum UsageKey {
 /// The stored form of [`UsageKey::Other`]: paths start with `/`, so it never names one.
 pub const OTHER_KEY: &str = "other";
 
+/// The prefix of a package key's stored form: neither a path (`/…`) nor `other`.
+pub const PACKAGE_PREFIX: &str = "pkg:";
+
+/// Writes the stored form of a package key into `out`: `pkg:{ecosystem}/{package}`, then
+/// `@{version}` when there is one. A package name holds `@` only as its first character (npm
+/// scopes), so the first `@` after it starts the version: the form reads back unambiguously.
+pub fn package_key(out: &mut String, ecosystem: Ecosystem, package: &str, version: Option<&str>) {
+    out.push_str(PACKAGE_PREFIX);
+    out.push_str(ecosystem.as_str());
+    out.push('/');
+    out.push_str(package);
+    if let Some(v) = version {
+        out.push('@');
+        out.push_str(v);
+    }
+}
+
+/// A package key's parts (ecosystem, package, version; `""` when none).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KeyParts<'a> {
+    /// The ecosystem.
+    pub ecosystem: Ecosystem,
+    /// The package, in its ecosystem's normal form.
+    pub package: &'a str,
+    /// The version as the path wrote it, `""` for the package's metadata.
+    pub version: &'a str,
+}
+
 impl UsageKey {
-    /// The key as stored (`/path…` or `other`).
+    /// The key as stored (`/path…`, `pkg:…` or `other`).
     pub fn stored(&self) -> &str {
         match self {
-            UsageKey::Path(p) => p,
+            UsageKey::Path(p) | UsageKey::Package(p) => p,
             UsageKey::Other => OTHER_KEY,
         }
+    }
+
+    /// A package key's parts; `None` for a path or `other`.
+    pub fn parts(&self) -> Option<KeyParts<'_>> {
+        let UsageKey::Package(k) = self else {
+            return None;
+        };
+        let (eco, rest) = k.strip_prefix(PACKAGE_PREFIX)?.split_once('/')?;
+        let ecosystem = Ecosystem::parse(eco)?;
+        let (package, version) = match rest.get(1..).and_then(|r| r.find('@')) {
+            Some(i) => (&rest[..i + 1], &rest[i + 2..]),
+            None => (rest, ""),
+        };
+        Some(KeyParts {
+            ecosystem,
+            package,
+            version,
+        })
     }
 }
 

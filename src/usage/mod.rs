@@ -1,7 +1,8 @@
 //! The usage ledger: who fetched what, when, how often and from how many addresses.
 //!
-//! The proxy's logging phase calls [`Ledger::record`] for every request made with a token: a
-//! sharded map keyed by (token, usage key, UTC day) adds to that entry's counters (requests,
+//! The proxy's logging phase calls [`Ledger::record_package`] (a download `upstream.layouts`
+//! name the package of) or [`Ledger::record`] (any other path) for every request made with a
+//! token: a sharded map keyed by (token, usage key, UTC day) adds to that entry's counters (requests,
 //! bytes sent, first/last time, status classes, a capped set of client addresses). The control
 //! plane drains the map every `usage.flush_interval` and writes it in one batch (`db`), so
 //! there is never a write per request. The map holds at most `usage.max_entries` entries
@@ -15,9 +16,11 @@
 
 pub mod db;
 mod entry;
+mod lookup;
 mod range;
 mod run;
 
+use std::cell::RefCell;
 use std::hash::BuildHasher;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -28,10 +31,15 @@ use dashmap::DashMap;
 
 use crate::config::UsageConfig;
 use crate::metrics::METRICS;
+use crate::scope::Ecosystem;
 use crate::store::db::Database;
 use crate::store::Store;
 
-pub use entry::{day_number, day_text, parse_day, Counters, Entry, UsageKey, OTHER_KEY};
+pub use entry::{
+    day_number, day_text, package_key, parse_day, Counters, Entry, KeyParts, UsageKey, OTHER_KEY,
+    PACKAGE_PREFIX,
+};
+pub use lookup::{package_usage, packages_named, PackageTokenUsage, VersionUsage};
 pub use range::DayRange;
 pub use run::run;
 
@@ -78,6 +86,8 @@ pub struct Ledger {
     store: Arc<Store>,
     /// `usage.database`, once connected (else the token database is used).
     own_db: OnceLock<Database>,
+    /// The ecosystems of `upstream.layouts`: what a lookup by package name searches.
+    ecosystems: Vec<Ecosystem>,
 }
 
 impl std::fmt::Debug for Ledger {
@@ -107,6 +117,16 @@ impl Ledger {
     /// A ledger for `config`, written to `usage.database` or else the token database of
     /// `store`. `None` when usage is off, or there is no database to write it to.
     pub fn new(config: &UsageConfig, store: Arc<Store>) -> Option<Arc<Ledger>> {
+        Self::with_ecosystems(config, store, Vec::new())
+    }
+
+    /// [`Ledger::new`], for a store whose layouts are of `ecosystems` (what a lookup by
+    /// package name searches when it names no ecosystem).
+    pub fn with_ecosystems(
+        config: &UsageConfig,
+        store: Arc<Store>,
+        ecosystems: Vec<Ecosystem>,
+    ) -> Option<Arc<Ledger>> {
         if !config.enabled {
             return None;
         }
@@ -125,7 +145,13 @@ impl Ledger {
             config: config.clone(),
             store,
             own_db: OnceLock::new(),
+            ecosystems,
         }))
+    }
+
+    /// The ecosystems of `upstream.layouts`.
+    pub fn ecosystems(&self) -> &[Ecosystem] {
+        &self.ecosystems
     }
 
     /// The configuration it runs with.
@@ -163,15 +189,67 @@ impl Ledger {
         client: Option<IpAddr>,
         now: DateTime<Utc>,
     ) {
+        self.count(token, cut(path), false, bytes, status, client, now);
+    }
+
+    /// Counts one request made with `token` for a package (and version, when the path names
+    /// one), as [`Ledger::record`] does for a path. The key's stored form is written into a
+    /// buffer of the thread: no allocation once the entry exists.
+    #[allow(clippy::too_many_arguments)]
+    pub fn record_package(
+        &self,
+        token: &Arc<str>,
+        ecosystem: Ecosystem,
+        package: &str,
+        version: Option<&str>,
+        bytes: u64,
+        status: u16,
+        client: Option<IpAddr>,
+        now: DateTime<Utc>,
+    ) {
+        thread_local! {
+            static KEY: RefCell<String> = const { RefCell::new(String::new()) };
+        }
+        KEY.with(|k| {
+            let mut k = k.borrow_mut();
+            k.clear();
+            package_key(&mut k, ecosystem, package, version);
+            self.count(token, cut(&k), true, bytes, status, client, now);
+        });
+    }
+
+    /// Adds to the entry of (`token`, key, day): the key is a package key's stored form when
+    /// `package`, else a path.
+    #[allow(clippy::too_many_arguments)]
+    fn count(
+        &self,
+        token: &Arc<str>,
+        key: &str,
+        package: bool,
+        bytes: u64,
+        status: u16,
+        client: Option<IpAddr>,
+        now: DateTime<Utc>,
+    ) {
         let now_ms = now.timestamp_millis();
         let day = day_number(now);
-        let path = cut(path);
         let cap = self.config.max_addresses;
-        let hash = self.hasher.hash_one((&**token, day, path));
+        let hash = self.hasher.hash_one((&**token, day, key, package));
         let fits = |e: &Entry| {
             *e.token == **token
                 && e.day == day
-                && matches!(&e.key, UsageKey::Path(p) if &**p == path)
+                && match &e.key {
+                    UsageKey::Path(p) => !package && **p == *key,
+                    UsageKey::Package(p) => package && **p == *key,
+                    UsageKey::Other => false,
+                }
+        };
+        let new_key = || {
+            if package {
+                UsageKey::Package(key.into())
+            } else {
+                UsageKey::Path(key.into())
+            }
         };
         let mut overflow = false;
         match self.entries.get_mut(&hash) {
@@ -191,7 +269,7 @@ impl Ledger {
                     Entry {
                         token: token.clone(),
                         day,
-                        key: UsageKey::Path(path.into()),
+                        key: new_key(),
                         counters: Counters::new(now_ms),
                     }
                 });
@@ -374,94 +452,4 @@ fn merge_same(batch: Vec<Entry>, cap: usize) -> Vec<Entry> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn ledger(max_entries: usize, anomaly: usize) -> Arc<Ledger> {
-        let (mut c, _) = crate::config::load(None, vec![], &Default::default()).unwrap();
-        c.usage.max_entries = max_entries;
-        c.usage.anomaly_addresses = anomaly;
-        c.usage.max_addresses = 3;
-        let store = Arc::new(Store::new(&c, None));
-        Ledger::new(&c.usage, store).unwrap()
-    }
-
-    #[test]
-    fn counts_per_token_key_and_day_and_overflows_into_other() {
-        let l = ledger(3, 0);
-        let a: Arc<str> = Arc::from("tokA");
-        let now = Utc::now();
-        let ip = |n: u8| Some(IpAddr::from([127, 0, 0, n]));
-        l.record(&a, "/x", 10, 200, ip(1), now);
-        l.record(&a, "/x", 5, 404, ip(2), now);
-        for n in 3..8 {
-            l.record(&a, "/x", 1, 200, ip(n), now);
-        }
-        l.record(&a, "/y", 1, 304, ip(1), now);
-        l.record(&a, "/z", 1, 502, ip(1), now);
-        assert_eq!(l.len(), 3);
-        // full: new keys go to the token's `other` row (one more entry, not one per key)
-        for p in ["/p1", "/p2", "/p3"] {
-            l.record(&a, p, 2, 200, None, now);
-        }
-        assert_eq!(l.len(), 4);
-        let mut batch = l.drain();
-        assert!(l.is_empty());
-        batch.sort_by(|x, y| x.key.stored().cmp(y.key.stored()));
-        let keys: Vec<&str> = batch.iter().map(|e| e.key.stored()).collect();
-        assert_eq!(keys, ["/x", "/y", "/z", "other"]);
-        let x = &batch[0].counters;
-        assert_eq!((x.requests, x.bytes, x.status), (7, 20, [6, 0, 1, 0]));
-        assert_eq!(x.addresses.len(), 3, "capped");
-        assert_eq!(batch[1].counters.status, [0, 1, 0, 0]);
-        assert_eq!(batch[2].counters.status, [0, 0, 0, 1]);
-        assert_eq!(
-            (batch[3].counters.requests, batch[3].counters.bytes),
-            (3, 6)
-        );
-        let long = "/".to_string() + &"é".repeat(400);
-        l.record(&a, &long, 0, 200, None, now);
-        assert!(l.drain()[0].key.stored().len() <= MAX_KEY);
-    }
-
-    #[test]
-    fn an_anomaly_fires_once_per_token_and_hour() {
-        let l = ledger(100, 3);
-        l.want_anomalies();
-        let a: Arc<str> = Arc::from("tokA");
-        let b: Arc<str> = Arc::from("tokB");
-        let now = Utc::now();
-        for n in 1..=3 {
-            l.record(&a, "/x", 0, 200, Some(IpAddr::from([10, 0, 0, n])), now);
-        }
-        for _ in 0..10 {
-            l.record(&b, "/x", 0, 200, Some(IpAddr::from([10, 0, 0, 1])), now);
-        }
-        assert!(l.take_anomalies().is_empty());
-        for n in 4..=9 {
-            l.record(&a, "/x", 0, 200, Some(IpAddr::from([10, 0, 0, n])), now);
-        }
-        let found = l.take_anomalies();
-        assert_eq!(found.len(), 1);
-        assert_eq!(&*found[0].token, "tokA");
-        assert_eq!(found[0].addresses.len(), 4);
-        let next_hour = now + chrono::Duration::hours(1);
-        l.prune_hours(next_hour);
-        l.record(
-            &a,
-            "/x",
-            0,
-            200,
-            Some(IpAddr::from([10, 0, 0, 1])),
-            next_hour,
-        );
-        assert!(l.take_anomalies().is_empty());
-    }
-
-    #[test]
-    fn days_round_trip() {
-        let d = parse_day("2026-12-02").unwrap();
-        assert_eq!(day_text(d), "2026-12-02");
-        assert_eq!(parse_day("2026-13-02"), None);
-    }
-}
+mod tests;

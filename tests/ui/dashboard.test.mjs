@@ -122,7 +122,7 @@ async function start() {
         `admin_listen: 127.0.0.1:${adminPort}`,
         'upstream:',
         `  url: http://127.0.0.1:${upstreamPort}`,
-        '  layouts: [{kind: composer, prefix: /}]',
+        '  layouts: [{kind: composer, prefix: /, dist: ["dist/{vendor}/{package}/{version}/{file}"]}]',
         'realm: tollgate-ui-test',
         'tokens:',
         '  files: []',
@@ -218,7 +218,7 @@ test('token dashboard: sign in, create, use, edit, regenerate, revoke', { timeou
   }
 });
 
-test('usage: a token\'s chart of requests per day, and the search by path', { timeout: 60000 }, async (t) => {
+test('usage: a token\'s chart of requests per day, and the search by package or path', { timeout: 60000 }, async (t) => {
   const w = await start();
   t.after(() => w.stop());
   await mkdir(OUT, { recursive: true });
@@ -232,20 +232,24 @@ test('usage: a token\'s chart of requests per day, and the search by path', { ti
 });
 
 async function runUsage(w) {
-  // A token used three times through the proxy, once refused (403 on a path outside its route).
+  // A token used through the proxy: a package's metadata three times, one of its versions
+  // twice, a file no layout names once (keyed by path), and once refused (403 on a package
+  // outside its route).
   const made = await fetch(`${w.admin}/api/v1/tokens`, {
     method: 'POST',
     headers: { Authorization: w.adminAuth, 'Content-Type': 'application/json' },
-    body: JSON.stringify({ name: 'fetcher', permission: 'read', routes: [{ path: '/p2/acme/*', access: 'read' }] }),
+    body: JSON.stringify({ name: 'fetcher', permission: 'read', routes: [{ path: '/p2/acme/*', access: 'read' }, { path: '/dist/acme/**', access: 'read' }] }),
   });
   assert.equal(made.status, 201);
   const { id, token } = await made.json();
   for (let i = 0; i < 3; i++) assert.equal(await proxyStatus(`${w.proxy}/p2/acme/widget.json`, token), 200);
+  for (let i = 0; i < 2; i++) assert.equal(await proxyStatus(`${w.proxy}/dist/acme/widget/2.3.1/widget.zip`, token), 200);
+  assert.equal(await proxyStatus(`${w.proxy}/p2/acme/readme.txt`, token), 200);
   assert.equal(await proxyStatus(`${w.proxy}/p2/other/x.json`, token), 403);
   await until('the usage flushed', 10000, async () => {
     const r = await fetch(`${w.admin}/api/v1/tokens/${id}/usage`, { headers: { Authorization: w.adminAuth } });
     const u = await r.json();
-    return u.days.length === 1 && u.days[0].requests === 4;
+    return u.days.length === 1 && u.days[0].requests === 7;
   });
 
   const page = w.context.pages()[0] || (await w.context.newPage());
@@ -262,38 +266,65 @@ async function runUsage(w) {
   // The chart: 30 bars, today's holds the 4 requests, the others none.
   await row.getByRole('button', { name: 'Usage fetcher' }).click();
   const dialog = page.locator('#usage-dialog');
-  await assertText(dialog.locator('#usage-dialog-summary'), /^4 requests, .* sent from /);
+  await assertText(dialog.locator('#usage-dialog-summary'), /^7 requests, .* sent from /);
   const today = new Date().toISOString().slice(0, 10);
   const bars = dialog.locator('#usage-chart svg rect.bar');
   assert.equal(await bars.count(), 30);
   const todayBar = dialog.locator(`#usage-chart rect[data-day="${today}"]`);
-  assert.equal(await todayBar.getAttribute('data-requests'), '4');
-  assert.match(await todayBar.locator('title').textContent(), new RegExp(`^${today}: 4 requests, .*, 1 addresses$`));
+  assert.equal(await todayBar.getAttribute('data-requests'), '7');
+  assert.match(await todayBar.locator('title').textContent(), new RegExp(`^${today}: 7 requests, .*, 1 addresses$`));
   assert.ok(Number(await todayBar.getAttribute('height')) > 100, 'the tallest bar fills the chart');
   const zero = await page.evaluate(() => [...document.querySelectorAll('#usage-chart rect.bar')].filter((r) => r.getAttribute('height') === '0').length);
   assert.equal(zero, 29);
+  // Packages by name (and version), with their ecosystem; a file no layout names by path.
   const paths = await dialog.locator('#usage-path-rows').innerText();
-  assert.match(paths, /\/p2\/acme\/widget\.json\s+3/);
-  assert.match(paths, /\/p2\/other\/x\.json\s+1/);
+  assert.match(paths, /acme\/widget composer, metadata\s+3/);
+  assert.match(paths, /acme\/widget@2\.3\.1 composer\s+2/);
+  assert.match(paths, /\/p2\/acme\/readme\.txt\s+1/);
+  assert.match(paths, /other\/x composer, metadata\s+1/);
   await page.screenshot({ path: path.join(OUT, 'usage-chart.png') });
   await dialog.getByRole('button', { name: 'Close' }).click();
   await dialog.waitFor({ state: 'hidden' });
 
-  // The search by path names the token; a path nobody fetched says so; a bad one explains.
+  // The search by package names the token, with its requests per version; by version only
+  // that version's; by path what is keyed by path; nobody, and bad input, say so.
   const search = page.locator('#usage');
-  await search.getByLabel('Path', { exact: true }).fill('/p2/acme/./widget.json');
+  const field = (name) => search.getByLabel(name, { exact: true });
+  await field('Package').fill('ACME/Widget');
   await search.getByRole('button', { name: 'Search' }).click();
-  await assertText(page.locator('#usage-summary'), /^1 token fetched \/p2\/acme\/widget\.json from /);
+  await assertText(page.locator('#usage-summary'), /^1 token fetched ACME\/Widget from /);
   const found = page.locator(`#usage-rows tr[data-id="${id}"]`);
-  assert.match(await found.innerText(), /fetcher[\s\S]*\t3\t/);
+  assert.match(await found.innerText(), /fetcher[\s\S]*\t5\t/);
+  assert.equal(await found.locator('td.versions').innerText(), 'metadata ×3, 2.3.1 ×2');
   await page.screenshot({ path: path.join(OUT, 'usage-search.png') });
-  await search.getByLabel('Path', { exact: true }).fill('/p2/acme/nothing.json');
+  await field('Version').fill('2.3.1');
   await search.getByRole('button', { name: 'Search' }).click();
-  await assertText(page.locator('#usage-summary'), /^No token fetched \/p2\/acme\/nothing\.json/);
+  await assertText(page.locator('#usage-summary'), /^1 token fetched ACME\/Widget 2\.3\.1 from /);
+  assert.match(await found.innerText(), /fetcher[\s\S]*\t2\t/);
+  await field('Version').fill('9.9.9');
+  await search.getByRole('button', { name: 'Search' }).click();
+  await assertText(page.locator('#usage-summary'), /^No token fetched ACME\/Widget 9\.9\.9/);
   assert.equal(await page.locator('#usage-table').isHidden(), true);
-  await search.getByLabel('Path', { exact: true }).fill('widget.json');
+  await field('Version').fill('');
+  await field('Package').fill('');
+  await field('Path').fill('/p2/acme/./readme.txt');
+  await search.getByRole('button', { name: 'Search' }).click();
+  await assertText(page.locator('#usage-summary'), /^1 token fetched \/p2\/acme\/readme\.txt from /);
+  assert.match(await found.innerText(), /fetcher[\s\S]*\t1\t/);
+  await field('Path').fill('/p2/acme/nothing.txt');
+  await search.getByRole('button', { name: 'Search' }).click();
+  await assertText(page.locator('#usage-summary'), /^No token fetched \/p2\/acme\/nothing\.txt/);
+  await field('Path').fill('widget.json');
   await search.getByRole('button', { name: 'Search' }).click();
   await assertText(page.locator('#usage-error'), /starts with \//);
+  await field('Path').fill('/x');
+  await field('Package').fill('acme/widget');
+  await search.getByRole('button', { name: 'Search' }).click();
+  await assertText(page.locator('#usage-error'), /not both/);
+  await field('Path').fill('');
+  await field('Package').fill('not a name');
+  await search.getByRole('button', { name: 'Search' }).click();
+  await assertText(page.locator('#usage-error'), /not a package name/);
   assert.deepEqual(await unlabelled(page), [], 'every input has a label');
   assert.deepEqual(errors, []);
 }

@@ -1124,7 +1124,7 @@
   }
 
   // ---------------------------------------------------------------------------------------
-  // Usage: a token's requests per day (an SVG bar chart) and the search by path
+  // Usage: a token's requests per day (an SVG bar chart) and the search by package or path
   // ---------------------------------------------------------------------------------------
 
   const SVG = 'http://www.w3.org/2000/svg';
@@ -1207,7 +1207,7 @@
               el(
                 'tr',
                 null,
-                el('td', null, el('code', { text: p.key })),
+                el('td', null, ...keyCell(p)),
                 el('td', { text: String(p.requests) }),
                 el('td', { text: bytesText(p.bytes_sent) }),
                 el('td', null, p.last_at ? timeEl(p.last_at) : null),
@@ -1222,16 +1222,43 @@
     }
   }
 
+  // A ledger key: a package (name, version, ecosystem) or a path.
+  function keyCell(p) {
+    if (!p.package) return [el('code', { text: p.key })];
+    const name = p.version ? `${p.package}@${p.version}` : p.package;
+    return [el('code', { text: name }), ' ', el('span', { class: 'muted', text: p.version ? p.ecosystem : `${p.ecosystem}, metadata` })];
+  }
+
+  function versionsText(versions) {
+    if (!versions) return '';
+    return versions.map((v) => `${v.version ?? 'metadata'} ×${v.requests}`).join(', ');
+  }
+
   async function searchUsage(ev) {
     ev.preventDefault();
     const path = $('usage-path').value.trim();
+    const pkg = $('usage-package').value.trim();
+    const version = $('usage-version').value.trim();
     setError('usage-error', '');
-    if (!path.startsWith('/')) {
-      setError('usage-error', 'Enter a path that starts with /, such as /p2/acme/widget.json.');
+    let q;
+    if (pkg && path) {
+      setError('usage-error', 'Search by a package or by a path, not both.');
       $('usage-path').focus();
       return;
+    } else if (pkg) {
+      q = new URLSearchParams({ package: pkg });
+      if (version) q.set('version', version);
+    } else if (version) {
+      setError('usage-error', 'A version needs its package, such as acme/widget.');
+      $('usage-package').focus();
+      return;
+    } else if (path.startsWith('/')) {
+      q = new URLSearchParams({ path });
+    } else {
+      setError('usage-error', 'Enter a package (acme/widget) or a path that starts with /, such as /packages.json.');
+      (path ? $('usage-path') : $('usage-package')).focus();
+      return;
     }
-    const q = new URLSearchParams({ path });
     if ($('usage-from').value) q.set('from', $('usage-from').value);
     if ($('usage-to').value) q.set('to', $('usage-to').value);
     const button = $('usage-submit');
@@ -1251,13 +1278,15 @@
             el('td', { text: addressText(x.addresses, x.addresses_capped) }),
             el('td', null, x.first_at ? timeEl(x.first_at) : null),
             el('td', null, x.last_at ? timeEl(x.last_at) : null),
+            el('td', { class: 'versions', text: versionsText(x.versions) }),
           ),
         ),
       );
+      const what = r.path ?? (r.version ? `${r.package} ${r.version}` : r.package);
       $('usage-table').hidden = !r.tokens.length;
       $('usage-summary').textContent = r.tokens.length
-        ? `${r.tokens.length} ${r.tokens.length === 1 ? 'token' : 'tokens'} fetched ${r.path} from ${r.from} to ${r.to} (UTC).`
-        : `No token fetched ${r.path} from ${r.from} to ${r.to} (UTC).`;
+        ? `${r.tokens.length} ${r.tokens.length === 1 ? 'token' : 'tokens'} fetched ${what} from ${r.from} to ${r.to} (UTC).`
+        : `No token fetched ${what} from ${r.from} to ${r.to} (UTC).`;
     } catch (e) {
       if (isAuthError(e)) return sessionEnded(e);
       setError('usage-error', plain(e));

@@ -249,3 +249,176 @@ proptest! {
         prop_assert_eq!(get(&path), pkg(Ecosystem::Npm, &format!("@{scope}/{name}")));
     }
 }
+
+fn art(path: &str) -> Option<(Ecosystem, String, Option<String>)> {
+    artifact(&layouts(), &Method::GET, path).map(|a| (a.ecosystem, a.package, a.version))
+}
+
+fn a(
+    eco: Ecosystem,
+    name: &str,
+    version: Option<&str>,
+) -> Option<(Ecosystem, String, Option<String>)> {
+    Some((eco, name.to_string(), version.map(str::to_string)))
+}
+
+#[test]
+fn composer_artifacts() {
+    use Ecosystem::Composer as C;
+    assert_eq!(art("/p2/ACME/Widget.json"), a(C, "acme/widget", None));
+    assert_eq!(art("/p2/acme/widget~dev.json"), a(C, "acme/widget", None));
+    assert_eq!(art("/p/acme/widget$ab.json"), a(C, "acme/widget", None));
+    // The default dist pattern has no {version}: the package alone.
+    assert_eq!(
+        art("/dist/acme/widget/acme-widget-2.3.1.zip"),
+        a(C, "acme/widget", None)
+    );
+    let l = Layouts::new(vec![Layout::new(
+        C,
+        "/",
+        Some(&["dist/{vendor}/{package}/{version}/{file}".to_string()]),
+    )
+    .unwrap()])
+    .unwrap();
+    let got = artifact(&l, &Method::GET, "/dist/acme/widget/2.3.1/x.zip").unwrap();
+    assert_eq!(
+        (got.package.as_str(), got.version.as_deref()),
+        ("acme/widget", Some("2.3.1"))
+    );
+    assert_eq!(art("/packages.json"), None, "a listing");
+    assert_eq!(art("/include/all$0123.json"), None, "a listing");
+    assert_eq!(art("/index.html"), None);
+}
+
+#[test]
+fn npm_artifacts() {
+    use Ecosystem::Npm as N;
+    assert_eq!(art("/npm/@acme%2Fwidget"), a(N, "@acme/widget", None));
+    assert_eq!(
+        art("/npm/@acme/widget/1.2.0"),
+        a(N, "@acme/widget", Some("1.2.0"))
+    );
+    assert_eq!(
+        art("/npm/@acme/widget/-/widget-1.2.0.tgz"),
+        a(N, "@acme/widget", Some("1.2.0"))
+    );
+    assert_eq!(
+        art("/npm/@acme/widget/-/@acme/widget-1.2.0-beta.1.tgz"),
+        a(N, "@acme/widget", Some("1.2.0-beta.1"))
+    );
+    assert_eq!(
+        art("/npm/left-pad/-/left-pad-1.3.0.tgz"),
+        a(N, "left-pad", Some("1.3.0"))
+    );
+    assert_eq!(
+        art("/npm/-/package/left-pad/dist-tags"),
+        a(N, "left-pad", None)
+    );
+    assert_eq!(art("/npm/-/v1/search"), None, "a listing");
+    // A publish is an upload: no artifact (the path key).
+    assert_eq!(
+        artifact(&layouts(), &Method::PUT, "/npm/@acme%2Fwidget"),
+        None
+    );
+    assert_eq!(art("/npm/left-pad/-/x-1.0.0.tgz"), None);
+}
+
+#[test]
+fn pypi_artifacts() {
+    use Ecosystem::Pypi as P;
+    assert_eq!(art("/pypi/simple/Acme_Widget/"), a(P, "acme-widget", None));
+    assert_eq!(
+        art("/pypi/packages/acme_widget-2.3.1-py3-none-any.whl"),
+        a(P, "acme-widget", Some("2.3.1"))
+    );
+    assert_eq!(
+        art("/pypi/packages/acme_widget-2.3.1-1-py3-none-any.whl.metadata"),
+        a(P, "acme-widget", Some("2.3.1"))
+    );
+    assert_eq!(
+        art("/pypi/packages/ab/cd/Acme.Widget-2.3.1.tar.gz"),
+        a(P, "acme-widget", Some("2.3.1"))
+    );
+    assert_eq!(
+        art("/pypi/packages/acme_widget-2.3.1.tar.gz.asc"),
+        a(P, "acme-widget", Some("2.3.1"))
+    );
+    assert_eq!(
+        art("/pypi/packages/acme-0.1.egg"),
+        a(P, "acme", Some("0.1"))
+    );
+    // Two readings (`acme` 2fa-1.0, `acme-2fa` 1.0): no artifact, the path key.
+    assert_eq!(art("/pypi/packages/acme-2fa-1.0.tar.gz"), None);
+    assert_eq!(art("/pypi/simple/"), None, "a listing");
+    assert_eq!(
+        artifact(&layouts(), &Method::POST, "/pypi/"),
+        None,
+        "an upload"
+    );
+}
+
+#[test]
+fn cargo_artifacts() {
+    use Ecosystem::Cargo as R;
+    assert_eq!(
+        art("/cargo/api/v1/crates/Acme_Widget/0.1.0/download"),
+        a(R, "acme-widget", Some("0.1.0"))
+    );
+    assert_eq!(
+        art("/cargo/crates/acme_widget/0.1.0/download"),
+        a(R, "acme-widget", Some("0.1.0"))
+    );
+    assert_eq!(
+        art("/crates/acme_widget/acme_widget-0.1.0.crate"),
+        a(R, "acme-widget", Some("0.1.0"))
+    );
+    assert_eq!(art("/cargo/ac/me/acme_widget"), a(R, "acme-widget", None));
+    assert_eq!(art("/cargo/config.json"), None, "names no package");
+    assert_eq!(
+        artifact(&layouts(), &Method::PUT, "/cargo/api/v1/crates/new"),
+        None
+    );
+}
+
+#[test]
+fn maven_artifacts() {
+    use Ecosystem::Maven as M;
+    assert_eq!(
+        art("/maven/com/acme/widget/2.3.1/widget-2.3.1.jar"),
+        a(M, "com.acme:widget", Some("2.3.1"))
+    );
+    assert_eq!(
+        art("/maven/com/acme/widget/2.3.1/widget-2.3.1-sources.jar.sha1"),
+        a(M, "com.acme:widget", Some("2.3.1"))
+    );
+    assert_eq!(
+        art("/maven/com/acme/widget/maven-metadata.xml"),
+        a(M, "com.acme:widget", None)
+    );
+    assert_eq!(
+        art("/maven/com/acme/widget/1.0-SNAPSHOT/maven-metadata.xml"),
+        a(M, "com.acme:widget", Some("1.0-SNAPSHOT"))
+    );
+    assert_eq!(art("/maven/com/acme/widget/1.0/other-1.0.jar"), None);
+}
+
+#[test]
+fn without_layouts_nothing_is_an_artifact() {
+    let none = Layouts::default();
+    assert_eq!(artifact(&none, &Method::GET, "/p2/acme/widget.json"), None);
+}
+
+proptest! {
+    /// An artifact is what `classify` reads the path as, with one name.
+    #[test]
+    fn artifacts_agree_with_classify(path in "/[a-zA-Z0-9@%._~/$-]{0,60}") {
+        let l = layouts();
+        if let Some(got) = artifact(&l, &Method::GET, &path) {
+            prop_assert_eq!(
+                classify(&l, &Method::GET, &path),
+                Target::Package(got.ecosystem, vec![got.package.clone()])
+            );
+            prop_assert!(got.version.as_deref().is_none_or(|v| !v.is_empty() && !v.contains('/')));
+        }
+    }
+}
