@@ -110,6 +110,20 @@ async fn token_usage(
     })))
 }
 
+/// Rows as JSON, each with its token's name (`null` once the token is gone).
+fn named<'a, T: serde::Serialize + 'a>(
+    s: &AdminState,
+    rows: impl Iterator<Item = (&'a str, &'a T)>,
+) -> Vec<Value> {
+    let snap = s.store.set.load();
+    rows.map(|(id, r)| {
+        let mut v = serde_json::to_value(r).unwrap_or_default();
+        v["token_name"] = json!(snap.by_id(id).map(|t| t.name.to_string()));
+        v
+    })
+    .collect()
+}
+
 async fn path_usage(State(s): State<AdminState>, q: Params) -> Result<Json<Value>, ApiError> {
     let q = params(q)?;
     if q.contains_key("package") {
@@ -130,16 +144,7 @@ async fn path_usage(State(s): State<AdminState>, q: Params) -> Result<Json<Value
     let (ledger, database) = ledger(&s)?;
     let max = ledger.config().max_addresses;
     let rows = db::path_usage(database, &path, &range.from, &range.to, max).await?;
-    let snap = s.store.set.load();
-    let tokens: Vec<Value> = rows
-        .into_iter()
-        .map(|r| {
-            let name = snap.by_id(&r.token_id).map(|t| t.name.to_string());
-            let mut v = serde_json::to_value(&r).unwrap_or_default();
-            v["token_name"] = json!(name);
-            v
-        })
-        .collect();
+    let tokens = named(&s, rows.iter().map(|r| (&*r.token_id, r)));
     Ok(Json(json!({
         "path": path,
         "from": range.from,
@@ -175,16 +180,7 @@ async fn package_usage(
     let rows =
         crate::usage::package_usage(database, &packages, version, &range.from, &range.to, max)
             .await?;
-    let snap = s.store.set.load();
-    let tokens: Vec<Value> = rows
-        .into_iter()
-        .map(|r| {
-            let name = snap.by_id(&r.token_id).map(|t| t.name.to_string());
-            let mut v = serde_json::to_value(&r).unwrap_or_default();
-            v["token_name"] = json!(name);
-            v
-        })
-        .collect();
+    let tokens = named(s, rows.iter().map(|r| (&*r.token_id, r)));
     let searched: Vec<Value> = packages
         .iter()
         .map(|(e, n)| json!({"ecosystem": e.as_str(), "package": n}))

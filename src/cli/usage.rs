@@ -223,30 +223,35 @@ pub(super) fn path_usage(explicit: Option<&Path>, args: UsageArgs) -> anyhow::Re
         ),
         Output::Table => {
             println!("{path} from {} to {}", range.from, range.to);
-            println!(
-                "{:<14} {:>10} {:>12} {:>5} {:>9}  {:<25} LAST",
-                "TOKEN", "REQUESTS", "SENT", "DAYS", "ADDRESSES", "FIRST"
-            );
+            token_header();
             for r in &rows {
-                let t = &r.totals;
-                let at = |v: Option<chrono::DateTime<Utc>>| {
-                    v.map(|v| v.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
-                        .unwrap_or_default()
-                };
-                println!(
-                    "{:<14} {:>10} {:>12} {:>5} {:>9}  {:<25} {}",
-                    r.token_id,
-                    t.requests,
-                    human_bytes(t.bytes_sent),
-                    r.days,
-                    addresses(t.addresses, t.addresses_capped),
-                    at(t.first_at),
-                    at(t.last_at)
-                );
+                token_row(&r.token_id, r.days, &r.totals);
             }
         }
     }
     Ok(())
+}
+
+/// The head of the reverse lookups' table.
+fn token_header() {
+    println!(
+        "{:<14} {:>10} {:>12} {:>5} {:>9}  {:<25} LAST",
+        "TOKEN", "REQUESTS", "SENT", "DAYS", "ADDRESSES", "FIRST"
+    );
+}
+
+/// One token's line in the reverse lookups' table.
+fn token_row(token_id: &str, days: i64, t: &db::Totals) {
+    println!(
+        "{:<14} {:>10} {:>12} {:>5} {:>9}  {:<25} {}",
+        token_id,
+        t.requests,
+        human_bytes(t.bytes_sent),
+        days,
+        addresses(t.addresses, t.addresses_capped),
+        at(t.first_at),
+        at(t.last_at)
+    );
 }
 
 fn at(v: Option<chrono::DateTime<Utc>>) -> String {
@@ -295,22 +300,9 @@ fn package_usage(explicit: Option<&Path>, args: UsageArgs) -> anyhow::Result<()>
                 range.from,
                 range.to
             );
-            println!(
-                "{:<14} {:>10} {:>12} {:>5} {:>9}  {:<25} LAST",
-                "TOKEN", "REQUESTS", "SENT", "DAYS", "ADDRESSES", "FIRST"
-            );
+            token_header();
             for r in &rows {
-                let t = &r.totals;
-                println!(
-                    "{:<14} {:>10} {:>12} {:>5} {:>9}  {:<25} {}",
-                    r.token_id,
-                    t.requests,
-                    human_bytes(t.bytes_sent),
-                    r.days,
-                    addresses(t.addresses, t.addresses_capped),
-                    at(t.first_at),
-                    at(t.last_at)
-                );
+                token_row(&r.token_id, r.days, &r.totals);
                 for v in &r.versions {
                     println!(
                         "  {:<12} {:>10} {:>12}  {} {}",

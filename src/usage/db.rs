@@ -411,8 +411,27 @@ pub async fn path_usage(
     .fetch_all(db.pool())
     .await
     .map_err(unavailable)?;
-    let mut addresses: HashMap<String, (i64, bool)> = HashMap::new();
-    for r in addr_rows {
+    let addresses = address_counts(&addr_rows, max_addresses)?;
+    rows.iter()
+        .map(|r| {
+            let (token_id, days, totals) = token_totals(r, &addresses)?;
+            Ok(TokenUsage {
+                days,
+                token_id,
+                totals,
+            })
+        })
+        .collect()
+}
+
+/// Distinct addresses per token from rows of (token, distinct addresses, largest row's
+/// count), and whether a row reached `max_addresses` (the count is then a lower bound).
+pub(super) fn address_counts(
+    rows: &[sqlx::any::AnyRow],
+    max_addresses: usize,
+) -> Result<HashMap<String, (i64, bool)>, DbError> {
+    let mut addresses = HashMap::with_capacity(rows.len());
+    for r in rows {
         let id: String = r.try_get(0).map_err(unavailable)?;
         let n: i64 = r.try_get(1).map_err(unavailable)?;
         let largest: i64 = r
@@ -421,19 +440,19 @@ pub async fn path_usage(
             .unwrap_or_default();
         addresses.insert(id, (n, largest >= max_addresses as i64));
     }
-    rows.iter()
-        .map(|r| {
-            let token_id: String = r.try_get(0).map_err(unavailable)?;
-            let mut totals = totals(r, 2)?;
-            if let Some((n, capped)) = addresses.get(&token_id) {
-                totals.addresses = *n;
-                totals.addresses_capped = *capped;
-            }
-            Ok(TokenUsage {
-                days: r.try_get(1).map_err(unavailable)?,
-                token_id,
-                totals,
-            })
-        })
-        .collect()
+    Ok(addresses)
+}
+
+/// A row of (token, days, [`SUMS`]…) with the token's addresses from [`address_counts`].
+pub(super) fn token_totals(
+    r: &sqlx::any::AnyRow,
+    addresses: &HashMap<String, (i64, bool)>,
+) -> Result<(String, i64, Totals), DbError> {
+    let token_id: String = r.try_get(0).map_err(unavailable)?;
+    let mut totals = totals(r, 2)?;
+    if let Some((n, capped)) = addresses.get(&token_id) {
+        totals.addresses = *n;
+        totals.addresses_capped = *capped;
+    }
+    Ok((token_id, r.try_get(1).map_err(unavailable)?, totals))
 }

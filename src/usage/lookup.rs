@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use serde::Serialize;
 use sqlx::Row;
 
-use super::db::{totals, unavailable, Totals, MAX_TOKENS_SHOWN, SUMS};
+use super::db::{address_counts, token_totals, unavailable, Totals, MAX_TOKENS_SHOWN, SUMS};
 use crate::scope::name::normalize;
 use crate::scope::Ecosystem;
 use crate::store::db::{Database, DbError};
@@ -183,26 +183,12 @@ pub async fn package_usage(
         .fetch_all(db.pool())
         .await
         .map_err(unavailable)?;
-    let mut addresses: HashMap<String, (i64, bool)> = HashMap::new();
-    for r in addr_rows {
-        let id: String = r.try_get(0).map_err(unavailable)?;
-        let n: i64 = r.try_get(1).map_err(unavailable)?;
-        let largest: i64 = r
-            .try_get::<Option<i64>, _>(2)
-            .map_err(unavailable)?
-            .unwrap_or_default();
-        addresses.insert(id, (n, largest >= max_addresses as i64));
-    }
+    let addresses = address_counts(&addr_rows, max_addresses)?;
     rows.iter()
         .map(|r| {
-            let token_id: String = r.try_get(0).map_err(unavailable)?;
-            let mut totals = totals(r, 2)?;
-            if let Some((n, capped)) = addresses.get(&token_id) {
-                totals.addresses = *n;
-                totals.addresses_capped = *capped;
-            }
+            let (token_id, days, totals) = token_totals(r, &addresses)?;
             Ok(PackageTokenUsage {
-                days: r.try_get(1).map_err(unavailable)?,
+                days,
                 versions: versions.remove(&token_id).unwrap_or_default(),
                 token_id,
                 totals,
