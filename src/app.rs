@@ -21,7 +21,7 @@ use anyhow::{anyhow, Context};
 use pingora::listeners::tls::TlsSettings;
 use pingora::server::configuration::ServerConf;
 use pingora::server::{RunArgs, Server, ShutdownSignal, ShutdownSignalWatch};
-use tokio::sync::{oneshot, watch};
+use tokio::sync::watch;
 
 use crate::admin::{self, AdminState};
 use crate::auth::Verifier;
@@ -341,7 +341,9 @@ impl App {
 
         // ---- the proxy, on its own thread
         let (relay_tx, relay_rx) = watch::channel(None);
-        let mut proxy_done = start_proxy(&config, proxy, limits, certs, Relay(relay_rx))?;
+        let workers = start_proxy(&config, proxy, limits, certs, Relay(relay_rx))?;
+        let mut proxy_done = Box::pin(workers.all_ended());
+        let first_ended = workers.first_ended();
 
         tokio::pin!(shutdown);
         let result = tokio::select! {
@@ -363,9 +365,9 @@ impl App {
                 }
                 Ok(())
             }
-            ended = &mut proxy_done => {
+            panicked = first_ended => {
                 health.set_proxy_stopped();
-                let why = if ended.is_ok() { "it returned" } else { "its thread panicked" };
+                let why = if panicked { "its thread panicked" } else { "it returned" };
                 tracing::error!(reason = why, "the proxy stopped unexpectedly; exiting");
                 Err(ProxyStopped(why).into())
             }
@@ -396,57 +398,121 @@ fn first_token_hint(database: bool) -> &'static str {
     }
 }
 
-/// Starts pingora's server on its own thread; the receiver resolves when that thread ends
-/// (`Err` when it panicked).
+/// Starts the proxy: one pingora server per `threads`, each on a thread of its own with one
+/// single-threaded runtime and its own listening sockets (a *worker*, see
+/// [`crate::conn::Guarded`]).
 fn start_proxy(
     config: &Config,
     proxy: Proxy,
     limits: Arc<Limits>,
     certs: Option<Arc<CertStore>>,
     relay: Relay,
-) -> anyhow::Result<oneshot::Receiver<()>> {
-    let conf = ServerConf {
-        threads: config.threads,
-        work_stealing: crate::conn::WORK_STEALING,
-        // Our own drain exits as soon as in-flight requests are done; pingora's grace (which
-        // always sleeps in full) is only the backstop.
-        grace_period_seconds: Some(config.shutdown_grace.as_secs().max(1)),
-        graceful_shutdown_timeout_seconds: Some(1),
-        ..ServerConf::default()
-    };
-    let mut server = Server::new_with_opt_and_conf(None, conf);
-    server.bootstrap();
-    let mut service = crate::conn::proxy_service(
-        &server.configuration,
-        proxy,
-        config.threads,
-        limits,
-        config
-            .listen_proxy_protocol
-            .then(|| config.trusted_proxies.clone()),
-    );
-    service.add_listener(crate::conn::listener(&config.listen.to_string(), None));
-    if let (Some(tls), Some(certs)) = (&config.tls, certs) {
-        let mut settings = TlsSettings::intermediate("", "").map_err(|e| anyhow!("tls: {e}"))?;
-        settings.set_cert_resolver(certs);
-        settings.enable_h2();
-        service.add_listener(crate::conn::listener(
-            &tls.listen.to_string(),
-            Some(settings),
-        ));
+) -> anyhow::Result<Workers> {
+    let threads = config.threads.max(1);
+    let (ended_tx, ended_rx) = watch::channel(Ended::default());
+    let ended_tx = Arc::new(ended_tx);
+    let mut servers = Vec::with_capacity(threads);
+    for _ in 0..threads {
+        let conf = ServerConf {
+            threads: crate::conn::WORKER_THREADS,
+            work_stealing: crate::conn::WORKER_WORK_STEALING,
+            // Our own drain exits as soon as in-flight requests are done; pingora's grace
+            // (which always sleeps in full) is only the backstop.
+            grace_period_seconds: Some(config.shutdown_grace.as_secs().max(1)),
+            graceful_shutdown_timeout_seconds: Some(1),
+            ..ServerConf::default()
+        };
+        let mut server = Server::new_with_opt_and_conf(None, conf);
+        server.bootstrap();
+        let mut service = crate::conn::proxy_service(
+            &server.configuration,
+            proxy.clone(),
+            limits.clone(),
+            config
+                .listen_proxy_protocol
+                .then(|| config.trusted_proxies.clone()),
+        );
+        service.add_listener(crate::conn::listener(&config.listen.to_string(), None));
+        if let (Some(tls), Some(certs)) = (&config.tls, &certs) {
+            let mut settings =
+                TlsSettings::intermediate("", "").map_err(|e| anyhow!("tls: {e}"))?;
+            settings.set_cert_resolver(certs.clone());
+            settings.enable_h2();
+            service.add_listener(crate::conn::listener(
+                &tls.listen.to_string(),
+                Some(settings),
+            ));
+        }
+        server.add_service(service);
+        servers.push(server);
     }
-    server.add_service(service);
-    let (done_tx, done_rx) = oneshot::channel();
-    std::thread::Builder::new()
-        .name("tollgate-proxy".into())
-        .spawn(move || {
-            server.run(RunArgs {
-                shutdown_signal: Box::new(relay),
-            });
-            let _ = done_tx.send(());
-        })
-        .context("starting the proxy thread")?;
-    Ok(done_rx)
+    // Every worker is built before any starts: a failure above leaves nothing running.
+    for (n, server) in servers.into_iter().enumerate() {
+        let relay = relay.clone();
+        let ended = WorkerEnd(ended_tx.clone());
+        std::thread::Builder::new()
+            .name(format!("tollgate-proxy-{n}"))
+            .spawn(move || {
+                // Marks the end when the thread ends, by return or by panic.
+                let _ended = ended;
+                server.run(RunArgs {
+                    shutdown_signal: Box::new(relay),
+                });
+            })
+            .context("starting a proxy thread")?;
+    }
+    Ok(Workers {
+        threads,
+        ended: ended_rx,
+    })
+}
+
+/// How many proxy workers have ended, and whether one panicked.
+#[derive(Debug, Default, Clone, Copy)]
+struct Ended {
+    count: usize,
+    panicked: bool,
+}
+
+/// Held by a worker's thread: counts its end, by return or by panic, when dropped.
+struct WorkerEnd(Arc<watch::Sender<Ended>>);
+
+impl Drop for WorkerEnd {
+    fn drop(&mut self) {
+        let panicked = std::thread::panicking();
+        self.0.send_modify(|e| {
+            e.count += 1;
+            e.panicked |= panicked;
+        });
+    }
+}
+
+/// The proxy workers started by [`start_proxy`].
+struct Workers {
+    threads: usize,
+    ended: watch::Receiver<Ended>,
+}
+
+impl Workers {
+    /// Resolves once the first worker has ended; `true` when one panicked.
+    fn first_ended(&self) -> impl std::future::Future<Output = bool> + Send + 'static {
+        let mut rx = self.ended.clone();
+        async move {
+            match rx.wait_for(|e| e.count > 0).await {
+                Ok(e) => e.panicked,
+                Err(_) => true,
+            }
+        }
+    }
+
+    /// Resolves once every worker has ended.
+    fn all_ended(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let mut rx = self.ended.clone();
+        let threads = self.threads;
+        async move {
+            let _ = rx.wait_for(|e| e.count >= threads).await;
+        }
+    }
 }
 
 /// Waits until no proxy request is in flight (and none started within [`DRAIN_SETTLE`]
@@ -492,6 +558,7 @@ async fn probe_listener(listen: std::net::SocketAddr, health: Arc<Health>) {
 }
 
 /// Hands the shutdown decided by [`App::run`] to pingora.
+#[derive(Clone)]
 struct Relay(watch::Receiver<Option<Shutdown>>);
 
 #[async_trait::async_trait]

@@ -116,15 +116,21 @@ impl Drop for InFlight {
 }
 
 /// The process signals as a shutdown request: SIGTERM and SIGQUIT ask for a graceful
-/// shutdown, SIGINT for a fast one. Resolves on the first of them.
-pub async fn signals() -> Shutdown {
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        let (Ok(mut term), Ok(mut quit), Ok(mut int)) = (
-            signal(SignalKind::terminate()),
-            signal(SignalKind::quit()),
-            signal(SignalKind::interrupt()),
-        ) else {
+/// shutdown, SIGINT for a fast one. The future resolves on the first of them.
+///
+/// The handlers are installed when this is called, not when the future is first polled: a
+/// signal that arrives in between would otherwise meet the default action and end the process
+/// without a drain (the proxy serves as soon as its first worker thread runs). Call it inside
+/// the runtime, before the proxy starts.
+pub fn signals() -> impl std::future::Future<Output = Shutdown> + Send + 'static {
+    use tokio::signal::unix::{signal, SignalKind};
+    let installed = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::quit()),
+        signal(SignalKind::interrupt()),
+    );
+    async move {
+        let (Ok(mut term), Ok(mut quit), Ok(mut int)) = installed else {
             tracing::error!("cannot install signal handlers; stop the process with SIGKILL");
             return std::future::pending().await;
         };

@@ -327,3 +327,32 @@ async fn a_dead_proxy_thread_ends_the_process_with_an_error() {
         "log says why:\n{logs}"
     );
 }
+
+/// SIGTERM the moment the proxy accepts connections still drains and exits 0: the handlers are
+/// installed before any proxy worker starts (`lifecycle::signals`). They used to be installed
+/// when the run loop first polled them, after the proxy had started; while workers were still
+/// being built one after another with the first already serving, a SIGTERM sent as soon as it
+/// accepted met the default action and killed the process (2 runs in 8 in a shell loop). Both
+/// the early handlers and building every worker before starting any close that window.
+#[tokio::test]
+async fn sigterm_as_soon_as_the_proxy_accepts_is_graceful() {
+    let upstream = Upstream::start();
+    for run in 1..=5 {
+        let mut proxy = Setup::new(&upstream.url())
+            .set("threads", json!(4))
+            .start_unready()
+            .await;
+        let (status, took) = proxy.stop_gracefully(Duration::from_secs(15)).await;
+        assert!(
+            status.success(),
+            "run {run}: exit status after SIGTERM: {status}; log:\n{}",
+            proxy.logs()
+        );
+        assert!(
+            proxy.logs().contains("tollgate stopped"),
+            "run {run}: no orderly stop; log:\n{}",
+            proxy.logs()
+        );
+        println!("run {run}: SIGTERM at first accept → exit 0 after {took:?}");
+    }
+}

@@ -252,7 +252,8 @@ pub struct Config {
     pub hashing: HashParams,
     /// Logging.
     pub log: LogConfig,
-    /// Worker threads of the proxy service.
+    /// Proxy workers: one thread each, with its own listening sockets, runtime and upstream
+    /// connection pool.
     pub threads: usize,
     /// Default per-token rate limit (a token's own `rate_limit` overrides it).
     pub rate_limit: crate::token::RateLimitRule,

@@ -148,47 +148,34 @@ fn whole_secs(d: Duration) -> u64 {
 
 /// The proxy application behind the connection limits.
 ///
-/// # Shards
-/// pingora runs the service on one single-threaded runtime per thread (`work_stealing: false`)
-/// and spawns each accepted connection on one of them, where it stays. `Guarded` holds one
-/// proxy application per runtime thread, each with its own upstream connection pool, and a
-/// connection is served by its thread's: an upstream connection is then only ever used on the
-/// thread whose runtime it was opened on. Nothing on the request path crosses threads, as in
-/// nginx's workers.
+/// # Workers
+/// Tollgate runs one pingora server per proxy thread (`threads`), each a *worker*: one
+/// single-threaded runtime that accepts connections on a socket of its own (`SO_REUSEPORT` on
+/// the same address; the kernel spreads new connections over the workers), serves them with a
+/// `Guarded` and a proxy application of its own, and holds its own upstream connection pool.
+/// Nothing on the request path crosses threads, as in nginx's workers.
 ///
-/// Measured reason: with pingora's usual set-up (one work-stealing runtime and one pool for all
-/// threads) a task woken on one worker wakes the idle other, a `futex` each way (~1.9 per
-/// request, `benches/syscalls.sh`). With single-threaded runtimes but one shared pool it is
-/// worse: an upstream connection opened on one thread's runtime and reused on the other's is
-/// woken across threads on every read. Per-thread pools remove both (BENCHMARKS.md, "Shards").
+/// Measured reason (`benches/syscalls.sh`, BENCHMARKS.md "Workers"): in one pingora server the
+/// threads share work in ways that wake each other on every request. With its usual set-up (one
+/// work-stealing runtime) a task woken on one worker wakes the idle other, a `futex` each way
+/// (~1.9 per request). With single-threaded runtimes in one server, the accept loop runs on one
+/// of them and registers every accepted socket there while the connection is served on a
+/// random one, and pingora spawns each idle upstream connection's watcher on a random runtime:
+/// readiness and reuse hop between threads (~1.6 eventfd `write`s per request), and reusing a
+/// connection races its watcher's exit, which closes it (pingora's "failed to acquire reusable
+/// stream", a new upstream connection for about one request in thirty under load).
 pub struct Guarded<A> {
-    /// One application per runtime thread (see [`Guarded::shard`]).
-    pub(super) shards: Box<[Arc<A>]>,
+    pub(super) app: Arc<A>,
     pub(super) limits: Arc<Limits>,
     /// With `listen_proxy_protocol`: the peers whose plain connections start with a PROXY
     /// header.
     pub(super) proxy_protocol: Option<TrustedProxies>,
 }
 
-/// Numbers the threads that serve connections, in the order they first do.
-static NEXT_SHARD: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-
-thread_local! {
-    /// This thread's number (see [`NEXT_SHARD`]).
-    static SHARD: usize = NEXT_SHARD.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-}
-
 impl<A> Guarded<A>
 where
     A: HttpServerApp + Send + Sync + 'static,
 {
-    /// The application of the calling thread. Threads are numbered as they first serve a
-    /// connection; with one runtime per thread the service's threads get one shard each.
-    fn shard(&self) -> &Arc<A> {
-        let n = SHARD.with(|n| *n);
-        &self.shards[n % self.shards.len()]
-    }
-
     /// The HTTP/1 keep-alive loop under the deadlines.
     async fn serve_http1(
         &self,
@@ -278,9 +265,7 @@ where
         stream: Stream,
         shutdown: &ShutdownWatch,
     ) -> Option<Stream> {
-        // A connection's task never leaves the thread it was spawned on (single-threaded
-        // runtimes), so its shard is chosen once.
-        let inner = self.shard().clone();
+        let inner = &self.app;
         let options = inner.server_options();
         let pingora_handles = options.is_some_and(|o| o.h2c || o.force_custom)
             || matches!(
@@ -338,16 +323,14 @@ where
             }
         };
         if pingora_handles {
-            return ServerApp::process_new(&inner, stream, shutdown).await;
+            return ServerApp::process_new(inner, stream, shutdown).await;
         }
-        self.serve_http1(&inner, stream, shutdown, early).await;
+        self.serve_http1(inner, stream, shutdown, early).await;
         None
     }
 
     async fn cleanup(&self) {
-        for inner in self.shards.iter() {
-            inner.http_cleanup().await;
-        }
+        self.app.http_cleanup().await;
     }
 }
 

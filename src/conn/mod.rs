@@ -28,7 +28,7 @@ pub mod proxy_protocol;
 use std::sync::Arc;
 
 use pingora::apps::HttpServerOptions;
-use pingora::listeners::{L4BufferSettings, ListenerConfig};
+use pingora::listeners::{L4BufferSettings, ListenerConfig, TcpSocketOptions};
 use pingora::proxy::{HttpProxy, ProxyHttp};
 use pingora::server::configuration::ServerConf;
 use pingora::services::listening::Service;
@@ -40,45 +40,42 @@ pub use limits::{
 
 use crate::config::LimitsConfig;
 
-/// The proxy service with the connection limits in front of `proxy`: one proxy application
-/// per runtime thread (see [`Guarded`]'s shards), on `threads` single-threaded runtimes.
+/// One worker's proxy service: the connection limits in front of `proxy`, on one
+/// single-threaded runtime (see [`WORKER_THREADS`] and [`Guarded`]'s "Workers").
 /// `proxy_protocol`: with `listen_proxy_protocol`, the trusted proxies whose plain connections
 /// start with a PROXY header.
 pub fn proxy_service<P>(
     conf: &Arc<ServerConf>,
     proxy: P,
-    threads: usize,
     limits: Arc<Limits>,
     proxy_protocol: Option<crate::config::TrustedProxies>,
 ) -> Service<Guarded<HttpProxy<P>>>
 where
-    P: ProxyHttp + Clone + Send + Sync + 'static,
+    P: ProxyHttp + Send + Sync + 'static,
     P::CTX: Send + Sync,
 {
-    let shards = (0..threads.max(1))
-        .map(|_| {
-            let mut app = pingora::proxy::http_proxy(conf, proxy.clone());
-            let mut options = HttpServerOptions::default();
-            options.h2_idle_timeout = Some(limits.keepalive_timeout);
-            app.server_options = Some(options);
-            Arc::new(app)
-        })
-        .collect();
+    let mut app = pingora::proxy::http_proxy(conf, proxy);
+    let mut options = HttpServerOptions::default();
+    options.h2_idle_timeout = Some(limits.keepalive_timeout);
+    app.server_options = Some(options);
     let mut service = Service::new(
         "Tollgate proxy".to_string(),
         Guarded {
-            shards,
+            app: Arc::new(app),
             limits,
             proxy_protocol,
         },
     );
-    service.threads = Some(threads.max(1));
+    service.threads = Some(1);
     service
 }
 
-/// The runtime set-up [`proxy_service`] expects: one single-threaded runtime per thread
-/// (pingora's `work_stealing: false`). See [`Guarded`] for why.
-pub const WORK_STEALING: bool = false;
+/// The runtime of one worker's pingora server: a single thread, which accepts the worker's
+/// connections, serves them and holds its upstream connection pool (see [`Guarded`]).
+pub const WORKER_THREADS: usize = 1;
+/// With one thread, pingora's runtime without work stealing is one single-threaded tokio
+/// runtime (no stealing to coordinate).
+pub const WORKER_WORK_STEALING: bool = false;
 
 /// Bytes of a response pingora gathers before writing them to the client socket.
 ///
@@ -91,9 +88,14 @@ pub const WORK_STEALING: bool = false;
 pub const WRITE_BUFFER: usize = 4096;
 
 /// A listening endpoint on `addr` (TLS when `tls` is set) with Tollgate's socket buffers.
+/// `SO_REUSEPORT`: every worker binds a socket of its own to the address, and the kernel
+/// spreads new connections over them (see [`Guarded`]'s "Workers").
 pub fn listener(addr: &str, tls: Option<pingora::listeners::tls::TlsSettings>) -> ListenerConfig {
-    let config =
-        ListenerConfig::tcp(addr).l4_buffer(L4BufferSettings::default().write(WRITE_BUFFER));
+    let mut options = TcpSocketOptions::default();
+    options.so_reuseport = Some(true);
+    let config = ListenerConfig::tcp(addr)
+        .tcp_socket_options(options)
+        .l4_buffer(L4BufferSettings::default().write(WRITE_BUFFER));
     match tls {
         Some(settings) => config.tls(settings),
         None => config,

@@ -103,7 +103,7 @@ fn unix_now() -> Duration {
         .unwrap_or_default()
 }
 
-/// The proxy service. Cloned once per thread (`conn::proxy_service`): every field is shared
+/// The proxy service. Cloned once per worker (`app::start_proxy`): every field is shared
 /// state behind an `Arc` or a small setting.
 #[derive(Clone)]
 pub struct Proxy {
