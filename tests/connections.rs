@@ -704,3 +704,51 @@ async fn upstream_connections_are_reused_across_proxy_threads() {
         connections.len()
     );
 }
+
+/// The workers share the listening port with `SO_REUSEPORT`, but a second Tollgate on the same
+/// `listen` is still refused at start (file, field and reason), and never takes a share of the
+/// first one's connections: every request after the attempt reaches the first one's upstream.
+#[tokio::test]
+async fn a_second_process_on_the_same_listen_address_is_refused() {
+    let upstream = Upstream::start();
+    let other_upstream = Upstream::start();
+    let token = TestToken::read("reader");
+    let proxy = Setup::new(&upstream.url())
+        .with_tokens(&[&token])
+        .start()
+        .await;
+    let second = Setup::new(&other_upstream.url())
+        .set("listen", json!(proxy.setup.listen.to_string()))
+        .with_tokens(&[&token]);
+    second.write();
+    let out = run_tollgate(
+        &["serve", "--config", &second.config_str()],
+        None,
+        second.dir.path(),
+        Duration::from_secs(30),
+    );
+    assert!(
+        !out.status.success(),
+        "a second process on the same listen address started: {out:?}"
+    );
+    let said = out.combined();
+    assert!(
+        said.contains(&format!("cannot listen on listen {}", proxy.setup.listen)),
+        "no clear reason: {said}"
+    );
+    for n in 0..20 {
+        // A new connection each time: the kernel would spread them over every socket.
+        let fresh = reqwest::Client::builder()
+            .pool_max_idle_per_host(0)
+            .build()
+            .expect("client");
+        let got = http_get(&fresh, &proxy.url("/files/x"), Some(&token.bearer())).await;
+        assert_eq!(got.status, 200, "request {n}");
+    }
+    assert_eq!(upstream.count(), 20, "requests at the first one's upstream");
+    assert_eq!(
+        other_upstream.count(),
+        0,
+        "requests at the second one's upstream"
+    );
+}
