@@ -11,7 +11,8 @@
 #   SKIP_BUILD=1 REQUESTS=3000 bash benches/callgrind.sh
 #   KEEP=1 SKIP_BUILD=1 bash benches/callgrind.sh   # keeps the dumps: callgrind_annotate them
 #
-# Targets: passthrough (examples/passthrough.rs), tollgate-warn (log warn, unlimited token),
+# Targets: passthrough (examples/passthrough.rs, pingora's usual set-up), passthrough-workers
+# (the same run the way Tollgate runs its proxy: one server per thread), tollgate-warn (log warn, unlimited token),
 # tollgate-info (the default log level: one JSON audit line per request), tollgate-rl (log warn,
 # a rate-limited token: GCRA and six rate-limit headers per response), tollgate-default (what
 # users run: log info and a rate-limited token, so the audit line, GCRA and every header).
@@ -27,7 +28,7 @@ build_release
 watchdog "${BENCH_TIME_LIMIT:-600}"
 
 mapfile -t P < <(free_ports 5)
-UP=${P[0]} PT=${P[1]} TGP=${P[2]} ADMIN=${P[3]}
+UP=${P[0]} PT=${P[1]} TGP=${P[2]} ADMIN=${P[3]} PTW=${P[4]}
 start_nginx "$UP"
 
 TOKENS="$WORK/tokens/tokens.yaml"   # a directory of its own: Tollgate watches it
@@ -59,6 +60,8 @@ measure() {
 RESULTS="$WORK/results.tsv"
 log "passthrough"
 measure passthrough "$PT" "$TOKEN" "$PASSTHROUGH" "127.0.0.1:$PT" "127.0.0.1:$UP" 2 >> "$RESULTS"
+log "passthrough-workers"
+measure passthrough-workers "$PTW" "$TOKEN" "$PASSTHROUGH" "127.0.0.1:$PTW" "127.0.0.1:$UP" 2 false true >> "$RESULTS"
 log "tollgate-warn"
 measure tollgate-warn "$TGP" "$TOKEN" "$TG" -c "$WORK/tg-warn.yaml" serve >> "$RESULTS"
 log "tollgate-info"

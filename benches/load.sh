@@ -23,6 +23,8 @@
 #                     the same files as Composer dists (the cost of package scopes per request)
 #   tollgate-ledger   tollgate-warn with the usage ledger on (`usage.database`: a SQLite file of
 #                     its own): every request counted per token, path and day, flushed in batches
+#   passthrough-workers  only with PT_WORKERS=1: the pass-through run the way Tollgate runs its
+#                 proxy (one pingora server per thread, SO_REUSEPORT; `conn::Guarded`, "Workers")
 #   baseline-warn, baseline-rl   only with BASELINE_TG=/path/to/another/tollgate: the same two
 #                 rows for another build (e.g. the commit before a change), in the same run
 # Every target gets `Authorization: Bearer TOKEN` but Caddy, which takes Basic `token:TOKEN`.
@@ -44,10 +46,10 @@ build_release
 wait_quiet "${QUIET_WAIT:-240}"
 watchdog "${BENCH_TIME_LIMIT:-900}"
 
-mapfile -t P < <(free_ports 15)
+mapfile -t P < <(free_ports 16)
 UP=${P[0]} NGPROXY=${P[1]} PT=${P[2]} TGW=${P[3]} TGW_ADMIN=${P[4]} TGI=${P[5]} TGI_ADMIN=${P[6]} CADDY=${P[7]}
 BLW=${P[8]} BLW_ADMIN=${P[9]}
-REDIS=${P[10]} TGR=${P[11]} TGR_ADMIN=${P[12]} TGL=${P[13]} TGL_ADMIN=${P[14]}
+REDIS=${P[10]} TGR=${P[11]} TGR_ADMIN=${P[12]} TGL=${P[13]} TGL_ADMIN=${P[14]} PTW=${P[15]}
 
 log "starting nginx (upstream :$UP, proxy_pass :$NGPROXY)"
 start_nginx "$UP" "$NGPROXY"
@@ -57,6 +59,13 @@ log "starting the bare pingora pass-through (:$PT)"
 PT_PID=$!
 started $PT_PID
 wait_http "http://127.0.0.1:$PT/small.bin" 20
+if [ "${PT_WORKERS:-0}" = 1 ]; then
+    log "starting the pass-through as workers (:$PTW)"
+    "$PASSTHROUGH" "127.0.0.1:$PTW" "127.0.0.1:$UP" 2 false true > "$WORK/passthrough-workers.log" 2>&1 &
+    PTW_PID=$!
+    started $PTW_PID
+    wait_http "http://127.0.0.1:$PTW/small.bin" 20
+fi
 
 log "starting redis-server (:$REDIS, no persistence)"
 mkdir -p "$WORK/redis"
@@ -154,6 +163,12 @@ NGINX_WORKERS=$(pgrep -P "$NGINX_PID" | tr '\n' ' ')
 declare -A PROCS=([direct]=$NGINX_WORKERS [nginx-proxy]=$NGINX_WORKERS [caddy]=$CADDY_PID [passthrough]=$PT_PID
     [tollgate-warn]=$TGW_PID [tollgate-info]=$TGI_PID [tollgate-rl]=$TGW_PID [tollgate-default]=$TGI_PID [tollgate-scoped]=$TGW_PID [tollgate-redis]=$TGR_PID [tollgate-ledger]=$TGL_PID)
 TARGETS=(direct nginx-proxy caddy passthrough tollgate-warn tollgate-info tollgate-rl tollgate-default tollgate-scoped tollgate-redis tollgate-ledger)
+if [ "${PT_WORKERS:-0}" = 1 ]; then
+    URL[passthrough-workers]=http://127.0.0.1:$PTW
+    AUTH[passthrough-workers]="Bearer $TOKEN"
+    PROCS[passthrough-workers]=$PTW_PID
+    TARGETS+=(passthrough-workers)
+fi
 if [ -n "${BASELINE_TG:-}" ]; then
     URL[baseline-warn]=http://127.0.0.1:$BLW
     URL[baseline-rl]=http://127.0.0.1:$BLW
@@ -220,6 +235,7 @@ names = {
     "nginx-proxy": "nginx proxy_pass, no auth",
     "caddy": "Caddy basicauth (bcrypt, cached)",
     "passthrough": "bare pingora pass-through",
+    "passthrough-workers": "bare pingora pass-through as workers (PT_WORKERS=1)",
     "tollgate-warn": "Tollgate, log warn",
     "tollgate-info": "Tollgate, log info (audit)",
     "tollgate-rl": "Tollgate, log warn, rate-limited token",

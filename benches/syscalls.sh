@@ -24,8 +24,8 @@ need strace strace
 build_release
 watchdog "${BENCH_TIME_LIMIT:-300}"
 
-mapfile -t P < <(free_ports 5)
-UP=${P[0]} NGPROXY=${P[1]} PT=${P[2]} TGP=${P[3]} ADMIN=${P[4]}
+mapfile -t P < <(free_ports 6)
+UP=${P[0]} NGPROXY=${P[1]} PT=${P[2]} TGP=${P[3]} ADMIN=${P[4]} PTW=${P[5]}
 start_nginx "$UP" "$NGPROXY"
 NGINX_WORKERS=$(pgrep -P "$NGINX_PID" | tr '\n' ' ')
 
@@ -64,6 +64,12 @@ PT_PID=$!
 started $PT_PID
 wait_http "http://127.0.0.1:$PT/small.bin" 20
 count passthrough "$PT" "$PT_PID" >> "$RESULTS"
+log "pingora pass-through as workers (one server per thread, as Tollgate runs)"
+"$PASSTHROUGH" "127.0.0.1:$PTW" "127.0.0.1:$UP" 2 false true > "$WORK/passthrough-workers.log" 2>&1 &
+PTW_PID=$!
+started $PTW_PID
+wait_http "http://127.0.0.1:$PTW/small.bin" 20
+count passthrough-workers "$PTW" "$PTW_PID" >> "$RESULTS"
 log "tollgate-default"
 start_tollgate "$WORK/tg-info.yaml" "$WORK/tg-info.log"
 wait_http "http://127.0.0.1:$TGP/small.bin" 60 -H "Authorization: Bearer $TOKEN_RL"
@@ -83,7 +89,8 @@ for line in open(sys.argv[1]):
     calls[name][sc] += int(c)
 hop = calls["nginx-proxy"].copy()
 hop.subtract(calls["direct"])
-rows = {"nginx-proxy": hop, "passthrough": calls["passthrough"], "tollgate-default": calls["tollgate-default"]}
+rows = {"nginx-proxy": hop, "passthrough": calls["passthrough"],
+        "passthrough-workers": calls["passthrough-workers"], "tollgate-default": calls["tollgate-default"]}
 names = sorted({s for r in rows.values() for s, c in r.items() if c / n >= 0.05},
                key=lambda s: -rows["tollgate-default"][s])
 print("| syscall | " + " | ".join(rows) + " |")

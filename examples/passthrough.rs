@@ -5,20 +5,28 @@
 //! per request but pick that one peer — no auth, no header rewriting, no logging, no metrics.
 //!
 //!     cargo build --release --example passthrough
-//!     target/release/examples/passthrough LISTEN UPSTREAM [THREADS [WORK_STEALING]]
+//!     target/release/examples/passthrough LISTEN UPSTREAM [THREADS [WORK_STEALING [WORKERS]]]
 //!     target/release/examples/passthrough 127.0.0.1:8090 127.0.0.1:8081 2
 //!
-//! Without arguments, `PASSTHROUGH_LISTEN`, `PASSTHROUGH_UPSTREAM`, `PASSTHROUGH_THREADS` and
-//! `PASSTHROUGH_WORK_STEALING` are read (defaults 127.0.0.1:8090, 127.0.0.1:80, 2 like Tollgate
-//! on 2 cores, and `true`, pingora's default). SIGINT stops it at once.
+//! Without arguments, `PASSTHROUGH_LISTEN`, `PASSTHROUGH_UPSTREAM`, `PASSTHROUGH_THREADS`,
+//! `PASSTHROUGH_WORK_STEALING` and `PASSTHROUGH_WORKERS` are read (defaults 127.0.0.1:8090,
+//! 127.0.0.1:80, 2 like Tollgate on 2 cores, `true`, pingora's default, and `false`).
+//! SIGINT stops it at once.
+//!
+//! `WORKERS=true` runs it the way Tollgate runs its proxy: one pingora server per thread, each
+//! with one single-threaded runtime and its own `SO_REUSEPORT` socket (`conn::Guarded`,
+//! "Workers"). It is pingora's usual set-up (one server) that Tollgate is measured against;
+//! this one says what the same structure gives pingora alone.
 
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use pingora::listeners::TcpSocketOptions;
 use pingora::prelude::*;
 use pingora::proxy::{http_proxy_service, ProxyHttp, Session};
 use pingora::server::configuration::ServerConf;
+use pingora::server::RunArgs;
 
 // The same global allocator as src/main.rs.
 #[global_allocator]
@@ -70,6 +78,34 @@ fn main() {
     peer.options.write_timeout = Some(Duration::from_secs(60));
     peer.options.idle_timeout = Some(Duration::from_secs(60));
 
+    let workers: bool = arg_or_env(5, "PASSTHROUGH_WORKERS", "false")
+        .parse()
+        .expect("WORKERS must be true or false");
+    eprintln!(
+        "passthrough: {listen} -> {addr}, {threads} threads, work stealing {work_stealing}, \
+         workers {workers}"
+    );
+    if !workers {
+        server(&listen, &peer, threads, work_stealing, None).run_forever();
+    }
+    let mut options = TcpSocketOptions::default();
+    options.so_reuseport = Some(true);
+    let running: Vec<_> = (0..threads)
+        .map(|_| server(&listen, &peer, 1, false, Some(options.clone())))
+        .map(|s| std::thread::spawn(move || s.run(RunArgs::default())))
+        .collect();
+    for r in running {
+        let _ = r.join();
+    }
+}
+
+fn server(
+    listen: &str,
+    peer: &HttpPeer,
+    threads: usize,
+    work_stealing: bool,
+    socket: Option<TcpSocketOptions>,
+) -> Server {
     let conf = ServerConf {
         threads,
         work_stealing,
@@ -79,9 +115,12 @@ fn main() {
     };
     let mut server = Server::new_with_opt_and_conf(None, conf);
     server.bootstrap();
+    let peer = peer.clone();
     let mut proxy = http_proxy_service(&server.configuration, Passthrough { peer });
-    proxy.add_tcp(&listen);
+    match socket {
+        Some(options) => proxy.add_tcp_with_settings(listen, options),
+        None => proxy.add_tcp(listen),
+    }
     server.add_service(proxy);
-    eprintln!("passthrough: {listen} -> {addr}, {threads} threads, work stealing {work_stealing}");
-    server.run_forever();
+    server
 }
