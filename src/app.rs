@@ -339,7 +339,7 @@ impl App {
         }
         let probe = tokio::spawn(probe_listener(config.listen, health.clone()));
 
-        // ---- the proxy, on its own thread
+        // ---- the proxy: its workers, each on a thread of its own
         let (relay_tx, relay_rx) = watch::channel(None);
         let workers = start_proxy(&config, proxy, limits, certs, Relay(relay_rx))?;
         let mut proxy_done = Box::pin(workers.all_ended());
