@@ -8,7 +8,7 @@ use serde_yaml_ng::{Mapping, Value};
 use super::fields::{as_string, kind_of, Collector, ConfigError, ConfigErrors, Origins, Section};
 use super::sections::{
     build_cache, build_hashing, build_limits, build_log, build_public, build_shutdown, build_tls,
-    build_tokens, build_upstream, build_verify, socket_addr, take_rule, url_path,
+    build_tokens, build_upstream, build_verify, proxy_addr, socket_addr, take_rule, url_path,
 };
 use super::shared_backend::take_rate_limit;
 use super::Config;
@@ -180,7 +180,7 @@ pub fn load_text(
 fn build(col: &mut Collector, root: Value) -> Config {
     let source = col.origins.default.clone();
     let mut top = Section::new(col, "", root);
-    let listen = top.take_with("listen", ([0, 0, 0, 0], 8080).into(), socket_addr);
+    let listen = top.take_with("listen", ([0, 0, 0, 0], 8080).into(), proxy_addr);
     let admin_listen = top.take_with("admin_listen", ([127, 0, 0, 1], 9180).into(), socket_addr);
     let realm = top.take_with("realm", "packages".to_string(), |v| {
         let s = as_string(v)?;
@@ -380,6 +380,24 @@ mod tests {
         assert!(e.to_string().contains("cannot read file"));
         let e = load_doc("listen: [\n", vec![], &Overrides::default()).unwrap_err();
         assert!(e.to_string().contains("not valid YAML"), "{e}");
+    }
+
+    /// Every proxy worker binds its own socket: port 0 would give each a different port.
+    #[test]
+    fn proxy_listen_needs_a_fixed_port() {
+        let f = "listen: 127.0.0.1:0\ntls: {listen: '[::1]:0', cert_file: c.pem, key_file: k.pem}\nadmin_listen: 127.0.0.1:0\n";
+        let text = load_doc(f, vec![], &Overrides::default())
+            .unwrap_err()
+            .to_string();
+        let p = FILE.to_string();
+        for want in [
+            format!("{p}: listen: 127.0.0.1:0 has port 0"),
+            format!("{p}: tls.listen: [::1]:0 has port 0"),
+        ] {
+            assert!(text.contains(&want), "missing {want:?} in:\n{text}");
+        }
+        // The admin listener is one socket: any free port is fine there.
+        assert!(!text.contains("admin_listen"), "{text}");
     }
 
     /// Loading reads the file and the environment only: a name that does not resolve and

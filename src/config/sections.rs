@@ -23,6 +23,18 @@ pub(super) fn socket_addr(v: Value) -> Result<SocketAddr, String> {
         .map_err(|_| format!("{s:?} is not an address such as 0.0.0.0:8080"))
 }
 
+/// A proxy listening address: as [`socket_addr`], with a port. Port 0 (any free port) would
+/// give every proxy worker a port of its own (each binds its own socket, `conn::Guarded`).
+pub(super) fn proxy_addr(v: Value) -> Result<SocketAddr, String> {
+    let addr = socket_addr(v)?;
+    if addr.port() == 0 {
+        return Err(format!(
+            "{addr} has port 0: the proxy needs a fixed port (every proxy thread listens on it)"
+        ));
+    }
+    Ok(addr)
+}
+
 /// An absolute URL path without query or fragment.
 pub(super) fn url_path(v: Value) -> Result<String, String> {
     let s = as_string(v)?;
@@ -53,7 +65,7 @@ pub(super) fn build_shutdown(s: &mut Section<'_>) -> Duration {
 /// `tls`: all of listen, cert_file and key_file when the section is `given`, else `None`.
 /// The files are not read here (see `crate::app::preflight`).
 pub(super) fn build_tls(s: &mut Section<'_>, given: bool) -> Option<TlsConfig> {
-    let listen = s.take_with("listen", None, |v| socket_addr(v).map(Some));
+    let listen = s.take_with("listen", None, |v| proxy_addr(v).map(Some));
     let cert_file = s.take_with("cert_file", None, |v| as_string(v).map(Some));
     let key_file = s.take_with("key_file", None, |v| as_string(v).map(Some));
     let admin = s.take("admin", false);
