@@ -406,7 +406,7 @@ mod tests {
     fn loading_resolves_nothing_and_reads_no_certificate() {
         let f = doc(
             "upstream: {url: 'https://no-such-host.invalid:8443/repo'}\n\
-             tls: {listen: 127.0.0.1:0, cert_file: /nonexistent/c.pem, key_file: /nonexistent/k.pem}\n",
+             tls: {listen: 127.0.0.1:8443, cert_file: /nonexistent/c.pem, key_file: /nonexistent/k.pem}\n",
         );
         let (c, _) = load_doc(&f, vec![], &Overrides::default()).unwrap();
         assert_eq!(c.upstream.host, "no-such-host.invalid");

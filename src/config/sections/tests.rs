@@ -108,7 +108,7 @@ fn every_section_refuses_unknown_keys() {
          hashing: {colour: 1}\n\
          log: {colour: 1}\n\
          shutdown: {colour: 1}\n\
-         tls: {listen: 127.0.0.1:0, cert_file: c, key_file: k, colour: 1}\n\
+         tls: {listen: 127.0.0.1:8443, cert_file: c, key_file: k, colour: 1}\n\
          limits: {colour: 1}\n\
          rate_limit: {requests: 5, period: 1h, colour: red}\n\
          colour: 1\n");
