@@ -66,7 +66,7 @@ where
             proxy_protocol,
         },
     );
-    service.threads = Some(1);
+    service.threads = Some(WORKER_THREADS);
     service
 }
 
